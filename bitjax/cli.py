@@ -1,0 +1,44 @@
+"""`bitjax` command line: thin entry points over the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bitjax", description="Train and ship native 1.58-bit LMs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a recipe; resumes from --workdir if it holds a checkpoint")
+    train.add_argument("recipe", help="a recipe file with get_config(), e.g. recipes/tiny.py")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field, e.g. --set optim.peak_lr=3e-4 (repeatable)")
+    train.add_argument("--workdir", default=None, help="run directory (default: runs/<recipe name>)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar or summary")
+
+    args = parser.parse_args(argv)
+    from bitjax.config import ConfigError
+    from bitjax.train import TrainingError
+    try:
+        if args.command == "train":
+            return _train(args)
+    except (ConfigError, TrainingError) as e:
+        print(f"bitjax: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _train(args) -> int:
+    from bitjax.config import apply_overrides, load_recipe
+    from bitjax.train import train
+
+    cfg = apply_overrides(load_recipe(args.recipe), args.overrides)
+    workdir = Path(args.workdir or Path("runs") / Path(args.recipe).stem)
+    result = train(cfg, workdir, progress=not args.no_progress)
+    return 0 if "stopped_at" not in result else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

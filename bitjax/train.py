@@ -1,0 +1,260 @@
+"""The training loop: one jitted, donated train step; metrics; Orbax checkpoints; exact resume.
+
+`train(cfg, workdir)` builds the model and optimizer, restores the latest checkpoint in `workdir` if one
+exists (model, optimizer, step and the Grain iterator position), then runs to `cfg.steps`. Stopping with
+SIGTERM (a preempted TPU VM, Ctrl-C) saves a checkpoint first; rerunning the same command resumes and
+produces bitwise the same parameters as an uninterrupted run on the same hardware.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm import tqdm
+
+from bitjax import checkpoint as ckpt_lib
+from bitjax import data as data_lib
+from bitjax import distill, quant
+from bitjax.config import TrainConfig
+from bitjax.layers import QuantStrength
+from bitjax.model import Transformer, count_params
+from bitjax.optim import current_hyperparams, make_optimizer
+from bitjax.run_outputs import RunLogger, first_value, plot_loss_curve, print_summary
+
+
+class TrainingError(RuntimeError):
+    """The run stopped for a reason the user must act on (diverged loss, ...)."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array          # () int32, number of updates applied
+    params: nnx.State        # latent full-precision parameters
+    opt_state: Any           # optax state of `make_optimizer`
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """The static parts of a run: model graph, optimizer and the jitted functions built from them."""
+
+    cfg: TrainConfig
+    graphdef: Any
+    quant_vars: nnx.State    # QuantStrength variables; their value is set from the step each update
+    tx: optax.GradientTransformation
+
+    @classmethod
+    def create(cls, cfg: TrainConfig) -> "Trainer":
+        abstract_model = nnx.eval_shape(lambda: Transformer(cfg.model, rngs=nnx.Rngs(cfg.seed)))
+        graphdef, _, quant_vars = nnx.split(abstract_model, nnx.Param, QuantStrength)
+        quant_vars = jax.tree.map(lambda v: jnp.ones(v.shape, v.dtype), quant_vars)
+        return cls(cfg, graphdef, quant_vars, make_optimizer(cfg.optim, cfg.steps))
+
+    # ---------------------------------------------------------------- state
+
+    def init_state(self) -> TrainState:
+        """Initialise parameters and optimizer state inside one jit (no host round trip of weights)."""
+        def init():
+            model = Transformer(self.cfg.model, rngs=nnx.Rngs(self.cfg.seed))
+            params = nnx.state(model, nnx.Param)
+            return TrainState(jnp.zeros((), jnp.int32), params, self.tx.init(params))
+        return jax.jit(init)()
+
+    def abstract_state(self) -> TrainState:
+        return jax.eval_shape(self.init_state)
+
+    def model(self, params: nnx.State, lam: jax.Array | float = 1.0) -> Transformer:
+        quant_vars = jax.tree.map(lambda v: jnp.full_like(v, lam), self.quant_vars)
+        return nnx.merge(self.graphdef, params, quant_vars)
+
+    # ---------------------------------------------------------------- steps
+
+    def loss(self, params: nnx.State, batch: dict, lam) -> tuple[jax.Array, dict]:
+        logits_BLV = self.model(params, lam)(batch["inputs"], batch["segment_ids"], batch["positions"])
+        ce = distill.cross_entropy(logits_BLV, batch["targets"], batch["loss_mask"])
+        return ce, {"ce": ce}
+
+    def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        lam = quant.lambda_schedule(state.step, self.cfg.quant_warmup_steps)
+        (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, batch, lam)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "quant_lambda": lam,
+                   **current_hyperparams(opt_state), **aux}
+        return TrainState(state.step + 1, params, opt_state), metrics
+
+    def jit_train_step(self):
+        return jax.jit(self.train_step, donate_argnums=(0,))
+
+    def eval_loss(self, params: nnx.State, batch: dict) -> tuple[jax.Array, jax.Array]:
+        """Summed CE and token count on one batch, fully quantized."""
+        logits_BLV = self.model(params, 1.0)(batch["inputs"], batch["segment_ids"], batch["positions"])
+        mask = batch["loss_mask"]
+        n = jnp.sum(mask)
+        return distill.cross_entropy(logits_BLV, batch["targets"], mask) * n, n
+
+
+def zero_fractions(params: nnx.State) -> dict[str, jax.Array]:
+    """Fraction of zero ternary codes in each BitLinear kernel, keyed by module path."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+        if "kernel" in keys and leaf.ndim == 2:
+            codes, _ = quant.ternary_codes(leaf)
+            out[".".join(k for k in keys if k not in ("kernel", "value"))] = jnp.mean(codes == 0)
+    return out
+
+
+def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> dict:
+    """Train (or resume) `cfg` in `workdir`; returns the summary it prints."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer.create(cfg)
+    corpus = data_lib.prepare_corpus(cfg.data)
+    if corpus_vocab := _tokenizer_vocab(corpus):
+        if corpus_vocab > cfg.model.vocab_size:
+            raise ckpt_lib.ConfigError(
+                f"tokenizer has {corpus_vocab} tokens but model.vocab_size={cfg.model.vocab_size}; "
+                f"set --set model.vocab_size={corpus_vocab} or lower data.vocab_size")
+    data_iter = iter(data_lib.train_dataset(corpus, cfg.data, jax.process_index(), jax.process_count()))
+    eval_batches = data_lib.heldout_batches(corpus, cfg.data, cfg.eval_batches)
+    meta = ckpt_lib.meta_for(cfg, corpus.tokenizer_fingerprint)
+
+    checkpointer = ckpt_lib.Checkpointer(workdir / "checkpoints", cfg)
+    start_step = checkpointer.latest_step()
+    if start_step is not None:
+        ckpt_lib.check_compatible(checkpointer.read_meta(start_step), cfg, corpus.tokenizer_fingerprint, workdir)
+        state = checkpointer.restore(start_step, trainer.abstract_state(), data_iter)
+        print(f"resumed from step {start_step} in {checkpointer.directory}", flush=True)
+    else:
+        state = trainer.init_state()
+        start_step = 0
+    (workdir / "config.json").write_text(ckpt_lib.dump_meta(meta))
+
+    step_fn = trainer.jit_train_step()
+    eval_fn = jax.jit(trainer.eval_loss)
+    zeros_fn = jax.jit(zero_fractions)
+    logger = RunLogger(workdir)
+    stop_requested = _install_sigterm_handler()
+
+    def evaluate(params) -> float:
+        total, count = 0.0, 0.0
+        for batch in eval_batches:
+            s, n = eval_fn(params, batch)
+            total, count = total + float(s), count + float(n)
+        return total / max(count, 1.0)
+
+    pending: list[tuple[int, dict]] = []   # device metrics not yet checked or logged
+    last_good_checkpoint = start_step if start_step else None
+    t_last, tokens_since = time.perf_counter(), 0
+    tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
+    t_start = time.perf_counter()
+    bar = tqdm(total=cfg.steps, initial=start_step, disable=not progress, desc=cfg.name, dynamic_ncols=True,
+               mininterval=1.0)
+
+    def flush_metrics(step: int) -> dict:
+        """Bring pending metrics to the host; stop on NaN/Inf before anything is saved from that state."""
+        nonlocal t_last, tokens_since
+        host = jax.device_get(pending)
+        pending.clear()
+        for s, m in host:
+            if not np.isfinite(m["loss"]):
+                raise TrainingError(
+                    f"loss became {m['loss']} at step {s}; the last good checkpoint "
+                    f"(step {last_good_checkpoint}) is kept in {checkpointer.directory}. Lower optim.peak_lr "
+                    "(e.g. --set optim.peak_lr=...) or check the data, then rerun the same command to resume")
+        now = time.perf_counter()
+        latest = {k: float(v) for k, v in host[-1][1].items()} if host else {}
+        if host:
+            latest["tokens_per_sec"] = tokens_since / max(now - t_last, 1e-9)
+            t_last, tokens_since = now, 0
+        return latest
+
+    def save(step: int) -> None:
+        nonlocal last_good_checkpoint
+        flush_metrics(step)
+        checkpointer.save(step, state, data_iter, meta)
+        last_good_checkpoint = step
+
+    try:
+        for step in range(start_step + 1, cfg.steps + 1):
+            batch = next(data_iter)
+            state, metrics = step_fn(state, batch)
+            pending.append((step, metrics))
+            tokens_since += tokens_per_step
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps or step == start_step + 1:
+                scalars = flush_metrics(step)
+                scalars.update({f"zeros/{k}": float(v) for k, v in zeros_fn(state.params).items()})
+                logger.log(step, scalars)
+                bar.set_postfix(loss=f"{scalars['loss']:.3f}", lr=f"{scalars['lr']:.2e}")
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                eval_loss = evaluate(state.params)
+                logger.log(step, {"eval/loss": eval_loss, "eval/perplexity": float(np.exp(eval_loss))})
+            if step % cfg.checkpoint.every == 0 or step == cfg.steps:
+                save(step)
+                bar.write(f"step {step}: checkpoint queued in {checkpointer.directory}")
+            if stop_requested():
+                save(step)
+                checkpointer.wait()
+                bar.write(f"stopped by SIGTERM at step {step}; checkpoint saved. "
+                          "Rerun the same command to resume.")
+                return {"stopped_at": step}
+    finally:
+        bar.close()
+        checkpointer.wait()
+        checkpointer.close()
+        logger.close()
+
+    elapsed = time.perf_counter() - t_start
+    final_step = int(state.step)
+    summary = {
+        "run": cfg.name,
+        "workdir": str(workdir),
+        "steps": final_step,
+        "resumed_from": start_step or None,
+        "parameters": count_params(cfg.model)["total"],
+        "first_logged_loss": first_value(workdir, "loss"),
+        "final_loss": logger.last("loss"),
+        "heldout_loss": logger.last("eval/loss"),
+        "heldout_perplexity": logger.last("eval/perplexity"),
+        "tokens_seen": final_step * tokens_per_step,
+        "wall_seconds": round(elapsed, 1),
+        "checkpoint": str(checkpointer.directory / str(final_step)),
+        "tensorboard": str(logger.tb_dir),
+        "loss_curve": str(plot_loss_curve(workdir)),
+        "config": str(workdir / "config.json"),
+    }
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if progress:
+        print_summary(summary)
+    return summary
+
+
+def _tokenizer_vocab(corpus: data_lib.TokenizedCorpus) -> int | None:
+    from bitjax import tokenizer as tokenizer_lib
+    return tokenizer_lib.load(corpus.tokenizer_path).get_vocab_size()
+
+
+def _install_sigterm_handler():
+    """SIGTERM sets a flag the loop checks after each step, so the state saved is a consistent one."""
+    requested = {"flag": False}
+
+    def handler(signum, frame):
+        requested["flag"] = True
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a notebook worker): no handler
+        pass
+    return lambda: requested["flag"]

@@ -1,0 +1,85 @@
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from bitjax.layers import BitLinear, Linear
+from bitjax.model import ModelConfig, Transformer, count_params
+
+CFG = ModelConfig.tiny(vocab_size=64, n_layers=2)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return Transformer(CFG, rngs=nnx.Rngs(0))
+
+
+def test_logits_shape_and_dtype(model):
+    logits = model(jnp.zeros((2, 12), jnp.int32))
+    assert logits.shape == (2, 12, CFG.vocab_size) and logits.dtype == jnp.float32
+
+
+def test_causality(model):
+    tokens = jax.random.randint(jax.random.key(0), (1, 16), 0, CFG.vocab_size)
+    base = model(tokens)
+    for t in (3, 9, 15):
+        changed = tokens.at[0, t].set((tokens[0, t] + 1) % CFG.vocab_size)
+        out = model(changed)
+        np.testing.assert_array_equal(out[0, :t], base[0, :t])
+        assert not np.allclose(out[0, t:], base[0, t:])
+
+
+def test_segments_are_isolated(model):
+    """Two documents packed in one row give the logits each would give alone."""
+    a = jax.random.randint(jax.random.key(1), (1, 7), 0, CFG.vocab_size)
+    b = jax.random.randint(jax.random.key(2), (1, 9), 0, CFG.vocab_size)
+    packed = jnp.concatenate([a, b], axis=1)
+    segment_ids = jnp.array([[1] * 7 + [2] * 9])
+    positions = jnp.array([list(range(7)) + list(range(9))])
+    out = model(packed, segment_ids, positions)
+    np.testing.assert_allclose(out[:, :7], model(a), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[:, 7:], model(b), rtol=1e-5, atol=1e-5)
+    # changing document a never changes document b's logits
+    other_a = (a + 5) % CFG.vocab_size
+    out2 = model(jnp.concatenate([other_a, b], axis=1), segment_ids, positions)
+    np.testing.assert_array_equal(out2[:, 7:], out[:, 7:])
+
+
+def test_bitnet_2b4t_parameter_count_without_allocation():
+    t0 = time.perf_counter()
+    counts = count_params(ModelConfig.bitnet_2b4t())
+    assert time.perf_counter() - t0 < 60  # shapes only; allocating 9.6 GB of float32 would not be this quick
+    assert counts["total"] == pytest.approx(2.41e9, rel=0.01)
+    assert counts["embedding"] == 128256 * 2560
+    assert counts["non_embedding"] == pytest.approx(2.09e9, rel=0.01)
+
+
+def test_2b4t_shape_matches_published_config():
+    c = ModelConfig.bitnet_2b4t()
+    assert (c.d_model, c.d_ff, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.vocab_size) == \
+        (2560, 6912, 30, 20, 5, 128, 128256)
+    assert c.ffn_activation == "relu2" and c.rope_theta == 500_000.0 and c.norm_eps == 1e-5
+
+
+def test_full_precision_model_has_same_parameters_as_ternary():
+    tern = nnx.state(Transformer(CFG, rngs=nnx.Rngs(0)), nnx.Param)
+    full_model = Transformer(dataclasses.replace(CFG, quant="none"), rngs=nnx.Rngs(0))
+    full = nnx.state(full_model, nnx.Param)
+    assert jax.tree.structure(tern) == jax.tree.structure(full)
+    kinds = {type(m) for _, m in nnx.iter_graph(full_model) if isinstance(m, Linear)}
+    assert kinds == {Linear}
+
+
+def test_every_projection_is_bitlinear_and_embedding_is_not(model):
+    linears = [m for _, m in nnx.iter_graph(model) if isinstance(m, Linear)]
+    assert len(linears) == 7 * CFG.n_layers and all(isinstance(m, BitLinear) for m in linears)
+    assert not isinstance(model.embed_tokens, Linear)
+
+
+def test_invalid_config_is_rejected():
+    with pytest.raises(ValueError, match="n_kv_heads"):
+        ModelConfig.tiny(n_heads=4, n_kv_heads=3)
