@@ -56,6 +56,12 @@ class Checkpointer:
         )
         return restored["state"]
 
+    def restore_state(self, step: int, abstract_state):
+        """Only the TrainState (for evaluation and export); the data position is left alone."""
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+        return restored["state"]
+
     def wait(self) -> None:
         self.manager.wait_until_finished()
 

@@ -89,7 +89,7 @@ class Trainer:
         (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, batch, lam)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "quant_lambda": lam,
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "quant_lambda": lam,
                    **current_hyperparams(opt_state), **aux}
         return TrainState(state.step + 1, params, opt_state), metrics
 

@@ -1,0 +1,22 @@
+"""Every recipe in recipes/ loads and builds its model and optimizer state (shapes only)."""
+
+from pathlib import Path
+
+import jax
+import pytest
+
+from bitjax.config import TrainConfig, load_recipe
+from bitjax.model import count_params
+from bitjax.train import Trainer
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_recipe_builds(path):
+    cfg = load_recipe(path)
+    assert isinstance(cfg, TrainConfig)
+    abstract = Trainer.create(cfg).abstract_state()  # model + optimizer, via eval_shape
+    n = sum(x.size for x in jax.tree.leaves(abstract.params))
+    assert n == count_params(cfg.model)["total"]
+    assert cfg.data.vocab_size <= cfg.model.vocab_size

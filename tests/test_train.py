@@ -1,0 +1,113 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bitjax import train as train_lib
+from bitjax.checkpoint import Checkpointer
+from bitjax.config import apply_overrides, load_recipe
+from bitjax.train import Trainer, TrainingError, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "recipes" / "tiny.py")
+# A smaller variant of the tiny recipe for the tests that train
+FAST = ["model.n_layers=2", "data.seq_len=64", "data.batch_size=8", "log_every=5", "eval_every=1000",
+        "eval_batches=1", "optim.warmup_steps=5"]
+
+
+def fast_config(*extra):
+    return apply_overrides(load_recipe(TINY), FAST + list(extra))
+
+
+def test_tiny_recipe_loss_falls(tmp_path):
+    cfg = apply_overrides(load_recipe(TINY), ["steps=60", "eval_every=60", "eval_batches=2", "log_every=10"])
+    summary = train(cfg, tmp_path, progress=False)
+    assert summary["steps"] == 60
+    assert summary["final_loss"] < summary["first_logged_loss"] - 1.0, summary
+    assert summary["heldout_loss"] < np.log(cfg.model.vocab_size) - 1.0, summary
+    for name in ("loss_curve.png", "metrics.jsonl", "config.json", "summary.json"):
+        assert (tmp_path / name).exists()
+    assert any((tmp_path / "tb").iterdir())
+
+
+def _bitjax(workdir, *overrides):
+    args = [sys.executable, "-m", "bitjax.cli", "train", TINY, "--workdir", str(workdir), "--no-progress"]
+    for o in FAST + list(overrides):
+        args += ["--set", o]
+    return args
+
+
+def _final_params(workdir, step):
+    cfg = fast_config()
+    ckpt = Checkpointer(Path(workdir) / "checkpoints", cfg)
+    state = ckpt.restore_state(step, Trainer.create(cfg).abstract_state())
+    ckpt.close()
+    return jax.tree.leaves(state.params), int(state.step)
+
+
+def test_resume_after_sigkill_is_bitwise_exact(tmp_path):
+    steps = ["steps=40", "checkpoint.every=20", "data.batch_size=16", "data.seq_len=128"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    subprocess.run(_bitjax(straight, *steps), check=True, cwd=ROOT, capture_output=True)
+
+    proc = subprocess.Popen(_bitjax(resumed, *steps), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt_20 = resumed / "checkpoints" / "20"
+    deadline = time.time() + 300
+    while not ckpt_20.is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (resumed / "checkpoints" / "40").exists(), "killed too late to test resuming"
+
+    out = subprocess.run(_bitjax(resumed, *steps), check=True, cwd=ROOT, capture_output=True, text=True)
+    assert "resumed from step 20" in out.stdout
+
+    a, step_a = _final_params(straight, 40)
+    b, step_b = _final_params(resumed, 40)
+    assert step_a == step_b == 40
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_sigterm_saves_a_checkpoint_and_resumes(tmp_path):
+    overrides = ["steps=400", "checkpoint.every=1000"]
+    proc = subprocess.Popen(_bitjax(tmp_path, *overrides), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (tmp_path / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "stopped by SIGTERM" in out
+    saved = Checkpointer(tmp_path / "checkpoints", fast_config()).latest_step()
+    assert saved is not None and 0 < saved < 400
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    original = Trainer.train_step
+
+    def diverging_step(self, state, batch):
+        new_state, metrics = original(self, state, batch)
+        poisoned = jnp.where(state.step >= 7, jnp.nan, 1.0)  # steps 8+ diverge
+        new_state = new_state.replace(params=jax.tree.map(lambda p: p * poisoned, new_state.params))
+        return new_state, {**metrics, "loss": metrics["loss"] * poisoned}
+
+    monkeypatch.setattr(train_lib.Trainer, "train_step", diverging_step)
+    cfg = fast_config("steps=20", "checkpoint.every=5", "log_every=5")
+    with pytest.raises(TrainingError, match=r"loss became nan at step 8.*last good checkpoint \(step 5\)"):
+        train(cfg, tmp_path, progress=False)
+    ckpt = Checkpointer(tmp_path / "checkpoints", cfg)
+    assert ckpt.latest_step() == 5
+    state = ckpt.restore_state(5, Trainer.create(cfg).abstract_state())
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
