@@ -187,5 +187,23 @@ def to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
 
-def model_config_from_json(text: str) -> ModelConfig:
-    return ModelConfig(**json.loads(text))
+def from_dict(cls, values: dict):
+    """Rebuild a (nested) config dataclass from `dataclasses.asdict` output, e.g. a run's config.json."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, dict):
+            value = from_dict(hints[f.name], value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def load_run_config(workdir: str | Path) -> TrainConfig:
+    """The TrainConfig a run directory was trained with (its config.json)."""
+    path = Path(workdir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist: {workdir} is not a bitjax run directory (train into it first)")
+    return from_dict(TrainConfig, json.loads(path.read_text())["config"])

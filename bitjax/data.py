@@ -10,7 +10,6 @@ The model masks attention across segments, so a window never leaks one document 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,5 +134,23 @@ def heldout_batches(corpus: TokenizedCorpus, cfg: DataConfig, n_batches: int) ->
     return [ds[i] for i in range(min(n_batches, len(ds)))]
 
 
-def digest(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
+class Pipeline:
+    """What the trainer needs from the data side: a resumable train iterator, held-out batches, the tokenizer."""
+
+    def __init__(self, cfg: DataConfig):
+        self.cfg = cfg
+        self.corpus = prepare_corpus(cfg)
+        self.tokenizer_path = self.corpus.tokenizer_path
+        self.tokenizer_fingerprint = self.corpus.tokenizer_fingerprint
+        self.vocab_size = tokenizer_lib.load(self.tokenizer_path).get_vocab_size()
+
+    def train_iterator(self, process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
+        """This process's shard of the training batches; its state goes into every checkpoint."""
+        return iter(train_dataset(self.corpus, self.cfg, process_index, process_count))
+
+    def heldout_batches(self, n_batches: int) -> list[dict[str, np.ndarray]]:
+        return heldout_batches(self.corpus, self.cfg, n_batches)
+
+
+def build_pipeline(cfg: DataConfig) -> Pipeline:
+    return Pipeline(cfg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -120,26 +121,26 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer.create(cfg)
-    corpus = data_lib.prepare_corpus(cfg.data)
-    if corpus_vocab := _tokenizer_vocab(corpus):
-        if corpus_vocab > cfg.model.vocab_size:
-            raise ckpt_lib.ConfigError(
-                f"tokenizer has {corpus_vocab} tokens but model.vocab_size={cfg.model.vocab_size}; "
-                f"set --set model.vocab_size={corpus_vocab} or lower data.vocab_size")
-    data_iter = iter(data_lib.train_dataset(corpus, cfg.data, jax.process_index(), jax.process_count()))
-    eval_batches = data_lib.heldout_batches(corpus, cfg.data, cfg.eval_batches)
-    meta = ckpt_lib.meta_for(cfg, corpus.tokenizer_fingerprint)
+    pipeline = data_lib.build_pipeline(cfg.data)
+    if pipeline.vocab_size > cfg.model.vocab_size:
+        raise ckpt_lib.ConfigError(
+            f"tokenizer {pipeline.tokenizer_path} has {pipeline.vocab_size} tokens but "
+            f"model.vocab_size={cfg.model.vocab_size}; set --set model.vocab_size={pipeline.vocab_size}")
+    data_iter = pipeline.train_iterator(jax.process_index(), jax.process_count())
+    eval_batches = pipeline.heldout_batches(cfg.eval_batches)
+    meta = ckpt_lib.meta_for(cfg, pipeline.tokenizer_fingerprint)
 
     checkpointer = ckpt_lib.Checkpointer(workdir / "checkpoints", cfg)
     start_step = checkpointer.latest_step()
     if start_step is not None:
-        ckpt_lib.check_compatible(checkpointer.read_meta(start_step), cfg, corpus.tokenizer_fingerprint, workdir)
+        ckpt_lib.check_compatible(checkpointer.read_meta(start_step), cfg, pipeline.tokenizer_fingerprint, workdir)
         state = checkpointer.restore(start_step, trainer.abstract_state(), data_iter)
         print(f"resumed from step {start_step} in {checkpointer.directory}", flush=True)
     else:
         state = trainer.init_state()
         start_step = 0
     (workdir / "config.json").write_text(ckpt_lib.dump_meta(meta))
+    shutil.copyfile(pipeline.tokenizer_path, workdir / "tokenizer.json")  # the run directory is self-contained
 
     step_fn = trainer.jit_train_step()
     eval_fn = jax.jit(trainer.eval_loss)
@@ -239,11 +240,6 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
     if progress:
         print_summary(summary)
     return summary
-
-
-def _tokenizer_vocab(corpus: data_lib.TokenizedCorpus) -> int | None:
-    from bitjax import tokenizer as tokenizer_lib
-    return tokenizer_lib.load(corpus.tokenizer_path).get_vocab_size()
 
 
 def _install_sigterm_handler():

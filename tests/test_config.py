@@ -45,3 +45,9 @@ def test_recipe_without_get_config(tmp_path):
 def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         TrainConfig().steps = 3
+
+
+def test_config_round_trips_through_dict():
+    cfg = apply_overrides(TrainConfig(), ["model.n_layers=3", "optim.peak_lr=1e-4"])
+    from bitjax.config import from_dict
+    assert from_dict(TrainConfig, dataclasses.asdict(cfg)) == cfg
