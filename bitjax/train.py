@@ -146,7 +146,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
     eval_fn = jax.jit(trainer.eval_loss)
     zeros_fn = jax.jit(zero_fractions)
     logger = RunLogger(workdir)
-    stop_requested = _install_sigterm_handler()
+    stop_requested, restore_sigterm = _install_sigterm_handler()
 
     def evaluate(params) -> float:
         total, count = 0.0, 0.0
@@ -212,6 +212,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
                           "Rerun the same command to resume.")
                 return {"stopped_at": step}
     finally:
+        restore_sigterm()
         bar.close()
         checkpointer.wait()
         checkpointer.close()
@@ -250,7 +251,7 @@ def _install_sigterm_handler():
         requested["flag"] = True
 
     try:
-        signal.signal(signal.SIGTERM, handler)
+        previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread (e.g. called from a notebook worker): no handler
-        pass
-    return lambda: requested["flag"]
+        return (lambda: False), (lambda: None)
+    return (lambda: requested["flag"]), (lambda: signal.signal(signal.SIGTERM, previous))
