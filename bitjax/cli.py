@@ -18,12 +18,18 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--workdir", default=None, help="run directory (default: runs/<recipe name>)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar or summary")
 
+    evaluate = sub.add_parser("eval", help="held-out perplexity of a trained run")
+    evaluate.add_argument("run_dir", help="a run directory written by `bitjax train`")
+    evaluate.add_argument("--batches", type=int, default=16, help="held-out batches to score (default 16)")
+
     args = parser.parse_args(argv)
     from bitjax.config import ConfigError
     from bitjax.train import TrainingError
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "eval":
+            return _eval(args)
     except (ConfigError, TrainingError) as e:
         print(f"bitjax: error: {e}", file=sys.stderr)
         return 2
@@ -37,6 +43,13 @@ def _train(args) -> int:
     cfg = apply_overrides(load_recipe(args.recipe), args.overrides)
     workdir = Path(args.workdir or Path("runs") / Path(args.recipe).stem)
     train(cfg, workdir, progress=not args.no_progress)  # a SIGTERM stop saved a checkpoint: also success
+    return 0
+
+
+def _eval(args) -> int:
+    from bitjax.evaluate import heldout_perplexity, print_report
+
+    print_report(heldout_perplexity(args.run_dir, args.batches))
     return 0
 
 

@@ -61,18 +61,9 @@ class BitjaxTeacher(_TopKMixin):
     def __init__(self, run_dir: str | Path):
         import jax
 
-        from bitjax.checkpoint import Checkpointer
-        from bitjax.config import load_run_config
-        from bitjax.train import Trainer
+        from bitjax.evaluate import load_trained
 
-        cfg = load_run_config(run_dir)
-        trainer = Trainer.create(cfg)
-        ckpt = Checkpointer(Path(run_dir) / "checkpoints", cfg)
-        step = ckpt.latest_step()
-        if step is None:
-            raise ValueError(f"{run_dir} holds no checkpoint; train it first (bitjax train ... --workdir {run_dir})")
-        state = ckpt.restore_state(step, trainer.abstract_state())
-        ckpt.close()
+        cfg, trainer, state, step = load_trained(run_dir)
         self.name = f"bitjax:{Path(run_dir).name}@{step}"
         self.vocab_size = cfg.model.vocab_size
         self._forward = jax.jit(lambda params, tokens: trainer.model(params)(tokens))
