@@ -5,11 +5,12 @@ Layout of a cache directory:
   shard-00000-of-00004.arrayrecord   records, each one token sequence (group_size 1: random access)
   shard-00000-of-00004.done.json     a finished shard's record count and SHA-256 (its commit marker)
 
-A record is a safetensors blob (no pickle, self-describing) of one sequence of L positions:
-  tokens        (L,)    int32    the token sequence the teacher read (kept to detect misalignment)
-  ids           (L, K)  uint16 or int32 (vocabularies over 65535)   top-k token ids, best first
+A record is a safetensors blob (no pickle, self-describing) of one training example of L positions:
+  inputs, targets, segment_ids, positions, loss_mask   (L,) int32   the example exactly as the student sees it
+  ids           (L, K)  uint16 or int32 (vocabularies over 65535)   teacher top-k token ids, best first
   logprobs      (L, K)  float16 or float32                          their log-probabilities (temperature 1)
   tail_logprob  (L,)    float32  log of the mass outside the top k (exact, from the full distribution)
+The teacher reads each packed document (segment) on its own, so it never conditions across documents.
 
 Writing is resumable: a shard is first written under a temporary name, renamed, then its `.done.json`
 marker is written; a shard without a marker (a killed run) is rewritten, a marked one is skipped.
@@ -22,7 +23,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
@@ -54,17 +55,20 @@ class CacheSpec:
         return np.uint16 if self.vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
 
     def bytes_per_token(self) -> int:
-        return (self.k * (np.dtype(self.id_dtype).itemsize + np.dtype(self.logprob_dtype).itemsize)
-                + 4 + 4)  # + tail_logprob (f32) + token (i32)
+        """Teacher bytes per position (top-k ids and log-probs, tail); the example fields are extra."""
+        return self.k * (np.dtype(self.id_dtype).itemsize + np.dtype(self.logprob_dtype).itemsize) + 4
 
 
 def shard_name(index: int, count: int) -> str:
     return f"shard-{index:05d}-of-{count:05d}.arrayrecord"
 
 
-def encode_record(spec: CacheSpec, tokens_L, ids_LK, logprobs_LK, tail_L) -> bytes:
+EXAMPLE_FIELDS = ("inputs", "targets", "segment_ids", "positions", "loss_mask")
+
+
+def encode_record(spec: CacheSpec, example: dict, ids_LK, logprobs_LK, tail_L) -> bytes:
     return st_save({
-        "tokens": np.asarray(tokens_L, np.int32),
+        **{name: np.asarray(example[name], np.int32) for name in EXAMPLE_FIELDS},
         "ids": np.asarray(ids_LK).astype(spec.id_dtype),
         "logprobs": np.asarray(logprobs_LK).astype(spec.logprob_dtype),
         "tail_logprob": np.asarray(tail_L, np.float32),
@@ -86,25 +90,42 @@ def _sha256(path: Path) -> str:
 # --------------------------------------------------------------------------- writing
 
 TopKFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
-"""tokens (B, L) -> (ids (B, L, K), logprobs (B, L, K), tail_logprob (B, L))"""
+"""tokens (1, n) -> (ids (1, n, K), logprobs (1, n, K), tail_logprob (1, n)), e.g. `lambda t: teacher.topk(t, k)`"""
+
+
+def example_topk(topk_fn: TopKFn, example: dict, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Teacher top-k for every position of a packed example, one document (segment) at a time.
+
+    Padding (segment 0) gets id 0, log-prob 0 and tail -inf; it carries no loss.
+    """
+    inputs_L, segments_L = np.asarray(example["inputs"]), np.asarray(example["segment_ids"])
+    length = len(inputs_L)
+    ids_LK = np.zeros((length, k), np.int32)
+    logprobs_LK = np.zeros((length, k), np.float32)
+    tail_L = np.full((length,), -np.inf, np.float32)
+    for segment in np.unique(segments_L[segments_L > 0]):
+        where = np.flatnonzero(segments_L == segment)
+        ids, logprobs, tail = topk_fn(inputs_L[where][None])
+        ids_LK[where], logprobs_LK[where], tail_L[where] = ids[0], logprobs[0], tail[0]
+    return ids_LK, logprobs_LK, tail_L
 
 
 def write_cache(
     directory: str | Path,
     spec: CacheSpec,
-    sequences: list[np.ndarray],
+    examples: list[dict],
     topk_fn: TopKFn,
     *,
     num_shards: int = 1,
-    batch_size: int = 8,
     process_index: int = 0,
     process_count: int = 1,
     progress: bool = True,
 ) -> dict:
-    """Run `topk_fn` over `sequences` ((L,) int32 each) into `num_shards` shards; returns the manifest.
+    """Run the teacher over `examples` (dicts of (L,) int32 arrays) into `num_shards` shards.
 
-    Shard s holds sequences s, s + num_shards, ... (so every shard has a similar mix); process p writes
-    the shards with s % process_count == p. The manifest is written once every shard is finished.
+    Shard s holds examples s, s + num_shards, ... (so every shard has a similar mix); process p writes
+    the shards with s % process_count == p. The manifest is written once every shard is finished, and
+    returned (empty while other processes' shards are unfinished).
     """
     from tqdm import tqdm
 
@@ -114,29 +135,30 @@ def write_cache(
     (directory / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2))
     todo = [s for s in range(num_shards) if s % process_count == process_index
             and not (directory / shard_name(s, num_shards)).with_suffix(".done.json").exists()]
-    total = sum(len(range(s, len(sequences), num_shards)) for s in todo)
+    total = sum(len(range(s, len(examples), num_shards)) for s in todo)
     bar = tqdm(total=total, disable=not progress, desc="teacher top-k", unit="seq")
     for s in todo:
-        members = [sequences[i] for i in range(s, len(sequences), num_shards)]
-        _write_shard(directory, s, num_shards, spec, members, topk_fn, batch_size, bar)
+        members = [examples[i] for i in range(s, len(examples), num_shards)]
+        _write_shard(directory, s, num_shards, spec, members, topk_fn, bar)
     bar.close()
     return finalize_manifest(directory, spec, num_shards)
 
 
-def _write_shard(directory, s, num_shards, spec, members, topk_fn, batch_size, bar) -> None:
+def _write_shard(directory, s, num_shards, spec, members, topk_fn, bar) -> None:
     final = directory / shard_name(s, num_shards)
     tmp = final.with_name(final.name + f".tmp{os.getpid()}")
     writer = ArrayRecordWriter(str(tmp), "group_size:1")
     try:
-        for start in range(0, len(members), batch_size):
-            tokens_BL = np.stack(members[start:start + batch_size]).astype(np.int32)
-            ids, logprobs, tail = topk_fn(tokens_BL)
-            _check_finite(logprobs, tail, final, start)
-            for b in range(tokens_BL.shape[0]):
-                writer.write(encode_record(spec, tokens_BL[b], ids[b], logprobs[b], tail[b]))
-            bar.update(tokens_BL.shape[0])
-    finally:
+        for index, example in enumerate(members):
+            ids, logprobs, tail = example_topk(topk_fn, example, spec.k)
+            _check_finite(logprobs, tail, final, index)
+            writer.write(encode_record(spec, example, ids, logprobs, tail))
+            bar.update(1)
+    except BaseException:
         writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    writer.close()
     os.replace(tmp, final)
     marker = {"file": final.name, "records": len(members), "sha256": _sha256(final)}
     marker_tmp = final.with_suffix(".done.json.tmp")
@@ -144,15 +166,11 @@ def _write_shard(directory, s, num_shards, spec, members, topk_fn, batch_size, b
     os.replace(marker_tmp, final.with_suffix(".done.json"))
 
 
-def _check_finite(logprobs, tail, path, first_record) -> None:
-    bad = ~np.isfinite(np.asarray(logprobs, np.float32))
-    if bad.any():
-        b = int(np.argwhere(bad)[0][0])
+def _check_finite(logprobs, tail, path, record) -> None:
+    if not np.isfinite(np.asarray(logprobs, np.float32)).all() or np.isnan(np.asarray(tail)).any():
         raise CacheError(
-            f"{path}: the teacher returned NaN/Inf log-probabilities for record {first_record + b}; "
-            "check the teacher model (and its dtype), nothing of this shard was kept")
-    if np.isnan(np.asarray(tail)).any():
-        raise CacheError(f"{path}: NaN tail mass near record {first_record}; check the teacher model")
+            f"{path}: the teacher returned NaN/Inf log-probabilities for record {record}; "
+            "check the teacher model (and its dtype); nothing of this shard was kept")
 
 
 def _check_existing_spec(directory: Path, spec: CacheSpec) -> None:
@@ -248,16 +266,16 @@ class TopKCache:
         if not np.isfinite(record["logprobs"].astype(np.float32)).all():
             raise CacheError(f"{path}: record {local} holds NaN/Inf log-probabilities; rewrite the shard")
         return {
-            "tokens": record["tokens"],
+            **{name: record[name] for name in EXAMPLE_FIELDS},
             "teacher_ids": record["ids"].astype(np.int32),
             "teacher_logprobs": record["logprobs"].astype(np.float32),
             "teacher_tail": record["tail_logprob"],
         }
 
-    def aligned(self, index: int, tokens_L: np.ndarray) -> dict[str, np.ndarray]:
-        """Record `index`, checked to be about exactly these tokens."""
+    def aligned(self, index: int, inputs_L: np.ndarray) -> dict[str, np.ndarray]:
+        """Record `index`, checked to be about exactly these input tokens."""
         record = self[index]
-        if not np.array_equal(record["tokens"], tokens_L):
+        if not np.array_equal(record["inputs"], inputs_L):
             path, _, local = self._locate(index)
             raise CacheError(f"{path}: record {local} was computed for other tokens than the sequence it is "
                              "paired with (data order or tokenizer changed); rebuild the cache from this data")
@@ -265,7 +283,3 @@ class TopKCache:
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return (self[i] for i in range(len(self)))
-
-
-def sequences_from(records: Iterable[dict]) -> list[np.ndarray]:
-    return [r["tokens"] for r in records]
