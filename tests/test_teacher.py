@@ -68,3 +68,37 @@ def test_unknown_teacher_spec():
         open_teacher("onnx:model")
     with pytest.raises(ValueError, match="does not exist"):
         open_teacher("gguf:/nonexistent.gguf")
+
+
+def test_cache_teacher_command_with_a_bitjax_teacher(tmp_path, capsys):
+    from bitjax.cli import main
+    from bitjax.topk_cache import TopKCache
+    from bitjax.train import train
+
+    small = ["--set", "model.n_layers=1", "--set", "data.seq_len=32", "--set", "data.batch_size=4"]
+    cfg = apply_overrides(load_recipe(TINY), [s for s in small if s != "--set"] + ["steps=2", "eval_batches=1"])
+    train(cfg, tmp_path / "teacher", progress=False)
+    out = tmp_path / "cache"
+    assert main(["cache-teacher", TINY, "--teacher", f"bitjax:{tmp_path / 'teacher'}", "--out", str(out),
+                 "--k", "4", "--examples", "6", "--shards", "2", *small]) == 0
+    assert "bytes/token" in capsys.readouterr().out
+    cache = TopKCache(out)
+    assert len(cache) == 6 and cache.spec.k == 4 and cache.spec.seq_len == 32
+    teacher = open_teacher(f"bitjax:{tmp_path / 'teacher'}")
+    rec = cache[0]
+    segment = rec["segment_ids"] == rec["segment_ids"][0]
+    ids, _, _ = teacher.topk(rec["inputs"][segment][None], 4)
+    np.testing.assert_array_equal(rec["teacher_ids"][segment], ids[0])
+
+
+def test_cache_teacher_refuses_a_teacher_with_another_vocabulary(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from bitjax.cli import main
+    config = transformers.LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1)
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "hf")
+    code = main(["cache-teacher", TINY, "--teacher", f"hf:{tmp_path / 'hf'}", "--out", str(tmp_path / "c")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("bitjax: error")]
+    assert code == 2 and len(errors) == 1 and "vocabulary of 100 tokens" in errors[0]
+    assert not (tmp_path / "c").exists()
