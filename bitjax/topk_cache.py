@@ -283,3 +283,19 @@ class TopKCache:
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return (self[i] for i in range(len(self)))
+
+
+def train_iterator(cfg, pipeline, process_index: int = 0, process_count: int = 1):
+    """Shuffled, repeated, process-sharded batches of a cache's examples with their teacher fields.
+
+    The cache must have been written for this student: same tokenizer, vocabulary and sequence length.
+    """
+    import grain
+
+    cache = TopKCache(cfg.distill.cache)
+    cache.check_compatible(pipeline.tokenizer_fingerprint, cfg.model.vocab_size, cfg.data.seq_len)
+    if cfg.data.batch_size % process_count:
+        raise CacheError(f"data.batch_size={cfg.data.batch_size} is not divisible by {process_count} processes")
+    ds = grain.MapDataset.source(cache).seed(cfg.data.shuffle_seed).shuffle().repeat()
+    ds = ds[process_index::process_count].batch(cfg.data.batch_size // process_count, drop_remainder=True)
+    return iter(ds.to_iter_dataset())
