@@ -64,6 +64,8 @@ def spec_for(path: str, shape: tuple[int, ...], mesh: Mesh) -> P:
         names = (axes,) if isinstance(axes, str) else tuple(axes or ())
         size = int(np.prod([mesh.shape[a] for a in names])) if names else 1
         fitted.append(axes if names and dim % size == 0 else None)
+    while fitted and fitted[-1] is None:   # P("fsdp", None) == P("fsdp"): one canonical spelling
+        fitted.pop()
     return P(*fitted)
 
 

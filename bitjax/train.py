@@ -136,12 +136,12 @@ def zero_fractions(params: nnx.State) -> dict[str, jax.Array]:
     return out
 
 
-def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> dict:
-    """Train (or resume) `cfg` in `workdir`; returns the summary it prints."""
+def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devices=None) -> dict:
+    """Train (or resume) `cfg` in `workdir`; returns the summary it prints. `devices`: all by default."""
     workdir = Path(workdir)
     sharding_lib.initialize_distributed(cfg.mesh)
     workdir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer.create(cfg)
+    trainer = Trainer.create(cfg, devices)
     pipeline = data_lib.build_pipeline(cfg.data)
     if pipeline.vocab_size > cfg.model.vocab_size:
         raise ckpt_lib.ConfigError(
@@ -161,14 +161,18 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
     else:
         state = trainer.init_state()
         start_step = 0
-    (workdir / "config.json").write_text(ckpt_lib.dump_meta(meta))
-    shutil.copyfile(pipeline.tokenizer_path, workdir / "tokenizer.json")  # the run directory is self-contained
+    # Process 0 owns the run directory's files; the other processes of a multi-host run log beside it.
+    log_dir = workdir if jax.process_index() == 0 else workdir / "process_logs" / str(jax.process_index())
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(ckpt_lib.dump_meta(meta))
+        shutil.copyfile(pipeline.tokenizer_path, workdir / "tokenizer.json")  # the run directory is self-contained
 
     step_fn = trainer.jit_train_step()
     eval_fn = jax.jit(trainer.eval_loss, out_shardings=sharding_lib.replicated(trainer.mesh))
     zeros_fn = jax.jit(zero_fractions, out_shardings=sharding_lib.replicated(trainer.mesh))
-    logger = RunLogger(workdir)
-    stop_requested = _install_sigterm_handler()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    logger = RunLogger(log_dir)
+    stop_requested = _stop_signal(checkpointer)
 
     def evaluate(params) -> float:
         total, count = 0.0, 0.0
@@ -227,7 +231,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
             if step % cfg.checkpoint.every == 0 or step == cfg.steps:
                 save(step)
                 bar.write(f"step {step}: checkpoint queued in {checkpointer.directory}")
-            if stop_requested():
+            if stop_requested(step):
                 save(step)
                 checkpointer.wait()
                 bar.write(f"stopped by SIGTERM at step {step}; checkpoint saved. "
@@ -247,7 +251,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
         "steps": final_step,
         "resumed_from": start_step or None,
         "parameters": count_params(cfg.model)["total"],
-        "first_logged_loss": first_value(workdir, "loss"),
+        "first_logged_loss": first_value(log_dir, "loss"),
         "final_loss": logger.last("loss"),
         "heldout_loss": logger.last("eval/loss"),
         "heldout_perplexity": logger.last("eval/perplexity"),
@@ -255,13 +259,22 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
         "wall_seconds": round(elapsed, 1),
         "checkpoint": str(checkpointer.directory / str(final_step)),
         "tensorboard": str(logger.tb_dir),
-        "loss_curve": str(plot_loss_curve(workdir)),
+        "loss_curve": str(plot_loss_curve(log_dir)),
         "config": str(workdir / "config.json"),
     }
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (log_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if progress:
         print_summary(summary)
     return summary
+
+
+def _stop_signal(checkpointer):
+    """step -> whether to save and stop now. Several processes must agree on the step, so a multi-host
+    run asks JAX's preemption sync point (all workers get the notice, all stop at the same step)."""
+    if jax.process_count() > 1:
+        return checkpointer.manager.reached_preemption
+    flag = _install_sigterm_handler()
+    return lambda step: flag()
 
 
 def _install_sigterm_handler():
