@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from bitjax import checkpoint as ckpt_lib
 from bitjax import data as data_lib
-from bitjax import distill, quant
+from bitjax import distill, quant, topk_cache
 from bitjax import sharding as sharding_lib
 from bitjax.config import TrainConfig
 from bitjax.layers import QuantStrength
@@ -96,15 +96,23 @@ class Trainer:
 
     # ---------------------------------------------------------------- steps
 
-    def loss(self, params: nnx.State, batch: dict, lam) -> tuple[jax.Array, dict]:
+    def loss(self, params: nnx.State, batch: dict, lam, step) -> tuple[jax.Array, dict]:
+        """CE; with teacher fields in the batch (a top-k cache), `w * KD + (1 - w) * CE`."""
         logits_BLV = self.model(params, lam)(batch["inputs"], batch["segment_ids"], batch["positions"])
         logits_BLV = sharding_lib.constrain(logits_BLV, "logits", self.mesh)
         ce = distill.cross_entropy(logits_BLV, batch["targets"], batch["loss_mask"])
-        return ce, {"ce": ce}
+        if "teacher_ids" not in batch:
+            return ce, {"ce": ce}
+        d = self.cfg.distill
+        kd = distill.sparse_kd_loss(
+            logits_BLV, batch["teacher_ids"], batch["teacher_logprobs"], batch["loss_mask"],
+            batch["teacher_tail"], kind=d.kind, tail=d.tail, temperature=d.temperature, beta=d.beta, skew=d.skew)
+        w = distill.kd_weight(step, d.kd_weight, d.kd_warmup_steps)
+        return w * kd + (1.0 - w) * ce, {"ce": ce, "kd": kd, "kd_weight": w}
 
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         lam = quant.lambda_schedule(state.step, self.cfg.quant_warmup_steps)
-        (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, batch, lam)
+        (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, batch, lam, state.step)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "quant_lambda": lam,
@@ -147,7 +155,10 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
         raise ckpt_lib.ConfigError(
             f"tokenizer {pipeline.tokenizer_path} has {pipeline.vocab_size} tokens but "
             f"model.vocab_size={cfg.model.vocab_size}; set --set model.vocab_size={pipeline.vocab_size}")
-    data_iter = pipeline.train_iterator(jax.process_index(), jax.process_count())
+    if cfg.distill.cache:
+        data_iter = topk_cache.train_iterator(cfg, pipeline, jax.process_index(), jax.process_count())
+    else:
+        data_iter = pipeline.train_iterator(jax.process_index(), jax.process_count())
     eval_batches = [sharding_lib.replicated_batch(b, trainer.mesh)
                     for b in pipeline.heldout_batches(cfg.eval_batches)]
     meta = ckpt_lib.meta_for(cfg, pipeline.tokenizer_fingerprint)
@@ -172,7 +183,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
     zeros_fn = jax.jit(zero_fractions, out_shardings=sharding_lib.replicated(trainer.mesh))
     log_dir.mkdir(parents=True, exist_ok=True)
     logger = RunLogger(log_dir)
-    stop_requested = _stop_signal(checkpointer)
+    stop_requested, restore_sigterm = _stop_signal(checkpointer)
 
     def evaluate(params) -> float:
         total, count = 0.0, 0.0
@@ -238,6 +249,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
                           "Rerun the same command to resume.")
                 return {"stopped_at": step}
     finally:
+        restore_sigterm()
         bar.close()
         checkpointer.wait()
         checkpointer.close()
@@ -272,9 +284,9 @@ def _stop_signal(checkpointer):
     """step -> whether to save and stop now. Several processes must agree on the step, so a multi-host
     run asks JAX's preemption sync point (all workers get the notice, all stop at the same step)."""
     if jax.process_count() > 1:
-        return checkpointer.manager.reached_preemption
-    flag = _install_sigterm_handler()
-    return lambda step: flag()
+        return checkpointer.manager.reached_preemption, (lambda: None)
+    flag, restore = _install_sigterm_handler()
+    return (lambda step: flag()), restore
 
 
 def _install_sigterm_handler():
@@ -285,7 +297,7 @@ def _install_sigterm_handler():
         requested["flag"] = True
 
     try:
-        signal.signal(signal.SIGTERM, handler)
+        previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread (e.g. called from a notebook worker): no handler
-        pass
-    return lambda: requested["flag"]
+        return (lambda: False), (lambda: None)
+    return (lambda: requested["flag"]), (lambda: signal.signal(signal.SIGTERM, previous))
