@@ -103,7 +103,8 @@ def _reposition_data(data_iterator, data_dir: Path, step: int) -> None:
 
 def check_compatible(meta: dict, cfg: TrainConfig, tokenizer_fingerprint: str, workdir: Path) -> None:
     """Refuse to resume a checkpoint made for another model shape or tokenizer, with the fix in one line."""
-    saved_model = ModelConfig(**meta["config"]["model"])
+    # remat changes how the step is computed, not the parameters: a run may resume with it toggled.
+    saved_model = ModelConfig(**{**meta["config"]["model"], "remat": cfg.model.remat})
     if saved_model != cfg.model:
         diffs = [f"{f.name} {getattr(saved_model, f.name)} != {getattr(cfg.model, f.name)}"
                  for f in dataclasses.fields(ModelConfig)

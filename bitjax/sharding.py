@@ -105,7 +105,7 @@ def resolve_axes(cfg: MeshConfig, n_devices: int) -> dict[str, int]:
     sizes = {a: getattr(cfg, a) for a in AXES}
     free = [a for a, s in sizes.items() if s == -1]
     fixed = int(np.prod([s for s in sizes.values() if s != -1]))
-    shown = "x".join(f"{a}={s}" for a, s in sizes.items())
+    shown = " ".join(f"{a}={s}" for a, s in sizes.items())
     if free:
         if n_devices % fixed:
             raise ConfigError(
@@ -120,10 +120,10 @@ def resolve_axes(cfg: MeshConfig, n_devices: int) -> dict[str, int]:
 
 
 def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:
-    """A (data, fsdp, tensor) mesh over `devices` (default: all), laid out for the interconnect.
+    """A (data, fsdp, tensor) mesh over `devices` (default: all; fit-check passes compile-only TPU devices).
 
-    `jax.make_mesh` orders physical devices so that the innermost axis (tensor) gets the fastest links.
-    An explicit device list (e.g. compile-only TPU devices for fit-check) is reshaped in its own order.
+    `jax.make_mesh` orders the devices by their physical layout so the innermost axis (tensor) gets the
+    fastest links; where it cannot (unusual device counts), they are reshaped in the order given.
     """
     devices = jax.devices() if devices is None else list(devices)
     sizes = resolve_axes(cfg, len(devices))
