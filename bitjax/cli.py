@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="override a config field, e.g. --set optim.peak_lr=3e-4 (repeatable)")
     train.add_argument("--workdir", default=None, help="run directory (default: runs/<recipe name>)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar or summary")
+    train.add_argument("--preset", default=None, help="a launch preset of the recipe (mesh and batch for a "
+                       "machine), e.g. v5p-64 or h100x8")
 
     cache = sub.add_parser("cache-teacher", help="write a teacher's top-k log-probabilities for a recipe's data")
     cache.add_argument("recipe", help="the recipe whose data (and tokenizer) the cache is for")
@@ -31,6 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("run_dir", help="a run directory written by `bitjax train`")
     evaluate.add_argument("--batches", type=int, default=16, help="held-out batches to score (default 16)")
 
+    fit = sub.add_parser("fit-check", help="compile a recipe's train step for a TPU slice on this CPU: memory, "
+                         "FLOPs, step time, MFU, and whether it fits (exit 1 if not)")
+    fit.add_argument("recipe", help="a recipe file, e.g. recipes/bitnet_700m.py")
+    fit.add_argument("--topology", required=True, help="TPU slice: v4-8, v5e-16, v5p-64, v6e-8, ...")
+    fit.add_argument("--preset", default=None, help="launch preset to check (default: the one named like "
+                     "--topology, if the recipe has it)")
+    fit.add_argument("--teacher-k", type=int, default=32, help="top-k of the distillation cache (default 32)")
+    fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
     args = parser.parse_args(argv)
     from bitjax.config import ConfigError
     from bitjax.topk_cache import CacheError
@@ -42,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             return _eval(args)
         if args.command == "cache-teacher":
             return _cache_teacher(args)
+        if args.command == "fit-check":
+            return _fit_check(args)
     except (ConfigError, TrainingError, CacheError) as e:
         print(f"bitjax: error: {e}", file=sys.stderr)
         return 2
@@ -52,7 +65,7 @@ def _train(args) -> int:
     from bitjax.config import apply_overrides, load_recipe
     from bitjax.train import train
 
-    cfg = apply_overrides(load_recipe(args.recipe), args.overrides)
+    cfg = apply_overrides(load_recipe(args.recipe, args.preset), args.overrides)
     workdir = Path(args.workdir or Path("runs") / Path(args.recipe).stem)
     train(cfg, workdir, progress=not args.no_progress)  # a SIGTERM stop saved a checkpoint: also success
     return 0
@@ -70,6 +83,20 @@ def _cache_teacher(args) -> int:
               f"{manifest['bytes_per_token']} bytes/token of teacher data "
               f"(full vocabulary in fp16: {2 * manifest['vocab_size']} bytes/token)")
     return 0
+
+
+def _fit_check(args) -> int:
+    from bitjax import fit_check
+    from bitjax.config import apply_overrides, load_recipe, recipe_presets
+
+    fit_check.pin_cpu_platform()
+    fit_check.topology(args.topology)  # an unknown name fails here, before anything is compiled
+    preset = args.preset or (args.topology if args.topology in recipe_presets(args.recipe) else None)
+    cfg = apply_overrides(load_recipe(args.recipe, preset), args.overrides)
+    label = f"{Path(args.recipe).stem}" + (f" (preset {preset})" if preset else "")
+    report = fit_check.fit_check(cfg, args.topology, label, teacher_k=args.teacher_k)
+    print(report.render())
+    return 0 if report.fits else 1
 
 
 def _eval(args) -> int:

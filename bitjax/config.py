@@ -71,6 +71,32 @@ class CheckpointConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh (see bitjax/sharding.py) and multi-host start-up. One axis may be -1: all devices left."""
+
+    data: int = -1                    # batch split, parameters replicated
+    fsdp: int = 1                     # batch split, parameters and optimizer state split too
+    tensor: int = 1                   # heads, FFN width and vocabulary split
+    distributed: Literal["auto", "on", "off"] = "auto"   # jax.distributed.initialize: see sharding.py
+    coordinator_address: str = ""     # "host:port" of process 0; else $JAX_COORDINATOR_ADDRESS
+    num_processes: int = 0            # 0: $JAX_NUM_PROCESSES or auto-detected
+    process_id: int = -1              # -1: $JAX_PROCESS_ID or auto-detected
+
+    def __post_init__(self):
+        sizes = {a: getattr(self, a) for a in ("data", "fsdp", "tensor")}
+        if any(s == 0 or s < -1 for s in sizes.values()):
+            raise ConfigError(f"mesh axes {sizes}: each must be positive, or -1 for 'all devices left'")
+        if list(sizes.values()).count(-1) > 1:
+            raise ConfigError(f"mesh axes {sizes}: at most one axis may be -1; give the others sizes")
+        if self.distributed not in ("auto", "on", "off"):
+            raise ConfigError(f"mesh.distributed={self.distributed!r}; use 'auto', 'on' or 'off'")
+
+    def batch_divisor(self) -> int | None:
+        """data * fsdp when both are fixed (the batch must be a multiple of it), else None."""
+        return None if -1 in (self.data, self.fsdp) else self.data * self.fsdp
+
+
+@dataclasses.dataclass(frozen=True)
 class DistillConfig:
     """Knowledge distillation from a cached teacher: loss = w * KD + (1 - w) * CE, w ramped over warmup."""
 
@@ -101,6 +127,7 @@ class TrainConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
     steps: int = 300
     seed: int = 0
@@ -115,6 +142,12 @@ class TrainConfig:
             raise ConfigError(
                 f"data.seq_len={self.data.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}; "
                 "lower data.seq_len or raise model.max_seq_len")
+        div = self.mesh.batch_divisor()
+        if div and self.data.batch_size % div:
+            raise ConfigError(
+                f"data.batch_size={self.data.batch_size} is not divisible by the batch axes "
+                f"mesh.data*mesh.fsdp={self.mesh.data}*{self.mesh.fsdp}={div}; use a multiple of {div}, "
+                f"e.g. --set data.batch_size={max(div, self.data.batch_size - self.data.batch_size % div)}")
 
 
 def _positive(cfg, *names):
@@ -126,20 +159,40 @@ def _positive(cfg, *names):
 
 # --------------------------------------------------------------------------- recipes and overrides
 
-def load_recipe(path: str | Path) -> TrainConfig:
-    """Import a recipe file and call its `get_config()`."""
+def load_recipe(path: str | Path, preset: str | None = None) -> TrainConfig:
+    """Import a recipe file, call its `get_config()` and apply one of its named launch presets.
+
+    A recipe may define `PRESETS = {"v5p-64": ["mesh.fsdp=32", "data.batch_size=512"], ...}`: named
+    lists of `--set` overrides giving the mesh and batch for a machine (TPU slice names, "h100x8", ...).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe {path} does not exist; pass a file such as recipes/tiny.py")
-    spec = importlib.util.spec_from_file_location(f"bitjax_recipe_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _import_recipe(path)
     if not callable(getattr(module, "get_config", None)):
         raise ConfigError(f"recipe {path} has no get_config(); define `def get_config() -> TrainConfig`")
     config = module.get_config()
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"recipe {path}: get_config() returned {type(config).__name__}, not a TrainConfig")
+    if preset is not None:
+        presets = recipe_presets(path)
+        if preset not in presets:
+            known = ", ".join(presets) or "none"
+            raise ConfigError(f"recipe {path} has no launch preset {preset!r}; known presets: {known}")
+        config = apply_overrides(config, presets[preset])
     return config
+
+
+def recipe_presets(path: str | Path) -> dict[str, list[str]]:
+    """The named launch presets of a recipe file (empty when it defines none)."""
+    return dict(getattr(_import_recipe(Path(path)), "PRESETS", {}))
+
+
+def _import_recipe(path: Path):
+    spec = importlib.util.spec_from_file_location(f"bitjax_recipe_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def apply_overrides(config, overrides: list[str]):

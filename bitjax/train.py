@@ -27,6 +27,7 @@ from tqdm import tqdm
 from bitjax import checkpoint as ckpt_lib
 from bitjax import data as data_lib
 from bitjax import distill, quant, topk_cache
+from bitjax import sharding as sharding_lib
 from bitjax.config import TrainConfig
 from bitjax.layers import QuantStrength
 from bitjax.model import Transformer, count_params
@@ -47,32 +48,47 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class Trainer:
-    """The static parts of a run: model graph, optimizer and the jitted functions built from them."""
+    """The static parts of a run: model graph, optimizer, device mesh and the jitted functions built from them."""
 
     cfg: TrainConfig
     graphdef: Any
     quant_vars: nnx.State    # QuantStrength variables; their value is set from the step each update
     tx: optax.GradientTransformation
+    mesh: jax.sharding.Mesh  # (data, fsdp, tensor); every array is placed by sharding.RULES
 
     @classmethod
-    def create(cls, cfg: TrainConfig) -> "Trainer":
+    def create(cls, cfg: TrainConfig, devices=None) -> "Trainer":
+        """`devices` defaults to all devices of the run; fit-check passes compile-only TPU devices."""
         abstract_model = nnx.eval_shape(lambda: Transformer(cfg.model, rngs=nnx.Rngs(cfg.seed)))
         graphdef, _, quant_vars = nnx.split(abstract_model, nnx.Param, QuantStrength)
         quant_vars = jax.tree.map(lambda v: jnp.ones(v.shape, v.dtype), quant_vars)
-        return cls(cfg, graphdef, quant_vars, make_optimizer(cfg.optim, cfg.steps))
+        mesh = sharding_lib.make_mesh(cfg.mesh, devices)
+        sharding_lib.check_batch(cfg.data.batch_size, mesh)
+        return cls(cfg, graphdef, quant_vars, make_optimizer(cfg.optim, cfg.steps), mesh)
 
     # ---------------------------------------------------------------- state
 
+    def _init(self) -> TrainState:
+        model = Transformer(self.cfg.model, rngs=nnx.Rngs(self.cfg.seed))
+        params = nnx.state(model, nnx.Param)
+        return TrainState(jnp.zeros((), jnp.int32), params, self.tx.init(params))
+
+    def state_shardings(self) -> TrainState:
+        """Where each leaf of the state lives, from the one rule table (optimizer moments follow their parameter)."""
+        return sharding_lib.tree_shardings(jax.eval_shape(self._init), self.mesh)
+
     def init_state(self) -> TrainState:
-        """Initialise parameters and optimizer state inside one jit (no host round trip of weights)."""
-        def init():
-            model = Transformer(self.cfg.model, rngs=nnx.Rngs(self.cfg.seed))
-            params = nnx.state(model, nnx.Param)
-            return TrainState(jnp.zeros((), jnp.int32), params, self.tx.init(params))
-        return jax.jit(init)()
+        """eval_shape -> shardings -> jit(init, out_shardings): each device builds only its own shards."""
+        return jax.jit(self._init, out_shardings=self.state_shardings())()
 
     def abstract_state(self) -> TrainState:
-        return jax.eval_shape(self.init_state)
+        """Shapes, dtypes and shardings of the state: the target Orbax restores into (any mesh)."""
+        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            jax.eval_shape(self._init), self.state_shardings())
+
+    def shard_batch(self, local_batch: dict) -> dict:
+        """This process's rows of a batch -> the global batch, split over the mesh's batch axes."""
+        return sharding_lib.global_batch(local_batch, self.mesh)
 
     def model(self, params: nnx.State, lam: jax.Array | float = 1.0) -> Transformer:
         quant_vars = jax.tree.map(lambda v: jnp.full_like(v, lam), self.quant_vars)
@@ -83,6 +99,7 @@ class Trainer:
     def loss(self, params: nnx.State, batch: dict, lam, step) -> tuple[jax.Array, dict]:
         """CE; with teacher fields in the batch (a top-k cache), `w * KD + (1 - w) * CE`."""
         logits_BLV = self.model(params, lam)(batch["inputs"], batch["segment_ids"], batch["positions"])
+        logits_BLV = sharding_lib.constrain(logits_BLV, "logits", self.mesh)
         ce = distill.cross_entropy(logits_BLV, batch["targets"], batch["loss_mask"])
         if "teacher_ids" not in batch:
             return ce, {"ce": ce}
@@ -103,7 +120,10 @@ class Trainer:
         return TrainState(state.step + 1, params, opt_state), metrics
 
     def jit_train_step(self):
-        return jax.jit(self.train_step, donate_argnums=(0,))
+        """The one train step, jitted with explicit shardings; the old state's buffers are donated."""
+        state_sh = self.state_shardings()
+        return jax.jit(self.train_step, in_shardings=(state_sh, sharding_lib.batch_sharding(self.mesh)),
+                       out_shardings=(state_sh, sharding_lib.replicated(self.mesh)), donate_argnums=(0,))
 
     def eval_loss(self, params: nnx.State, batch: dict) -> tuple[jax.Array, jax.Array]:
         """Summed CE and token count on one batch, fully quantized."""
@@ -124,11 +144,12 @@ def zero_fractions(params: nnx.State) -> dict[str, jax.Array]:
     return out
 
 
-def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> dict:
-    """Train (or resume) `cfg` in `workdir`; returns the summary it prints."""
+def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devices=None) -> dict:
+    """Train (or resume) `cfg` in `workdir`; returns the summary it prints. `devices`: all by default."""
     workdir = Path(workdir)
+    sharding_lib.initialize_distributed(cfg.mesh)
     workdir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer.create(cfg)
+    trainer = Trainer.create(cfg, devices)
     pipeline = data_lib.build_pipeline(cfg.data)
     if pipeline.vocab_size > cfg.model.vocab_size:
         raise ckpt_lib.ConfigError(
@@ -138,7 +159,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
         data_iter = topk_cache.train_iterator(cfg, pipeline, jax.process_index(), jax.process_count())
     else:
         data_iter = pipeline.train_iterator(jax.process_index(), jax.process_count())
-    eval_batches = pipeline.heldout_batches(cfg.eval_batches)
+    eval_batches = [sharding_lib.replicated_batch(b, trainer.mesh)
+                    for b in pipeline.heldout_batches(cfg.eval_batches)]
     meta = ckpt_lib.meta_for(cfg, pipeline.tokenizer_fingerprint)
 
     checkpointer = ckpt_lib.Checkpointer(workdir / "checkpoints", cfg)
@@ -150,14 +172,18 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
     else:
         state = trainer.init_state()
         start_step = 0
-    (workdir / "config.json").write_text(ckpt_lib.dump_meta(meta))
-    shutil.copyfile(pipeline.tokenizer_path, workdir / "tokenizer.json")  # the run directory is self-contained
+    # Process 0 owns the run directory's files; the other processes of a multi-host run log beside it.
+    log_dir = workdir if jax.process_index() == 0 else workdir / "process_logs" / str(jax.process_index())
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(ckpt_lib.dump_meta(meta))
+        shutil.copyfile(pipeline.tokenizer_path, workdir / "tokenizer.json")  # the run directory is self-contained
 
     step_fn = trainer.jit_train_step()
-    eval_fn = jax.jit(trainer.eval_loss)
-    zeros_fn = jax.jit(zero_fractions)
-    logger = RunLogger(workdir)
-    stop_requested, restore_sigterm = _install_sigterm_handler()
+    eval_fn = jax.jit(trainer.eval_loss, out_shardings=sharding_lib.replicated(trainer.mesh))
+    zeros_fn = jax.jit(zero_fractions, out_shardings=sharding_lib.replicated(trainer.mesh))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    logger = RunLogger(log_dir)
+    stop_requested, restore_sigterm = _stop_signal(checkpointer)
 
     def evaluate(params) -> float:
         total, count = 0.0, 0.0
@@ -201,7 +227,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
     try:
         for step in range(start_step + 1, cfg.steps + 1):
             batch = next(data_iter)
-            state, metrics = step_fn(state, batch)
+            state, metrics = step_fn(state, trainer.shard_batch(batch))
             pending.append((step, metrics))
             tokens_since += tokens_per_step
             bar.update(1)
@@ -216,7 +242,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
             if step % cfg.checkpoint.every == 0 or step == cfg.steps:
                 save(step)
                 bar.write(f"step {step}: checkpoint queued in {checkpointer.directory}")
-            if stop_requested():
+            if stop_requested(step):
                 save(step)
                 checkpointer.wait()
                 bar.write(f"stopped by SIGTERM at step {step}; checkpoint saved. "
@@ -237,7 +263,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
         "steps": final_step,
         "resumed_from": start_step or None,
         "parameters": count_params(cfg.model)["total"],
-        "first_logged_loss": first_value(workdir, "loss"),
+        "first_logged_loss": first_value(log_dir, "loss"),
         "final_loss": logger.last("loss"),
         "heldout_loss": logger.last("eval/loss"),
         "heldout_perplexity": logger.last("eval/perplexity"),
@@ -245,13 +271,22 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
         "wall_seconds": round(elapsed, 1),
         "checkpoint": str(checkpointer.directory / str(final_step)),
         "tensorboard": str(logger.tb_dir),
-        "loss_curve": str(plot_loss_curve(workdir)),
+        "loss_curve": str(plot_loss_curve(log_dir)),
         "config": str(workdir / "config.json"),
     }
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (log_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if progress:
         print_summary(summary)
     return summary
+
+
+def _stop_signal(checkpointer):
+    """step -> whether to save and stop now. Several processes must agree on the step, so a multi-host
+    run asks JAX's preemption sync point (all workers get the notice, all stop at the same step)."""
+    if jax.process_count() > 1:
+        return checkpointer.manager.reached_preemption, (lambda: None)
+    flag, restore = _install_sigterm_handler()
+    return (lambda step: flag()), restore
 
 
 def _install_sigterm_handler():

@@ -1,0 +1,39 @@
+"""BitNet b1.58 125M student distilled from a cached teacher (SmolLM2's 49152-token vocabulary).
+
+Launch presets (`--preset NAME` on `bitjax train` and `bitjax fit-check`) give the mesh and global batch
+for a machine; everything else is shared. `bitjax fit-check recipes/bitnet_125m.py --topology v5e-16`
+compiles the v5e-16 preset for that slice. Sequences are 2048 tokens; blocks are rematerialised.
+
+Distillation: `distill.cache` names the teacher top-k cache the student learns from; write it first with
+`bitjax cache-teacher recipes/bitnet_125m.py --teacher gguf:... --out <DISTILL_CACHE>` (or point it at a
+copy on GCS with `--set distill.cache=gs://...`).
+"""
+
+from bitjax.config import CheckpointConfig, DataConfig, DistillConfig, OptimConfig, TrainConfig
+from bitjax.model import ModelConfig
+
+DISTILL_CACHE = "caches/bitnet_125m-teacher-k32"   # the distillation hook: where the teacher cache lives
+
+# name -> --set overrides. TPU names are Cloud TPU slice names; the batch is in 2048-token sequences.
+PRESETS = {
+    "cpu": ["mesh.data=-1", "data.batch_size=4", "data.seq_len=256"],
+    "v4-8": ["mesh.data=1", "mesh.fsdp=4", "data.batch_size=32"],
+    "v5e-16": ["mesh.data=1", "mesh.fsdp=16", "data.batch_size=64"],
+    "v5p-8": ["mesh.data=1", "mesh.fsdp=4", "data.batch_size=64"],
+    "h100x1": ["mesh.data=1", "data.batch_size=16", "mesh.distributed=off"],
+    "h100x8": ["mesh.data=1", "mesh.fsdp=8", "data.batch_size=128", "mesh.distributed=off"],
+}
+
+
+def get_config() -> TrainConfig:
+    return TrainConfig(
+        name="bitnet_125m",
+        model=ModelConfig.bitnet_125m(dtype="bfloat16", remat=True),
+        data=DataConfig(corpus="shakespeare", vocab_size=49152, seq_len=2048, batch_size=64),
+        distill=DistillConfig(cache=DISTILL_CACHE, kind="forward_kl", kd_weight=0.9, kd_warmup_steps=200),
+        optim=OptimConfig(peak_lr=1.5e-3, stage2_peak_lr=1e-3, warmup_steps=500),
+        checkpoint=CheckpointConfig(every=1000, keep=3),
+        steps=20_000,
+        log_every=50,
+        eval_every=1000,
+    )

@@ -1,0 +1,38 @@
+"""BitNet b1.58 2B4T: its exact shape and its two-stage schedule, distilled from a cached teacher.
+
+Shape (arXiv 2504.12285): 2560 wide, 30 layers, 20 query / 5 KV heads of 128, FFN 6912 with relu2,
+LLaMA-3 vocabulary (128256), RoPE theta 500000, 4096-token sequences, tied embeddings.
+
+Schedule: stage 1 is a warmup and cosine from a high peak with weight decay on a cosine from 0.1;
+midway the learning rate drops abruptly to a cosine from a lower peak with weight decay 0 (the paper
+publishes the shape of the schedule, not the peak values: these are ours). The paper trains on 4T
+tokens; here `steps` times the v5p-128 batch (128 x 4096 = 0.5M tokens) is 63B tokens.
+"""
+
+from bitjax.config import CheckpointConfig, DataConfig, DistillConfig, OptimConfig, TrainConfig
+from bitjax.model import ModelConfig
+
+DISTILL_CACHE = "caches/bitnet_2b4t-teacher-k32"   # the distillation hook: where the teacher cache lives
+
+PRESETS = {
+    "v5p-64": ["mesh.data=1", "mesh.fsdp=32", "data.batch_size=64", "mesh.distributed=on"],
+    "v5p-128": ["mesh.data=2", "mesh.fsdp=32", "data.batch_size=128", "mesh.distributed=on"],
+    "v4-64": ["mesh.data=1", "mesh.fsdp=32", "data.batch_size=32", "mesh.distributed=on"],
+    "h100x1": ["mesh.data=1", "data.batch_size=1", "mesh.distributed=off"],
+    "h100x8": ["mesh.data=1", "mesh.fsdp=8", "data.batch_size=8", "mesh.distributed=off"],
+}
+
+
+def get_config() -> TrainConfig:
+    return TrainConfig(
+        name="bitnet_2b4t",
+        model=ModelConfig.bitnet_2b4t(dtype="bfloat16", remat=True),
+        data=DataConfig(corpus="shakespeare", vocab_size=128256, seq_len=4096, batch_size=64),
+        distill=DistillConfig(cache=DISTILL_CACHE, kind="forward_kl", kd_weight=0.9, kd_warmup_steps=1000),
+        optim=OptimConfig(peak_lr=1.5e-3, stage2_peak_lr=5e-4, end_lr_ratio=0.1, warmup_steps=2000,
+                          two_stage=True, stage_split=0.5, weight_decay=0.1),
+        checkpoint=CheckpointConfig(every=1000, keep=3),
+        steps=120_000,
+        log_every=50,
+        eval_every=2000,
+    )

@@ -1,0 +1,33 @@
+"""BitNet b1.58 700M student (the paper's 700M shape) distilled from a cached teacher.
+
+Presets as in bitnet_125m.py: `bitjax train recipes/bitnet_700m.py --preset v5p-64` on every worker of
+a v5p-64 slice, `bitjax fit-check recipes/bitnet_700m.py --topology v5p-64` before paying for it.
+Sequences of 2048 tokens, blocks rematerialised, parameters and optimizer state FSDP-sharded.
+"""
+
+from bitjax.config import CheckpointConfig, DataConfig, DistillConfig, OptimConfig, TrainConfig
+from bitjax.model import ModelConfig
+
+DISTILL_CACHE = "caches/bitnet_700m-teacher-k32"   # the distillation hook: where the teacher cache lives
+
+PRESETS = {
+    "v5p-64": ["mesh.data=1", "mesh.fsdp=32", "data.batch_size=256", "mesh.distributed=on"],
+    "v4-32": ["mesh.data=1", "mesh.fsdp=16", "data.batch_size=128", "mesh.distributed=on"],
+    "v5e-64": ["mesh.data=1", "mesh.fsdp=64", "data.batch_size=128", "mesh.distributed=on"],
+    "h100x1": ["mesh.data=1", "data.batch_size=8", "mesh.distributed=off"],
+    "h100x8": ["mesh.data=1", "mesh.fsdp=8", "data.batch_size=64", "mesh.distributed=off"],
+}
+
+
+def get_config() -> TrainConfig:
+    return TrainConfig(
+        name="bitnet_700m",
+        model=ModelConfig.bitnet_700m(dtype="bfloat16", remat=True),
+        data=DataConfig(corpus="shakespeare", vocab_size=49152, seq_len=2048, batch_size=256),
+        distill=DistillConfig(cache=DISTILL_CACHE, kind="forward_kl", kd_weight=0.9, kd_warmup_steps=500),
+        optim=OptimConfig(peak_lr=1.2e-3, stage2_peak_lr=8e-4, warmup_steps=1000),
+        checkpoint=CheckpointConfig(every=1000, keep=3),
+        steps=50_000,
+        log_every=50,
+        eval_every=1000,
+    )

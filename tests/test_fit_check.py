@@ -1,0 +1,75 @@
+"""`bitjax fit-check`: topology names, bad input, and real ahead-of-time TPU compiles (needs libtpu)."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bitjax import cli, fit_check
+
+ROOT = Path(__file__).resolve().parents[1]
+R125 = str(ROOT / "recipes" / "bitnet_125m.py")
+HAVE_LIBTPU = importlib.util.find_spec("libtpu") is not None
+needs_libtpu = pytest.mark.skipif(not HAVE_LIBTPU, reason="libtpu is not installed (pip install '.[tpu]')")
+
+
+def test_user_names_map_to_libtpu_topologies():
+    assert fit_check.topology("v4-8").topology_name == "v4:2x2x1"     # v4 names count TensorCores
+    assert fit_check.topology("v4-8").n_chips == 4
+    assert fit_check.topology("v5p-64").topology_name == "v5p:2x4x4"
+    assert fit_check.topology("v5e-16").topology_name == "v5e:4x4"    # v5e names count chips
+    assert fit_check.topology("v6e-8").topology_name == "v6e:2x4"
+
+
+def test_unknown_topology_is_one_line_error(capsys):
+    assert cli.main(["fit-check", R125, "--topology", "v9-8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bitjax: error: unknown TPU topology 'v9-8'; known: v4-8, ") and "v5e-16" in err
+    assert "\n" not in err
+
+
+def test_unknown_preset_is_one_line_error(capsys):
+    assert cli.main(["fit-check", R125, "--topology", "v5e-16", "--preset", "tpu-9000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no launch preset 'tpu-9000'; known presets: cpu, v4-8, v5e-16" in err and "\n" not in err
+
+
+@pytest.mark.skipif(HAVE_LIBTPU, reason="libtpu is installed")
+def test_missing_libtpu_is_one_line_error(capsys):
+    assert cli.main(["fit-check", R125, "--topology", "v5e-16", "--set", "model.n_layers=2"]) == 2
+    assert "pip install 'bitjax[tpu]'" in capsys.readouterr().err
+
+
+def _fit_check(*args):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(ROOT)] + sys.path))
+    return subprocess.run([sys.executable, "-m", "bitjax.cli", "fit-check", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1800)
+
+
+@needs_libtpu
+def test_fits_on_its_slice_and_not_on_one_chip():
+    """The 125m recipe cut to 2 layers (to compile in about a minute here) fits its v5e-16 preset; the
+    same global batch on a single v5e chip does not, and the report says by how much."""
+    fits = _fit_check(R125, "--topology", "v5e-16", "--set", "model.n_layers=2")
+    assert fits.returncode == 0, fits.stderr[-3000:]
+    assert "preset v5e-16" in fits.stdout and "16 v5e chips" in fits.stdout
+    for field in ("arguments", "temporaries", "total", "compiled FLOPs per step", "estimated step time",
+                  "MFU", "FITS:"):
+        assert field in fits.stdout, field
+
+    too_big = _fit_check(R125, "--topology", "v5e-1", "--set", "model.n_layers=2")
+    assert too_big.returncode == 1, too_big.stderr[-3000:]
+    assert "DOES NOT FIT: needs" in too_big.stdout and "more than the 15.75 GiB available" in too_big.stdout
+
+
+@needs_libtpu
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe, topology", [
+    ("bitnet_125m", "v5e-16"), ("bitnet_700m", "v5p-64"), ("bitnet_2b4t", "v5p-64")])
+def test_every_recipe_fits_its_stated_topology(recipe, topology):
+    out = _fit_check(str(ROOT / "recipes" / f"{recipe}.py"), "--topology", topology)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert "FITS:" in out.stdout
