@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bitjax.export import checks
 from bitjax.export.common import ExportError, check_output_free
 from bitjax.export.gguf_writer import QTYPES, write_gguf
 from bitjax.export.hf_packed import write_packed
@@ -32,10 +31,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, format: str, gguf_type: 
     check_output_free(out, force)  # before the (slow) restore
     model = load_run(run_dir).ternary_model()
     if format == "packed":
-        problems = checks.packed_problems(model)
-        if problems and not allow_runtime_mismatch:
-            raise ExportError(problems[0] + "; pass --allow-runtime-mismatch to write it anyway")
-        write_packed(model, out, force=force)
+        write_packed(model, out, force=force, allow_runtime_mismatch=allow_runtime_mismatch)
         size = sum(p.stat().st_size for p in out.iterdir())
     else:
         write_gguf(model, out, gguf_type, force=force, allow_runtime_mismatch=allow_runtime_mismatch,

@@ -19,6 +19,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from bitjax import tokenizer as tokenizer_lib
+from bitjax.export import checks
 from bitjax.export.common import ExportError, atomic_directory
 from bitjax.export.model_source import TernaryModel
 from bitjax.export.packing import pack_ternary, unpack_ternary
@@ -65,9 +66,13 @@ def packed_tensors(model: TernaryModel) -> dict[str, np.ndarray]:
     return tensors
 
 
-def write_packed(model: TernaryModel, out_dir: str | Path, *, force: bool = False) -> Path:
+def write_packed(model: TernaryModel, out_dir: str | Path, *, force: bool = False,
+                 allow_runtime_mismatch: bool = False) -> Path:
     """Write the packed directory under a temporary name, verify it, then move it into place."""
     out_dir = Path(out_dir)
+    problems = checks.packed_problems(model)
+    if problems and not allow_runtime_mismatch:
+        raise ExportError(problems[0] + "; pass --allow-runtime-mismatch to write it anyway")
     if model.tokenizer_path is None:
         raise ExportError("the packed format needs the run's tokenizer.json; none was given")
     tok = tokenizer_lib.load(model.tokenizer_path)
