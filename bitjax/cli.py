@@ -42,8 +42,19 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--teacher-k", type=int, default=32, help="top-k of the distillation cache (default 32)")
     fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    export = sub.add_parser("export", help="export a run's latest checkpoint to GGUF (llama.cpp) or packed safetensors")
+    export.add_argument("run_dir", help="a directory written by `bitjax train`")
+    export.add_argument("out", help="output: a .gguf file, or a directory for --format packed")
+    export.add_argument("--format", required=True, choices=["gguf", "packed"])
+    export.add_argument("--type", dest="gguf_type", default=None, choices=["tq2_0", "tq1_0", "f16", "f32"],
+                        help="GGUF tensor type of the ternary weights (default tq2_0)")
+    export.add_argument("--force", action="store_true", help="replace an existing output")
+    export.add_argument("--allow-runtime-mismatch", action="store_true",
+                        help="write even if the target runtime is known to compute the model differently")
+
     args = parser.parse_args(argv)
     from bitjax.config import ConfigError
+    from bitjax.export.common import ExportError
     from bitjax.topk_cache import CacheError
     from bitjax.train import TrainingError
     try:
@@ -55,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             return _cache_teacher(args)
         if args.command == "fit-check":
             return _fit_check(args)
-    except (ConfigError, TrainingError, CacheError) as e:
+        if args.command == "export":
+            return _export(args)
+    except (ConfigError, TrainingError, CacheError, ExportError) as e:
         print(f"bitjax: error: {e}", file=sys.stderr)
         return 2
     return 0
@@ -103,6 +116,17 @@ def _eval(args) -> int:
     from bitjax.evaluate import heldout_perplexity, print_report
 
     print_report(heldout_perplexity(args.run_dir, args.batches))
+    return 0
+
+
+def _export(args) -> int:
+    from bitjax.export import export_run
+
+    result = export_run(args.run_dir, args.out, format=args.format, gguf_type=args.gguf_type, force=args.force,
+                        allow_runtime_mismatch=args.allow_runtime_mismatch, progress=True)
+    kind = result["format"] + (f" {result['type']}" if result["type"] else "")
+    print(f"wrote {result['path']} ({kind}, {result['bytes'] / 1e6:.2f} MB, step {result['step']}); "
+          "every ternary code read back equals the training quantizer's")
     return 0
 
 

@@ -1,0 +1,41 @@
+"""`export_run`: a run directory's latest checkpoint to a packed directory or a GGUF file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bitjax.export.common import ExportError, check_output_free
+from bitjax.export.gguf_writer import QTYPES, write_gguf
+from bitjax.export.hf_packed import write_packed
+from bitjax.export.model_source import load_run
+
+FORMATS = ("gguf", "packed")
+GGUF_TYPES = tuple(QTYPES)
+
+
+def export_run(run_dir: str | Path, out: str | Path, *, format: str, gguf_type: str | None = None,
+               force: bool = False, allow_runtime_mismatch: bool = False, progress: bool = False) -> dict:
+    """Export the latest checkpoint of `run_dir` to `out`; returns a summary (path, bytes, step).
+
+    Raises ExportError (a ValueError) with a one-line fix for bad input; nothing is left under `out`
+    unless the export succeeded and its read-back check passed.
+    """
+    out = Path(out)
+    if format not in FORMATS:
+        raise ExportError(f"--format {format} is not known; use one of {', '.join(FORMATS)}")
+    if format == "packed" and gguf_type is not None:
+        raise ExportError("--type applies to --format gguf only; the packed format is always 2-bit")
+    gguf_type = gguf_type or ("tq2_0" if format == "gguf" else None)
+    if gguf_type is not None and gguf_type not in QTYPES:
+        raise ExportError(f"--type {gguf_type} is not supported; use one of {', '.join(QTYPES)}")
+    check_output_free(out, force)  # before the (slow) restore
+    model = load_run(run_dir).ternary_model()
+    if format == "packed":
+        write_packed(model, out, force=force, allow_runtime_mismatch=allow_runtime_mismatch)
+        size = sum(p.stat().st_size for p in out.iterdir())
+    else:
+        write_gguf(model, out, gguf_type, force=force, allow_runtime_mismatch=allow_runtime_mismatch,
+                   progress=progress)
+        size = out.stat().st_size
+    return {"path": str(out), "format": format, "type": gguf_type, "bytes": size, "step": model.step,
+            "ffn_activation": model.config.ffn_activation}

@@ -1,0 +1,61 @@
+"""What each runtime can run, checked before anything is written.
+
+Each check returns problems as one-line strings; the exporter raises them unless the user passes
+`--allow-runtime-mismatch`, and the runtime checks in export/ print them next to their figures.
+"""
+
+from __future__ import annotations
+
+from bitjax.export.model_source import TernaryModel
+from bitjax.model import ModelConfig
+
+TQ_BLOCK = 256
+# llama-cpp-python releases whose vendored llama.cpp runs the bitnet FFN SiLU-gated only (they do not read
+# `bitnet.hidden_activation`); checked by reading llama.cpp's src/models/bitnet.cpp.
+SILU_ONLY_LLAMA_CPP_PYTHON = ("0.3.36",)
+
+
+def head_shape_problems(cfg: ModelConfig) -> list[str]:
+    """Both runtimes size attn_sub_norm (and llama.cpp attn_q / attn_output) by the model width."""
+    if cfg.n_heads * cfg.head_dim != cfg.d_model:
+        return [f"model.n_heads * model.head_dim = {cfg.n_heads * cfg.head_dim} differs from model.d_model = "
+                f"{cfg.d_model}; llama.cpp's bitnet and transformers' BitNet need them equal"]
+    return []
+
+
+def gguf_activation_problems(cfg: ModelConfig, llama_cpp_version: str | None = None) -> list[str]:
+    """A relu2 FFN runs wrongly in a llama.cpp whose bitnet graph is SiLU-gated."""
+    if cfg.ffn_activation == "silu":
+        return []
+    which = (f"llama-cpp-python {llama_cpp_version}" if llama_cpp_version
+             else f"the llama.cpp in llama-cpp-python {', '.join(SILU_ONLY_LLAMA_CPP_PYTHON)}")
+    return [f"model.ffn_activation={cfg.ffn_activation!r}: {which} runs the bitnet FFN as SiLU-gated and would "
+            f"compute this model wrongly (the file records bitnet.hidden_activation={cfg.ffn_activation!r} for "
+            "llama.cpp builds that read it); use --format packed for transformers, or train with "
+            "model.ffn_activation=silu"]
+
+
+def tq_width_problems(model: TernaryModel, gguf_type: str, tensor_names: dict[str, str]) -> list[str]:
+    """TQ1_0/TQ2_0 pack rows in blocks of 256: every ternary tensor's input width must be a multiple."""
+    problems = []
+    for name, tensor in model.ternary.items():
+        width = tensor.codes_OI.shape[1]
+        if width % TQ_BLOCK:
+            problems.append(
+                f"tensor {tensor_names[name]} ({name}) has rows of {width} values, not a multiple of {TQ_BLOCK}, "
+                f"so it cannot be stored as {gguf_type}; use --type f16 or --type f32, or widths that are "
+                f"multiples of {TQ_BLOCK}")
+    return problems
+
+
+def packed_problems(model: TernaryModel) -> list[str]:
+    problems = list(head_shape_problems(model.config))
+    if not model.config.quantize_activations:
+        problems.append(
+            "model.quantize_activations=False (W1.58A16): transformers' autobitlinear always quantizes activations "
+            "to int8 per token, so its output would differ from this model's")
+    for name, tensor in model.ternary.items():
+        if tensor.codes_OI.shape[0] % 4:
+            problems.append(f"tensor {name} has {tensor.codes_OI.shape[0]} output rows, not a multiple of 4, "
+                            "which transformers' packed loader needs")
+    return problems

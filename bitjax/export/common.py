@@ -1,0 +1,65 @@
+"""Errors and atomic output paths shared by the exporters."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+
+class ExportError(ValueError):
+    """A one-line, user-facing reason an export cannot be done, naming the fix."""
+
+
+def check_output_free(out: Path, force: bool) -> None:
+    """Refuse to overwrite an existing output unless `force`."""
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists; pass --force to replace it, or choose another output path")
+
+
+def _temp_sibling(out: Path) -> Path:
+    return out.with_name(f".{out.name}.tmp{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_file(out: Path, force: bool):
+    """Yield a temporary path next to `out`; on success it replaces `out`, on failure it is deleted."""
+    out = Path(out)
+    check_output_free(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(out)
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_directory(out: Path, force: bool):
+    """Like `atomic_file` for a directory: built under a temporary name, then renamed into place.
+
+    An existing `out` (with `force`) is moved aside first and deleted only once the new one is in place.
+    """
+    out = Path(out)
+    check_output_free(out, force)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file; --format packed writes a directory, choose another path")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(out)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = out.with_name(f".{out.name}.old{os.getpid()}")
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old.exists():
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)

@@ -1,0 +1,126 @@
+"""Packed ternary checkpoints in the Hugging Face BitNet layout (`transformers.BitNetForCausalLM`).
+
+A directory holding:
+  model.safetensors      `model.<module path>.weight` uint8 (ceil(out/4), in), 2-bit packed (see packing.py),
+                         `model.<module path>.weight_scale` float32 (1,) = mean(|W|) (autobitlinear offline);
+                         `model.embed_tokens.weight` (V, D) and every RMSNorm `.weight` in float32
+  config.json            model_type "bitnet", the shape, `hidden_act`, `quantization_config`
+  tokenizer.json         the run's tokenizer, and tokenizer_config.json naming its special tokens
+export/FORMAT.md documents every byte.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from bitjax import tokenizer as tokenizer_lib
+from bitjax.export import checks
+from bitjax.export.common import ExportError, atomic_directory
+from bitjax.export.model_source import TernaryModel
+from bitjax.export.packing import pack_ternary, unpack_ternary
+
+WEIGHTS_FILE = "model.safetensors"
+QUANTIZATION_CONFIG = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"}
+
+
+def hf_name(module_path: str) -> str:
+    """bitjax module path -> transformers parameter prefix (`layers.0.mlp.up_proj` -> `model.layers.0.mlp.up_proj`)."""
+    return f"model.{module_path}"
+
+
+def hf_config(model: TernaryModel, eos_id: int) -> dict:
+    cfg = model.config
+    return {
+        "architectures": ["BitNetForCausalLM"],
+        "model_type": "bitnet",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.d_ff,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads,
+        "head_dim": cfg.head_dim,
+        "hidden_act": cfg.ffn_activation,
+        "max_position_embeddings": cfg.max_seq_len,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "tie_word_embeddings": True,
+        "attention_bias": False,
+        "bos_token_id": eos_id,
+        "eos_token_id": eos_id,
+        "dtype": "float32",
+        "quantization_config": dict(QUANTIZATION_CONFIG),
+    }
+
+
+def packed_tensors(model: TernaryModel) -> dict[str, np.ndarray]:
+    tensors = {f"{hf_name(n)}.weight": np.ascontiguousarray(a, np.float32) for n, a in model.dense.items()}
+    for name, tensor in model.ternary.items():
+        tensors[f"{hf_name(name)}.weight"] = pack_ternary(tensor.codes_OI)
+        tensors[f"{hf_name(name)}.weight_scale"] = np.asarray([tensor.scale], np.float32)
+    return tensors
+
+
+def write_packed(model: TernaryModel, out_dir: str | Path, *, force: bool = False,
+                 allow_runtime_mismatch: bool = False) -> Path:
+    """Write the packed directory under a temporary name, verify it, then move it into place."""
+    out_dir = Path(out_dir)
+    problems = checks.packed_problems(model)
+    if problems and not allow_runtime_mismatch:
+        raise ExportError(problems[0] + "; pass --allow-runtime-mismatch to write it anyway")
+    if model.tokenizer_path is None:
+        raise ExportError("the packed format needs the run's tokenizer.json; none was given")
+    tok = tokenizer_lib.load(model.tokenizer_path)
+    eos = tokenizer_lib.eos_id(tok)
+    with atomic_directory(out_dir, force) as tmp:
+        save_file(packed_tensors(model), str(tmp / WEIGHTS_FILE),
+                  metadata={"format": "pt", "producer": "bitjax", "step": str(model.step)})
+        (tmp / "config.json").write_text(json.dumps(hf_config(model, eos), indent=2) + "\n")
+        shutil.copyfile(model.tokenizer_path, tmp / "tokenizer.json")
+        (tmp / "tokenizer_config.json").write_text(json.dumps({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": tokenizer_lib.EOS, "eos_token": tokenizer_lib.EOS,
+            "add_bos_token": False, "add_eos_token": False,
+            "model_max_length": model.config.max_seq_len,
+        }, indent=2) + "\n")
+        verify_packed(tmp, model)
+    return out_dir
+
+
+def read_packed(directory: str | Path) -> tuple[dict, dict[str, np.ndarray], dict[str, np.float32]]:
+    """Read a packed directory back: (config.json, codes by module path (O, I) int8, scales by module path)."""
+    directory = Path(directory)
+    config = json.loads((directory / "config.json").read_text())
+    tensors = load_file(str(directory / WEIGHTS_FILE))
+    codes, scales = {}, {}
+    for key, value in tensors.items():
+        if key.endswith(".weight_scale"):
+            module = key[len("model."):-len(".weight_scale")]
+            packed = tensors[f"model.{module}.weight"]
+            codes[module] = unpack_ternary(packed, out_features=4 * packed.shape[0])
+            scales[module] = value
+    return config, codes, scales
+
+
+def verify_packed(directory: Path, model: TernaryModel) -> None:
+    """Every unpacked code and scale must equal the training quantizer's; dense tensors bit-exact."""
+    _, codes, scales = read_packed(directory)
+    tensors = load_file(str(Path(directory) / WEIGHTS_FILE))
+    if set(codes) != set(model.ternary):
+        raise ExportError(f"{directory}: ternary tensors read back differ from the model's "
+                          f"({sorted(set(codes) ^ set(model.ternary))[:4]})")
+    for name, tensor in model.ternary.items():
+        got = codes[name][:tensor.codes_OI.shape[0]]
+        if not np.array_equal(got, tensor.codes_OI):
+            bad = int(np.sum(got != tensor.codes_OI))
+            raise ExportError(f"{directory}: {bad} codes of {name} read back differ from the quantizer's")
+        if scales[name].shape != (1,) or scales[name][0] != tensor.scale:
+            raise ExportError(f"{directory}: weight_scale of {name} reads back as {scales[name]}, not {tensor.scale}")
+    for name, array in model.dense.items():
+        if not np.array_equal(tensors[f"{hf_name(name)}.weight"], array):
+            raise ExportError(f"{directory}: {hf_name(name)}.weight reads back different")

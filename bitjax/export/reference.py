@@ -1,0 +1,87 @@
+"""bitjax's own forward pass on a restored run, held-out tokens, and the agreement figures runtimes are held to.
+
+Two reference forwards exist, and each runtime check states which it compares against:
+  quantize_activations=True   the training forward (ternary weights, int8 per-token activations), what
+                              transformers' autobitlinear computes; also the target of llama.cpp's TQ types,
+                              which quantize activations themselves (8 bits per 256-value block, Q8_K)
+  quantize_activations=False  W1.58A16: ternary weights, full-precision activations, what llama.cpp's
+                              F32/F16 bitnet path computes
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bitjax.export.common import ExportError
+from bitjax.export.model_source import RunCheckpoint
+
+
+def _model(run: RunCheckpoint, quantize_activations: bool):
+    from bitjax.train import Trainer
+
+    cfg = run.train_config
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, quantize_activations=quantize_activations))
+    return Trainer.create(cfg).model(run.params)
+
+
+def bitjax_logits(run: RunCheckpoint, tokens_L, *, quantize_activations: bool = True) -> np.ndarray:
+    """(L, V) float32 logits of one sequence."""
+    model = _model(run, quantize_activations)
+    tokens_1L = jnp.asarray(np.asarray(tokens_L, np.int32)[None])
+    return np.asarray(jax.jit(lambda t: model(t))(tokens_1L))[0]
+
+
+def bitjax_greedy(run: RunCheckpoint, prompt, n_new: int, *, quantize_activations: bool = True) -> list[int]:
+    """Greedy continuation; one jitted forward over a fixed-length buffer (causal, so the tail is ignored)."""
+    model = _model(run, quantize_activations)
+    forward = jax.jit(lambda t: model(t))
+    buffer = np.zeros((1, len(prompt) + n_new), np.int32)
+    buffer[0, :len(prompt)] = prompt
+    for i in range(len(prompt), len(prompt) + n_new):
+        logits_1LV = forward(jnp.asarray(buffer))
+        buffer[0, i] = int(jnp.argmax(logits_1LV[0, i - 1]))
+    return buffer[0, len(prompt):].tolist()
+
+
+def heldout_tokens(run: RunCheckpoint, n_tokens: int) -> np.ndarray:
+    """The first `n_tokens` of the run's held-out split (never trained on), tokenized as in training."""
+    from bitjax import data as data_lib
+    from bitjax import tokenizer as tokenizer_lib
+
+    corpus = data_lib.prepare_corpus(run.train_config.data)
+    fingerprint = tokenizer_lib.fingerprint(tokenizer_lib.load(run.tokenizer_path))
+    if corpus.tokenizer_fingerprint != fingerprint:
+        raise ExportError(f"{run.tokenizer_path} differs from the tokenizer data.corpus={run.train_config.data.corpus!r} "
+                          "builds; the held-out text cannot be tokenized as in training")
+    return np.asarray(corpus.heldout_tokens[:n_tokens], np.int32)
+
+
+def _log_softmax(logits_LV: np.ndarray) -> np.ndarray:
+    x = logits_LV.astype(np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def perplexity(logits_LV: np.ndarray, tokens_L: np.ndarray) -> float:
+    """Next-token perplexity of `tokens_L[1:]` under `logits_LV[:-1]`."""
+    logp = _log_softmax(logits_LV[:-1])
+    return float(np.exp(-np.mean(logp[np.arange(len(tokens_L) - 1), tokens_L[1:]])))
+
+
+def agreement(reference_LV: np.ndarray, runtime_LV: np.ndarray, tokens_L: np.ndarray) -> dict[str, float]:
+    """Argmax agreement, logit differences and perplexities of a runtime against a reference forward."""
+    diff = np.abs(reference_LV.astype(np.float64) - runtime_LV.astype(np.float64))
+    ppl_ref, ppl_run = perplexity(reference_LV, tokens_L), perplexity(runtime_LV, tokens_L)
+    return {
+        "tokens": int(len(tokens_L)),
+        "argmax_agreement": float(np.mean(reference_LV.argmax(-1) == runtime_LV.argmax(-1))),
+        "max_abs_logit_diff": float(diff.max()),
+        "mean_abs_logit_diff": float(diff.mean()),
+        "ppl_reference": ppl_ref,
+        "ppl_runtime": ppl_run,
+        "ppl_rel_diff": abs(ppl_run - ppl_ref) / ppl_ref,
+    }

@@ -1,0 +1,136 @@
+"""GGUF export: exact codes on read-back, llama.cpp's logits, greedy tokens and tokenizer against bitjax's."""
+
+import os
+
+import gguf
+import numpy as np
+import pytest
+
+from bitjax import quant
+from bitjax.export import ExportError, GGUF_TYPES, export_run, gguf_writer, llama_check
+from bitjax.export.gguf_writer import gguf_name, read_ternary, write_gguf
+from bitjax.export.model_source import load_run, ternary_names
+from bitjax.export.runtime_report import format_agreement, llama_cpp_report
+from export_helpers import random_model
+
+
+@pytest.fixture(scope="module")
+def run(trained_run):
+    return load_run(trained_run)
+
+
+@pytest.fixture(scope="module")
+def gguf_files(trained_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gguf")
+    return {t: export_run(trained_run, out / f"tiny-{t}.gguf", format="gguf", gguf_type=t)["path"]
+            for t in GGUF_TYPES}
+
+
+@pytest.fixture(scope="module")
+def reports(run, gguf_files):
+    cache = {}
+
+    def get(gguf_type):
+        if gguf_type not in cache:
+            cache[gguf_type] = llama_cpp_report(run, gguf_files[gguf_type], n_tokens=256, n_greedy=32)
+        return cache[gguf_type]
+    return get
+
+
+@pytest.mark.parametrize("gguf_type", GGUF_TYPES)
+def test_codes_read_back_equal_training_quantizer(run, gguf_files, gguf_type):
+    _, codes, scales = read_ternary(gguf_files[gguf_type])
+    params = run.flat_params()
+    names = ternary_names(run.train_config.model)
+    assert len(codes) == len(names)
+    for name in names:
+        expected_IO, scale = quant.ternary_codes(params[f"{name}.kernel"])
+        np.testing.assert_array_equal(codes[gguf_name(name)], np.asarray(expected_IO).T, err_msg=name)
+        assert scales[gguf_name(name)] == np.float32(scale), name
+
+
+def test_metadata_and_tensor_types(gguf_files):
+    reader = gguf.GGUFReader(gguf_files["tq2_0"])
+    assert reader.get_field("general.architecture").contents() == "bitnet"
+    assert reader.get_field("bitnet.hidden_activation").contents() == "silu"
+    assert reader.get_field("tokenizer.ggml.model").contents() == "gpt2"
+    assert len(reader.get_field("tokenizer.ggml.merges").data) > 1000
+    types = {t.name: t.tensor_type for t in reader.tensors}
+    assert types["token_embd.weight"] == gguf.GGMLQuantizationType.F16
+    assert types["output_norm.weight"] == gguf.GGMLQuantizationType.F32
+    assert types["blk.0.ffn_sub_norm.weight"] == gguf.GGMLQuantizationType.F32
+    assert types["blk.1.attn_q.weight"] == gguf.GGMLQuantizationType.TQ2_0
+    assert types["blk.1.attn_q.scale"] == gguf.GGMLQuantizationType.F32
+    assert "output.weight" not in types  # tied head
+
+
+def test_f32_matches_bitjax_a16_logits_and_greedy_tokens(reports):
+    r = reports("f32")
+    print("\n" + format_agreement("llama.cpp F32 vs bitjax A16", r["vs_a16"]))
+    print(format_agreement("llama.cpp F32 vs bitjax A8", r["vs_a8"]))
+    assert r["vs_a16"]["max_abs_logit_diff"] < 1e-2
+    assert r["greedy_llama"] == r["greedy_bitjax_a16"]
+    assert len(r["greedy_llama"]) == 32
+
+
+@pytest.mark.parametrize("gguf_type", ["tq2_0", "tq1_0"])
+def test_ternary_types_agree_with_training_forward(reports, gguf_type):
+    r = reports(gguf_type)
+    print("\n" + format_agreement(f"llama.cpp {gguf_type} vs bitjax A8", r["vs_a8"]))
+    assert r["vs_a8"]["argmax_agreement"] >= 0.95
+    assert r["vs_a8"]["ppl_rel_diff"] <= 0.02
+
+
+def test_llama_cpp_tokenizes_like_bitjax(reports):
+    r = reports("f32")
+    assert r["tokenizer_mismatches"] == []
+    assert r["tokenizer_identical"] == r["tokenizer_probes"] == 5
+
+
+def test_run_without_checkpoint_is_refused(trained_run, tmp_path):
+    empty = tmp_path / "run"
+    empty.mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        (empty / name).write_bytes((trained_run / name).read_bytes())
+    with pytest.raises(ExportError, match=r"holds no checkpoint.*bitjax train"):
+        export_run(empty, tmp_path / "out.gguf", format="gguf")
+    assert not (tmp_path / "out.gguf").exists()
+
+
+def test_existing_output_needs_force(trained_run, tmp_path):
+    out = tmp_path / "out.gguf"
+    out.write_bytes(b"keep me")
+    with pytest.raises(ExportError, match="already exists; pass --force"):
+        export_run(trained_run, out, format="gguf", gguf_type="f16")
+    assert out.read_bytes() == b"keep me"
+    export_run(trained_run, out, format="gguf", gguf_type="f16", force=True)
+    assert out.read_bytes()[:4] == b"GGUF"
+
+
+def test_tq_width_not_multiple_of_256_names_tensor_and_types(trained_run, tmp_path):
+    _, _, model = random_model(trained_run / "tokenizer.json", d_ff=320)
+    with pytest.raises(ExportError, match=r"blk\.0\.ffn_down .*320.*tq2_0; use --type f16 or --type f32"):
+        write_gguf(model, tmp_path / "x.gguf", "tq2_0")
+    assert list(tmp_path.iterdir()) == []
+    write_gguf(model, tmp_path / "x.gguf", "f16")  # the suggested types work
+
+
+def test_relu2_is_refused_for_this_llama_cpp_unless_overridden(trained_run, tmp_path):
+    _, _, model = random_model(trained_run / "tokenizer.json", ffn_activation="relu2")
+    with pytest.raises(ExportError, match=r"relu2.*SiLU-gated.*--allow-runtime-mismatch"):
+        write_gguf(model, tmp_path / "r.gguf", "f32")
+    assert not (tmp_path / "r.gguf").exists()
+    write_gguf(model, tmp_path / "r.gguf", "f32", allow_runtime_mismatch=True)
+    assert llama_check.file_activation(tmp_path / "r.gguf") == "relu2"
+    with pytest.raises(ExportError, match=r"relu2.*SiLU-gated.*not this model's"):
+        llama_check.require_compatible(tmp_path / "r.gguf", allow_mismatch=False)
+
+
+def test_failed_export_leaves_nothing(trained_run, tmp_path, monkeypatch):
+    def corrupt(*args, **kwargs):
+        raise ExportError("read-back differs")
+
+    monkeypatch.setattr(gguf_writer, "verify_gguf", corrupt)
+    with pytest.raises(ExportError, match="read-back differs"):
+        export_run(trained_run, tmp_path / "out.gguf", format="gguf")
+    assert os.listdir(tmp_path) == []
