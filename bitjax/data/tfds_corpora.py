@@ -70,7 +70,13 @@ def version(corpus: str) -> str:
 def build(corpus: str, directory: str | Path | None = None) -> tfds.core.DatasetBuilder:
     """Build the corpus into array_record files (once; an existing complete build is reused)."""
     builder = BUILDERS[corpus](data_dir=str(directory or data_dir()), file_format="array_record")
-    builder.download_and_prepare()
+    if not builder.is_prepared():
+        # a build takes seconds; TFDS's nested progress bars would clutter stderr, where errors go
+        tfds.display_progress_bar(False)
+        try:
+            builder.download_and_prepare()
+        finally:
+            tfds.display_progress_bar(True)
     return builder
 
 
