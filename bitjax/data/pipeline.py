@@ -114,7 +114,8 @@ class Pipeline:
             ds = ds.seed(seed).shuffle()
         ds = ds.repeat(None if repeat else 1)
         doc_lengths = np.diff(shard.offsets)
-        stream = pack(ds.to_iter_dataset(), self.cfg.seq_len, self.cfg.packing,
+        # Reading a document is a slice of a memory-mapped array: prefetch threads would only add locking.
+        stream = pack(ds.to_iter_dataset(grain.ReadOptions(num_threads=0)), self.cfg.seq_len, self.cfg.packing,
                       max_doc_tokens=int(doc_lengths.max()), seed=self.cfg.shuffle_seed)
         if not repeat:
             stream = mix_lib.RaiseWhenDry(stream, name, len(ds))
