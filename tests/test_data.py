@@ -1,5 +1,6 @@
 """The Grain pipeline: mixing, packing, resume, sharding, the TFDS builders and bad input."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -234,3 +235,15 @@ def test_a_source_that_runs_dry_repeats_or_stops_by_config(tmp_path):
 def test_unknown_source_kind_is_a_config_error():
     with pytest.raises(ConfigError, match="KIND:LOCATION"):
         build_pipeline(DataConfig(sources=(SourceConfig("a", "parquet:x"),)))
+
+
+def test_weights_are_set_from_the_command_line_and_sources_from_recipes():
+    from bitjax.config import TrainConfig, apply_overrides, from_dict
+
+    srcs = (SourceConfig("natural", "tfds:shakespeare", 0.6), SourceConfig("rephrased", "jsonl:x.jsonl", 0.4))
+    cfg = TrainConfig(data=DataConfig(sources=srcs))
+    changed = apply_overrides(cfg, ["data.weights=natural=0.5,rephrased=0.5"])
+    assert changed.data.mixture_weights() == {"natural": 0.5, "rephrased": 0.5}
+    with pytest.raises(ConfigError, match="data.weights"):
+        apply_overrides(cfg, ["data.sources=x"])
+    assert from_dict(TrainConfig, dataclasses.asdict(changed)) == changed  # config.json round trip
