@@ -52,6 +52,25 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--allow-runtime-mismatch", action="store_true",
                         help="write even if the target runtime is known to compute the model differently")
 
+    reph = sub.add_parser("rephrase", help="rewrite natural documents into denser formats with a generator model")
+    reph.add_argument("--source", default="tfds:shakespeare",
+                      help="documents to rephrase: tfds:shakespeare, tfds:kjv, jsonl:PATH, arrayrecord:PATH")
+    reph.add_argument("--out", required=True, help="JSONL output; rerunning appends what is missing")
+    reph.add_argument("--formats", default="qa,textbook,summary",
+                      help="comma-separated prompt names from --prompts (default: qa,textbook,summary)")
+    reph.add_argument("--generator", default="smollm2",
+                      help="'smollm2' (the embedded GGUF), a .gguf file (llama.cpp) or a transformers model dir")
+    reph.add_argument("--limit", type=int, default=None, help="rephrase only the first N documents")
+    reph.add_argument("--max-new-tokens", type=int, default=128)
+    reph.add_argument("--temperature", type=float, default=0.7)
+    reph.add_argument("--top-p", type=float, default=0.9)
+    reph.add_argument("--seed", type=int, default=0)
+    reph.add_argument("--max-chars", type=int, default=800, help="passage length given to the generator")
+    reph.add_argument("--threads", type=int, default=1,
+                      help="llama.cpp threads (1 is fastest on a busy machine: threads spin-wait on each other)")
+    reph.add_argument("--prompts", default=None, help="directory of <format>.txt prompts (default: data/rephrase)")
+    reph.add_argument("--no-progress", action="store_true")
+
     args = parser.parse_args(argv)
     from bitjax.config import ConfigError
     from bitjax.export.common import ExportError
@@ -68,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             return _fit_check(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "rephrase":
+            return _rephrase(args)
     except (ConfigError, TrainingError, CacheError, ExportError) as e:
         print(f"bitjax: error: {e}", file=sys.stderr)
         return 2
@@ -127,6 +148,21 @@ def _export(args) -> int:
     kind = result["format"] + (f" {result['type']}" if result["type"] else "")
     print(f"wrote {result['path']} ({kind}, {result['bytes'] / 1e6:.2f} MB, step {result['step']}); "
           "every ternary code read back equals the training quantizer's")
+    return 0
+
+
+def _rephrase(args) -> int:
+    import json
+
+    from bitjax import rephrase
+
+    settings = rephrase.Settings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                 top_p=args.top_p, seed=args.seed, max_chars=args.max_chars)
+    summary = rephrase.rephrase(
+        args.source, args.out, formats=[f for f in args.formats.split(",") if f], generator=args.generator,
+        limit=args.limit, settings=settings, n_threads=args.threads,
+        prompts_dir=Path(args.prompts) if args.prompts else rephrase.PROMPTS_DIR, progress=not args.no_progress)
+    print(json.dumps(summary, indent=2))
     return 0
 
 

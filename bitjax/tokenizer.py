@@ -1,17 +1,29 @@
-"""Tokenizers through the Hugging Face `tokenizers` library: train a byte-level BPE, load, fingerprint."""
+"""Tokenizers through the Hugging Face `tokenizers` library: train a byte-level BPE, load a tokenizer.json,
+or build one from a GGUF's vocabulary and merges (so a student shares an embedded teacher's vocabulary).
+
+Every artifact made with a tokenizer (token shards, checkpoints, caches) records `fingerprint(tok)`;
+reading it with a different tokenizer is an error (`check_fingerprint`).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from bitjax.config import ConfigError
+
 EOS = "<|endoftext|>"
 
 
-def train_bpe(texts: list[str], vocab_size: int) -> Tokenizer:
+class TokenizerMismatch(ConfigError):
+    """An artifact was made with another tokenizer than the one in use."""
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     """A GPT-2-style byte-level BPE trained on `texts`; id 0 is the end-of-text token."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -25,10 +37,30 @@ def train_bpe(texts: list[str], vocab_size: int) -> Tokenizer:
 
 def load(path: str | Path) -> Tokenizer:
     path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such tokenizer.json")
     try:
         return Tokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises a bare Exception on malformed JSON
         raise ValueError(f"{path}: not a valid tokenizer.json ({e}); delete it to rebuild") from None
+
+
+def from_gguf(path: str | Path) -> Tokenizer:
+    """The tokenizer embedded in a GGUF (vocabulary, merges, pre-tokenizer), as a `tokenizers.Tokenizer`.
+
+    transformers' GGUF converter does the mapping from `tokenizer.ggml.*` metadata; its output encodes to
+    the same ids as llama.cpp's own tokenizer (tested against `llama_cpp.Llama(vocab_only=True)`).
+    """
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such GGUF file")
+    try:
+        hf = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot read a tokenizer from this GGUF ({e})") from None
+    return Tokenizer.from_str(hf.backend_tokenizer.to_str())
 
 
 def save_atomic(tok: Tokenizer, path: str | Path) -> None:
@@ -45,5 +77,51 @@ def fingerprint(tok: Tokenizer) -> str:
     return hashlib.sha256(tok.to_str().encode()).hexdigest()[:16]
 
 
+def check_fingerprint(found: str | None, expected: str, artifact: str | Path) -> None:
+    if found != expected:
+        raise TokenizerMismatch(
+            f"{artifact} was made with tokenizer {found}, but this run uses {expected}; "
+            "rebuild it with the run's tokenizer (or use the tokenizer it was made with)")
+
+
 def eos_id(tok: Tokenizer) -> int:
-    return tok.token_to_id(EOS)
+    """The document-boundary token (used as both BOS and EOS, GPT-2 style)."""
+    token_id = tok.token_to_id(EOS)
+    if token_id is None:
+        raise ValueError(f"the tokenizer has no {EOS} token to mark document boundaries")
+    return token_id
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def resolve(spec: str, vocab_size: int, texts: Callable[[], Iterable[str]], cache: Path,
+            corpus_key: str) -> Path:
+    """The tokenizer.json for a data config's `tokenizer` spec, built and cached once.
+
+    spec: "bpe" (train `vocab_size` on `texts()`), a tokenizer.json path, a .gguf path, or "smollm2".
+    """
+    if spec == "bpe":
+        key = hashlib.sha256(f"{corpus_key}|{vocab_size}".encode()).hexdigest()[:16]
+        path = cache / "tokenizers" / f"bpe{vocab_size}-{key}" / "tokenizer.json"
+        if not path.exists():
+            save_atomic(train_bpe(texts(), vocab_size), path)
+        return path
+    if spec == "smollm2":
+        from bitjax.rephrase import embedded_gguf
+        spec = str(embedded_gguf())
+    source = Path(spec)
+    if source.suffix == ".gguf":
+        if not source.is_file():
+            raise ValueError(f"data.tokenizer={spec}: no such GGUF file")
+        path = cache / "tokenizers" / f"gguf-{source.stem}-{file_digest(source)}" / "tokenizer.json"
+        if not path.exists():
+            save_atomic(from_gguf(source), path)
+        return path
+    load(source)  # validates
+    return source

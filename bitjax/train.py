@@ -193,6 +193,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
         return total / max(count, 1.0)
 
     pending: list[tuple[int, dict]] = []   # device metrics not yet checked or logged
+    source_tokens: dict[str, int] = {}     # tokens per data source since the last log line
     last_good_checkpoint = start_step if start_step else None
     t_last, tokens_since = time.perf_counter(), 0
     tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
@@ -227,6 +228,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
     try:
         for step in range(start_step + 1, cfg.steps + 1):
             batch = next(data_iter)
+            for name, n in pipeline.pop_token_counts(batch).items():
+                source_tokens[name] = source_tokens.get(name, 0) + n
             state, metrics = step_fn(state, trainer.shard_batch(batch))
             pending.append((step, metrics))
             tokens_since += tokens_per_step
@@ -234,6 +237,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
             if step % cfg.log_every == 0 or step == cfg.steps or step == start_step + 1:
                 scalars = flush_metrics(step)
                 scalars.update({f"zeros/{k}": float(v) for k, v in zeros_fn(state.params).items()})
+                scalars.update({f"data/tokens/{k}": float(v) for k, v in source_tokens.items()})
+                source_tokens.clear()
                 logger.log(step, scalars)
                 bar.set_postfix(loss=f"{scalars['loss']:.3f}", lr=f"{scalars['lr']:.2e}")
             if step % cfg.eval_every == 0 or step == cfg.steps:

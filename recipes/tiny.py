@@ -1,20 +1,28 @@
-"""The embedded default: a 3.7M-parameter ternary student on Shakespeare; about 2 minutes on a 2-core CPU.
+"""The embedded default: a 3.7M-parameter ternary student on Shakespeare mixed 60/40 with a rephrased sample
+that `bitjax rephrase` generated from it (data/rephrased/README.md); about 2 minutes on a 2-core CPU.
 
 Widths are multiples of 256 so every BitLinear exports to GGUF TQ1_0/TQ2_0, and the FFN is SiLU-gated,
 the variant every llama.cpp `bitnet` build runs.
 """
 
-from bitjax.config import CheckpointConfig, DataConfig, OptimConfig, TrainConfig
+from pathlib import Path
+
+from bitjax.config import CheckpointConfig, DataConfig, OptimConfig, SourceConfig, TrainConfig
 from bitjax.model import ModelConfig
 
 VOCAB = 2048
+REPHRASED = Path(__file__).resolve().parent.parent / "data" / "rephrased" / "shakespeare.jsonl"
 
 
 def get_config() -> TrainConfig:
+    sources = (
+        SourceConfig("natural", "tfds:shakespeare", weight=0.6),
+        SourceConfig("rephrased", f"jsonl:{REPHRASED}", weight=0.4),
+    )
     return TrainConfig(
         name="tiny",
         model=ModelConfig.tiny(vocab_size=VOCAB, ffn_activation="silu"),
-        data=DataConfig(corpus="shakespeare", vocab_size=VOCAB, seq_len=128, batch_size=8),
+        data=DataConfig(sources=sources, vocab_size=VOCAB, seq_len=128, batch_size=8),
         optim=OptimConfig(peak_lr=4e-3, stage2_peak_lr=2e-3, warmup_steps=30),
         checkpoint=CheckpointConfig(every=100),
         steps=300,

@@ -1,51 +1,249 @@
+"""The Grain pipeline: mixing, packing, resume, sharding, the TFDS builders and bad input."""
+
+import dataclasses
+import json
+
 import numpy as np
+import pytest
 
-from bitjax.config import DataConfig
-from bitjax.data import heldout_batches, prepare_corpus, train_dataset, window_example
+from bitjax import tokenizer as tokenizer_lib
+from bitjax.config import ConfigError, DataConfig, SourceConfig
+from bitjax.data import DataError, build_pipeline, sources, tfds_corpora
+from bitjax.data.pack import DocumentExamples, pack
+from bitjax.data.tokenize import TokenShard, load_shard, save_shard
 
-EOS = 0
-
-
-def test_window_example_segments_positions_and_mask():
-    window = np.array([5, 6, EOS, 7, 8, 9, EOS, 3, 4], np.int32)
-    ex = window_example(window, EOS)
-    np.testing.assert_array_equal(ex["inputs"], [5, 6, EOS, 7, 8, 9, EOS, 3])
-    np.testing.assert_array_equal(ex["targets"], [6, EOS, 7, 8, 9, EOS, 3, 4])
-    np.testing.assert_array_equal(ex["segment_ids"], [1, 1, 1, 2, 2, 2, 2, 3])
-    np.testing.assert_array_equal(ex["positions"], [0, 1, 2, 0, 1, 2, 3, 0])
-    # an EOS input predicts the next document's first token: not trained on
-    np.testing.assert_array_equal(ex["loss_mask"], [1, 1, 0, 1, 1, 1, 0, 1])
+import grain
 
 
-CFG = DataConfig(vocab_size=512, seq_len=32, batch_size=4)
+@pytest.fixture(scope="module")
+def rephrased_jsonl(tmp_path_factory):
+    """A stand-in for rephrased text: 60 short documents made from natural passages."""
+    path = tmp_path_factory.mktemp("rephrased") / "rephrased.jsonl"
+    docs = sources.load_documents("tfds:shakespeare")[:60]
+    with path.open("w") as f:
+        for d in docs:
+            summary = " ".join(d["text"].split()[:40])
+            f.write(json.dumps({"id": d["id"] + "#summary", "text": f"Summary: {summary}"}) + "\n")
+    return path
 
 
-def test_iterator_state_restores_the_same_batches():
-    corpus = prepare_corpus(CFG)
-    it = iter(train_dataset(corpus, CFG))
-    for _ in range(3):
+def mixed_config(rephrased_jsonl, **kw):
+    srcs = (SourceConfig("natural", "tfds:shakespeare", 0.6), SourceConfig("rephrased", f"jsonl:{rephrased_jsonl}", 0.4))
+    return DataConfig(**{"sources": srcs, "vocab_size": 512, "seq_len": 32, "batch_size": 100, **kw})
+
+
+@pytest.mark.parametrize("weights", ["", "natural=0.8,rephrased=0.2"])
+def test_realized_mix_within_one_point_over_10000_sequences(rephrased_jsonl, weights):
+    cfg = mixed_config(rephrased_jsonl, weights=weights)
+    pipeline = build_pipeline(cfg)
+    it = pipeline.train_iterator()
+    examples = np.zeros(2)
+    tokens = {"natural": 0, "rephrased": 0}
+    for _ in range(100):  # 100 batches x 100 sequences
+        batch = next(it)
+        examples += np.bincount(batch["source_id"], minlength=2)
+        for name, n in pipeline.pop_token_counts(batch).items():
+            tokens[name] += n
+    want = cfg.mixture_weights()["natural"] / sum(cfg.mixture_weights().values())
+    frac_examples = examples[0] / examples.sum()
+    frac_tokens = tokens["natural"] / sum(tokens.values())
+    print(f"natural share: {frac_examples:.4f} of sequences, {frac_tokens:.4f} of tokens (weight {want:.2f}); "
+          f"tokens {tokens}")
+    assert examples.sum() == 10_000
+    assert abs(frac_examples - want) < 0.01
+    assert abs(frac_tokens - want) < 0.01  # concat-then-split pads only at the end of a finite stream
+
+
+def synthetic_shard(lengths, fingerprint="synthetic") -> TokenShard:
+    """Document d holds tokens d*1000+1 ... so every token names its document."""
+    docs = [np.arange(n, dtype=np.int32) % 999 + 1 + 1000 * d for d, n in enumerate(lengths)]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return TokenShard(np.concatenate(docs), offsets, np.zeros(len(lengths), np.int32), fingerprint, "synthetic")
+
+
+@pytest.mark.parametrize("packing", ["concat_then_split", "first_fit"])
+def test_no_token_crosses_a_segment_boundary_and_long_documents_are_kept(packing):
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 90, size=200)
+    lengths[5] = 300  # longer than a sequence: split, never dropped
+    shard = synthetic_shard(lengths)
+    L, BOS = 32, 0
+    ds = grain.MapDataset.source(DocumentExamples(shard, BOS)).to_iter_dataset()
+    seen = np.zeros(len(lengths), np.int64)
+    for ex in pack(ds, L, packing, max_doc_tokens=int(lengths.max())):
+        seg, pos, inp, tgt, mask = ex["segment_ids"], ex["positions"], ex["inputs"], ex["targets"], ex["loss_mask"]
+        assert all(v.shape == (L,) and v.dtype == np.int32 for v in ex.values())
+        for s in np.unique(seg[seg > 0]):
+            idx = np.flatnonzero(seg == s)
+            assert np.array_equal(idx, np.arange(idx[0], idx[-1] + 1))          # contiguous
+            assert np.array_equal(pos[idx], np.arange(len(idx)))               # positions restart per piece
+            docs = {int(t) // 1000 for t in np.concatenate([inp[idx], tgt[idx]]) if t != BOS}
+            assert len(docs) == 1, f"segment mixes documents {docs}"        # nothing from a neighbour
+            seen[docs.pop()] += int(np.sum(tgt[idx] != BOS))
+        assert np.all(mask[seg == 0] == 0) and np.all(inp[seg == 0] == 0)
+    np.testing.assert_array_equal(seen, lengths)  # every token of every document, the long one included
+
+
+@pytest.mark.parametrize("packing", ["concat_then_split", "first_fit"])
+def test_restored_iterator_yields_the_same_next_50_batches(rephrased_jsonl, packing):
+    cfg = mixed_config(rephrased_jsonl, batch_size=4, packing=packing)
+    pipeline = build_pipeline(cfg)
+    it = pipeline.train_iterator()
+    for _ in range(13):
         next(it)
-    state = it.get_state()
-    expected = [next(it) for _ in range(5)]
-    it2 = iter(train_dataset(corpus, CFG))
-    it2.set_state(state)
+    state = json.loads(json.dumps(it.get_state()))  # as Orbax stores it
+    expected = [next(it) for _ in range(50)]
+    restored = build_pipeline(cfg).train_iterator()
+    restored.set_state(state)
     for want in expected:
-        got = next(it2)
+        got = next(restored)
+        assert got.keys() == want.keys()
         for key in want:
             np.testing.assert_array_equal(got[key], want[key])
 
 
-def test_process_shards_are_disjoint():
-    corpus = prepare_corpus(CFG)
-    firsts = []
+def test_weights_can_change_on_resume(rephrased_jsonl):
+    cfg = mixed_config(rephrased_jsonl, batch_size=10)
+    it = build_pipeline(cfg).train_iterator()
+    for _ in range(5):
+        next(it)
+    state = json.loads(json.dumps(it.get_state()))
+    changed = build_pipeline(mixed_config(rephrased_jsonl, batch_size=10, weights="natural=0.2,rephrased=0.8"))
+    it2 = changed.train_iterator()
+    it2.set_state(state)
+    ids = np.concatenate([next(it2)["source_id"] for _ in range(50)])
+    assert abs(np.mean(ids == 0) - 0.2) < 0.01
+
+
+def write_token_source(tmp_path, lengths):
+    tok = tokenizer_lib.train_bpe(["a b c d e f g"] * 10, 300)
+    tok_path = tmp_path / "tokenizer.json"
+    tokenizer_lib.save_atomic(tok, tok_path)
+    shard = synthetic_shard(lengths, tokenizer_lib.fingerprint(tok))
+    save_shard(shard, tmp_path / "shard")
+    return tok_path, tmp_path / "shard"
+
+
+def test_two_processes_shards_are_disjoint_and_cover_the_data(tmp_path):
+    lengths = np.random.default_rng(1).integers(5, 60, size=101)
+    tok_path, shard_dir = write_token_source(tmp_path, lengths)
+    cfg = DataConfig(sources=(SourceConfig("pre", f"tokens:{shard_dir}"),), tokenizer=str(tok_path), seq_len=16,
+                     batch_size=2, on_exhausted="error", heldout_fraction=0.01)
+    pipeline = build_pipeline(cfg)
+    n_train = len(pipeline.sources["pre"].train)
+    per_process = []
     for index in range(2):
-        it = iter(train_dataset(corpus, CFG, process_index=index, process_count=2))
-        firsts.append({tuple(row) for _ in range(10) for row in next(it)["inputs"]})
-    assert not firsts[0] & firsts[1]
+        docs = set()
+        it = pipeline.train_iterator(process_index=index, process_count=2)
+        with pytest.raises(DataError, match="ran dry"):
+            while True:
+                batch = next(it)
+                docs |= {int(t) // 1000 for t in batch["targets"].ravel() if t != 0}
+        per_process.append(docs)
+    assert not per_process[0] & per_process[1]
+    assert per_process[0] | per_process[1] == set(range(n_train))
 
 
-def test_heldout_is_not_in_training_tokens():
-    corpus = prepare_corpus(CFG)
-    batch = heldout_batches(corpus, CFG, 1)[0]
-    assert batch["inputs"].shape == (CFG.batch_size, CFG.seq_len)
-    assert len(corpus.heldout_tokens) >= CFG.batch_size * (CFG.seq_len + 1)
+def test_token_shard_from_another_tokenizer_is_refused(tmp_path):
+    tok_path, shard_dir = write_token_source(tmp_path, [5, 6, 7])
+    with pytest.raises(tokenizer_lib.TokenizerMismatch, match="made with tokenizer"):
+        load_shard(shard_dir, expected_fingerprint="0123456789abcdef")
+
+
+def test_tfds_builder_builds_and_reads_back_offline(tmp_path):
+    docs = tfds_corpora.read("shakespeare", tmp_path)
+    expected = {d["id"]: d["text"] for d in sources.shakespeare_documents()}
+    assert len(docs) == len(expected) > 2000
+    assert all(expected[d["id"]] == d["text"] for d in docs)
+    assert (tmp_path / "bitjax_shakespeare" / "0.6.0").is_dir()
+    assert any(p.name.startswith("bitjax_shakespeare-train.array_record")
+               for p in (tmp_path / "bitjax_shakespeare" / "0.6.0").iterdir())
+    kjv = tfds_corpora.read("kjv", tmp_path)
+    assert len(kjv) == 1189 and any(d["id"] == "Genesis 1" for d in kjv)
+
+
+def test_prompt_completion_masks_the_prompt(tmp_path):
+    path = tmp_path / "pc.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Question {i}? ", "completion": f"Answer {i}."}) + "\n"
+                            for i in range(20)))
+    src = SourceConfig("pc", f"jsonl:{path}", text_field="completion", prompt_field="prompt")
+    pipeline = build_pipeline(DataConfig(sources=(src,), vocab_size=300, seq_len=16, batch_size=2))
+    shard = pipeline.sources["pc"].train
+    ex = DocumentExamples(shard, pipeline.boundary_id)[0]
+    ids, prompt_len = shard.document(0)
+    assert prompt_len > 0
+    np.testing.assert_array_equal(ex["loss_mask"], [0] * prompt_len + [1] * (len(ids) + 1 - prompt_len))
+
+
+def test_arrayrecord_source(tmp_path):
+    path = tmp_path / "docs.array_record"
+    sources.write_arrayrecord(path, [{"id": str(i), "text": f"document number {i}"} for i in range(5)])
+    docs = sources.load_documents(f"arrayrecord:{path}")
+    assert [d["text"] for d in docs] == [f"document number {i}" for i in range(5)]
+
+
+def test_heldout_documents_are_not_trained_on(rephrased_jsonl):
+    pipeline = build_pipeline(mixed_config(rephrased_jsonl, batch_size=4))
+    p = pipeline.sources["natural"]
+    assert p.train.offsets[-1] == p.heldout.offsets[0]  # the held-out tail starts where training ends
+    batch = pipeline.heldout_batches(2)[0]
+    assert batch["inputs"].shape == (4, 32) and "source_id" not in batch
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"", "is empty"),
+    (b'{"text": "ok"}\n{"text": "caf\xe9"}\n', r"bad\.jsonl:2: invalid UTF-8"),
+    (b'{"text": "ok"}\n{"body": "no text"}\n', r"bad\.jsonl:2: missing field 'text'"),
+    (b'{"text": "ok"}\n\n{"text": oops}\n', r"bad\.jsonl:3: not valid JSON"),
+    (b'["a list"]\n', r"bad\.jsonl:1: expected a JSON object"),
+])
+def test_bad_jsonl_is_named_by_file_and_line(tmp_path, content, match):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=match):
+        sources.load_documents(f"jsonl:{path}")
+
+
+def test_negative_or_all_zero_weights_are_errors():
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        SourceConfig("a", "tfds:shakespeare", weight=-0.1)
+    two = (SourceConfig("a", "tfds:shakespeare", 0.0), SourceConfig("b", "tfds:kjv", 0.0))
+    with pytest.raises(ConfigError, match="all zero"):
+        DataConfig(sources=two)
+    with pytest.raises(ConfigError, match="negative"):
+        DataConfig(sources=(SourceConfig("a", "tfds:shakespeare"),), weights="a=-1")
+    with pytest.raises(ConfigError, match="NAME=WEIGHT"):
+        DataConfig(sources=(SourceConfig("a", "tfds:shakespeare"),), weights="z=1")
+
+
+def test_a_source_that_runs_dry_repeats_or_stops_by_config(tmp_path):
+    tok_path, shard_dir = write_token_source(tmp_path, [20] * 10)
+    src = (SourceConfig("pre", f"tokens:{shard_dir}"),)
+    base = dict(sources=src, tokenizer=str(tok_path), seq_len=16, batch_size=2)
+    it = build_pipeline(DataConfig(**base)).train_iterator()
+    for _ in range(100):  # ~9 documents x 21 tokens / 32 per batch: many epochs
+        next(it)
+    it = build_pipeline(DataConfig(**base, on_exhausted="error")).train_iterator()
+    with pytest.raises(DataError, match="'pre' ran dry .* data.on_exhausted=repeat"):
+        for _ in range(100):
+            next(it)
+
+
+def test_unknown_source_kind_is_a_config_error():
+    with pytest.raises(ConfigError, match="KIND:LOCATION"):
+        build_pipeline(DataConfig(sources=(SourceConfig("a", "parquet:x"),)))
+
+
+def test_weights_are_set_from_the_command_line_and_sources_from_recipes():
+    from bitjax.config import TrainConfig, apply_overrides, from_dict
+
+    srcs = (SourceConfig("natural", "tfds:shakespeare", 0.6), SourceConfig("rephrased", "jsonl:x.jsonl", 0.4))
+    cfg = TrainConfig(data=DataConfig(sources=srcs))
+    changed = apply_overrides(cfg, ["data.weights=natural=0.5,rephrased=0.5"])
+    assert changed.data.mixture_weights() == {"natural": 0.5, "rephrased": 0.5}
+    with pytest.raises(ConfigError, match="data.weights"):
+        apply_overrides(cfg, ["data.sources=x"])
+    assert from_dict(TrainConfig, dataclasses.asdict(changed)) == changed  # config.json round trip

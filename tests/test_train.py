@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -35,6 +36,12 @@ def test_tiny_recipe_loss_falls(tmp_path):
     for name in ("loss_curve.png", "metrics.jsonl", "config.json", "summary.json"):
         assert (tmp_path / name).exists()
     assert any((tmp_path / "tb").iterdir())
+    # per-source token counts reach the logs, in the recipe's 60/40 proportion
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    natural = sum(r.get("data/tokens/natural", 0) for r in records)
+    rephrased = sum(r.get("data/tokens/rephrased", 0) for r in records)
+    assert natural + rephrased == 60 * cfg.data.batch_size * cfg.data.seq_len
+    assert abs(natural / (natural + rephrased) - 0.6) < 0.05
 
 
 def _bitjax(workdir, *overrides):

@@ -1,0 +1,107 @@
+"""Tokenize text documents once into pre-tokenized shards, and read shards back as Grain sources.
+
+A shard directory holds (numpy .npy files, loaded memory-mapped, never pickled):
+  tokens.npy          (T,) int32     every document's token ids, concatenated
+  offsets.npy         (N+1,) int64   document i is tokens[offsets[i]:offsets[i+1]]
+  prompt_lengths.npy  (N,) int32     leading tokens of document i that are input only (prompts), not trained on
+  meta.json           {"tokenizer_fingerprint", "documents", "tokens", "source"}
+The same layout is the `tokens:DIR` source kind, so externally tokenized data plugs in directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from bitjax import tokenizer as tokenizer_lib
+from bitjax.data.sources import DataError
+
+_BATCH = 256  # documents per encode_batch call
+
+
+@dataclass
+class TokenShard:
+    """A tokenized source in memory (memory-mapped); `slice(lo, hi)` keeps documents lo..hi-1."""
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+    prompt_lengths: np.ndarray
+    fingerprint: str
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.offsets[-1] - self.offsets[0])
+
+    def document(self, index: int) -> tuple[np.ndarray, int]:
+        return self.tokens[self.offsets[index]:self.offsets[index + 1]], int(self.prompt_lengths[index])
+
+    def slice(self, lo: int, hi: int) -> "TokenShard":
+        return TokenShard(self.tokens, self.offsets[lo:hi + 1], self.prompt_lengths[lo:hi], self.fingerprint,
+                          self.source)
+
+
+def tokenize_documents(docs: list[dict], tok: Tokenizer, source: str) -> TokenShard:
+    """Encode `{"text", "prompt"}` documents with `tok` (batched, multi-threaded in Rust)."""
+    pieces, lengths, prompt_lengths = [], [], []
+    for start in range(0, len(docs), _BATCH):
+        chunk = docs[start:start + _BATCH]
+        texts = tok.encode_batch([d["text"] for d in chunk], add_special_tokens=False)
+        prompts = [d.get("prompt", "") for d in chunk]
+        prompt_enc = tok.encode_batch(prompts, add_special_tokens=False) if any(prompts) else [None] * len(chunk)
+        for text_enc, p_enc in zip(texts, prompt_enc):
+            ids = np.asarray(text_enc.ids, np.int32)
+            p_ids = np.asarray(p_enc.ids, np.int32) if p_enc is not None else np.zeros(0, np.int32)
+            pieces.extend((p_ids, ids))
+            lengths.append(len(p_ids) + len(ids))
+            prompt_lengths.append(len(p_ids))
+    tokens = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+    return TokenShard(tokens, offsets, np.asarray(prompt_lengths, np.int32), tokenizer_lib.fingerprint(tok), source)
+
+
+def save_shard(shard: TokenShard, directory: str | Path) -> None:
+    """Write a shard directory under a temporary name, then rename it into place."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.save(tmp / "tokens.npy", shard.tokens, allow_pickle=False)
+    np.save(tmp / "offsets.npy", shard.offsets, allow_pickle=False)
+    np.save(tmp / "prompt_lengths.npy", shard.prompt_lengths, allow_pickle=False)
+    meta = {"tokenizer_fingerprint": shard.fingerprint, "documents": len(shard), "tokens": shard.n_tokens,
+            "source": shard.source}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+
+
+def load_shard(directory: str | Path, expected_fingerprint: str | None = None) -> TokenShard:
+    """Read a shard directory (memory-mapped); a different tokenizer fingerprint is an error."""
+    directory = Path(directory)
+    meta_path = directory / "meta.json"
+    if not meta_path.is_file():
+        raise DataError(f"{directory}: not a token shard (no meta.json); write one with bitjax.data.tokenize")
+    try:
+        meta = json.loads(meta_path.read_text())
+        arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+                  for name in ("tokens", "offsets", "prompt_lengths")}
+    except (OSError, ValueError) as e:
+        raise DataError(f"{directory}: unreadable token shard ({e}); delete it to rebuild") from None
+    if expected_fingerprint is not None:
+        tokenizer_lib.check_fingerprint(meta.get("tokenizer_fingerprint"), expected_fingerprint, directory)
+    shard = TokenShard(arrays["tokens"], arrays["offsets"], arrays["prompt_lengths"],
+                       meta.get("tokenizer_fingerprint"), meta.get("source", str(directory)))
+    if len(shard) == 0:
+        raise DataError(f"{directory}: the token shard holds no documents")
+    return shard

