@@ -17,12 +17,14 @@ from bitjax.topk_cache import CacheSpec, write_cache
 def take_examples(cfg: TrainConfig, n: int) -> list[dict[str, np.ndarray]]:
     """The first `n` training examples of the recipe's pipeline (the same on every process)."""
     pipeline = data_lib.build_pipeline(cfg.data)
-    rows = (
-        {name: batch[name][b] for name in batch}
-        for batch in pipeline.train_iterator(0, 1)
-        for b in range(len(batch["inputs"]))
-    )
-    return list(itertools.islice(rows, n))
+
+    def rows():
+        for batch in pipeline.train_iterator(0, 1):
+            pipeline.pop_token_counts(batch)  # drops the source ids, which the model does not take
+            for b in range(len(batch["inputs"])):
+                yield {name: batch[name][b] for name in batch}
+
+    return list(itertools.islice(rows(), n))
 
 
 def cache_teacher(cfg: TrainConfig, teacher_spec: str, out: str | Path, *, k: int = 32, n_examples: int = 256,

@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pytest
 
-from bitjax.data import window_example
 from bitjax.topk_cache import CacheError, CacheSpec, TopKCache, example_topk, shard_name, write_cache
 
 V, L, K, EOS = 300, 16, 4, 0
@@ -20,6 +19,17 @@ def fake_topk(tokens_1n):
     top = np.take_along_axis(logp, ids, -1)
     tail = np.log1p(-np.exp(top).sum(-1))
     return ids, top, tail
+
+
+def window_example(window, eos):
+    """L + 1 tokens -> one packed example whose documents end with EOS."""
+    inputs, targets = window[:-1], window[1:]
+    is_eos = inputs == eos
+    segment_ids = 1 + np.concatenate([[0], np.cumsum(is_eos)[:-1]])
+    starts = np.concatenate([[True], is_eos[:-1]])
+    positions = np.arange(len(inputs)) - np.maximum.accumulate(np.where(starts, np.arange(len(inputs)), 0))
+    return {"inputs": inputs, "targets": targets, "segment_ids": segment_ids.astype(np.int32),
+            "positions": positions.astype(np.int32), "loss_mask": (~is_eos).astype(np.int32)}
 
 
 def examples(n=10, with_eos=False):
