@@ -11,7 +11,7 @@ from bitjax.export import ExportError, GGUF_TYPES, export_run, gguf_writer, llam
 from bitjax.export.gguf_writer import gguf_name, read_ternary, write_gguf
 from bitjax.export.model_source import load_run, ternary_names
 from bitjax.export.runtime_report import format_agreement, llama_cpp_report
-from export_helpers import random_model
+from random_models import random_model
 
 
 @pytest.fixture(scope="module")

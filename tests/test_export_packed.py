@@ -13,7 +13,7 @@ from bitjax.export.hf_check import hf_logits, load_model
 from bitjax.export.hf_packed import read_packed, write_packed
 from bitjax.export.model_source import load_run, ternary_names
 from bitjax.export.runtime_report import format_agreement, transformers_report
-from export_helpers import random_model
+from random_models import random_model
 
 
 @pytest.fixture(scope="module")

@@ -147,6 +147,22 @@ class Pipeline:
             b.pop("source_id")
         return batches
 
+    def heldout_tokens(self, n_tokens: int, source: str | None = None) -> np.ndarray:
+        """The first `n_tokens` of a source's held-out documents as one stream, each document after a BOS.
+
+        For runtimes that read one plain sequence (llama.cpp, transformers); defaults to the first source.
+        """
+        name = source or next(iter(self.sources))
+        shard = self.sources[name].heldout
+        pieces, total = [], 0
+        for index in range(len(shard)):
+            ids, _ = shard.document(index)
+            pieces += [np.asarray([self.boundary_id], np.int32), np.asarray(ids, np.int32)]
+            total += len(ids) + 1
+            if total >= n_tokens:
+                break
+        return np.concatenate(pieces)[:n_tokens]
+
     def pop_token_counts(self, batch: dict) -> dict[str, int]:
         """Remove the batch's `source_id` (the model does not take it) and count its tokens per source.
 

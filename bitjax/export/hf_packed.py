@@ -12,6 +12,7 @@ export/FORMAT.md documents every byte.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -80,6 +81,7 @@ def write_packed(model: TernaryModel, out_dir: str | Path, *, force: bool = Fals
     with atomic_directory(out_dir, force) as tmp:
         save_file(packed_tensors(model), str(tmp / WEIGHTS_FILE),
                   metadata={"format": "pt", "producer": "bitjax", "step": str(model.step)})
+        os.chmod(tmp / WEIGHTS_FILE, 0o644)  # safetensors writes owner-only; the other files are 0644 too
         (tmp / "config.json").write_text(json.dumps(hf_config(model, eos), indent=2) + "\n")
         shutil.copyfile(model.tokenizer_path, tmp / "tokenizer.json")
         (tmp / "tokenizer_config.json").write_text(json.dumps({

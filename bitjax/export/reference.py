@@ -52,12 +52,12 @@ def heldout_tokens(run: RunCheckpoint, n_tokens: int) -> np.ndarray:
     from bitjax import data as data_lib
     from bitjax import tokenizer as tokenizer_lib
 
-    corpus = data_lib.prepare_corpus(run.train_config.data)
+    pipeline = data_lib.build_pipeline(run.train_config.data)
     fingerprint = tokenizer_lib.fingerprint(tokenizer_lib.load(run.tokenizer_path))
-    if corpus.tokenizer_fingerprint != fingerprint:
-        raise ExportError(f"{run.tokenizer_path} differs from the tokenizer data.corpus={run.train_config.data.corpus!r} "
-                          "builds; the held-out text cannot be tokenized as in training")
-    return np.asarray(corpus.heldout_tokens[:n_tokens], np.int32)
+    if pipeline.tokenizer_fingerprint != fingerprint:
+        raise ExportError(f"{run.tokenizer_path} differs from the tokenizer the run's data config builds now; "
+                          "the held-out text cannot be tokenized as in training")
+    return pipeline.heldout_tokens(n_tokens)
 
 
 def _log_softmax(logits_LV: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Helpers shared by the export tests: random (untrained) models of any shape."""
+"""Random (untrained) models of any shape for the export tests."""
 
 from flax import nnx
 
