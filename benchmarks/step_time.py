@@ -3,7 +3,7 @@
 Both steps are built from the same recipe and shapes, compiled first, then timed in alternating
 rounds (so machine noise hits both alike); the figure is the median over rounds.
 
-    python benchmarks/step_time.py [--recipe recipes/tiny.py] [--rounds 7] [--steps-per-round 5]
+    python -m benchmarks.step_time [--recipe recipes/tiny.py] [--rounds 7] [--steps-per-round 5]
 """
 
 from __future__ import annotations

@@ -37,15 +37,33 @@ def main(argv: list[str] | None = None) -> int:
     reph.add_argument("--prompts", default=None, help="directory of <format>.txt prompts (default: data/rephrase)")
     reph.add_argument("--no-progress", action="store_true")
 
+    cache = sub.add_parser("cache-teacher", help="write a teacher's top-k log-probabilities for a recipe's data")
+    cache.add_argument("recipe", help="the recipe whose data (and tokenizer) the cache is for")
+    cache.add_argument("--teacher", required=True, help="gguf:PATH, hf:DIR or bitjax:RUN_DIR")
+    cache.add_argument("--out", required=True, help="cache directory (resumable: finished shards are kept)")
+    cache.add_argument("--k", type=int, default=32, help="top-k entries per position (default 32)")
+    cache.add_argument("--examples", type=int, default=256, help="training examples to cache (default 256)")
+    cache.add_argument("--shards", type=int, default=4, help="ArrayRecord shards (default 4)")
+    cache.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    evaluate = sub.add_parser("eval", help="held-out perplexity of a trained run")
+    evaluate.add_argument("run_dir", help="a run directory written by `bitjax train`")
+    evaluate.add_argument("--batches", type=int, default=16, help="held-out batches to score (default 16)")
+
     args = parser.parse_args(argv)
     from bitjax.config import ConfigError
+    from bitjax.topk_cache import CacheError
     from bitjax.train import TrainingError
     try:
         if args.command == "train":
             return _train(args)
         if args.command == "rephrase":
             return _rephrase(args)
-    except (ConfigError, TrainingError) as e:
+        if args.command == "eval":
+            return _eval(args)
+        if args.command == "cache-teacher":
+            return _cache_teacher(args)
+    except (ConfigError, TrainingError, CacheError) as e:
         print(f"bitjax: error: {e}", file=sys.stderr)
         return 2
     return 0
@@ -57,8 +75,29 @@ def _train(args) -> int:
 
     cfg = apply_overrides(load_recipe(args.recipe), args.overrides)
     workdir = Path(args.workdir or Path("runs") / Path(args.recipe).stem)
-    result = train(cfg, workdir, progress=not args.no_progress)
-    return 0 if "stopped_at" not in result else 0
+    train(cfg, workdir, progress=not args.no_progress)  # a SIGTERM stop saved a checkpoint: also success
+    return 0
+
+
+def _cache_teacher(args) -> int:
+    from bitjax.cache_teacher import cache_teacher
+    from bitjax.config import apply_overrides, load_recipe
+
+    cfg = apply_overrides(load_recipe(args.recipe), args.overrides)
+    manifest = cache_teacher(cfg, args.teacher, args.out, k=args.k, n_examples=args.examples,
+                             num_shards=args.shards)
+    if manifest:
+        print(f"wrote {manifest['records']} examples x {manifest['seq_len']} positions to {args.out}: "
+              f"{manifest['bytes_per_token']} bytes/token of teacher data "
+              f"(full vocabulary in fp16: {2 * manifest['vocab_size']} bytes/token)")
+    return 0
+
+
+def _eval(args) -> int:
+    from bitjax.evaluate import heldout_perplexity, print_report
+
+    print_report(heldout_perplexity(args.run_dir, args.batches))
+    return 0
 
 
 def _rephrase(args) -> int:

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import typing
 from pathlib import Path
+from typing import Literal
 
 from bitjax.model import ModelConfig
 
@@ -129,6 +130,28 @@ class CheckpointConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation from a cached teacher: loss = w * KD + (1 - w) * CE, w ramped over warmup."""
+
+    cache: str = ""                   # a `bitjax cache-teacher` directory; empty = train with CE only
+    kind: Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tvd"] = "forward_kl"
+    tail: Literal["bucket", "renormalize"] = "bucket"
+    temperature: float = 1.0
+    kd_weight: float = 0.9
+    kd_warmup_steps: int = 0
+    beta: float = 0.5                 # JSD interpolation
+    skew: float = 0.1                 # skew-KL mixing weight (DistiLLM)
+
+    def __post_init__(self):
+        if not 0.0 <= self.kd_weight <= 1.0:
+            raise ConfigError(f"distill.kd_weight={self.kd_weight} must lie in [0, 1]")
+        if self.temperature <= 0:
+            raise ConfigError(f"distill.temperature={self.temperature} must be positive")
+        if not 0.0 < self.beta < 1.0 or not 0.0 < self.skew < 1.0:
+            raise ConfigError("distill.beta and distill.skew must lie in (0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run: model, data, optimizer, checkpointing and the loop's own settings."""
 
@@ -137,6 +160,7 @@ class TrainConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
     steps: int = 300
     seed: int = 0
     log_every: int = 10

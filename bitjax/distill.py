@@ -1,11 +1,33 @@
-"""Loss terms. Every term takes float32 logits (B, L, V) and a per-token mask (B, L) and returns a scalar
-mean over the masked tokens."""
+"""Loss terms for training and distillation.
+
+Every term takes float32 logits (B, L, V) and returns per-token values (B, L) or a masked mean over
+tokens. Sparse knowledge-distillation terms compare the student with a teacher known only through its
+top-k log-probabilities per position (a cache), with the mass outside the top k handled either by
+renormalising both sides over the top-k support ("renormalize") or by a tail bucket holding
+`1 - sum(top-k)` on both sides ("bucket"; TRL's `_add_tail_bucket`, DistillKit's symmetric tail).
+
+Formulas (FACTS.md; DistiLLM, TRL GKD, REDI):
+  forward KL   KL(p_T || q_S)             reverse KL   KL(q_S || p_T)
+  JSD(beta)    beta KL(p||M) + (1-beta) KL(q||M),  M = beta p + (1-beta) q
+  skew KL      KL(p || a p + (1-a) q)      skew reverse KL  KL(q || a q + (1-a) p)
+  TVD          0.5 sum |p - q|
+Temperature T divides both sides' logits and the KD term is multiplied by T^2.
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
+import jax
 import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int
+
+Divergence = Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tvd"]
+TailMode = Literal["bucket", "renormalize"]
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tvd")
+_TINY = 1e-30
+_MASKED = -1e30
 
 
 def masked_mean(values_BL: Float[Array, "B L"], mask_BL: Int[Array, "B L"]) -> Float[Array, ""]:
@@ -18,3 +40,172 @@ def cross_entropy(logits_BLV: Float[Array, "B L V"], targets_BL: Int[Array, "B L
     """Next-token cross-entropy (nats per token) over the tokens where mask is 1."""
     per_token_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV, targets_BL)
     return masked_mean(per_token_BL, mask_BL)
+
+
+# --------------------------------------------------------------------------- sparse teacher, student support
+
+def sparse_distributions(
+    student_logits_BLV: Float[Array, "B L V"],
+    teacher_ids_BLK: Int[Array, "B L K"],
+    teacher_logprobs_BLK: Float[Array, "B L K"],
+    teacher_tail_logprob_BL: Float[Array, "B L"] | None = None,
+    *,
+    tail: TailMode = "bucket",
+    temperature: float = 1.0,
+) -> tuple[Float[Array, "B L S"], Float[Array, "B L S"]]:
+    """Teacher and student log-probabilities on a common support S (k, or k + 1 with the tail bucket).
+
+    The teacher's top-k log-probabilities (at temperature 1) are divided by `temperature`; with the
+    tail bucket the teacher's leftover mass (`teacher_tail_logprob_BL` as cached, else `log(1 - sum)`)
+    is one more outcome, tempered alike (an approximation for T != 1: the teacher's tail is known only
+    as one number). The student's tail is exact: a log-sum-exp over its non-top-k logits.
+    """
+    t = jnp.float32(temperature)
+    z_BLV = student_logits_BLV.astype(jnp.float32) / t
+    log_norm_BL1 = jax.nn.logsumexp(z_BLV, axis=-1, keepdims=True)
+    s_top_BLK = jnp.take_along_axis(z_BLV, teacher_ids_BLK, axis=-1) - log_norm_BL1
+    t_top_BLK = teacher_logprobs_BLK.astype(jnp.float32)
+    if tail == "renormalize":
+        t_top_BLK = t_top_BLK / t
+        return (jax.nn.log_softmax(t_top_BLK, axis=-1), jax.nn.log_softmax(s_top_BLK, axis=-1))
+    if tail != "bucket":
+        raise ValueError(f"tail={tail!r}; use 'bucket' or 'renormalize'")
+    # Teacher: log(1 - sum p_top), computed in log space; then temper the k + 1 outcomes and renormalise.
+    if teacher_tail_logprob_BL is None:
+        t_tail_BL1 = _log1mexp(jax.nn.logsumexp(t_top_BLK, axis=-1, keepdims=True))
+    else:
+        t_tail_BL1 = teacher_tail_logprob_BL.astype(jnp.float32)[..., None]
+    t_all_BLS = jax.nn.log_softmax(jnp.concatenate([t_top_BLK, t_tail_BL1], axis=-1) / t, axis=-1)
+    in_top_BLV = _scatter_mask(teacher_ids_BLK, z_BLV.shape[-1])
+    # A large finite fill rather than -inf keeps the gradient finite when the top k cover the vocabulary.
+    s_tail_BL1 = jax.nn.logsumexp(jnp.where(in_top_BLV, _MASKED, z_BLV), axis=-1, keepdims=True) - log_norm_BL1
+    s_all_BLS = jnp.concatenate([s_top_BLK, s_tail_BL1], axis=-1)
+    return t_all_BLS, s_all_BLS
+
+
+def divergence(
+    teacher_logp_BLS: Float[Array, "B L S"],
+    student_logp_BLS: Float[Array, "B L S"],
+    kind: Divergence = "forward_kl",
+    *,
+    beta: float = 0.5,
+    skew: float = 0.1,
+) -> Float[Array, "B L"]:
+    """Per-token divergence between two distributions given as log-probabilities on the same support."""
+    p, q = jnp.exp(teacher_logp_BLS), jnp.exp(student_logp_BLS)
+    if kind == "forward_kl":
+        return _kl(p, teacher_logp_BLS, student_logp_BLS)
+    if kind == "reverse_kl":
+        return _kl(q, student_logp_BLS, teacher_logp_BLS)
+    if kind == "jsd":
+        log_m = jnp.log(jnp.maximum(beta * p + (1.0 - beta) * q, _TINY))
+        return beta * _kl(p, teacher_logp_BLS, log_m) + (1.0 - beta) * _kl(q, student_logp_BLS, log_m)
+    if kind == "skew_kl":
+        log_mix = jnp.log(jnp.maximum(skew * p + (1.0 - skew) * q, _TINY))
+        return _kl(p, teacher_logp_BLS, log_mix)
+    if kind == "skew_reverse_kl":
+        log_mix = jnp.log(jnp.maximum(skew * q + (1.0 - skew) * p, _TINY))
+        return _kl(q, student_logp_BLS, log_mix)
+    if kind == "tvd":
+        return 0.5 * jnp.sum(jnp.abs(p - q), axis=-1)
+    raise ValueError(f"divergence {kind!r}; use one of {', '.join(DIVERGENCES)}")
+
+
+def sparse_kd_loss(
+    student_logits_BLV: Float[Array, "B L V"],
+    teacher_ids_BLK: Int[Array, "B L K"],
+    teacher_logprobs_BLK: Float[Array, "B L K"],
+    mask_BL: Int[Array, "B L"],
+    teacher_tail_logprob_BL: Float[Array, "B L"] | None = None,
+    *,
+    kind: Divergence = "forward_kl",
+    tail: TailMode = "bucket",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+    skew: float = 0.1,
+) -> Float[Array, ""]:
+    """Masked mean over tokens of the divergence against a top-k teacher, times T^2."""
+    t_logp, s_logp = sparse_distributions(student_logits_BLV, teacher_ids_BLK, teacher_logprobs_BLK,
+                                          teacher_tail_logprob_BL, tail=tail, temperature=temperature)
+    per_token_BL = divergence(t_logp, s_logp, kind, beta=beta, skew=skew)
+    return masked_mean(per_token_BL, mask_BL) * temperature**2
+
+
+def dense_kd_loss(student_logits_BLV, teacher_logits_BLV, mask_BL, *, kind: Divergence = "forward_kl",
+                  temperature: float = 1.0, beta: float = 0.5, skew: float = 0.1) -> Float[Array, ""]:
+    """The reference: the same divergence against the full teacher distribution."""
+    t = jnp.float32(temperature)
+    t_logp = jax.nn.log_softmax(teacher_logits_BLV.astype(jnp.float32) / t, axis=-1)
+    s_logp = jax.nn.log_softmax(student_logits_BLV.astype(jnp.float32) / t, axis=-1)
+    return masked_mean(divergence(t_logp, s_logp, kind, beta=beta, skew=skew), mask_BL) * temperature**2
+
+
+def kd_weight(step: jax.Array | int, final_weight: float, warmup_steps: int = 0) -> jax.Array:
+    """Weight a of the KD term in `a * KD + (1 - a) * CE`: a linear ramp from 0 to `final_weight`."""
+    if warmup_steps <= 0:
+        return jnp.asarray(final_weight, jnp.float32)
+    return final_weight * jnp.minimum(jnp.asarray(step, jnp.float32) / warmup_steps, 1.0)
+
+
+# --------------------------------------------------------------------------- traces: SFT and REDI
+
+def sequence_logprob(logits_BLV: Float[Array, "B L V"], targets_BL: Int[Array, "B L"],
+                     mask_BL: Int[Array, "B L"]) -> tuple[Float[Array, "B"], Float[Array, "B"]]:
+    """Sum of the target tokens' log-probabilities over masked positions, and how many there are."""
+    logp_BL = -optax.softmax_cross_entropy_with_integer_labels(logits_BLV.astype(jnp.float32), targets_BL)
+    mask = mask_BL.astype(jnp.float32)
+    return jnp.sum(logp_BL * mask, axis=-1), jnp.sum(mask, axis=-1)
+
+
+def redi_loss(
+    positive_logits_BLV, positive_targets_BL, positive_mask_BL,
+    negative_logits_BLV, negative_targets_BL, negative_mask_BL,
+    *, alpha: float = 0.8,
+) -> tuple[Float[Array, ""], dict]:
+    """REDI (arXiv 2505.24850): `-log p(y_w|x)/|y_w| + alpha * log p(y_l|x)/|y_l|`, batch mean.
+
+    Row b of the positive and negative arrays is one pair of completions of the same prompt; the masks
+    select completion tokens (prompt tokens carry no loss). Lengths normalise each sequence.
+    """
+    pos_sum, pos_len = sequence_logprob(positive_logits_BLV, positive_targets_BL, positive_mask_BL)
+    neg_sum, neg_len = sequence_logprob(negative_logits_BLV, negative_targets_BL, negative_mask_BL)
+    pos_avg = pos_sum / jnp.maximum(pos_len, 1.0)
+    neg_avg = neg_sum / jnp.maximum(neg_len, 1.0)
+    loss = jnp.mean(-pos_avg + alpha * neg_avg)
+    return loss, {"redi/positive_logprob": jnp.mean(pos_avg), "redi/negative_logprob": jnp.mean(neg_avg)}
+
+
+def completion_mask(prompt_lengths_B: Int[Array, "B"], lengths_B: Int[Array, "B"], seq_len: int) -> Int[Array, "B L"]:
+    """1 on the targets that are completion tokens, for inputs laid out `prompt + completion` from position 0.
+
+    Target t predicts token t + 1, so it belongs to the completion when prompt_len - 1 <= t < length - 1.
+    """
+    t_L = jnp.arange(seq_len)[None, :]
+    start_B1, end_B1 = (prompt_lengths_B - 1)[:, None], (lengths_B - 1)[:, None]
+    return ((t_L >= start_B1) & (t_L < end_B1)).astype(jnp.int32)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _kl(p_BLS, logp_BLS, logq_BLS) -> Float[Array, "B L"]:
+    """sum p (log p - log q), with 0 log 0 = 0 (outcomes the first distribution never takes add nothing).
+
+    The `where` sits inside the product so that neither value nor gradient sees `0 * inf`.
+    """
+    log_ratio = jnp.where(p_BLS > 0, logp_BLS - logq_BLS, 0.0)
+    return jnp.sum(p_BLS * log_ratio, axis=-1)
+
+
+def _log1mexp(log_x: jax.Array) -> jax.Array:
+    """log(1 - exp(log_x)) for log_x <= 0, stable near both ends; -inf when exp(log_x) >= 1."""
+    log_x = jnp.minimum(log_x, 0.0)
+    return jnp.where(log_x > -0.693, jnp.log(-jnp.expm1(log_x)), jnp.log1p(-jnp.exp(log_x)))
+
+
+def _scatter_mask(ids_BLK: Int[Array, "B L K"], vocab: int) -> jax.Array:
+    """(B, L, V) booleans, True at the top-k ids."""
+    B, L, _ = ids_BLK.shape
+    mask = jnp.zeros((B, L, vocab), dtype=bool)
+    b_idx = jnp.arange(B)[:, None, None]
+    l_idx = jnp.arange(L)[None, :, None]
+    return mask.at[b_idx, l_idx, ids_BLK].set(True)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from bitjax import checkpoint as ckpt_lib
 from bitjax import data as data_lib
-from bitjax import distill, quant
+from bitjax import distill, quant, topk_cache
 from bitjax.config import TrainConfig
 from bitjax.layers import QuantStrength
 from bitjax.model import Transformer, count_params
@@ -80,14 +80,22 @@ class Trainer:
 
     # ---------------------------------------------------------------- steps
 
-    def loss(self, params: nnx.State, batch: dict, lam) -> tuple[jax.Array, dict]:
+    def loss(self, params: nnx.State, batch: dict, lam, step) -> tuple[jax.Array, dict]:
+        """CE; with teacher fields in the batch (a top-k cache), `w * KD + (1 - w) * CE`."""
         logits_BLV = self.model(params, lam)(batch["inputs"], batch["segment_ids"], batch["positions"])
         ce = distill.cross_entropy(logits_BLV, batch["targets"], batch["loss_mask"])
-        return ce, {"ce": ce}
+        if "teacher_ids" not in batch:
+            return ce, {"ce": ce}
+        d = self.cfg.distill
+        kd = distill.sparse_kd_loss(
+            logits_BLV, batch["teacher_ids"], batch["teacher_logprobs"], batch["loss_mask"],
+            batch["teacher_tail"], kind=d.kind, tail=d.tail, temperature=d.temperature, beta=d.beta, skew=d.skew)
+        w = distill.kd_weight(step, d.kd_weight, d.kd_warmup_steps)
+        return w * kd + (1.0 - w) * ce, {"ce": ce, "kd": kd, "kd_weight": w}
 
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         lam = quant.lambda_schedule(state.step, self.cfg.quant_warmup_steps)
-        (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, batch, lam)
+        (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, batch, lam, state.step)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "quant_lambda": lam,
@@ -126,7 +134,10 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
         raise ckpt_lib.ConfigError(
             f"tokenizer {pipeline.tokenizer_path} has {pipeline.vocab_size} tokens but "
             f"model.vocab_size={cfg.model.vocab_size}; set --set model.vocab_size={pipeline.vocab_size}")
-    data_iter = pipeline.train_iterator(jax.process_index(), jax.process_count())
+    if cfg.distill.cache:
+        data_iter = topk_cache.train_iterator(cfg, pipeline, jax.process_index(), jax.process_count())
+    else:
+        data_iter = pipeline.train_iterator(jax.process_index(), jax.process_count())
     eval_batches = pipeline.heldout_batches(cfg.eval_batches)
     meta = ckpt_lib.meta_for(cfg, pipeline.tokenizer_fingerprint)
 
@@ -146,7 +157,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
     eval_fn = jax.jit(trainer.eval_loss)
     zeros_fn = jax.jit(zero_fractions)
     logger = RunLogger(workdir)
-    stop_requested = _install_sigterm_handler()
+    stop_requested, restore_sigterm = _install_sigterm_handler()
 
     def evaluate(params) -> float:
         total, count = 0.0, 0.0
@@ -217,6 +228,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
                           "Rerun the same command to resume.")
                 return {"stopped_at": step}
     finally:
+        restore_sigterm()
         bar.close()
         checkpointer.wait()
         checkpointer.close()
@@ -255,7 +267,7 @@ def _install_sigterm_handler():
         requested["flag"] = True
 
     try:
-        signal.signal(signal.SIGTERM, handler)
+        previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread (e.g. called from a notebook worker): no handler
-        pass
-    return lambda: requested["flag"]
+        return (lambda: False), (lambda: None)
+    return (lambda: requested["flag"]), (lambda: signal.signal(signal.SIGTERM, previous))

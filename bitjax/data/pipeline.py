@@ -148,7 +148,11 @@ class Pipeline:
         return batches
 
     def pop_token_counts(self, batch: dict) -> dict[str, int]:
-        """Remove the batch's `source_id` (the model does not take it) and count its tokens per source."""
+        """Remove the batch's `source_id` (the model does not take it) and count its tokens per source.
+
+        Batches from elsewhere (a teacher cache) carry no `source_id` and count nothing."""
+        if "source_id" not in batch:
+            return {}
         return mix_lib.token_counts(batch.pop("source_id"), batch["segment_ids"], self.source_names)
 
 

@@ -1,0 +1,125 @@
+"""Teacher backends behind one small interface: token sequences in, top-k log-probabilities out.
+
+    teacher = open_teacher("gguf:/path/model.gguf")      # llama.cpp through llama-cpp-python
+    teacher = open_teacher("hf:/path/to/model_dir")       # Hugging Face causal LM from a local directory
+    teacher = open_teacher("bitjax:runs/teacher")         # a bitjax run directory (e.g. quant="none")
+    ids_BLK, logprobs_BLK, tail_BL = teacher.topk(tokens_BL, k)
+
+Log-probabilities are at temperature 1, from the teacher's full distribution: `tail_BL` is the exact
+log of the mass outside the top k. Distillation tempers them later (bitjax.distill).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class Teacher(Protocol):
+    name: str
+    vocab_size: int
+
+    def logits(self, tokens_BL: np.ndarray) -> np.ndarray:
+        """(B, L) int32 -> (B, L, V) float32 next-token logits."""
+
+    def topk(self, tokens_BL: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(B, L) int32 -> ids (B, L, K) int32, log-probs (B, L, K) float32, tail log-mass (B, L) float32."""
+
+
+def topk_from_logits(logits_BLV: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k ids (best first), their log-probabilities and the log of the remaining mass, in float64 math."""
+    logits = np.asarray(logits_BLV, np.float64)
+    if not np.isfinite(logits).all():
+        raise ValueError("teacher logits contain NaN/Inf; check the teacher model and its dtype")
+    log_norm = _logsumexp(logits, axis=-1)
+    logp_BLV = logits - log_norm[..., None]
+    ids_BLK = np.argsort(-logp_BLV, axis=-1, kind="stable")[..., :k]
+    top_BLK = np.take_along_axis(logp_BLV, ids_BLK, axis=-1)
+    rest = logp_BLV.copy()
+    np.put_along_axis(rest, ids_BLK, -np.inf, axis=-1)
+    tail_BL = _logsumexp(rest, axis=-1)
+    return ids_BLK.astype(np.int32), top_BLK.astype(np.float32), tail_BL.astype(np.float32)
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.squeeze(m, axis) + np.log(np.sum(np.exp(x - m), axis=axis))
+
+
+class _TopKMixin:
+    def topk(self, tokens_BL: np.ndarray, k: int):
+        return topk_from_logits(self.logits(tokens_BL), k)
+
+
+class BitjaxTeacher(_TopKMixin):
+    """A trained bitjax run directory (its latest checkpoint), run with a jitted forward pass."""
+
+    def __init__(self, run_dir: str | Path):
+        import jax
+
+        from bitjax.evaluate import load_trained
+
+        cfg, trainer, state, step = load_trained(run_dir)
+        self.name = f"bitjax:{Path(run_dir).name}@{step}"
+        self.vocab_size = cfg.model.vocab_size
+        self._forward = jax.jit(lambda params, tokens: trainer.model(params)(tokens))
+        self._params = state.params
+
+    def logits(self, tokens_BL: np.ndarray) -> np.ndarray:
+        return np.asarray(self._forward(self._params, np.asarray(tokens_BL, np.int32)))
+
+
+class HFTeacher(_TopKMixin):
+    """A Hugging Face causal LM from a local directory (CPU torch, float32); never downloads."""
+
+    def __init__(self, model_dir: str | Path):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self._torch = torch
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True,
+                                                          dtype=torch.float32)
+        self.model.eval()
+        self.name = f"hf:{Path(model_dir).name}"
+        self.vocab_size = int(self.model.config.vocab_size)
+
+    def logits(self, tokens_BL: np.ndarray) -> np.ndarray:
+        with self._torch.no_grad():
+            out = self.model(input_ids=self._torch.as_tensor(np.asarray(tokens_BL, np.int64)))
+        return out.logits.float().numpy()
+
+
+class GGUFTeacher(_TopKMixin):
+    """A GGUF model through llama.cpp (llama-cpp-python), all-position logits, one sequence at a time."""
+
+    def __init__(self, path: str | Path, *, n_ctx: int = 2048, n_threads: int | None = None):
+        from llama_cpp import Llama
+
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"{path} does not exist; pass the path of a .gguf file")
+        self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(n_ctx, 512), logits_all=True,
+                         n_threads=n_threads, verbose=False)
+        self.name = f"gguf:{path.name}"
+        self.vocab_size = int(self.llm.n_vocab())
+
+    def logits(self, tokens_BL: np.ndarray) -> np.ndarray:
+        rows = []
+        for row in np.asarray(tokens_BL):
+            self.llm.reset()
+            self.llm.eval([int(t) for t in row])
+            rows.append(np.array(self.llm.scores[: len(row)], dtype=np.float32))
+        return np.stack(rows)
+
+
+def open_teacher(spec: str) -> Teacher:
+    """`gguf:PATH`, `hf:DIR` or `bitjax:RUN_DIR`."""
+    kind, _, where = spec.partition(":")
+    backends = {"gguf": GGUFTeacher, "hf": HFTeacher, "bitjax": BitjaxTeacher}
+    if kind not in backends or not where:
+        raise ValueError(f"teacher {spec!r}: write gguf:PATH, hf:DIR or bitjax:RUN_DIR")
+    return backends[kind](where)
