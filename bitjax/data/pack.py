@@ -61,23 +61,6 @@ class SplitLongDocuments(grain.experimental.FlatMapTransform):
         return [{k: v[i:i + self.seq_len] for k, v in element.items()} for i in range(0, n, self.seq_len)]
 
 
-def window_example(window_L1: np.ndarray, eos_id: int) -> dict[str, np.ndarray]:
-    """L+1 contiguous tokens (documents joined by EOS) as one example in the batch schema.
-
-    A simpler alternative to packing for streams that are already one token array; kept for tools and tests
-    that build examples by hand. A segment ends with its EOS; the EOS input is not trained on.
-    """
-    inputs_L, targets_L = window_L1[:-1], window_L1[1:]
-    is_eos_L = inputs_L == eos_id
-    segment_ids_L = (1 + np.concatenate([[0], np.cumsum(is_eos_L)[:-1]])).astype(np.int32)
-    starts_L = np.concatenate([[True], is_eos_L[:-1]])
-    start_index_L = np.maximum.accumulate(np.where(starts_L, np.arange(len(inputs_L)), 0))
-    return {"inputs": inputs_L.astype(np.int32), "targets": targets_L.astype(np.int32),
-            "segment_ids": segment_ids_L,
-            "positions": (np.arange(len(inputs_L)) - start_index_L).astype(np.int32),
-            "loss_mask": (~is_eos_L).astype(np.int32)}
-
-
 def _to_schema(packed: dict) -> dict[str, np.ndarray]:
     segment_ids = packed["inputs_segment_ids"].astype(np.int32)
     return {"inputs": packed["inputs"], "targets": packed["targets"], "segment_ids": segment_ids,

