@@ -6,11 +6,23 @@ compiles the v5e-16 preset for that slice. Sequences are 2048 tokens; blocks are
 
 Distillation: `distill.cache` names the teacher top-k cache the student learns from; write it first with
 `bitjax cache-teacher recipes/bitnet_125m.py --teacher gguf:... --out <DISTILL_CACHE>` (or point it at a
-copy on GCS with `--set distill.cache=gs://...`).
+local copy with `--set distill.cache=PATH`).
 """
 
-from bitjax.config import CheckpointConfig, DataConfig, DistillConfig, OptimConfig, TrainConfig
+from pathlib import Path
+
+from bitjax.config import (CheckpointConfig, DataConfig, DistillConfig, OptimConfig, SourceConfig,
+                           TrainConfig)
 from bitjax.model import ModelConfig
+
+REPHRASED = Path(__file__).resolve().parent.parent / "data" / "rephrased" / "shakespeare.jsonl"
+# Natural 60% / rephrased 40% (BeyondWeb's split). The shipped corpora are small stand-ins so the recipe
+# runs offline; for a real run point these at your own `jsonl:`, `arrayrecord:` or `tokens:` data.
+SOURCES = (
+    SourceConfig("shakespeare", "tfds:shakespeare", weight=0.3),
+    SourceConfig("kjv", "tfds:kjv", weight=0.3),
+    SourceConfig("rephrased", f"jsonl:{REPHRASED}", weight=0.4),
+)
 
 DISTILL_CACHE = "caches/bitnet_125m-teacher-k32"   # the distillation hook: where the teacher cache lives
 
@@ -29,7 +41,8 @@ def get_config() -> TrainConfig:
     return TrainConfig(
         name="bitnet_125m",
         model=ModelConfig.bitnet_125m(dtype="bfloat16", remat=True),
-        data=DataConfig(corpus="shakespeare", vocab_size=49152, seq_len=2048, batch_size=64),
+        data=DataConfig(sources=SOURCES,
+                        tokenizer="smollm2", vocab_size=49152, seq_len=2048, batch_size=64),
         distill=DistillConfig(cache=DISTILL_CACHE, kind="forward_kl", kd_weight=0.9, kd_warmup_steps=200),
         optim=OptimConfig(peak_lr=1.5e-3, stage2_peak_lr=1e-3, warmup_steps=500),
         checkpoint=CheckpointConfig(every=1000, keep=3),

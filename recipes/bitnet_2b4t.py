@@ -9,8 +9,22 @@ publishes the shape of the schedule, not the peak values: these are ours). The p
 tokens; here `steps` times the v5p-128 batch (128 x 4096 = 0.5M tokens) is 63B tokens.
 """
 
-from bitjax.config import CheckpointConfig, DataConfig, DistillConfig, OptimConfig, TrainConfig
+from pathlib import Path
+
+from bitjax.config import (CheckpointConfig, DataConfig, DistillConfig, OptimConfig, SourceConfig,
+                           TrainConfig)
 from bitjax.model import ModelConfig
+
+REPHRASED = Path(__file__).resolve().parent.parent / "data" / "rephrased" / "shakespeare.jsonl"
+# Natural 60% / rephrased 40% (BeyondWeb's split). The shipped corpora are small stand-ins so the recipe
+# runs offline; for a real run point these at your own `jsonl:`, `arrayrecord:` or `tokens:` data.
+SOURCES = (
+    SourceConfig("shakespeare", "tfds:shakespeare", weight=0.3),
+    SourceConfig("kjv", "tfds:kjv", weight=0.3),
+    SourceConfig("rephrased", f"jsonl:{REPHRASED}", weight=0.4),
+)
+# The LLaMA-3 tokenizer (128256 tokens) is not shipped: save its tokenizer.json here (or --set data.tokenizer=PATH).
+LLAMA3_TOKENIZER = "tokenizers/llama-3/tokenizer.json"
 
 DISTILL_CACHE = "caches/bitnet_2b4t-teacher-k32"   # the distillation hook: where the teacher cache lives
 
@@ -27,7 +41,8 @@ def get_config() -> TrainConfig:
     return TrainConfig(
         name="bitnet_2b4t",
         model=ModelConfig.bitnet_2b4t(dtype="bfloat16", remat=True),
-        data=DataConfig(corpus="shakespeare", vocab_size=128256, seq_len=4096, batch_size=64),
+        data=DataConfig(sources=SOURCES,
+                        tokenizer=LLAMA3_TOKENIZER, vocab_size=128256, seq_len=4096, batch_size=64),
         distill=DistillConfig(cache=DISTILL_CACHE, kind="forward_kl", kd_weight=0.9, kd_warmup_steps=1000),
         optim=OptimConfig(peak_lr=1.5e-3, stage2_peak_lr=5e-4, end_lr_ratio=0.1, warmup_steps=2000,
                           two_stage=True, stage_split=0.5, weight_decay=0.1),

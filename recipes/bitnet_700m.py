@@ -5,8 +5,20 @@ a v5p-64 slice, `bitjax fit-check recipes/bitnet_700m.py --topology v5p-64` befo
 Sequences of 2048 tokens, blocks rematerialised, parameters and optimizer state FSDP-sharded.
 """
 
-from bitjax.config import CheckpointConfig, DataConfig, DistillConfig, OptimConfig, TrainConfig
+from pathlib import Path
+
+from bitjax.config import (CheckpointConfig, DataConfig, DistillConfig, OptimConfig, SourceConfig,
+                           TrainConfig)
 from bitjax.model import ModelConfig
+
+REPHRASED = Path(__file__).resolve().parent.parent / "data" / "rephrased" / "shakespeare.jsonl"
+# Natural 60% / rephrased 40% (BeyondWeb's split). The shipped corpora are small stand-ins so the recipe
+# runs offline; for a real run point these at your own `jsonl:`, `arrayrecord:` or `tokens:` data.
+SOURCES = (
+    SourceConfig("shakespeare", "tfds:shakespeare", weight=0.3),
+    SourceConfig("kjv", "tfds:kjv", weight=0.3),
+    SourceConfig("rephrased", f"jsonl:{REPHRASED}", weight=0.4),
+)
 
 DISTILL_CACHE = "caches/bitnet_700m-teacher-k32"   # the distillation hook: where the teacher cache lives
 
@@ -23,7 +35,8 @@ def get_config() -> TrainConfig:
     return TrainConfig(
         name="bitnet_700m",
         model=ModelConfig.bitnet_700m(dtype="bfloat16", remat=True),
-        data=DataConfig(corpus="shakespeare", vocab_size=49152, seq_len=2048, batch_size=256),
+        data=DataConfig(sources=SOURCES,
+                        tokenizer="smollm2", vocab_size=49152, seq_len=2048, batch_size=256),
         distill=DistillConfig(cache=DISTILL_CACHE, kind="forward_kl", kd_weight=0.9, kd_warmup_steps=500),
         optim=OptimConfig(peak_lr=1.2e-3, stage2_peak_lr=8e-4, warmup_steps=1000),
         checkpoint=CheckpointConfig(every=1000, keep=3),
