@@ -1,10 +1,10 @@
 """Distillation costs: cache bytes per token against full-vocabulary fp16, and the KD step-time overhead.
 
 The KD step (student logits against a cached top-k teacher, tail bucket, forward KL, plus CE) is timed
-against the CE-only step of the same model and batch, compiled first, in alternating rounds; the
-figure is the median of per-round ratios.
+against the CE-only step of the same model and batch (the recipe's text sources with objective "ce"),
+compiled first, in alternating rounds; the figure is the median of per-round ratios.
 
-    python -m benchmarks.distill [--recipe recipes/tiny.py] [--k 32] [--rounds 7]
+    python -m benchmarks.distill [--recipe recipes/distill_tiny.py] [--k 32] [--rounds 7]
 """
 
 from __future__ import annotations
@@ -46,9 +46,16 @@ def kd_batch(cfg, k: int) -> dict:
     return {**batch, "teacher_ids": ids, "teacher_logprobs": top.astype(np.float32), "teacher_tail": tail}
 
 
+def with_objective(cfg, objective: str):
+    """The recipe's text sources only (traces dropped), all with one objective."""
+    text = tuple(dataclasses.replace(src, objective=objective) for src in cfg.data.sources
+                 if not src.uri.startswith("traces:"))
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, sources=text))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recipe", default="recipes/tiny.py")
+    ap.add_argument("--recipe", default="recipes/distill_tiny.py")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=7)
@@ -57,22 +64,25 @@ def main():
 
     storage_table()
     cfg = apply_overrides(load_recipe(args.recipe), args.overrides)
-    cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, kd_weight=0.9))
-    trainer = Trainer.create(cfg)
-    step = trainer.jit_train_step()
-    runs = {"ce": synthetic_batch(cfg), "kd": kd_batch(cfg, args.k)}
-    states = {}
-    for name, batch in runs.items():
-        states[name], m = step(trainer.init_state(), batch)  # compiles one program per batch structure
+    runs = {}
+    for name, objective in (("ce", "ce"), ("kd", "kd")):
+        run_cfg = with_objective(cfg, objective)
+        trainer = Trainer.create(run_cfg)
+        batch = kd_batch(run_cfg, args.k) if objective == "kd" else synthetic_batch(run_cfg)
+        step = trainer.jit_train_step()
+        state, m = step(trainer.init_state(), batch)     # compile
         jax.block_until_ready(m)
+        runs[name] = [step, state, batch]
     times, ratios = {n: [] for n in runs}, []
     for _ in range(args.rounds):
         dt = {}
-        for name, batch in runs.items():
+        for name, run in runs.items():
+            step, state, batch = run
             t0 = time.perf_counter()
             for _ in range(args.steps_per_round):
-                states[name], m = step(states[name], batch)
+                state, m = step(state, batch)
             jax.block_until_ready(m)
+            run[1] = state
             dt[name] = (time.perf_counter() - t0) / args.steps_per_round
             times[name].append(dt[name])
         ratios.append(dt["kd"] / dt["ce"])

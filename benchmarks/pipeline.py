@@ -31,7 +31,7 @@ def pipeline_tokens_per_sec(cfg_data, batches: int) -> tuple[float, float]:
     t0 = time.perf_counter()
     for _ in range(batches):
         batch = next(it)
-        pipeline.pop_token_counts(batch)
+        pipeline.token_counts(batch)
         tokens += batch["inputs"].size
         real += int(np.sum(batch["segment_ids"] > 0))
     dt = time.perf_counter() - t0

@@ -29,6 +29,7 @@ def synthetic_batch(cfg) -> dict:
         "segment_ids": np.ones(shape, np.int32),
         "positions": np.broadcast_to(np.arange(shape[1], dtype=np.int32), shape).copy(),
         "loss_mask": np.ones(shape, np.int32),
+        "source_id": np.zeros(shape[:1], np.int32),
     }
 
 

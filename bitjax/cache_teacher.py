@@ -1,4 +1,10 @@
-"""`bitjax cache-teacher`: run a teacher over a recipe's training examples and write a top-k cache."""
+"""`bitjax cache-teacher`: run a teacher over a recipe's distillation sources and write top-k caches.
+
+Every data source whose objective is "kd" gets its own cache, `OUT/<source name>/` (bitjax.topk_cache):
+the first sequences that source streams (shuffled and packed exactly as training would read them), with
+the teacher's top-k log-probabilities at every position. `n_examples` sequences are shared out over
+the "kd" sources by their mixing weights. Training then reads those sequences from the cache.
+"""
 
 from __future__ import annotations
 
@@ -14,21 +20,26 @@ from bitjax.teacher import open_teacher
 from bitjax.topk_cache import CacheSpec, write_cache
 
 
-def take_examples(cfg: TrainConfig, n: int) -> list[dict[str, np.ndarray]]:
-    """The first `n` training examples of the recipe's pipeline (the same on every process)."""
-    pipeline = data_lib.build_pipeline(cfg.data)
+def examples_per_source(cfg: TrainConfig, n_examples: int) -> dict[str, int]:
+    """How many sequences to cache for each "kd" source: `n_examples` split by weight, at least one each."""
+    weights = cfg.data.mixture_weights()
+    kd = {s.name: weights[s.name] for s in cfg.data.sources if s.resolved_objective == "kd" and weights[s.name] > 0}
+    if not kd:
+        raise ConfigError("the recipe has no data source with objective 'kd' to cache a teacher for; give a text "
+                          "source SourceConfig(..., objective='kd')")
+    total = sum(kd.values())
+    return {name: max(1, round(n_examples * w / total)) for name, w in kd.items()}
 
-    def rows():
-        for batch in pipeline.train_iterator(0, 1):
-            pipeline.pop_token_counts(batch)  # drops the source ids, which the model does not take
-            for b in range(len(batch["inputs"])):
-                yield {name: batch[name][b] for name in batch}
 
-    return list(itertools.islice(rows(), n))
+def take_examples(pipeline, name: str, n: int) -> list[dict[str, np.ndarray]]:
+    """The first `n` sequences of a source, as training streams them from its first data shard."""
+    return list(itertools.islice(pipeline.source_examples(name), n))
 
 
 def cache_teacher(cfg: TrainConfig, teacher_spec: str, out: str | Path, *, k: int = 32, n_examples: int = 256,
                   num_shards: int = 4, logprob_dtype: str = "float16", progress: bool = True) -> dict:
+    """Write one cache per "kd" source under `out`; returns {source: manifest} (empty while unfinished)."""
+    counts = examples_per_source(cfg, n_examples)
     pipeline = data_lib.build_pipeline(cfg.data)
     teacher = open_teacher(teacher_spec)
     if teacher.vocab_size != pipeline.vocab_size:
@@ -38,6 +49,12 @@ def cache_teacher(cfg: TrainConfig, teacher_spec: str, out: str | Path, *, k: in
             "tokenizer (build it from the teacher) to distil from its logits")
     spec = CacheSpec(teacher=teacher.name, tokenizer_fingerprint=pipeline.tokenizer_fingerprint,
                      vocab_size=teacher.vocab_size, k=k, seq_len=cfg.data.seq_len, logprob_dtype=logprob_dtype)
-    examples = take_examples(cfg, n_examples)
-    return write_cache(out, spec, examples, lambda tokens: teacher.topk(tokens, k), num_shards=num_shards,
-                       process_index=jax.process_index(), process_count=jax.process_count(), progress=progress)
+    manifests = {}
+    for name, n in counts.items():
+        if progress:
+            print(f"source {name!r}: {n} sequences of {cfg.data.seq_len} tokens -> {Path(out) / name}", flush=True)
+        manifests[name] = write_cache(
+            Path(out) / name, spec, take_examples(pipeline, name, n), lambda tokens: teacher.topk(tokens, k),
+            num_shards=min(num_shards, n), process_index=jax.process_index(), process_count=jax.process_count(),
+            progress=progress)
+    return manifests if all(manifests.values()) else {}

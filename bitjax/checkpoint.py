@@ -2,7 +2,7 @@
 
 Layout under `WORKDIR/checkpoints/<step>/`:
   state/   the TrainState pytree (step, params, opt_state), Orbax StandardSave (tensorstore, no pickle)
-  data/    the Grain iterator state, one JSON file per process
+  data/    the Grain iterator state, one JSON file per process (positions of its data shards)
   meta/    JSON: the full TrainConfig and the tokenizer fingerprint, read before anything is restored
 """
 
@@ -17,6 +17,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from bitjax.config import ConfigError, TrainConfig
+from bitjax.data import shards as shards_lib
 from bitjax.model import ModelConfig
 
 
@@ -50,23 +51,17 @@ class Checkpointer:
     def restore(self, step: int, abstract_state, data_iterator):
         """State into `abstract_state`'s shardings (any mesh), and the data position.
 
-        Grain keeps one iterator file per process. Restored with the process count it was saved with,
-        each process gets its own; with another count (say 2 hosts -> 1), see `_reposition_data`.
+        Grain writes one iterator file per process; each holds the position of that process's data
+        shards (bitjax.data.shards). They are merged, so any process count that divides the shard count
+        restores the same global data position.
         """
-        data_dir = self.directory / str(step) / "data"
-        own_file = data_dir / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
-        if own_file.exists() or not data_dir.is_dir():
-            restored = self.manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state),
-                    data=grain.checkpoint.CheckpointRestore(data_iterator),
-                ),
-            )
-            return restored["state"]
         state = self.restore_state(step, abstract_state)
-        _reposition_data(data_iterator, data_dir, step)
+        data_iterator.set_state(shards_lib.merge_states(self.directory / str(step) / "data"))
         return state
+
+    def saved_data_shards(self, step: int) -> int | None:
+        """The number of data shards the checkpoint at `step` was written with."""
+        return shards_lib.saved_num_shards(self.directory / str(step) / "data")
 
     def restore_state(self, step: int, abstract_state):
         """Only the TrainState (for evaluation and export); the data position is left alone."""
@@ -79,26 +74,6 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
-
-
-def _reposition_data(data_iterator, data_dir: Path, step: int) -> None:
-    """Continue the data stream of a checkpoint saved by a different number of processes.
-
-    Index-sharded Grain pipelines (`ds[process_index::process_count].batch(B / count)`) save the same
-    state on every process, the number of batches consumed, and that number means the same global
-    position for any process count: the saved state is set as is. Otherwise the iterator is advanced
-    by `step` batches, which reproduces the position of any deterministic pipeline, at a cost.
-    """
-    states = [json.loads(p.read_text()) for p in sorted(data_dir.glob("process_*-of-*.json"))]
-    fresh = data_iterator.get_state()
-    if states and all(s == states[0] for s in states) and set(states[0]) == set(fresh):
-        data_iterator.set_state(states[0])
-        print(f"data position of step {step} taken from a {len(states)}-process checkpoint", flush=True)
-        return
-    print(f"checkpoint {step} was written by {len(states)} processes with differing data states; "
-          f"advancing the data iterator by {step} batches", flush=True)
-    for _ in range(step):
-        next(data_iterator)
 
 
 def check_compatible(meta: dict, cfg: TrainConfig, tokenizer_fingerprint: str, workdir: Path) -> None:

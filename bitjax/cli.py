@@ -20,18 +20,26 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--preset", default=None, help="a launch preset of the recipe (mesh and batch for a "
                        "machine), e.g. v5p-64 or h100x8")
 
-    cache = sub.add_parser("cache-teacher", help="write a teacher's top-k log-probabilities for a recipe's data")
+    cache = sub.add_parser("cache-teacher", help="write a teacher's top-k log-probabilities for the sequences "
+                           "of a recipe's distillation ('kd') sources")
     cache.add_argument("recipe", help="the recipe whose data (and tokenizer) the cache is for")
-    cache.add_argument("--teacher", required=True, help="gguf:PATH, hf:DIR or bitjax:RUN_DIR")
-    cache.add_argument("--out", required=True, help="cache directory (resumable: finished shards are kept)")
-    cache.add_argument("--k", type=int, default=32, help="top-k entries per position (default 32)")
-    cache.add_argument("--examples", type=int, default=256, help="training examples to cache (default 256)")
-    cache.add_argument("--shards", type=int, default=4, help="ArrayRecord shards (default 4)")
+    cache.add_argument("--teacher", default=None,
+                       help="gguf:PATH, gguf:smollm2, hf:DIR or bitjax:RUN_DIR (default: the recipe's distill.teacher)")
+    cache.add_argument("--out", default=None, help="cache directory, one sub-cache per source (default: the "
+                       "recipe's distill.cache; resumable: finished shards are kept)")
+    cache.add_argument("--k", type=int, default=None, help="top-k entries per position (default: distill.k)")
+    cache.add_argument("--examples", type=int, default=None,
+                       help="sequences to cache, split over the kd sources (default: distill.cache_examples)")
+    cache.add_argument("--shards", type=int, default=4, help="ArrayRecord shards per source (default 4)")
     cache.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
     evaluate = sub.add_parser("eval", help="held-out perplexity of a trained run")
     evaluate.add_argument("run_dir", help="a run directory written by `bitjax train`")
     evaluate.add_argument("--batches", type=int, default=16, help="held-out batches to score (default 16)")
+    evaluate.add_argument("--prompts", default=None, help="held-out problems with gold answers (a `bitjax traces` "
+                          "file) to answer greedily (default: the run's eval_prompts)")
+    evaluate.add_argument("--limit", type=int, default=None, help="answer only the first N problems")
+    evaluate.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's eval_max_new_tokens")
 
     fit = sub.add_parser("fit-check", help="compile a recipe's train step for a TPU slice on this CPU: memory, "
                          "FLOPs, step time, MFU, and whether it fits (exit 1 if not)")
@@ -39,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--topology", required=True, help="TPU slice: v4-8, v5e-16, v5p-64, v6e-8, ...")
     fit.add_argument("--preset", default=None, help="launch preset to check (default: the one named like "
                      "--topology, if the recipe has it)")
-    fit.add_argument("--teacher-k", type=int, default=32, help="top-k of the distillation cache (default 32)")
+    fit.add_argument("--teacher-k", type=int, default=None, help="top-k of the distillation cache "
+                     "(default: the recipe's distill.k)")
     fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
     export = sub.add_parser("export", help="export a run's latest checkpoint to GGUF (llama.cpp) or packed safetensors")
@@ -71,6 +80,25 @@ def main(argv: list[str] | None = None) -> int:
     reph.add_argument("--prompts", default=None, help="directory of <format>.txt prompts (default: data/rephrase)")
     reph.add_argument("--no-progress", action="store_true")
 
+    traces = sub.add_parser("traces", help="sample teacher reasoning traces for math problems, label them by "
+                            "their verified final answer (positive / negative)")
+    traces.add_argument("--out", required=True, help="JSONL output; rerunning appends what is missing")
+    traces.add_argument("--teacher", default="smollm2",
+                        help="'smollm2' (the embedded GGUF), a .gguf chat model or a transformers model dir")
+    traces.add_argument("--task", default="gsm_symbolic", choices=["gsm_symbolic", "chain_sum"],
+                        help="reasoning-gym task (default gsm_symbolic)")
+    traces.add_argument("--split", default="train", choices=["train", "heldout"],
+                        help="problems to train on, or the held-out ones (disjoint seeds; for gsm_symbolic "
+                        "also disjoint templates)")
+    traces.add_argument("--prompts", type=int, default=64, help="problems to sample (default 64)")
+    traces.add_argument("--samples", type=int, default=4, help="completions per problem (default 4)")
+    traces.add_argument("--max-new-tokens", type=int, default=192)
+    traces.add_argument("--temperature", type=float, default=0.7, help="0 decodes greedily")
+    traces.add_argument("--top-p", type=float, default=0.9)
+    traces.add_argument("--seed", type=int, default=0)
+    traces.add_argument("--threads", type=int, default=1, help="llama.cpp / torch threads")
+    traces.add_argument("--no-progress", action="store_true")
+
     args = parser.parse_args(argv)
     from bitjax.config import ConfigError
     from bitjax.export.common import ExportError
@@ -89,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             return _export(args)
         if args.command == "rephrase":
             return _rephrase(args)
+        if args.command == "traces":
+            return _traces(args)
     except (ConfigError, TrainingError, CacheError, ExportError) as e:
         print(f"bitjax: error: {e}", file=sys.stderr)
         return 2
@@ -107,15 +137,18 @@ def _train(args) -> int:
 
 def _cache_teacher(args) -> int:
     from bitjax.cache_teacher import cache_teacher
-    from bitjax.config import apply_overrides, load_recipe
+    from bitjax.config import ConfigError, apply_overrides, load_recipe
 
     cfg = apply_overrides(load_recipe(args.recipe), args.overrides)
-    manifest = cache_teacher(cfg, args.teacher, args.out, k=args.k, n_examples=args.examples,
-                             num_shards=args.shards)
-    if manifest:
-        print(f"wrote {manifest['records']} examples x {manifest['seq_len']} positions to {args.out}: "
-              f"{manifest['bytes_per_token']} bytes/token of teacher data "
-              f"(full vocabulary in fp16: {2 * manifest['vocab_size']} bytes/token)")
+    teacher, out = args.teacher or cfg.distill.teacher, args.out or cfg.distill.cache
+    if not teacher or not out:
+        raise ConfigError(f"recipe {args.recipe} names no distill.teacher / distill.cache; pass --teacher and --out")
+    manifests = cache_teacher(cfg, teacher, out, k=args.k or cfg.distill.k,
+                              n_examples=args.examples or cfg.distill.cache_examples, num_shards=args.shards)
+    for name, m in manifests.items():
+        print(f"{name}: {m['records']} sequences x {m['seq_len']} positions in {Path(out) / name}, "
+              f"{m['bytes_per_token']} bytes/token of teacher data "
+              f"(full vocabulary in fp16: {2 * m['vocab_size']} bytes/token)")
     return 0
 
 
@@ -134,9 +167,10 @@ def _fit_check(args) -> int:
 
 
 def _eval(args) -> int:
-    from bitjax.evaluate import heldout_perplexity, print_report
+    from bitjax.evaluate import evaluate, print_report
 
-    print_report(heldout_perplexity(args.run_dir, args.batches))
+    print_report(evaluate(args.run_dir, n_batches=args.batches, prompts_file=args.prompts, limit=args.limit,
+                          max_new_tokens=args.max_new_tokens))
     return 0
 
 
@@ -163,6 +197,22 @@ def _rephrase(args) -> int:
         limit=args.limit, settings=settings, n_threads=args.threads,
         prompts_dir=Path(args.prompts) if args.prompts else rephrase.PROMPTS_DIR, progress=not args.no_progress)
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _traces(args) -> int:
+    import json
+
+    from bitjax import traces
+    from bitjax.chat_models import open_chat_model
+
+    settings = traces.SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                       top_p=args.top_p, seed=args.seed)
+    prompts = traces.task_prompts(args.task, args.split, args.prompts)
+    model = open_chat_model(args.teacher, n_threads=args.threads, seed=args.seed)
+    summary = traces.sample_traces(model, prompts, args.out, split=args.split, samples=args.samples,
+                                   settings=settings, progress=not args.no_progress)
+    print(json.dumps({**summary, **traces.summarize(traces.read_traces(args.out))}, indent=2))
     return 0
 
 

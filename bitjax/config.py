@@ -20,13 +20,21 @@ class ConfigError(ValueError):
     """A one-line, user-facing problem with a recipe or an override."""
 
 
+OBJECTIVES = ("ce", "kd", "sft", "redi")
+
+
 @dataclasses.dataclass(frozen=True)
 class SourceConfig:
-    """One named training source and its mixing weight.
+    """One named training source, its mixing weight, and what the student learns from it.
 
-    uri: tfds:shakespeare | tfds:kjv | jsonl:PATH | arrayrecord:PATH | tokens:DIR (see bitjax.data.sources).
-    text_field / prompt_field: the JSON fields of a document; with a prompt field (prompt/completion pairs,
-    teacher traces) the prompt is part of the input but not trained on.
+    uri: tfds:shakespeare | tfds:kjv | jsonl:PATH | arrayrecord:PATH | tokens:DIR (text; see bitjax.data.sources)
+         or traces:PATH (teacher traces written by `bitjax traces`).
+    text_field / prompt_field: the JSON fields of a text document; with a prompt field (prompt/completion
+      pairs) the prompt is part of the input but not trained on.
+    objective: "ce" (next-token cross-entropy; the default for text), "kd" (distillation from the teacher
+      top-k cache `distill.cache/<name>`, mixed with CE by distill.kd_weight), "sft" (CE on the completions
+      of positive traces; the default for traces:) or "redi" (REDI on positive/negative trace pairs).
+    loss_weight: multiplies this source's loss in the batch loss (see bitjax.objective).
     """
 
     name: str
@@ -34,12 +42,29 @@ class SourceConfig:
     weight: float = 1.0
     text_field: str = "text"
     prompt_field: str = ""
+    objective: Literal["", "ce", "kd", "sft", "redi"] = ""
+    loss_weight: float = 1.0
 
     def __post_init__(self):
-        if not self.name or "=" in self.name or "," in self.name:
-            raise ConfigError(f"data source name {self.name!r} must be non-empty without '=' or ','")
+        if not self.name or "=" in self.name or "," in self.name or "/" in self.name:
+            raise ConfigError(f"data source name {self.name!r} must be non-empty without '=', ',' or '/'")
         if not self.weight >= 0:
             raise ConfigError(f"data source {self.name!r}: weight={self.weight} must be >= 0")
+        if not self.loss_weight >= 0:
+            raise ConfigError(f"data source {self.name!r}: loss_weight={self.loss_weight} must be >= 0")
+        is_traces = self.uri.startswith("traces:")
+        if is_traces and self.resolved_objective not in ("sft", "redi"):
+            raise ConfigError(f"data source {self.name!r} ({self.uri}) holds teacher traces: its objective must "
+                              f"be 'sft' or 'redi', not {self.objective!r}")
+        if not is_traces and self.resolved_objective not in ("ce", "kd"):
+            raise ConfigError(f"data source {self.name!r} ({self.uri}) is text: its objective must be 'ce' or "
+                              f"'kd', not {self.objective!r} ('sft' and 'redi' need a traces: source)")
+
+    @property
+    def resolved_objective(self) -> str:
+        if self.objective:
+            return self.objective
+        return "sft" if self.uri.startswith("traces:") else "ce"
 
 
 def _default_sources() -> tuple[SourceConfig, ...]:
@@ -65,9 +90,12 @@ class DataConfig:
     on_exhausted: typing.Literal["repeat", "error"] = "repeat"   # a source that runs dry: new epoch, or stop
     heldout_fraction: float = 0.02    # tail documents of each source kept out of training, for eval
     shuffle_seed: int = 0
+    num_shards: int = 0               # data shards of the global stream; 0 = one per process (bitjax.data.shards)
 
     def __post_init__(self):
         _positive(self, "seq_len", "batch_size", "vocab_size")
+        if self.num_shards < 0:
+            raise ConfigError(f"data.num_shards={self.num_shards} must be >= 0 (0: one shard per process)")
         if not 0.0 < self.heldout_fraction < 0.5:
             raise ConfigError(f"data.heldout_fraction={self.heldout_fraction} must lie in (0, 0.5)")
         if not self.sources:
@@ -157,9 +185,17 @@ class MeshConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
-    """Knowledge distillation from a cached teacher: loss = w * KD + (1 - w) * CE, w ramped over warmup."""
+    """Learning from a teacher: its cached top-k (sources with objective "kd") and its traces ("sft", "redi").
 
-    cache: str = ""                   # a `bitjax cache-teacher` directory; empty = train with CE only
+    A "kd" source's rows are trained on `w * KD + (1 - w) * CE`, w ramped from 0 to kd_weight over
+    kd_warmup_steps. `cache` is the directory `bitjax cache-teacher` writes, one sub-cache per "kd" source;
+    `teacher`, `k` and `cache_examples` are that command's defaults for this recipe.
+    """
+
+    cache: str = ""                   # directory of per-source teacher top-k caches
+    teacher: str = ""                 # gguf:PATH | gguf:smollm2 | hf:DIR | bitjax:RUN_DIR, for cache-teacher
+    k: int = 32                       # top-k entries per position in the cache
+    cache_examples: int = 256         # sequences cached, split over the "kd" sources by their weights
     kind: Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tvd"] = "forward_kl"
     tail: Literal["bucket", "renormalize"] = "bucket"
     temperature: float = 1.0
@@ -167,6 +203,7 @@ class DistillConfig:
     kd_warmup_steps: int = 0
     beta: float = 0.5                 # JSD interpolation
     skew: float = 0.1                 # skew-KL mixing weight (DistiLLM)
+    redi_alpha: float = 0.8           # REDI: weight of the negative traces' log-likelihood
 
     def __post_init__(self):
         if not 0.0 <= self.kd_weight <= 1.0:
@@ -175,6 +212,9 @@ class DistillConfig:
             raise ConfigError(f"distill.temperature={self.temperature} must be positive")
         if not 0.0 < self.beta < 1.0 or not 0.0 < self.skew < 1.0:
             raise ConfigError("distill.beta and distill.skew must lie in (0, 1)")
+        if not 0.0 <= self.redi_alpha <= 1.0:
+            raise ConfigError(f"distill.redi_alpha={self.redi_alpha} must lie in [0, 1]")
+        _positive(self, "k", "cache_examples")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,6 +233,8 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 100
     eval_batches: int = 4
+    eval_prompts: str = ""            # held-out problems with gold answers (a `bitjax traces` file) for `bitjax eval`
+    eval_max_new_tokens: int = 192    # greedy tokens generated per problem by `bitjax eval`
     quant_warmup_steps: int = 0       # gradual quantization ramp; 0 = fully ternary from step 0
 
     def __post_init__(self):
@@ -207,6 +249,10 @@ class TrainConfig:
                 f"data.batch_size={self.data.batch_size} is not divisible by the batch axes "
                 f"mesh.data*mesh.fsdp={self.mesh.data}*{self.mesh.fsdp}={div}; use a multiple of {div}, "
                 f"e.g. --set data.batch_size={max(div, self.data.batch_size - self.data.batch_size % div)}")
+        kd_sources = [s.name for s in self.data.sources if s.resolved_objective == "kd"]
+        if kd_sources and not self.distill.cache:
+            raise ConfigError(f"data sources {', '.join(kd_sources)} distil from a teacher cache but distill.cache "
+                              "is empty; set --set distill.cache=DIR (write it with `bitjax cache-teacher`)")
 
 
 def _positive(cfg, *names):

@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int
 
+from bitjax.quant import at_least_f32
+
 Divergence = Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tvd"]
 TailMode = Literal["bucket", "renormalize"]
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tvd")
@@ -61,7 +63,7 @@ def sparse_distributions(
     as one number). The student's tail is exact: a log-sum-exp over its non-top-k logits.
     """
     t = jnp.float32(temperature)
-    z_BLV = student_logits_BLV.astype(jnp.float32) / t
+    z_BLV = student_logits_BLV.astype(at_least_f32(student_logits_BLV.dtype)) / t
     log_norm_BL1 = jax.nn.logsumexp(z_BLV, axis=-1, keepdims=True)
     s_top_BLK = jnp.take_along_axis(z_BLV, teacher_ids_BLK, axis=-1) - log_norm_BL1
     t_top_BLK = teacher_logprobs_BLK.astype(jnp.float32)
@@ -111,11 +113,10 @@ def divergence(
     raise ValueError(f"divergence {kind!r}; use one of {', '.join(DIVERGENCES)}")
 
 
-def sparse_kd_loss(
+def sparse_kd_per_token(
     student_logits_BLV: Float[Array, "B L V"],
     teacher_ids_BLK: Int[Array, "B L K"],
     teacher_logprobs_BLK: Float[Array, "B L K"],
-    mask_BL: Int[Array, "B L"],
     teacher_tail_logprob_BL: Float[Array, "B L"] | None = None,
     *,
     kind: Divergence = "forward_kl",
@@ -123,12 +124,25 @@ def sparse_kd_loss(
     temperature: float = 1.0,
     beta: float = 0.5,
     skew: float = 0.1,
-) -> Float[Array, ""]:
-    """Masked mean over tokens of the divergence against a top-k teacher, times T^2."""
+) -> Float[Array, "B L"]:
+    """The divergence against a top-k teacher at every position, times T^2 (unmasked)."""
     t_logp, s_logp = sparse_distributions(student_logits_BLV, teacher_ids_BLK, teacher_logprobs_BLK,
                                           teacher_tail_logprob_BL, tail=tail, temperature=temperature)
-    per_token_BL = divergence(t_logp, s_logp, kind, beta=beta, skew=skew)
-    return masked_mean(per_token_BL, mask_BL) * temperature**2
+    return divergence(t_logp, s_logp, kind, beta=beta, skew=skew) * temperature**2
+
+
+def sparse_kd_loss(
+    student_logits_BLV: Float[Array, "B L V"],
+    teacher_ids_BLK: Int[Array, "B L K"],
+    teacher_logprobs_BLK: Float[Array, "B L K"],
+    mask_BL: Int[Array, "B L"],
+    teacher_tail_logprob_BL: Float[Array, "B L"] | None = None,
+    **kwargs,
+) -> Float[Array, ""]:
+    """Masked mean over tokens of the divergence against a top-k teacher, times T^2 (keywords as above)."""
+    per_token_BL = sparse_kd_per_token(student_logits_BLV, teacher_ids_BLK, teacher_logprobs_BLK,
+                                       teacher_tail_logprob_BL, **kwargs)
+    return masked_mean(per_token_BL, mask_BL)
 
 
 def dense_kd_loss(student_logits_BLV, teacher_logits_BLV, mask_BL, *, kind: Divergence = "forward_kl",
@@ -149,12 +163,21 @@ def kd_weight(step: jax.Array | int, final_weight: float, warmup_steps: int = 0)
 
 # --------------------------------------------------------------------------- traces: SFT and REDI
 
-def sequence_logprob(logits_BLV: Float[Array, "B L V"], targets_BL: Int[Array, "B L"],
-                     mask_BL: Int[Array, "B L"]) -> tuple[Float[Array, "B"], Float[Array, "B"]]:
-    """Sum of the target tokens' log-probabilities over masked positions, and how many there are."""
-    logp_BL = -optax.softmax_cross_entropy_with_integer_labels(logits_BLV.astype(jnp.float32), targets_BL)
+def token_logprobs(logits_BLV: Float[Array, "B L V"], targets_BL: Int[Array, "B L"]) -> Float[Array, "B L"]:
+    """log p(target) at every position."""
+    return -optax.softmax_cross_entropy_with_integer_labels(logits_BLV.astype(at_least_f32(logits_BLV.dtype)),
+                                                           targets_BL)
+
+
+def mean_logprob(logp_BL: Float[Array, "B L"], mask_BL: Int[Array, "B L"]) -> Float[Array, "B"]:
+    """Length-normalised log-likelihood of each row's masked tokens: log p(y | x) / |y|."""
     mask = mask_BL.astype(jnp.float32)
-    return jnp.sum(logp_BL * mask, axis=-1), jnp.sum(mask, axis=-1)
+    return jnp.sum(logp_BL * mask, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
+
+
+def redi(positive_mean_logprob_B, negative_mean_logprob_B, alpha: float = 0.8) -> Float[Array, "B"]:
+    """REDI (arXiv 2505.24850) per pair: `-log p(y_w|x)/|y_w| + alpha * log p(y_l|x)/|y_l|`."""
+    return -positive_mean_logprob_B + alpha * negative_mean_logprob_B
 
 
 def redi_loss(
@@ -162,17 +185,26 @@ def redi_loss(
     negative_logits_BLV, negative_targets_BL, negative_mask_BL,
     *, alpha: float = 0.8,
 ) -> tuple[Float[Array, ""], dict]:
-    """REDI (arXiv 2505.24850): `-log p(y_w|x)/|y_w| + alpha * log p(y_l|x)/|y_l|`, batch mean.
+    """REDI over a batch of pairs given as two forward passes (row b of each is one pair), batch mean.
 
-    Row b of the positive and negative arrays is one pair of completions of the same prompt; the masks
-    select completion tokens (prompt tokens carry no loss). Lengths normalise each sequence.
+    The masks select completion tokens (prompt tokens carry no loss). Training packs a pair into one
+    row instead (`redi_pair_rows`); both compute the same value.
     """
-    pos_sum, pos_len = sequence_logprob(positive_logits_BLV, positive_targets_BL, positive_mask_BL)
-    neg_sum, neg_len = sequence_logprob(negative_logits_BLV, negative_targets_BL, negative_mask_BL)
-    pos_avg = pos_sum / jnp.maximum(pos_len, 1.0)
-    neg_avg = neg_sum / jnp.maximum(neg_len, 1.0)
-    loss = jnp.mean(-pos_avg + alpha * neg_avg)
-    return loss, {"redi/positive_logprob": jnp.mean(pos_avg), "redi/negative_logprob": jnp.mean(neg_avg)}
+    pos = mean_logprob(token_logprobs(positive_logits_BLV, positive_targets_BL), positive_mask_BL)
+    neg = mean_logprob(token_logprobs(negative_logits_BLV, negative_targets_BL), negative_mask_BL)
+    return jnp.mean(redi(pos, neg, alpha)), {"redi/positive_logprob": jnp.mean(pos),
+                                             "redi/negative_logprob": jnp.mean(neg)}
+
+
+def redi_pair_rows(logp_BL: Float[Array, "B L"], mask_BL: Int[Array, "B L"], segment_ids_BL: Int[Array, "B L"],
+                   alpha: float = 0.8) -> tuple[Float[Array, "B"], Float[Array, "B"], Float[Array, "B"]]:
+    """REDI for rows that hold a pair: segment 1 the positive, segment 2 the negative completion.
+
+    Returns REDI per row and the two mean log-probabilities.
+    """
+    pos = mean_logprob(logp_BL, mask_BL * (segment_ids_BL == 1))
+    neg = mean_logprob(logp_BL, mask_BL * (segment_ids_BL == 2))
+    return redi(pos, neg, alpha), pos, neg
 
 
 def completion_mask(prompt_lengths_B: Int[Array, "B"], lengths_B: Int[Array, "B"], seq_len: int) -> Int[Array, "B L"]:

@@ -206,11 +206,12 @@ def model_flops_per_step(cfg: TrainConfig) -> float:
     return 6.0 * n_matmul * tokens + 12.0 * m.n_layers * m.n_heads * m.head_dim * cfg.data.seq_len * tokens
 
 
-def fit_check(cfg: TrainConfig, topology_name: str, recipe: str = "recipe", teacher_k: int = 32) -> FitReport:
+def fit_check(cfg: TrainConfig, topology_name: str, recipe: str = "recipe", teacher_k: int | None = None
+              ) -> FitReport:
     """Compile `cfg`'s train step for the named TPU slice (ahead of time, on this machine).
 
-    With `distill.cache` set the batch carries the cache's teacher fields (top `teacher_k` per position),
-    so the KD loss is part of the compiled step, as in training.
+    When a source distils ("kd") the batch carries the cache's teacher fields (top `teacher_k` per
+    position, default distill.k), so the KD loss is part of the compiled step, as in training.
     """
     from bitjax import sharding as sharding_lib
     from bitjax.train import Trainer
@@ -219,14 +220,8 @@ def fit_check(cfg: TrainConfig, topology_name: str, recipe: str = "recipe", teac
     devices = tpu_devices(topo)
     trainer = Trainer.create(cfg, devices=devices)
     batch_sharding = sharding_lib.batch_sharding(trainer.mesh)
-    shape = (cfg.data.batch_size, cfg.data.seq_len)
-    abstract_batch = {name: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding)
-                      for name in ("inputs", "targets", "segment_ids", "positions", "loss_mask")}
-    if cfg.distill.cache:
-        abstract_batch.update(
-            teacher_ids=jax.ShapeDtypeStruct(shape + (teacher_k,), jnp.int32, sharding=batch_sharding),
-            teacher_logprobs=jax.ShapeDtypeStruct(shape + (teacher_k,), jnp.float32, sharding=batch_sharding),
-            teacher_tail=jax.ShapeDtypeStruct(shape, jnp.float32, sharding=batch_sharding))
+    abstract_batch = {name: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
+                      for name, (shape, dtype) in trainer.batch_shapes(teacher_k).items()}
     common = dict(recipe=recipe, topology=topo, mesh=dict(trainer.mesh.shape), global_batch=cfg.data.batch_size,
                   seq_len=cfg.data.seq_len, model_flops=model_flops_per_step(cfg))
     lowered = trainer.jit_train_step().lower(trainer.abstract_state(), abstract_batch)

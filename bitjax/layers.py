@@ -112,22 +112,23 @@ class BitLinear(Linear):
 
 
 class RMSNorm(nnx.Module):
-    """Root-mean-square layer norm with a learned scale, computed in float32.
+    """Root-mean-square layer norm with a learned scale, computed in float32 (float64 for float64 input).
 
     Args:
       features: width of the normalised (last) axis.
       eps: added to the mean square (1e-5 in BitNet b1.58 2B4T).
       dtype: output dtype.
+      param_dtype: storage dtype of the scale.
     """
 
     def __init__(self, features: int, *, eps: float = 1e-5, dtype: jnp.dtype = jnp.float32,
-                 rngs: nnx.Rngs | None = None):
+                 param_dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs | None = None):
         del rngs  # the scale is initialised to ones; accepted for a uniform constructor signature
         self.eps, self.dtype = eps, dtype
-        self.scale = nnx.Param(jnp.ones((features,), jnp.float32))
+        self.scale = nnx.Param(jnp.ones((features,), param_dtype))
 
     def __call__(self, x: Float[Array, "... D"]) -> Float[Array, "... D"]:
-        x32 = x.astype(jnp.float32)
+        x32 = x.astype(quant.at_least_f32(x.dtype))
         inv_rms = jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
         scale = self.scale[...].reshape((1,) * (x.ndim - 1) + (-1,))
         return (x32 * inv_rms * scale).astype(self.dtype)

@@ -17,7 +17,7 @@ layers: a full-precision teacher or baseline with identical parameter names and 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,8 +25,9 @@ from flax import nnx
 from jaxtyping import Array, Float, Int
 
 from bitjax.layers import BitLinear, Linear, RMSNorm
+from bitjax.quant import at_least_f32
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +47,7 @@ class ModelConfig:
     norm_eps: float = 1e-5
     quant: Literal["ternary", "none"] = "ternary"
     quantize_activations: bool = True
-    dtype: str = "float32"  # compute dtype; parameters are always float32
+    dtype: str = "float32"  # compute dtype; parameters are float32 (float64 with "float64", a numerics check)
     init_std: float = 0.02
     remat: bool = False     # recompute each block in the backward pass (jax.checkpoint): less memory, ~1/3 more FLOPs
 
@@ -61,6 +62,8 @@ class ModelConfig:
             raise ValueError(f"model.quant={self.quant!r}; use 'ternary' or 'none'")
         if self.dtype not in DTYPES:
             raise ValueError(f"model.dtype={self.dtype!r}; use one of {sorted(DTYPES)}")
+        if self.dtype == "float64" and not jax.config.jax_enable_x64:
+            raise ValueError("model.dtype=float64 needs 64-bit JAX; run with JAX_ENABLE_X64=1")
         if self.head_dim % 2:
             raise ValueError(f"model.head_dim={self.head_dim} must be even for RoPE")
 
@@ -92,6 +95,11 @@ class ModelConfig:
     def compute_dtype(self):
         return DTYPES[self.dtype]
 
+    @property
+    def param_dtype(self):
+        """Latent parameters: float32, as AdamW needs; float64 only for float64 numerics checks."""
+        return jnp.float64 if self.dtype == "float64" else jnp.float32
+
 
 PRESETS = {
     "tiny": ModelConfig.tiny,
@@ -104,10 +112,11 @@ PRESETS = {
 def rope(x_BLNH: Float[Array, "B L N H"], positions_BL: Int[Array, "B L"], theta: float) -> Float[Array, "B L N H"]:
     """Rotary position embedding, half-split ("NEOX") convention as in Hugging Face LLaMA and llama.cpp bitnet."""
     half = x_BLNH.shape[-1] // 2
-    inv_freq_H = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) / half))
-    angles_BLH = positions_BL[..., None].astype(jnp.float32) * inv_freq_H[None, None, :]
+    acc = at_least_f32(x_BLNH.dtype)
+    inv_freq_H = 1.0 / (theta ** (jnp.arange(half, dtype=acc) / half))
+    angles_BLH = positions_BL[..., None].astype(acc) * inv_freq_H[None, None, :]
     sin_BL1H, cos_BL1H = jnp.sin(angles_BLH)[:, :, None, :], jnp.cos(angles_BLH)[:, :, None, :]
-    x1, x2 = x_BLNH[..., :half].astype(jnp.float32), x_BLNH[..., half:].astype(jnp.float32)
+    x1, x2 = x_BLNH[..., :half].astype(acc), x_BLNH[..., half:].astype(acc)
     out = jnp.concatenate([x1 * cos_BL1H - x2 * sin_BL1H, x2 * cos_BL1H + x1 * sin_BL1H], axis=-1)
     return out.astype(x_BLNH.dtype)
 
@@ -123,6 +132,14 @@ def attention_mask(segment_ids_BL: Int[Array, "B L"]) -> jax.Array:
     return (causal_LM[None] & same_segment_BLM)[:, None, None, :, :]
 
 
+class KVCache(NamedTuple):
+    """One layer's keys and values for decoding: (B, T, K, H) each; `index` is the slot the next keys go to."""
+
+    k: jax.Array
+    v: jax.Array
+    index: jax.Array | int
+
+
 class Attention(nnx.Module):
     """Grouped-query attention with RoPE and a SubLN norm before the output projection."""
 
@@ -132,22 +149,32 @@ class Attention(nnx.Module):
         self.q_proj = dense(cfg.d_model, cfg.n_heads * cfg.head_dim)
         self.k_proj = dense(cfg.d_model, cfg.n_kv_heads * cfg.head_dim)
         self.v_proj = dense(cfg.d_model, cfg.n_kv_heads * cfg.head_dim)
-        self.attn_sub_norm = RMSNorm(cfg.n_heads * cfg.head_dim, eps=cfg.norm_eps, dtype=cfg.compute_dtype)
+        self.attn_sub_norm = _norm(cfg, cfg.n_heads * cfg.head_dim)
         self.o_proj = dense(cfg.n_heads * cfg.head_dim, cfg.d_model)
 
-    def __call__(self, x_BLD, positions_BL, mask_B11LM):
+    def __call__(self, x_BLD, positions_BL, mask_B11LM, kv_cache: KVCache | None = None):
+        """Attention over the L new positions, or, with a cache, over the cache after writing them into it.
+
+        Returns the output and the updated cache (None without one).
+        """
         cfg = self.cfg
         B, L, _ = x_BLD.shape
         K, G, H = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads, cfg.head_dim
         q_BLNH = rope(self.q_proj(x_BLD).reshape(B, L, K * G, H), positions_BL, cfg.rope_theta)
         k_BMKH = rope(self.k_proj(x_BLD).reshape(B, L, K, H), positions_BL, cfg.rope_theta)
         v_BMKH = self.v_proj(x_BLD).reshape(B, L, K, H)
+        if kv_cache is not None:   # M becomes the cache length T; the new keys land at slots index..index+L-1
+            at = (0, kv_cache.index, 0, 0)
+            k_BMKH = jax.lax.dynamic_update_slice(kv_cache.k, k_BMKH.astype(kv_cache.k.dtype), at)
+            v_BMKH = jax.lax.dynamic_update_slice(kv_cache.v, v_BMKH.astype(kv_cache.v.dtype), at)
+            kv_cache = KVCache(k_BMKH, v_BMKH, kv_cache.index)
         q_BLKGH = q_BLNH.reshape(B, L, K, G, H)
-        logits_BKGLM = jnp.einsum("blkgh,bmkh->bkglm", q_BLKGH, k_BMKH).astype(jnp.float32) * H**-0.5
-        logits_BKGLM = jnp.where(mask_B11LM, logits_BKGLM, jnp.finfo(jnp.float32).min)
+        acc = at_least_f32(q_BLKGH.dtype)
+        logits_BKGLM = jnp.einsum("blkgh,bmkh->bkglm", q_BLKGH, k_BMKH).astype(acc) * H**-0.5
+        logits_BKGLM = jnp.where(mask_B11LM, logits_BKGLM, jnp.finfo(acc).min)
         probs_BKGLM = jax.nn.softmax(logits_BKGLM, axis=-1).astype(v_BMKH.dtype)
         out_BLKGH = jnp.einsum("bkglm,bmkh->blkgh", probs_BKGLM, v_BMKH)
-        return self.o_proj(self.attn_sub_norm(out_BLKGH.reshape(B, L, K * G * H)))
+        return self.o_proj(self.attn_sub_norm(out_BLKGH.reshape(B, L, K * G * H))), kv_cache
 
 
 class MLP(nnx.Module):
@@ -158,7 +185,7 @@ class MLP(nnx.Module):
         self.activation = cfg.ffn_activation
         self.gate_proj = dense(cfg.d_model, cfg.d_ff)
         self.up_proj = dense(cfg.d_model, cfg.d_ff)
-        self.ffn_sub_norm = RMSNorm(cfg.d_ff, eps=cfg.norm_eps, dtype=cfg.compute_dtype)
+        self.ffn_sub_norm = _norm(cfg, cfg.d_ff)
         self.down_proj = dense(cfg.d_ff, cfg.d_model)
 
     def __call__(self, u_BLD):
@@ -169,26 +196,28 @@ class MLP(nnx.Module):
 
 class Block(nnx.Module):
     def __init__(self, cfg: ModelConfig, linear_cls, *, rngs: nnx.Rngs):
-        self.input_layernorm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, dtype=cfg.compute_dtype)
+        self.input_layernorm = _norm(cfg, cfg.d_model)
         self.self_attn = Attention(cfg, linear_cls, rngs=rngs)
-        self.post_attention_layernorm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, dtype=cfg.compute_dtype)
+        self.post_attention_layernorm = _norm(cfg, cfg.d_model)
         self.mlp = MLP(cfg, linear_cls, rngs=rngs)
 
-    def __call__(self, x_BLD, positions_BL, mask_B11LM):
-        h_BLD = x_BLD + self.self_attn(self.input_layernorm(x_BLD), positions_BL, mask_B11LM)
-        return h_BLD + self.mlp(self.post_attention_layernorm(h_BLD))
+    def __call__(self, x_BLD, positions_BL, mask_B11LM, kv_cache: KVCache | None = None):
+        attn_BLD, kv_cache = self.self_attn(self.input_layernorm(x_BLD), positions_BL, mask_B11LM, kv_cache)
+        h_BLD = x_BLD + attn_BLD
+        return h_BLD + self.mlp(self.post_attention_layernorm(h_BLD)), kv_cache
 
 
 class Transformer(nnx.Module):
-    """Decoder-only LM: tokens (B, L) -> logits (B, L, V), float32. Tied embedding and head."""
+    """Decoder-only LM: tokens (B, L) -> logits (B, L, V), float32 (float64 in float64). Tied embedding and head."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         linear_cls = BitLinear if cfg.quant == "ternary" else Linear
         self.embed_tokens = nnx.Embed(
-            cfg.vocab_size, cfg.d_model, embedding_init=nnx.initializers.normal(cfg.init_std), rngs=rngs)
+            cfg.vocab_size, cfg.d_model, embedding_init=nnx.initializers.normal(cfg.init_std),
+            param_dtype=cfg.param_dtype, rngs=rngs)
         self.layers = nnx.List([Block(cfg, linear_cls, rngs=rngs) for _ in range(cfg.n_layers)])
-        self.norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, dtype=cfg.compute_dtype)
+        self.norm = _norm(cfg, cfg.d_model)
 
     def __call__(
         self,
@@ -205,15 +234,45 @@ class Transformer(nnx.Module):
         x_BLD = self.embed_tokens(tokens_BL).astype(self.cfg.compute_dtype)
         call_block = nnx.remat(Block.__call__) if self.cfg.remat else Block.__call__
         for block in self.layers:
-            x_BLD = call_block(block, x_BLD, positions_BL, mask_B11LM)
+            x_BLD, _ = call_block(block, x_BLD, positions_BL, mask_B11LM)
+        return self.head(x_BLD)
+
+    def head(self, x_BLD: Float[Array, "B L D"]) -> Float[Array, "B L V"]:
+        """Final norm and the tied LM head."""
         x_BLD = self.norm(x_BLD)
         embedding_VD = self.embed_tokens.embedding[...].astype(self.cfg.compute_dtype)
-        return jnp.einsum("bld,vd->blv", x_BLD, embedding_VD).astype(jnp.float32)
+        return jnp.einsum("bld,vd->blv", x_BLD, embedding_VD).astype(at_least_f32(x_BLD.dtype))
+
+    def empty_cache(self, batch: int, length: int) -> list[KVCache]:
+        """Zeroed key/value caches of `length` slots for every layer (see bitjax.generate)."""
+        cfg = self.cfg
+        shape = (batch, length, cfg.n_kv_heads, cfg.head_dim)
+        return [KVCache(jnp.zeros(shape, cfg.compute_dtype), jnp.zeros(shape, cfg.compute_dtype), 0)
+                for _ in range(cfg.n_layers)]
+
+    def decode(self, tokens_BL: Int[Array, "B L"], positions_BL: Int[Array, "B L"], mask_B11LT: jax.Array,
+               caches: list[KVCache], index) -> tuple[Float[Array, "B V"], list[KVCache]]:
+        """Run L new tokens through the model, writing their keys and values at cache slot `index` onwards.
+
+        `mask_B11LT` says which cache slots each new token may attend to. Returns the next-token logits
+        after the last new token, and the updated caches.
+        """
+        x_BLD = self.embed_tokens(tokens_BL).astype(self.cfg.compute_dtype)
+        updated = []
+        for block, cache in zip(self.layers, caches):
+            x_BLD, cache = block(x_BLD, positions_BL, mask_B11LT, cache._replace(index=index))
+            updated.append(cache)
+        return self.head(x_BLD[:, -1:])[:, 0], updated
+
+
+def _norm(cfg: ModelConfig, features: int) -> RMSNorm:
+    return RMSNorm(features, eps=cfg.norm_eps, dtype=cfg.compute_dtype, param_dtype=cfg.param_dtype)
 
 
 def _dense_factory(cfg: ModelConfig, linear_cls, rngs: nnx.Rngs):
     def dense(d_in: int, d_out: int):
-        kwargs = dict(dtype=cfg.compute_dtype, kernel_init=nnx.initializers.normal(cfg.init_std), rngs=rngs)
+        kwargs = dict(dtype=cfg.compute_dtype, param_dtype=cfg.param_dtype,
+                      kernel_init=nnx.initializers.normal(cfg.init_std), rngs=rngs)
         if linear_cls is BitLinear:
             kwargs["quantize_activations"] = cfg.quantize_activations
         return linear_cls(d_in, d_out, **kwargs)

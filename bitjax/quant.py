@@ -19,9 +19,14 @@ ACTIVATION_EPS = 1e-5
 ACTIVATION_BITS = 8
 
 
+def at_least_f32(dtype) -> jnp.dtype:
+    """The dtype quantizers, norms and losses compute in: float32, or float64 for float64 inputs."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def weight_quant_scale(w: Float[Array, "..."]) -> Float[Array, ""]:
-    """The quantizer's per-tensor `s = 1 / max(mean(|W|), eps)` (float32)."""
-    return 1.0 / jnp.maximum(jnp.mean(jnp.abs(w.astype(jnp.float32))), WEIGHT_EPS)
+    """The quantizer's per-tensor `s = 1 / max(mean(|W|), eps)` (float32, or float64 for float64 weights)."""
+    return 1.0 / jnp.maximum(jnp.mean(jnp.abs(w.astype(at_least_f32(w.dtype)))), WEIGHT_EPS)
 
 
 def ternary_codes(w: Float[Array, "..."]) -> tuple[Int[Array, "..."], Float[Array, ""]]:
@@ -31,20 +36,20 @@ def ternary_codes(w: Float[Array, "..."]) -> tuple[Int[Array, "..."], Float[Arra
     runtime multiplies by (Hugging Face `autobitlinear` offline `weight_scale`, GGUF block `d`).
     """
     s = weight_quant_scale(w)
-    codes = jnp.clip(jnp.round(w.astype(jnp.float32) * s), -1, 1).astype(jnp.int8)
+    codes = jnp.clip(jnp.round(w.astype(s.dtype) * s), -1, 1).astype(jnp.int8)
     return codes, 1.0 / s
 
 
 def ternarize(w: Float[Array, "..."]) -> Float[Array, "..."]:
     """Absmean ternarization, dequantized: every entry is -1/s, 0 or +1/s."""
     s = weight_quant_scale(w)
-    return (jnp.clip(jnp.round(w.astype(jnp.float32) * s), -1, 1) / s).astype(w.dtype)
+    return (jnp.clip(jnp.round(w.astype(s.dtype) * s), -1, 1) / s).astype(w.dtype)
 
 
 def activation_scale(x: Float[Array, "... D"]) -> Float[Array, "... 1"]:
     """Per-token int8 scale `127 / max(|x|)`, one per row of the last axis."""
     qmax = 2 ** (ACTIVATION_BITS - 1) - 1
-    absmax = jnp.max(jnp.abs(x.astype(jnp.float32)), axis=-1, keepdims=True)
+    absmax = jnp.max(jnp.abs(x.astype(at_least_f32(x.dtype))), axis=-1, keepdims=True)
     return qmax / jnp.maximum(absmax, ACTIVATION_EPS)
 
 
@@ -52,7 +57,7 @@ def quantize_activations(x: Float[Array, "... D"]) -> Float[Array, "... D"]:
     """Per-token absmax int8 fake quantization: values lie on the grid k / s, k in [-128, 127]."""
     qmin, qmax = -(2 ** (ACTIVATION_BITS - 1)), 2 ** (ACTIVATION_BITS - 1) - 1
     scale = activation_scale(x)
-    x_q = jnp.clip(jnp.round(x.astype(jnp.float32) * scale), qmin, qmax) / scale
+    x_q = jnp.clip(jnp.round(x.astype(scale.dtype) * scale), qmin, qmax) / scale
     return x_q.astype(x.dtype)
 
 

@@ -9,7 +9,6 @@ Sampling is seeded per pair, so the result does not depend on where a run was in
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -20,7 +19,7 @@ from tqdm import tqdm
 
 from bitjax.config import ConfigError
 from bitjax.data import sources
-from bitjax.llama_cpp_runtime import embedded_gguf, plain_cpu_buffers
+from bitjax.chat_models import open_chat_model
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "data" / "rephrase"
 DEFAULT_FORMATS = ("qa", "textbook", "summary")
@@ -51,61 +50,12 @@ def load_prompts(formats: list[str], prompts_dir: Path = PROMPTS_DIR) -> dict[st
     return prompts
 
 
-# --------------------------------------------------------------------------- generators
-
-
-class LlamaCppGenerator:
-    """A GGUF chat model through llama-cpp-python, prompted with the chat template stored in the GGUF."""
-
-    def __init__(self, path: Path, settings: Settings, n_threads: int):
-        from llama_cpp import Llama
-
-        with plain_cpu_buffers():
-            self.llm = Llama(model_path=str(path), n_ctx=settings.n_ctx, n_threads=n_threads,
-                             seed=settings.seed, verbose=False)
-        self.name = f"llama.cpp:{path.name}"
-
-    def __call__(self, prompt: str, settings: Settings, seed: int) -> str:
-        out = self.llm.create_chat_completion(
-            messages=[{"role": "user", "content": prompt}], max_tokens=settings.max_new_tokens,
-            temperature=settings.temperature, top_p=settings.top_p, seed=seed)
-        return out["choices"][0]["message"]["content"].strip()
-
-
-class TransformersGenerator:
-    """A Hugging Face causal LM from a local directory, prompted with its tokenizer's chat template."""
-
-    def __init__(self, directory: Path, settings: Settings, n_threads: int):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        torch.set_num_threads(n_threads)
-        self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(directory)
-        self.model = AutoModelForCausalLM.from_pretrained(directory).eval()
-        self.name = f"transformers:{directory.name}"
-
-    def __call__(self, prompt: str, settings: Settings, seed: int) -> str:
-        ids = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                                 add_generation_prompt=True, return_tensors="pt")
-        if not isinstance(ids, self.torch.Tensor):  # newer transformers return a BatchEncoding
-            ids = ids["input_ids"]
-        self.torch.manual_seed(seed)
-        with self.torch.no_grad():
-            out = self.model.generate(ids, max_new_tokens=settings.max_new_tokens,
-                                      do_sample=settings.temperature > 0, temperature=settings.temperature,
-                                      top_p=settings.top_p, pad_token_id=self.tokenizer.eos_token_id)
-        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
-
-
 def make_generator(spec: str, settings: Settings, n_threads: int):
     """`smollm2` (the embedded GGUF), a `.gguf` file (llama.cpp) or a model directory (transformers)."""
-    path = embedded_gguf() if spec == "smollm2" else Path(spec)
-    if path.is_file() and path.suffix == ".gguf":
-        return LlamaCppGenerator(path, settings, n_threads)
-    if path.is_dir() and (path / "config.json").is_file():
-        return TransformersGenerator(path, settings, n_threads)
-    raise ConfigError(f"--generator {spec}: expected 'smollm2', a .gguf file or a transformers model directory")
+    try:
+        return open_chat_model(spec, n_ctx=settings.n_ctx, n_threads=n_threads, seed=settings.seed)
+    except ConfigError as e:
+        raise ConfigError(f"--generator {spec}: {e}") from None
 
 
 # --------------------------------------------------------------------------- the run

@@ -42,7 +42,7 @@ RULES: tuple[tuple[str, P], ...] = (
     (r"ffn_sub_norm\.scale$", P("tensor")),                             # (F,) follows the FFN width
     (r"norm\.scale$", P()),                                             # (D,) small, replicated
     # activations
-    (r"^batch\.", P(BATCH, None)),                                      # (B, L) int32 inputs
+    (r"^batch\.", P(BATCH)),                                            # (B, ...) rows of the batch
     (r"^logits$", P(BATCH, None, "tensor")),                            # (B, L, V)
     # everything else: scalars (step, Adam count, injected hyperparameters)
     (r".*", P()),

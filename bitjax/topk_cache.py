@@ -208,6 +208,9 @@ class TopKCache:
     def __init__(self, directory: str | Path, *, verify_checksums: bool = True):
         self.directory = Path(directory)
         manifest_path = self.directory / "manifest.json"
+        if not self.directory.is_dir():
+            raise CacheError(f"{self.directory} does not exist: write the teacher cache first with "
+                             "`bitjax cache-teacher RECIPE` (it writes one sub-cache per distilled source)")
         if not manifest_path.exists():
             raise CacheError(f"{manifest_path} does not exist: the cache is unfinished; rerun "
                              "`bitjax cache-teacher` with the same arguments to complete it")
@@ -263,8 +266,7 @@ class TopKCache:
             record = decode_record(reader.read([local])[0])
         except Exception as e:
             raise CacheError(f"{path}: record {local} is damaged ({e}); rewrite the shard") from None
-        if not np.isfinite(record["logprobs"].astype(np.float32)).all():
-            raise CacheError(f"{path}: record {local} holds NaN/Inf log-probabilities; rewrite the shard")
+        self._check_record(record, path, local)
         return {
             **{name: record[name] for name in EXAMPLE_FIELDS},
             "teacher_ids": record["ids"].astype(np.int32),
@@ -272,30 +274,38 @@ class TopKCache:
             "teacher_tail": record["tail_logprob"],
         }
 
-    def aligned(self, index: int, inputs_L: np.ndarray) -> dict[str, np.ndarray]:
-        """Record `index`, checked to be about exactly these input tokens."""
-        record = self[index]
+    def _check_record(self, record: dict, path: Path, local: int) -> None:
+        """Every field the shape the manifest promises, ids inside the vocabulary, finite log-probabilities."""
+        L, K = self.spec.seq_len, self.spec.k
+        want = {**{name: (L,) for name in EXAMPLE_FIELDS}, "ids": (L, K), "logprobs": (L, K), "tail_logprob": (L,)}
+        for name, shape in want.items():
+            if name not in record or record[name].shape != shape:
+                got = record[name].shape if name in record else "missing"
+                raise CacheError(f"{path}: record {local} field {name!r} has shape {got}, the manifest says "
+                                 f"{shape}: teacher positions are misaligned with the tokens; rewrite the shard")
+        if int(record["ids"].max(initial=0)) >= self.spec.vocab_size:
+            raise CacheError(f"{path}: record {local} holds token ids >= the vocabulary size "
+                             f"{self.spec.vocab_size}; rewrite the shard")
+        if not np.isfinite(record["logprobs"].astype(np.float32)).all():
+            raise CacheError(f"{path}: record {local} holds NaN/Inf log-probabilities; rewrite the shard")
+
+    def example(self, e: int) -> int:
+        """The record index of the e-th example written (`write_cache` deals examples to shards in turn)."""
+        num_shards = len(self._readers)
+        return self._offsets[e % num_shards] + e // num_shards
+
+    def aligned_example(self, e: int, inputs_L: np.ndarray) -> dict[str, np.ndarray]:
+        """The e-th cached example, checked to be about exactly these input tokens."""
+        record = self[self.example(e)]
         if not np.array_equal(record["inputs"], inputs_L):
-            path, _, local = self._locate(index)
+            path, _, local = self._locate(self.example(e))
             raise CacheError(f"{path}: record {local} was computed for other tokens than the sequence it is "
-                             "paired with (data order or tokenizer changed); rebuild the cache from this data")
+                             "paired with (the data, its order or the tokenizer changed since the cache was "
+                             "written); rebuild the cache with `bitjax cache-teacher` from this data")
         return record
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return (self[i] for i in range(len(self)))
 
-
-def train_iterator(cfg, pipeline, process_index: int = 0, process_count: int = 1):
-    """Shuffled, repeated, process-sharded batches of a cache's examples with their teacher fields.
-
-    The cache must have been written for this student: same tokenizer, vocabulary and sequence length.
-    """
-    import grain
-
-    cache = TopKCache(cfg.distill.cache)
-    cache.check_compatible(pipeline.tokenizer_fingerprint, cfg.model.vocab_size, cfg.data.seq_len)
-    if cfg.data.batch_size % process_count:
-        raise CacheError(f"data.batch_size={cfg.data.batch_size} is not divisible by {process_count} processes")
-    ds = grain.MapDataset.source(cache).seed(cfg.data.shuffle_seed).shuffle().repeat()
-    ds = ds[process_index::process_count].batch(cfg.data.batch_size // process_count, drop_remainder=True)
-    return iter(ds.to_iter_dataset())
+    def __repr__(self) -> str:  # Grain logs sources by repr
+        return f"TopKCache({str(self.directory)!r}, n={len(self)})"

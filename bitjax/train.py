@@ -26,8 +26,9 @@ from tqdm import tqdm
 
 from bitjax import checkpoint as ckpt_lib
 from bitjax import data as data_lib
-from bitjax import distill, quant, topk_cache
+from bitjax import distill, objective, quant
 from bitjax import sharding as sharding_lib
+from bitjax.data import shards as shards_lib
 from bitjax.config import TrainConfig
 from bitjax.layers import QuantStrength
 from bitjax.model import Transformer, count_params
@@ -55,6 +56,7 @@ class Trainer:
     quant_vars: nnx.State    # QuantStrength variables; their value is set from the step each update
     tx: optax.GradientTransformation
     mesh: jax.sharding.Mesh  # (data, fsdp, tensor); every array is placed by sharding.RULES
+    objectives: objective.SourceObjectives   # per data source: objective and loss weight
 
     @classmethod
     def create(cls, cfg: TrainConfig, devices=None) -> "Trainer":
@@ -64,7 +66,8 @@ class Trainer:
         quant_vars = jax.tree.map(lambda v: jnp.ones(v.shape, v.dtype), quant_vars)
         mesh = sharding_lib.make_mesh(cfg.mesh, devices)
         sharding_lib.check_batch(cfg.data.batch_size, mesh)
-        return cls(cfg, graphdef, quant_vars, make_optimizer(cfg.optim, cfg.steps), mesh)
+        return cls(cfg, graphdef, quant_vars, make_optimizer(cfg.optim, cfg.steps), mesh,
+                   objective.SourceObjectives.from_config(cfg))
 
     # ---------------------------------------------------------------- state
 
@@ -90,6 +93,18 @@ class Trainer:
         """This process's rows of a batch -> the global batch, split over the mesh's batch axes."""
         return sharding_lib.global_batch(local_batch, self.mesh)
 
+    def batch_shapes(self, teacher_k: int | None = None) -> dict[str, tuple[tuple[int, ...], Any]]:
+        """Shape and dtype of every field of a global training batch (teacher fields when a source distils)."""
+        B, L = self.cfg.data.batch_size, self.cfg.data.seq_len
+        shapes = {name: ((B, L), jnp.int32) for name in ("inputs", "targets", "segment_ids", "positions",
+                                                          "loss_mask")}
+        shapes["source_id"] = ((B,), jnp.int32)
+        if self.objectives.uses("kd"):
+            k = teacher_k or self.cfg.distill.k
+            shapes.update(teacher_ids=((B, L, k), jnp.int32), teacher_logprobs=((B, L, k), jnp.float32),
+                          teacher_tail=((B, L), jnp.float32))
+        return shapes
+
     def model(self, params: nnx.State, lam: jax.Array | float = 1.0) -> Transformer:
         quant_vars = jax.tree.map(lambda v: jnp.full_like(v, lam), self.quant_vars)
         return nnx.merge(self.graphdef, params, quant_vars)
@@ -97,18 +112,10 @@ class Trainer:
     # ---------------------------------------------------------------- steps
 
     def loss(self, params: nnx.State, batch: dict, lam, step) -> tuple[jax.Array, dict]:
-        """CE; with teacher fields in the batch (a top-k cache), `w * KD + (1 - w) * CE`."""
+        """Every row's loss by its source's objective (CE, KD against the cache, SFT, REDI); see bitjax.objective."""
         logits_BLV = self.model(params, lam)(batch["inputs"], batch["segment_ids"], batch["positions"])
         logits_BLV = sharding_lib.constrain(logits_BLV, "logits", self.mesh)
-        ce = distill.cross_entropy(logits_BLV, batch["targets"], batch["loss_mask"])
-        if "teacher_ids" not in batch:
-            return ce, {"ce": ce}
-        d = self.cfg.distill
-        kd = distill.sparse_kd_loss(
-            logits_BLV, batch["teacher_ids"], batch["teacher_logprobs"], batch["loss_mask"],
-            batch["teacher_tail"], kind=d.kind, tail=d.tail, temperature=d.temperature, beta=d.beta, skew=d.skew)
-        w = distill.kd_weight(step, d.kd_weight, d.kd_warmup_steps)
-        return w * kd + (1.0 - w) * ce, {"ce": ce, "kd": kd, "kd_weight": w}
+        return objective.batch_loss(logits_BLV, batch, self.objectives, self.cfg, step)
 
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         lam = quant.lambda_schedule(state.step, self.cfg.quant_warmup_steps)
@@ -128,19 +135,18 @@ class Trainer:
     def eval_loss(self, params: nnx.State, batch: dict) -> tuple[jax.Array, jax.Array]:
         """Summed CE and token count on one batch, fully quantized."""
         logits_BLV = self.model(params, 1.0)(batch["inputs"], batch["segment_ids"], batch["positions"])
-        mask = batch["loss_mask"]
-        n = jnp.sum(mask)
-        return distill.cross_entropy(logits_BLV, batch["targets"], mask) * n, n
+        mask = batch["loss_mask"].astype(jnp.float32)
+        return -jnp.sum(distill.token_logprobs(logits_BLV, batch["targets"]) * mask), jnp.sum(mask)
 
 
 def zero_fractions(params: nnx.State) -> dict[str, jax.Array]:
     """Fraction of zero ternary codes in each BitLinear kernel, keyed by module path."""
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
-        if "kernel" in keys and leaf.ndim == 2:
+        name = sharding_lib.path_name(path)
+        if name.endswith(".kernel") and leaf.ndim == 2:
             codes, _ = quant.ternary_codes(leaf)
-            out[".".join(k for k in keys if k not in ("kernel", "value"))] = jnp.mean(codes == 0)
+            out[name.removesuffix(".kernel")] = jnp.mean(codes == 0)
     return out
 
 
@@ -150,21 +156,20 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
     sharding_lib.initialize_distributed(cfg.mesh)
     workdir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer.create(cfg, devices)
-    pipeline = data_lib.build_pipeline(cfg.data)
+    pipeline = data_lib.build_pipeline(cfg.data, teacher_cache=cfg.distill.cache, vocab_size=cfg.model.vocab_size)
     if pipeline.vocab_size > cfg.model.vocab_size:
         raise ckpt_lib.ConfigError(
             f"tokenizer {pipeline.tokenizer_path} has {pipeline.vocab_size} tokens but "
             f"model.vocab_size={cfg.model.vocab_size}; set --set model.vocab_size={pipeline.vocab_size}")
-    if cfg.distill.cache:
-        data_iter = topk_cache.train_iterator(cfg, pipeline, jax.process_index(), jax.process_count())
-    else:
-        data_iter = pipeline.train_iterator(jax.process_index(), jax.process_count())
     eval_batches = [sharding_lib.replicated_batch(b, trainer.mesh)
                     for b in pipeline.heldout_batches(cfg.eval_batches)]
     meta = ckpt_lib.meta_for(cfg, pipeline.tokenizer_fingerprint)
 
     checkpointer = ckpt_lib.Checkpointer(workdir / "checkpoints", cfg)
     start_step = checkpointer.latest_step()
+    # A resumed run keeps the data shards it started with, whatever the process count is now.
+    num_shards = checkpointer.saved_data_shards(start_step) if start_step is not None else None
+    data_iter = pipeline.train_iterator(jax.process_index(), jax.process_count(), num_shards)
     if start_step is not None:
         ckpt_lib.check_compatible(checkpointer.read_meta(start_step), cfg, pipeline.tokenizer_fingerprint, workdir)
         state = checkpointer.restore(start_step, trainer.abstract_state(), data_iter)
@@ -213,7 +218,9 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
                     f"(step {last_good_checkpoint}) is kept in {checkpointer.directory}. Lower optim.peak_lr "
                     "(e.g. --set optim.peak_lr=...) or check the data, then rerun the same command to resume")
         now = time.perf_counter()
-        latest = {k: float(v) for k, v in host[-1][1].items()} if host else {}
+        # a source absent from the last batch reports no loss of its own (NaN by construction)
+        latest = {k: float(v) for k, v in host[-1][1].items()
+                  if not (k.startswith("loss/") and np.isnan(v))} if host else {}
         if host:
             latest["tokens_per_sec"] = tokens_since / max(now - t_last, 1e-9)
             t_last, tokens_since = now, 0
@@ -228,7 +235,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
     try:
         for step in range(start_step + 1, cfg.steps + 1):
             batch = next(data_iter)
-            for name, n in pipeline.pop_token_counts(batch).items():
+            for name, n in pipeline.token_counts(batch).items():
                 source_tokens[name] = source_tokens.get(name, 0) + n
             state, metrics = step_fn(state, trainer.shard_batch(batch))
             pending.append((step, metrics))
@@ -241,7 +248,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
                 source_tokens.clear()
                 logger.log(step, scalars)
                 bar.set_postfix(loss=f"{scalars['loss']:.3f}", lr=f"{scalars['lr']:.2e}")
-            if step % cfg.eval_every == 0 or step == cfg.steps:
+            if eval_batches and (step % cfg.eval_every == 0 or step == cfg.steps):
                 eval_loss = evaluate(state.params)
                 logger.log(step, {"eval/loss": eval_loss, "eval/perplexity": float(np.exp(eval_loss))})
             if step % cfg.checkpoint.every == 0 or step == cfg.steps:

@@ -4,9 +4,9 @@ Launch presets (`--preset NAME` on `bitjax train` and `bitjax fit-check`) give t
 for a machine; everything else is shared. `bitjax fit-check recipes/bitnet_125m.py --topology v5e-16`
 compiles the v5e-16 preset for that slice. Sequences are 2048 tokens; blocks are rematerialised.
 
-Distillation: `distill.cache` names the teacher top-k cache the student learns from; write it first with
-`bitjax cache-teacher recipes/bitnet_125m.py --teacher gguf:... --out <DISTILL_CACHE>` (or point it at a
-local copy with `--set distill.cache=PATH`).
+Distillation: `distill.cache` names the directory of teacher top-k caches the student learns from, one per
+source; write them first with `bitjax cache-teacher recipes/bitnet_125m.py` (teacher, k and the number of
+sequences come from the recipe's distill section), or point at a copy with `--set distill.cache=PATH`.
 """
 
 from pathlib import Path
@@ -18,13 +18,16 @@ from bitjax.model import ModelConfig
 REPHRASED = Path(__file__).resolve().parent.parent / "data" / "rephrased" / "shakespeare.jsonl"
 # Natural 60% / rephrased 40% (BeyondWeb's split). The shipped corpora are small stand-ins so the recipe
 # runs offline; for a real run point these at your own `jsonl:`, `arrayrecord:` or `tokens:` data.
+# Every source distils ("kd"): training reads its cached sequences with the teacher's top-k.
 SOURCES = (
-    SourceConfig("shakespeare", "tfds:shakespeare", weight=0.3),
-    SourceConfig("kjv", "tfds:kjv", weight=0.3),
-    SourceConfig("rephrased", f"jsonl:{REPHRASED}", weight=0.4),
+    SourceConfig("shakespeare", "tfds:shakespeare", weight=0.3, objective="kd"),
+    SourceConfig("kjv", "tfds:kjv", weight=0.3, objective="kd"),
+    SourceConfig("rephrased", f"jsonl:{REPHRASED}", weight=0.4, objective="kd"),
 )
 
-DISTILL_CACHE = "caches/bitnet_125m-teacher-k32"   # the distillation hook: where the teacher cache lives
+# The embedded SmolLM2-135M-Instruct shares the 49152-token vocabulary; any bigger SmolLM2 GGUF works too.
+TEACHER = "gguf:smollm2"
+DISTILL_CACHE = "caches/bitnet_125m-teacher-k32"   # the distillation hook: one teacher cache per source under it
 
 # name -> --set overrides. TPU names are Cloud TPU slice names; the batch is in 2048-token sequences.
 PRESETS = {
@@ -43,7 +46,8 @@ def get_config() -> TrainConfig:
         model=ModelConfig.bitnet_125m(dtype="bfloat16", remat=True),
         data=DataConfig(sources=SOURCES,
                         tokenizer="smollm2", vocab_size=49152, seq_len=2048, batch_size=64),
-        distill=DistillConfig(cache=DISTILL_CACHE, kind="forward_kl", kd_weight=0.9, kd_warmup_steps=200),
+        distill=DistillConfig(cache=DISTILL_CACHE, teacher=TEACHER, cache_examples=65536, kind="forward_kl",
+                              kd_weight=0.9, kd_warmup_steps=200),
         optim=OptimConfig(peak_lr=1.5e-3, stage2_peak_lr=1e-3, warmup_steps=500),
         checkpoint=CheckpointConfig(every=1000, keep=3),
         steps=20_000,

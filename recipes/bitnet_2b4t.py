@@ -18,15 +18,18 @@ from bitjax.model import ModelConfig
 REPHRASED = Path(__file__).resolve().parent.parent / "data" / "rephrased" / "shakespeare.jsonl"
 # Natural 60% / rephrased 40% (BeyondWeb's split). The shipped corpora are small stand-ins so the recipe
 # runs offline; for a real run point these at your own `jsonl:`, `arrayrecord:` or `tokens:` data.
+# Every source distils ("kd"): training reads its cached sequences with the teacher's top-k.
 SOURCES = (
-    SourceConfig("shakespeare", "tfds:shakespeare", weight=0.3),
-    SourceConfig("kjv", "tfds:kjv", weight=0.3),
-    SourceConfig("rephrased", f"jsonl:{REPHRASED}", weight=0.4),
+    SourceConfig("shakespeare", "tfds:shakespeare", weight=0.3, objective="kd"),
+    SourceConfig("kjv", "tfds:kjv", weight=0.3, objective="kd"),
+    SourceConfig("rephrased", f"jsonl:{REPHRASED}", weight=0.4, objective="kd"),
 )
 # The LLaMA-3 tokenizer (128256 tokens) is not shipped: save its tokenizer.json here (or --set data.tokenizer=PATH).
 LLAMA3_TOKENIZER = "tokenizers/llama-3/tokenizer.json"
 
-DISTILL_CACHE = "caches/bitnet_2b4t-teacher-k32"   # the distillation hook: where the teacher cache lives
+# A teacher with the LLaMA-3 vocabulary, as a local transformers directory (not shipped).
+TEACHER = "hf:teachers/llama-3-8b"
+DISTILL_CACHE = "caches/bitnet_2b4t-teacher-k32"   # the distillation hook: one teacher cache per source under it
 
 PRESETS = {
     "v5p-64": ["mesh.data=1", "mesh.fsdp=32", "data.batch_size=64", "mesh.distributed=on"],
@@ -43,7 +46,8 @@ def get_config() -> TrainConfig:
         model=ModelConfig.bitnet_2b4t(dtype="bfloat16", remat=True),
         data=DataConfig(sources=SOURCES,
                         tokenizer=LLAMA3_TOKENIZER, vocab_size=128256, seq_len=4096, batch_size=64),
-        distill=DistillConfig(cache=DISTILL_CACHE, kind="forward_kl", kd_weight=0.9, kd_warmup_steps=1000),
+        distill=DistillConfig(cache=DISTILL_CACHE, teacher=TEACHER, cache_examples=131072, kind="forward_kl",
+                              kd_weight=0.9, kd_warmup_steps=1000),
         optim=OptimConfig(peak_lr=1.5e-3, stage2_peak_lr=5e-4, end_lr_ratio=0.1, warmup_steps=2000,
                           two_stage=True, stage_split=0.5, weight_decay=0.1),
         checkpoint=CheckpointConfig(every=1000, keep=3),

@@ -14,13 +14,16 @@ from bitjax.model import ModelConfig
 REPHRASED = Path(__file__).resolve().parent.parent / "data" / "rephrased" / "shakespeare.jsonl"
 # Natural 60% / rephrased 40% (BeyondWeb's split). The shipped corpora are small stand-ins so the recipe
 # runs offline; for a real run point these at your own `jsonl:`, `arrayrecord:` or `tokens:` data.
+# Every source distils ("kd"): training reads its cached sequences with the teacher's top-k.
 SOURCES = (
-    SourceConfig("shakespeare", "tfds:shakespeare", weight=0.3),
-    SourceConfig("kjv", "tfds:kjv", weight=0.3),
-    SourceConfig("rephrased", f"jsonl:{REPHRASED}", weight=0.4),
+    SourceConfig("shakespeare", "tfds:shakespeare", weight=0.3, objective="kd"),
+    SourceConfig("kjv", "tfds:kjv", weight=0.3, objective="kd"),
+    SourceConfig("rephrased", f"jsonl:{REPHRASED}", weight=0.4, objective="kd"),
 )
 
-DISTILL_CACHE = "caches/bitnet_700m-teacher-k32"   # the distillation hook: where the teacher cache lives
+# The embedded SmolLM2-135M-Instruct shares the 49152-token vocabulary; any bigger SmolLM2 GGUF works too.
+TEACHER = "gguf:smollm2"
+DISTILL_CACHE = "caches/bitnet_700m-teacher-k32"   # the distillation hook: one teacher cache per source under it
 
 PRESETS = {
     "v5p-64": ["mesh.data=1", "mesh.fsdp=32", "data.batch_size=256", "mesh.distributed=on"],
@@ -37,7 +40,8 @@ def get_config() -> TrainConfig:
         model=ModelConfig.bitnet_700m(dtype="bfloat16", remat=True),
         data=DataConfig(sources=SOURCES,
                         tokenizer="smollm2", vocab_size=49152, seq_len=2048, batch_size=256),
-        distill=DistillConfig(cache=DISTILL_CACHE, kind="forward_kl", kd_weight=0.9, kd_warmup_steps=500),
+        distill=DistillConfig(cache=DISTILL_CACHE, teacher=TEACHER, cache_examples=131072, kind="forward_kl",
+                              kd_weight=0.9, kd_warmup_steps=500),
         optim=OptimConfig(peak_lr=1.2e-3, stage2_peak_lr=8e-4, warmup_steps=1000),
         checkpoint=CheckpointConfig(every=1000, keep=3),
         steps=50_000,

@@ -42,7 +42,7 @@ def test_realized_mix_within_one_point_over_10000_sequences(rephrased_jsonl, wei
     for _ in range(100):  # 100 batches x 100 sequences
         batch = next(it)
         examples += np.bincount(batch["source_id"], minlength=2)
-        for name, n in pipeline.pop_token_counts(batch).items():
+        for name, n in pipeline.token_counts(batch).items():
             tokens[name] += n
     want = cfg.mixture_weights()["natural"] / sum(cfg.mixture_weights().values())
     frac_examples = examples[0] / examples.sum()

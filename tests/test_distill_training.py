@@ -1,5 +1,6 @@
-"""Training against a teacher cache: the KD term enters the loss and pulls the student to the teacher."""
+"""Training against teacher caches: the KD term enters the loss and pulls the student to the teacher."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -7,32 +8,38 @@ import pytest
 
 from bitjax.cache_teacher import cache_teacher
 from bitjax.config import ConfigError, apply_overrides, load_recipe
-from bitjax.topk_cache import CacheError
+from bitjax.topk_cache import CacheError, TopKCache
 from bitjax.train import train
 
-TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "recipes" / "tiny.py")
+KD_TINY = str(ROOT / "tests" / "recipes" / "kd_tiny.py")
 SMALL = ["model.n_layers=1", "data.seq_len=32", "data.batch_size=4", "eval_batches=1", "log_every=1"]
 
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
+    """A full-precision tiny teacher, and its top-8 cache of 16 sequences split over the two kd sources."""
     root = tmp_path_factory.mktemp("kd")
-    teacher_cfg = apply_overrides(load_recipe(TINY), SMALL + ["steps=30", "model.quant=none"])
-    train(teacher_cfg, root / "teacher", progress=False)
-    cache_teacher(teacher_cfg, f"bitjax:{root / 'teacher'}", root / "cache", k=8, n_examples=16, num_shards=2,
-                  progress=False)
+    train(apply_overrides(load_recipe(TINY), SMALL + ["steps=30", "model.quant=none"]), root / "teacher",
+          progress=False)
+    cfg = apply_overrides(load_recipe(KD_TINY), SMALL + [f"distill.cache={root / 'cache'}"])
+    manifests = cache_teacher(cfg, f"bitjax:{root / 'teacher'}", root / "cache", k=8, n_examples=16,
+                              num_shards=2, progress=False)
+    assert {n: m["records"] for n, m in manifests.items()} == {"natural": 10, "rephrased": 6}  # 0.6 / 0.4
     return root / "cache"
 
 
 def _history(workdir):
-    import json
     return [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
 
 
+def _kd(cache_dir, *extra):
+    return apply_overrides(load_recipe(KD_TINY), SMALL + [f"distill.cache={cache_dir}", *extra])
+
+
 def test_kd_training_logs_kd_and_ce_and_lowers_kd(cache_dir, tmp_path):
-    cfg = apply_overrides(load_recipe(TINY), SMALL + ["steps=12", f"distill.cache={cache_dir}",
-                                                      "distill.kd_weight=1.0"])
-    train(cfg, tmp_path, progress=False)
+    train(_kd(cache_dir, "steps=12", "distill.kd_weight=1.0"), tmp_path, progress=False)
     history = [r for r in _history(tmp_path) if "kd" in r]
     assert len(history) == 12 and all("ce" in r for r in history)
     np.testing.assert_allclose([r["loss"] for r in history], [r["kd"] for r in history], rtol=1e-6)
@@ -40,17 +47,54 @@ def test_kd_training_logs_kd_and_ce_and_lowers_kd(cache_dir, tmp_path):
 
 
 def test_kd_weight_mixes_the_terms(cache_dir, tmp_path):
-    cfg = apply_overrides(load_recipe(TINY), SMALL + ["steps=2", f"distill.cache={cache_dir}",
-                                                      "distill.kd_weight=0.25", "distill.kind=jsd"])
-    train(cfg, tmp_path, progress=False)
+    train(_kd(cache_dir, "steps=2", "distill.kd_weight=0.25", "distill.kind=jsd"), tmp_path, progress=False)
     r = _history(tmp_path)[0]
     np.testing.assert_allclose(r["loss"], 0.25 * r["kd"] + 0.75 * r["ce"], rtol=1e-5)
 
 
+def test_cache_rows_and_plain_rows_share_a_batch(cache_dir, tmp_path):
+    """One source distils, the other trains on CE: rows of both meet in each batch, each with its loss."""
+    import dataclasses
+    from bitjax.train import train as train_fn
+    cfg = _kd(cache_dir, "steps=3", "distill.kd_weight=1.0")
+    natural, rephrased = cfg.data.sources
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+        cfg.data, sources=(natural, dataclasses.replace(rephrased, objective="ce"))))
+    train_fn(cfg, tmp_path, progress=False)
+    r = _history(tmp_path)[0]
+    assert "loss/natural" in r and "loss/rephrased" in r
+    n_nat = r["data/tokens/natural"] / 32
+    # natural rows are pure KD (weight 1), rephrased rows plain CE; each counts by its share of the 4 rows
+    np.testing.assert_allclose(r["loss"], (n_nat * r["loss/natural"] + (4 - n_nat) * r["loss/rephrased"]) / 4,
+                               rtol=1e-5)
+    np.testing.assert_allclose(r["loss/natural"], r["kd"], rtol=1e-5)
+
+
 def test_cache_for_another_sequence_length_is_refused(cache_dir, tmp_path):
-    cfg = apply_overrides(load_recipe(TINY), SMALL + ["data.seq_len=64", f"distill.cache={cache_dir}"])
     with pytest.raises(CacheError, match="set data.seq_len=32 or rebuild the cache"):
-        train(cfg, tmp_path, progress=False)
+        train(_kd(cache_dir, "data.seq_len=64"), tmp_path, progress=False)
+
+
+def test_cache_of_other_data_is_refused(cache_dir, tmp_path):
+    """The cache holds the sequences the sources streamed when it was written; another shuffle seed
+    streams other sequences, and training refuses to pair them with the cached teacher."""
+    with pytest.raises(CacheError, match="computed for other tokens"):
+        train(_kd(cache_dir, "data.shuffle_seed=5"), tmp_path, progress=False)
+
+
+def test_missing_source_cache_names_the_command(cache_dir, tmp_path):
+    with pytest.raises(CacheError, match="write the teacher cache first"):
+        train(_kd(tmp_path / "nothing", "steps=1"), tmp_path / "run", progress=False)
+
+
+def test_cached_sequences_are_the_ones_training_would_stream(cache_dir):
+    from bitjax.data import build_pipeline
+    cfg = _kd(cache_dir)
+    pipeline = build_pipeline(cfg.data)
+    stream = pipeline.source_examples("rephrased")
+    cache = TopKCache(cache_dir / "rephrased")
+    for e in range(len(cache)):
+        np.testing.assert_array_equal(cache[cache.example(e)]["inputs"], next(stream)["inputs"])
 
 
 def test_bad_distill_settings():
@@ -58,3 +102,5 @@ def test_bad_distill_settings():
         apply_overrides(load_recipe(TINY), ["distill.kd_weight=1.5"])
     with pytest.raises(ConfigError, match="expected one of forward_kl"):
         apply_overrides(load_recipe(TINY), ["distill.kind=kl"])
+    with pytest.raises(ConfigError, match="distill.cache is empty"):
+        apply_overrides(load_recipe(KD_TINY), ["distill.cache="])

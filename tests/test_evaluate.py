@@ -1,8 +1,10 @@
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bitjax import evaluate as evaluate_lib
 from bitjax.cli import main
 from bitjax.config import apply_overrides, load_recipe
 from bitjax.evaluate import heldout_perplexity
@@ -11,16 +13,53 @@ from bitjax.train import train
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
 
 
-def test_eval_reports_the_trainers_heldout_loss(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("eval_run")
     cfg = apply_overrides(load_recipe(TINY), ["model.n_layers=1", "data.seq_len=32", "data.batch_size=4",
                                               "steps=6", "eval_every=6", "eval_batches=3"])
-    summary = train(cfg, tmp_path, progress=False)
-    report = heldout_perplexity(tmp_path, n_batches=3)
+    return workdir, train(cfg, workdir, progress=False)
+
+
+def test_eval_reports_the_trainers_heldout_loss(run, capsys):
+    workdir, summary = run
+    report = heldout_perplexity(workdir, n_batches=3)
     assert report["step"] == 6 and report["heldout_batches"] == 3
     np.testing.assert_allclose(report["heldout_loss"], summary["heldout_loss"], rtol=1e-5)
     np.testing.assert_allclose(report["heldout_perplexity"], np.exp(report["heldout_loss"]), rtol=1e-6)
-    assert main(["eval", str(tmp_path), "--batches", "2"]) == 0
+    assert main(["eval", str(workdir), "--batches", "2"]) == 0
     assert "heldout_perplexity" in capsys.readouterr().out
+
+
+def test_answer_accuracy_scores_final_answers_against_gold(run, tmp_path, monkeypatch):
+    workdir, _ = run
+    problems = tmp_path / "heldout.jsonl"
+    rows = [{"prompt_id": f"p{i}", "prompt": f"What is {i} + {i}? ", "completion": "#### 0", "gold": str(2 * i),
+             "label": "positive" if i == 0 else "negative"} for i in range(4)]
+    problems.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from bitjax.tokenizer import load
+    tok = load(workdir / "tokenizer.json")
+
+    def fake_generate(trainer, params, prompts, *, max_new_tokens, stop_ids):
+        # "answers" 2i for the first two problems and 7 for the others
+        texts = [f" so #### {2 * i}" if i < 2 else " #### 7" for i in range(len(prompts))]
+        return [np.asarray(tok.encode(t).ids, np.int32) for t in texts]
+
+    monkeypatch.setattr(evaluate_lib, "trainer_generate", fake_generate)
+    report = evaluate_lib.answer_accuracy(workdir, problems)
+    assert report["problems"] == 4 and report["correct"] == 2 and report["answer_accuracy"] == 0.5
+    answers = [json.loads(line) for line in (workdir / "answers.jsonl").read_text().splitlines()]
+    assert [a["correct"] for a in answers] == [True, True, False, False]
+
+
+def test_answer_accuracy_of_the_real_model_runs_end_to_end(run, tmp_path):
+    workdir, _ = run
+    problems = tmp_path / "heldout.jsonl"
+    problems.write_text(json.dumps({"prompt_id": "p", "prompt": "1 + 1 = ", "completion": "#### 2", "gold": "2",
+                                    "label": "positive"}) + "\n")
+    report = evaluate_lib.answer_accuracy(workdir, problems, max_new_tokens=4)
+    assert report["problems"] == 1 and 0.0 <= report["answer_accuracy"] <= 1.0
+    assert len(json.loads((workdir / "answers.jsonl").read_text())["completion"]) > 0
 
 
 def test_eval_of_a_directory_without_a_run(tmp_path, capsys):

@@ -110,11 +110,11 @@ def _env(n_devices: int, **extra) -> dict:
     return env
 
 
-def _mesh_losses(tmp_path, *extra) -> dict[str, np.ndarray]:
+def _mesh_losses(tmp_path, *extra, env=None) -> dict[str, np.ndarray]:
     out = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "mesh_losses.py"), str(tmp_path), "8,1,1", "2,2,2", "1,1,1",
          "--", *FAST, "checkpoint.every=1000", *extra],
-        env=_env(8), cwd=ROOT, capture_output=True, text=True, timeout=900)
+        env=_env(8, **(env or {})), cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(x for x in out.stdout.splitlines() if x.startswith("LOSSES "))
     result = json.loads(line[len("LOSSES "):])
@@ -122,25 +122,28 @@ def _mesh_losses(tmp_path, *extra) -> dict[str, np.ndarray]:
     return {mesh: np.asarray(v) for mesh, v in result["losses"].items()}
 
 
-def test_full_precision_losses_equal_on_three_meshes(tmp_path):
-    """Same network without quantization: the meshes may only reorder float sums (measured ~4e-7)."""
-    losses = _mesh_losses(tmp_path, "model.quant=none")
+def test_ternary_losses_equal_on_three_meshes_in_float64(tmp_path):
+    """The tiny recipe as trained (ternary weights, int8 activations), in float64: 20 steps on three meshes
+    give the same losses. Float64 makes the meshes' different summation orders ~1e-16 apart, far from
+    any rounding boundary of the quantizers, so this checks the sharded computation itself (measured:
+    equal to 2e-16)."""
+    losses = _mesh_losses(tmp_path, "model.dtype=float64", env={"JAX_ENABLE_X64": "1"})
     assert all(len(v) == 20 for v in losses.values())
     for mesh in ("8,1,1", "2,2,2"):
-        np.testing.assert_allclose(losses[mesh], losses["1,1,1"], rtol=1e-5, err_msg=mesh)
+        np.testing.assert_allclose(losses[mesh], losses["1,1,1"], rtol=1e-9, err_msg=mesh)
 
 
-def test_ternary_losses_equal_on_three_meshes(tmp_path):
-    """The tiny recipe as trained: the first step's loss agrees to 1e-4 relative on every mesh.
-
-    Later steps are not asserted: the round() in the ternary and int8 quantizers turns float
-    reassociation across meshes (1e-7) into occasional code flips, and the trajectories drift apart
-    (measured here: 1e-3 relative by step 20). The sharding itself is exact, as the full-precision
-    test above shows over all 20 steps."""
-    losses = _mesh_losses(tmp_path)
-    assert all(len(v) == 20 for v in losses.values())
+def test_float32_losses_on_three_meshes(tmp_path):
+    """In float32 the same network without quantization agrees over all 20 steps (measured ~4e-7).
+    The ternary network agrees at the first step; afterwards round() in the quantizers turns the meshes'
+    1e-7 reassociation differences into a few flipped codes and the runs drift apart slowly (measured:
+    up to 7e-4 relative by step 20), which is why the exactness check above runs in float64."""
+    full = _mesh_losses(tmp_path / "full", "model.quant=none")
+    ternary = _mesh_losses(tmp_path / "ternary")
     for mesh in ("8,1,1", "2,2,2"):
-        np.testing.assert_allclose(losses[mesh][:1], losses["1,1,1"][:1], rtol=1e-4, err_msg=mesh)
+        np.testing.assert_allclose(full[mesh], full["1,1,1"], rtol=1e-5, err_msg=mesh)
+        np.testing.assert_allclose(ternary[mesh][:1], ternary["1,1,1"][:1], rtol=1e-4, err_msg=mesh)
+        np.testing.assert_allclose(ternary[mesh], ternary["1,1,1"], rtol=5e-3, err_msg=mesh)
 
 
 # --------------------------------------------------------------------------- two processes
@@ -160,11 +163,8 @@ def _train_cmd(workdir, *overrides):
 
 def test_two_processes_train_and_one_process_resumes_their_checkpoint(tmp_path):
     """Two processes x 2 devices (gloo collectives) train 20 steps with a checkpoint at 10; the step-10
-    checkpoint (model and optimizer) restores into one process with one device, which continues.
-
-    The data position does not carry over exactly: each process reads its own documents[i::n] of every
-    mixed source, so one process's stream is not the union of two. The continuation therefore sees other
-    batches; its losses are checked to continue at the same level, not to be equal."""
+    checkpoint restores into one process with one device, which continues with the same losses: the
+    model, the optimizer and the data position (both data shards, now read by the one process)."""
     overrides = FAST + ["model.quant=none", "checkpoint.every=10"]
     multi, single = tmp_path / "two_processes", tmp_path / "one_process"
     address = f"127.0.0.1:{_free_port()}"
@@ -190,6 +190,13 @@ def test_two_processes_train_and_one_process_resumes_their_checkpoint(tmp_path):
     assert "resumed from step 10" in out.stdout
     steps, single_losses = loss_series(read_history(single / "metrics.jsonl"), "loss")
     assert steps == list(range(11, 21))
-    # a fresh model would start near log(vocab) = 7.6; the restored one continues where training was
-    assert abs(np.mean(single_losses) - np.mean(multi_losses[10:])) < 0.05 * np.mean(multi_losses[10:])
-    assert np.mean(single_losses) < multi_losses[0] - 0.5
+    np.testing.assert_allclose(single_losses, multi_losses[10:], rtol=1e-5)
+
+
+def test_a_shard_count_the_processes_do_not_divide_is_one_line_error():
+    from bitjax.data import shards
+    with pytest.raises(ConfigError) as e:
+        shards.check_shards(3, 2, 12)
+    assert "3 data shards cannot be split over 2 processes" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"data.batch_size=10 is not divisible by 4 data shards"):
+        shards.check_shards(4, 2, 10)

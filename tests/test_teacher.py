@@ -8,6 +8,7 @@ from bitjax.config import apply_overrides, load_recipe
 from bitjax.teacher import BitjaxTeacher, open_teacher, topk_from_logits
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
+KD_TINY = str(Path(__file__).resolve().parents[1] / "tests" / "recipes" / "kd_tiny.py")
 
 
 def test_topk_from_logits_masses_add_up():
@@ -79,16 +80,23 @@ def test_cache_teacher_command_with_a_bitjax_teacher(tmp_path, capsys):
     cfg = apply_overrides(load_recipe(TINY), [s for s in small if s != "--set"] + ["steps=2", "eval_batches=1"])
     train(cfg, tmp_path / "teacher", progress=False)
     out = tmp_path / "cache"
-    assert main(["cache-teacher", TINY, "--teacher", f"bitjax:{tmp_path / 'teacher'}", "--out", str(out),
-                 "--k", "4", "--examples", "6", "--shards", "2", *small]) == 0
-    assert "bytes/token" in capsys.readouterr().out
-    cache = TopKCache(out)
+    assert main(["cache-teacher", KD_TINY, "--teacher", f"bitjax:{tmp_path / 'teacher'}", "--out", str(out),
+                 "--k", "4", "--examples", "10", "--shards", "2", *small]) == 0
+    printed = capsys.readouterr().out
+    assert "natural: 6 sequences" in printed and "rephrased: 4 sequences" in printed and "bytes/token" in printed
+    cache = TopKCache(out / "natural")
     assert len(cache) == 6 and cache.spec.k == 4 and cache.spec.seq_len == 32
     teacher = open_teacher(f"bitjax:{tmp_path / 'teacher'}")
     rec = cache[0]
     segment = rec["segment_ids"] == rec["segment_ids"][0]
     ids, _, _ = teacher.topk(rec["inputs"][segment][None], 4)
     np.testing.assert_array_equal(rec["teacher_ids"][segment], ids[0])
+
+
+def test_cache_teacher_needs_a_distilled_source(tmp_path, capsys):
+    from bitjax.cli import main
+    assert main(["cache-teacher", TINY, "--teacher", "bitjax:x", "--out", str(tmp_path / "c")]) == 2
+    assert "no data source with objective 'kd'" in capsys.readouterr().err
 
 
 def test_cache_teacher_refuses_a_teacher_with_another_vocabulary(tmp_path, capsys):
@@ -98,7 +106,7 @@ def test_cache_teacher_refuses_a_teacher_with_another_vocabulary(tmp_path, capsy
     config = transformers.LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                       num_attention_heads=2, num_key_value_heads=1)
     transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "hf")
-    code = main(["cache-teacher", TINY, "--teacher", f"hf:{tmp_path / 'hf'}", "--out", str(tmp_path / "c")])
+    code = main(["cache-teacher", KD_TINY, "--teacher", f"hf:{tmp_path / 'hf'}", "--out", str(tmp_path / "c")])
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("bitjax: error")]
     assert code == 2 and len(errors) == 1 and "vocabulary of 100 tokens" in errors[0]
     assert not (tmp_path / "c").exists()

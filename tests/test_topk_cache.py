@@ -108,7 +108,7 @@ def test_misaligned_record_is_named(tmp_path):
     write_cache(tmp_path, SPEC, examples(2), fake_topk, progress=False)
     cache = TopKCache(tmp_path)
     with pytest.raises(CacheError, match=r"record 1 was computed for other tokens"):
-        cache.aligned(1, cache[0]["inputs"])
+        cache.aligned_example(1, cache[cache.example(0)]["inputs"])
 
 
 def test_nan_logprobs_are_refused_and_the_shard_discarded(tmp_path):

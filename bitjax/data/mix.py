@@ -68,6 +68,14 @@ def tag_source(ds: grain.IterDataset, source_id: int) -> grain.IterDataset:
     return ds.map(lambda ex: {**ex, "source_id": tag})
 
 
+def add_empty_teacher(ds: grain.IterDataset, seq_len: int, k: int) -> grain.IterDataset:
+    """Give rows without a teacher (CE, trace rows) the teacher fields of distilled rows, as zeros, so every
+    source has one row schema and rows of all sources can share a batch; the loss ignores them there."""
+    empty = {"teacher_ids": np.zeros((seq_len, k), np.int32), "teacher_logprobs": np.zeros((seq_len, k), np.float32),
+             "teacher_tail": np.zeros((seq_len,), np.float32)}
+    return ds.map(lambda ex: {**ex, **empty})
+
+
 def mix(packed: Mapping[str, grain.IterDataset], weights: Mapping[str, float]) -> grain.IterDataset:
     """One stream of packed sequences drawn from the named sources in the given proportions."""
     names = list(weights)

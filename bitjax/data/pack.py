@@ -50,6 +50,44 @@ class DocumentExamples:
         return f"DocumentExamples(source={self.shard.source!r}, n={len(self)})"
 
 
+class PairExamples:
+    """Grain random-access source: REDI pair i as one row of length L, already in the batch schema.
+
+    Segment 1 is `[BOS] prompt positive`, segment 2 `[BOS] prompt negative`, then padding (segment 0);
+    positions restart per segment and `loss_mask` marks the completion tokens. Pairs that do not fit in
+    L are left out (`total` counts all, `len` the kept ones).
+    """
+
+    def __init__(self, positives: TokenShard, negatives: TokenShard, boundary_id: int, seq_len: int):
+        self.positives = DocumentExamples(positives, boundary_id)
+        self.negatives = DocumentExamples(negatives, boundary_id)
+        self.seq_len = seq_len
+        sizes = np.diff(positives.offsets) + np.diff(negatives.offsets) + 2
+        self.total, self.shortest = len(sizes), int(sizes.min())
+        self._kept = np.flatnonzero(sizes <= seq_len)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        pair = int(self._kept[index])
+        row = {k: np.zeros(self.seq_len, np.int32) for k in ("inputs", "targets", "segment_ids", "positions",
+                                                              "loss_mask")}
+        start = 0
+        for segment, docs in ((1, self.positives), (2, self.negatives)):
+            doc = docs[pair]
+            n = len(doc["inputs"])
+            for k in FEATURES:
+                row[k][start:start + n] = doc[k]
+            row["segment_ids"][start:start + n] = segment
+            row["positions"][start:start + n] = np.arange(n)
+            start += n
+        return row
+
+    def __repr__(self) -> str:
+        return f"PairExamples(n={len(self)}, seq_len={self.seq_len})"
+
+
 class SplitLongDocuments(grain.experimental.FlatMapTransform):
     """Cut a document pair longer than L into L-token pieces, so first-fit packing never truncates."""
 

@@ -1,19 +1,27 @@
 """The trainer's view of the data: build every source, one tokenizer, and the mixed, packed, sharded stream.
 
-    pipeline = build_pipeline(cfg.data)
+    pipeline = build_pipeline(cfg.data, teacher_cache=cfg.distill.cache, vocab_size=cfg.model.vocab_size)
     it = pipeline.train_iterator(jax.process_index(), jax.process_count())   # a grain.DatasetIterator
-    batch = next(it)                      # inputs, targets, segment_ids, positions, loss_mask: (B, L) int32
-    counts = pipeline.pop_token_counts(batch)   # {source name: tokens in this batch}; removes `source_id`
+    batch = next(it)       # inputs, targets, segment_ids, positions, loss_mask: (B, L) int32; source_id (B,)
+    counts = pipeline.token_counts(batch)   # {source name: tokens in this batch}
 
-Per source: documents -> hold out the tail -> shard by process (`ds[i::n]`, disjoint and covering) ->
-shuffle (reshuffled each epoch) -> repeat or stop -> pack -> tag. Then mix the sources by weight and batch.
-The iterator's state (every source's position and the mix index) is saved in the Orbax checkpoint.
+Every source yields rows of one schema, whatever it holds, so Grain's `IterDataset.mix` can mix them:
+  text (objective "ce")  documents -> hold out the tail -> shard -> shuffle -> repeat -> pack (data.packing)
+  text (objective "kd")  the sequences cached with the teacher's top-k (bitjax.topk_cache), with
+                         teacher_ids / teacher_logprobs (B, L, K) and teacher_tail (B, L); other rows carry
+                         zeros there when any source distils
+  traces, "sft"          positive traces as prompt/completion documents, packed first-fit (kept whole)
+  traces, "redi"         one row per positive/negative pair: segment 1 the positive, segment 2 the negative
+Rows are tagged with their source's index (`source_id`), which selects the loss (bitjax.objective).
+The global stream is split into data shards (bitjax.data.shards); the iterator state of every shard
+(each source's position and the mix index) is saved in the Orbax checkpoint.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +29,12 @@ import grain
 import numpy as np
 
 from bitjax import tokenizer as tokenizer_lib
+from bitjax import traces as traces_lib
 from bitjax.config import ConfigError, DataConfig, SourceConfig
 from bitjax.data import mix as mix_lib
+from bitjax.data import shards as shards_lib
 from bitjax.data import sources as sources_lib
-from bitjax.data.pack import DocumentExamples, pack
+from bitjax.data.pack import DocumentExamples, PairExamples, pack
 from bitjax.data.sources import DataError, Fields
 from bitjax.data.tokenize import TokenShard, load_shard, save_shard, tokenize_documents
 
@@ -32,12 +42,22 @@ from bitjax.data.tokenize import TokenShard, load_shard, save_shard, tokenize_do
 @dataclass
 class PreparedSource:
     config: SourceConfig
-    train: TokenShard
-    heldout: TokenShard
+    train: TokenShard | None = None                        # text and "sft" documents
+    heldout: TokenShard | None = None                      # text: the held-out tail, for evaluation
+    pairs: PairExamples | None = None                      # "redi"
+    cache: object | None = None                            # "kd" while training: a bitjax.topk_cache.TopKCache
+
+    @property
+    def objective(self) -> str:
+        return self.config.resolved_objective
 
 
 def _fields(src: SourceConfig) -> Fields:
     return Fields(text=src.text_field, prompt=src.prompt_field)
+
+
+def _is_traces(src: SourceConfig) -> bool:
+    return sources_lib.parse_uri(src.uri)[0] == "traces"
 
 
 def _text_documents(src: SourceConfig) -> list[dict]:
@@ -45,7 +65,7 @@ def _text_documents(src: SourceConfig) -> list[dict]:
 
 
 def _tokenizer_path(cfg: DataConfig) -> Path:
-    text_sources = [s for s in cfg.sources if sources_lib.parse_uri(s.uri)[0] != "tokens"]
+    text_sources = [s for s in cfg.sources if sources_lib.parse_uri(s.uri)[0] not in ("tokens", "traces")]
     if cfg.tokenizer == "bpe" and not text_sources:
         raise ConfigError("data.tokenizer=bpe needs at least one text source to train on; "
                           "name the tokenizer.json the token shards were made with")
@@ -59,16 +79,22 @@ def _tokenizer_path(cfg: DataConfig) -> Path:
     return tokenizer_lib.resolve(cfg.tokenizer, cfg.vocab_size, texts, sources_lib.cache_dir(), corpus_key)
 
 
+def _cached_tokens(name: str, key: str, documents, tok, fingerprint: str, label: str) -> TokenShard:
+    """Tokenize documents once per (source, content, tokenizer) and keep the shard in the cache dir."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    directory = sources_lib.cache_dir() / "tokens" / f"{name}-{digest}-{fingerprint}"
+    if not (directory / "meta.json").exists():
+        save_shard(tokenize_documents(documents(), tok, label), directory)
+    return load_shard(directory, fingerprint)
+
+
 def _tokenized(src: SourceConfig, tok, fingerprint: str) -> TokenShard:
-    """The source's tokens: a `tokens:` shard as given, or text tokenized once and cached."""
+    """A text source's tokens: a `tokens:` shard as given, or text tokenized once and cached."""
     kind, location = sources_lib.parse_uri(src.uri)
     if kind == "tokens":
         return load_shard(location, fingerprint)
-    key = hashlib.sha256(sources_lib.content_key(src.uri, _fields(src)).encode()).hexdigest()[:16]
-    directory = sources_lib.cache_dir() / "tokens" / f"{src.name}-{key}-{fingerprint}"
-    if not (directory / "meta.json").exists():
-        save_shard(tokenize_documents(_text_documents(src), tok, src.uri), directory)
-    return load_shard(directory, fingerprint)
+    return _cached_tokens(src.name, sources_lib.content_key(src.uri, _fields(src)), lambda: _text_documents(src),
+                          tok, fingerprint, src.uri)
 
 
 def _split_heldout(shard: TokenShard, fraction: float, name: str) -> tuple[TokenShard, TokenShard]:
@@ -81,9 +107,14 @@ def _split_heldout(shard: TokenShard, fraction: float, name: str) -> tuple[Token
 
 
 class Pipeline:
-    """What the trainer needs from the data side: resumable train iterator, held-out batches, the tokenizer."""
+    """What the trainer needs from the data side: resumable train iterator, held-out batches, the tokenizer.
 
-    def __init__(self, cfg: DataConfig):
+    `teacher_cache`: the directory of per-source teacher caches; "kd" sources then read their cached
+    sequences and teacher fields from `teacher_cache/<name>`. Without it, "kd" sources stream their text
+    like "ce" sources (this is how `bitjax cache-teacher` reads the sequences it caches).
+    """
+
+    def __init__(self, cfg: DataConfig, *, teacher_cache: str = "", vocab_size: int | None = None):
         self.cfg = cfg
         self.tokenizer_path = _tokenizer_path(cfg)
         tok = tokenizer_lib.load(self.tokenizer_path)
@@ -96,63 +127,158 @@ class Pipeline:
         for src in cfg.sources:
             if src.name not in self.weights:
                 continue  # weight 0: not read at all
+            self.sources[src.name] = self._prepare(src, tok)
+        self.teacher_k = 0
+        if teacher_cache:
+            self._open_caches(Path(teacher_cache), vocab_size or self.vocab_size)
+
+    def _prepare(self, src: SourceConfig, tok) -> PreparedSource:
+        objective = src.resolved_objective
+        if not _is_traces(src):
             train, heldout = _split_heldout(_tokenized(src, tok, self.tokenizer_fingerprint),
-                                            cfg.heldout_fraction, src.name)
-            self.sources[src.name] = PreparedSource(src, train, heldout)
+                                            self.cfg.heldout_fraction, src.name)
+            return PreparedSource(src, train=train, heldout=heldout)
+        path = sources_lib.parse_uri(src.uri)[1]
+        records = traces_lib.read_traces(path)
+        key = sources_lib.content_key(src.uri) + objective
+        if objective == "sft":
+            docs = traces_lib.sft_documents(records)
+            if not docs:
+                raise DataError(f"{path}: no positive trace to train on (objective sft); sample more traces "
+                                "or drop the source")
+            return PreparedSource(src, train=_cached_tokens(src.name, key, lambda: docs, tok,
+                                                            self.tokenizer_fingerprint, src.uri))
+        positives, negatives = traces_lib.redi_pairs(records)
+        if not positives:
+            raise DataError(f"{path}: no prompt has both a positive and a negative trace, so REDI has no pair; "
+                            "sample more completions per prompt (bitjax traces --samples)")
+        pos = _cached_tokens(src.name + "-pos", key, lambda: positives, tok, self.tokenizer_fingerprint, src.uri)
+        neg = _cached_tokens(src.name + "-neg", key, lambda: negatives, tok, self.tokenizer_fingerprint, src.uri)
+        pairs = PairExamples(pos, neg, self.boundary_id, self.cfg.seq_len)
+        if len(pairs) == 0:
+            raise DataError(f"{path}: none of its {pairs.total} REDI pairs fits in data.seq_len={self.cfg.seq_len}"
+                            f" (the shortest needs {pairs.shortest}); raise data.seq_len")
+        if len(pairs) < pairs.total:
+            print(f"bitjax: data source {src.name!r}: {pairs.total - len(pairs)} of {pairs.total} REDI pairs are "
+                  f"longer than data.seq_len={self.cfg.seq_len} and are left out; raise data.seq_len to keep them",
+                  file=sys.stderr)
+        return PreparedSource(src, pairs=pairs)
+
+    def _open_caches(self, root: Path, vocab_size: int) -> None:
+        from bitjax import topk_cache
+
+        for name, p in self.sources.items():
+            if p.objective != "kd":
+                continue
+            cache = topk_cache.TopKCache(root / name)
+            cache.check_compatible(self.tokenizer_fingerprint, vocab_size, self.cfg.seq_len)
+            if self.teacher_k and cache.spec.k != self.teacher_k:
+                raise topk_cache.CacheError(f"{root / name}: k={cache.spec.k}, other sources' caches have "
+                                            f"k={self.teacher_k}; rebuild the caches with one k")
+            self.teacher_k = cache.spec.k
+            # The cache holds the sequences this source streamed when it was written: check a few still agree.
+            expected = self.source_examples(name)
+            for e in range(min(2, len(cache))):
+                cache.aligned_example(e, next(expected)["inputs"])
+            p.cache = cache
 
     # ---------------------------------------------------------------- streams
 
-    def _packed_source(self, name: str, shard: TokenShard, *, process_index: int, process_count: int,
-                       shuffle: bool, repeat: bool) -> grain.IterDataset:
+    def _text_stream(self, name: str, shard: TokenShard, *, shard_index: int, num_shards: int, shuffle: bool,
+                     repeat: bool, packing: str) -> grain.IterDataset:
         ds = grain.MapDataset.source(DocumentExamples(shard, self.boundary_id))
-        ds = ds[process_index::process_count]
-        if len(ds) == 0:
-            raise DataError(f"data source {name!r} has {len(shard)} training documents, fewer than the "
-                            f"{process_count} processes; add data or use fewer processes")
-        if shuffle:
-            seed = self.cfg.shuffle_seed + 7919 * self.source_names.index(name)
-            ds = ds.seed(seed).shuffle()
-        ds = ds.repeat(None if repeat else 1)
+        ds = self._shard_shuffle_repeat(name, ds, shard_index, num_shards, shuffle, repeat, shard)
         doc_lengths = np.diff(shard.offsets)
         # Reading a document is a slice of a memory-mapped array: prefetch threads would only add locking.
-        stream = pack(ds.to_iter_dataset(grain.ReadOptions(num_threads=0)), self.cfg.seq_len, self.cfg.packing,
+        stream = pack(ds.to_iter_dataset(grain.ReadOptions(num_threads=0)), self.cfg.seq_len, packing,
                       max_doc_tokens=int(doc_lengths.max()), seed=self.cfg.shuffle_seed)
-        if not repeat:
-            stream = mix_lib.RaiseWhenDry(stream, name, len(ds))
-        return mix_lib.tag_source(stream, self.source_names.index(name))
+        return self._dry_check(stream, name, repeat, len(ds))
 
-    def train_dataset(self, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
-        """This process's infinite (or, with on_exhausted=error, finite) stream of training batches."""
-        if self.cfg.batch_size % process_count:
-            raise ConfigError(f"data.batch_size={self.cfg.batch_size} is not divisible by {process_count} processes")
-        packed = {name: self._packed_source(name, p.train, process_index=process_index,
-                                            process_count=process_count, shuffle=True,
-                                            repeat=self.cfg.on_exhausted == "repeat")
-                  for name, p in self.sources.items()}
-        mixed = mix_lib.mix(packed, self.weights)
-        return mixed.batch(self.cfg.batch_size // process_count, drop_remainder=True)
+    def _row_stream(self, name: str, rows, *, shard_index: int, num_shards: int) -> grain.IterDataset:
+        """Sources whose elements are already whole rows (cached sequences, REDI pairs)."""
+        repeat = self.cfg.on_exhausted == "repeat"
+        ds = self._shard_shuffle_repeat(name, grain.MapDataset.source(rows), shard_index, num_shards, True,
+                                        repeat, rows)
+        return self._dry_check(ds.to_iter_dataset(grain.ReadOptions(num_threads=0)), name, repeat, len(ds))
 
-    def train_iterator(self, process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
-        """This process's shard of the training batches; its state goes into every checkpoint."""
-        return iter(self.train_dataset(process_index, process_count))
+    def _shard_shuffle_repeat(self, name, ds, shard_index, num_shards, shuffle, repeat, what):
+        ds = ds[shard_index::num_shards]
+        if len(ds) == 0:
+            raise DataError(f"data source {name!r} has {len(what)} training examples, fewer than the "
+                            f"{num_shards} data shards; add data or use fewer shards (data.num_shards)")
+        if shuffle:
+            ds = ds.seed(self.cfg.shuffle_seed + 7919 * self.source_names.index(name)).shuffle()
+        return ds.repeat(None if repeat else 1)
+
+    @staticmethod
+    def _dry_check(stream, name: str, repeat: bool, n: int):
+        return stream if repeat else mix_lib.RaiseWhenDry(stream, name, n)
+
+    def _source_stream(self, name: str, shard_index: int, num_shards: int) -> grain.IterDataset:
+        p = self.sources[name]
+        repeat = self.cfg.on_exhausted == "repeat"
+        if p.cache is not None:
+            stream = self._row_stream(name, p.cache, shard_index=shard_index, num_shards=num_shards)
+        elif p.pairs is not None:
+            stream = self._row_stream(name, p.pairs, shard_index=shard_index, num_shards=num_shards)
+        else:  # text, or "sft" traces packed first-fit so that a trace keeps its prompt
+            packing = "first_fit" if p.objective == "sft" else self.cfg.packing
+            stream = self._text_stream(name, p.train, shard_index=shard_index, num_shards=num_shards,
+                                       shuffle=True, repeat=repeat, packing=packing)
+        stream = mix_lib.tag_source(stream, self.source_names.index(name))
+        if self.teacher_k and p.cache is None:
+            stream = mix_lib.add_empty_teacher(stream, self.cfg.seq_len, self.teacher_k)
+        return stream
+
+    def source_examples(self, name: str):
+        """A text source's packed sequences in the order one data shard streams them (what a cache stores)."""
+        p = self.sources[name]
+        if p.train is None or _is_traces(p.config):
+            raise ConfigError(f"data source {name!r} is not a text source")
+        return iter(self._text_stream(name, p.train, shard_index=0, num_shards=1, shuffle=True, repeat=True,
+                                      packing=self.cfg.packing))
+
+    def train_dataset(self, shard_index: int = 0, num_shards: int = 1) -> grain.IterDataset:
+        """One data shard's stream of batches of data.batch_size / num_shards rows."""
+        streams = {name: self._source_stream(name, shard_index, num_shards) for name in self.sources}
+        return mix_lib.mix(streams, self.weights).batch(self.cfg.batch_size // num_shards, drop_remainder=True)
+
+    def num_shards(self, process_count: int) -> int:
+        return self.cfg.num_shards or process_count
+
+    def train_iterator(self, process_index: int = 0, process_count: int = 1,
+                       num_shards: int | None = None) -> shards_lib.ShardGroupIterator:
+        """This process's rows of the training batches; its state goes into every checkpoint."""
+        num_shards = num_shards or self.num_shards(process_count)
+        shards_lib.check_shards(num_shards, process_count, self.cfg.batch_size)
+        return shards_lib.ShardGroupIterator(lambda j: self.train_dataset(j, num_shards),
+                                             shards_lib.owned_shards(process_index, process_count, num_shards),
+                                             num_shards)
+
+    # ---------------------------------------------------------------- evaluation
+
+    def text_sources(self) -> list[str]:
+        """Sources of natural-language text (not traces): what held-out perplexity is measured on."""
+        return [n for n, p in self.sources.items() if p.heldout is not None]
 
     def heldout_batches(self, n_batches: int) -> list[dict[str, np.ndarray]]:
-        """The first n_batches of the held-out documents, mixed by weight, in stored order (a fixed eval set)."""
-        packed = {name: self._packed_source(name, p.heldout, process_index=0, process_count=1, shuffle=False,
-                                            repeat=True)
-                  for name, p in self.sources.items()}
-        it = iter(mix_lib.mix(packed, self.weights).batch(self.cfg.batch_size, drop_remainder=True))
-        batches = [next(it) for _ in range(n_batches)]
-        for b in batches:
-            b.pop("source_id")
-        return batches
+        """The first n_batches of the text sources' held-out documents, mixed by weight, in stored order."""
+        names = self.text_sources()
+        if not names:
+            return []
+        weights = mix_lib.normalize_weights({n: self.weights[n] for n in names})
+        packed = {name: self._text_stream(name, self.sources[name].heldout, shard_index=0, num_shards=1,
+                                          shuffle=False, repeat=True, packing=self.cfg.packing)
+                  for name in names}
+        it = iter(mix_lib.mix(packed, weights).batch(self.cfg.batch_size, drop_remainder=True))
+        return [next(it) for _ in range(n_batches)]
 
     def heldout_tokens(self, n_tokens: int, source: str | None = None) -> np.ndarray:
         """The first `n_tokens` of a source's held-out documents as one stream, each document after a BOS.
 
-        For runtimes that read one plain sequence (llama.cpp, transformers); defaults to the first source.
+        For runtimes that read one plain sequence (llama.cpp, transformers); defaults to the first text source.
         """
-        name = source or next(iter(self.sources))
+        name = source or self.text_sources()[0]
         shard = self.sources[name].heldout
         pieces, total = [], 0
         for index in range(len(shard)):
@@ -163,15 +289,12 @@ class Pipeline:
                 break
         return np.concatenate(pieces)[:n_tokens]
 
-    def pop_token_counts(self, batch: dict) -> dict[str, int]:
-        """Remove the batch's `source_id` (the model does not take it) and count its tokens per source.
-
-        Batches from elsewhere (a teacher cache) carry no source ids and count nothing here.
-        """
+    def token_counts(self, batch: dict) -> dict[str, int]:
+        """Non-padding tokens per source in a batch, from its `source_id` (empty for untagged batches)."""
         if "source_id" not in batch:
             return {}
-        return mix_lib.token_counts(batch.pop("source_id"), batch["segment_ids"], self.source_names)
+        return mix_lib.token_counts(batch["source_id"], batch["segment_ids"], self.source_names)
 
 
-def build_pipeline(cfg: DataConfig) -> Pipeline:
-    return Pipeline(cfg)
+def build_pipeline(cfg: DataConfig, *, teacher_cache: str = "", vocab_size: int | None = None) -> Pipeline:
+    return Pipeline(cfg, teacher_cache=teacher_cache, vocab_size=vocab_size)

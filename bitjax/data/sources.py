@@ -6,6 +6,7 @@ A source is named by a URI, `KIND:LOCATION`:
   jsonl:PATH                      one JSON object per line
   arrayrecord:PATH                an ArrayRecord file whose records are UTF-8 JSON objects (same fields as JSONL)
   tokens:DIR                      pre-tokenized shards (see `bitjax.data.tokenize`), no text at all
+  traces:PATH                     teacher traces written by `bitjax traces` (read by bitjax.traces)
 
 A text document is `{"id": str, "text": str, "prompt": str}`; `prompt` is empty unless the source names a
 prompt field (prompt/completion pairs, teacher traces), in which case the prompt is not trained on.
@@ -182,9 +183,9 @@ def write_arrayrecord(path: str | Path, records: list[dict]) -> None:
 
 def parse_uri(uri: str) -> tuple[str, str]:
     kind, sep, location = uri.partition(":")
-    if not sep or kind not in ("tfds", "jsonl", "arrayrecord", "tokens") or not location:
+    if not sep or kind not in ("tfds", "jsonl", "arrayrecord", "tokens", "traces") or not location:
         raise ConfigError(f"data source {uri!r} is not KIND:LOCATION with KIND one of tfds, jsonl, arrayrecord, "
-                          "tokens (e.g. tfds:shakespeare, jsonl:data/rephrased/shakespeare.jsonl)")
+                          "tokens, traces (e.g. tfds:shakespeare, jsonl:data/rephrased/shakespeare.jsonl)")
     if kind == "tfds" and location not in SHIPPED_CORPORA:
         raise ConfigError(f"data source {uri!r}: known TFDS corpora are {', '.join(sorted(SHIPPED_CORPORA))}")
     return kind, location
@@ -201,7 +202,7 @@ def load_documents(uri: str, fields: Fields = Fields()) -> list[dict]:
     elif kind == "arrayrecord":
         docs = list(read_arrayrecord(location, fields))
     else:
-        raise ConfigError(f"data source {uri!r} is pre-tokenized and has no text")
+        raise ConfigError(f"data source {uri!r} has no plain documents (pre-tokenized or traces)")
     if not docs:
         raise DataError(f"{location}: the source holds no documents")
     return docs

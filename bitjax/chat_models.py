@@ -1,0 +1,111 @@
+"""Chat models that write text for bitjax: the rephraser's generator and the teacher that samples traces.
+
+    model = open_chat_model("smollm2")            # the embedded SmolLM2-135M-Instruct GGUF (llama.cpp)
+    model = open_chat_model("path/model.gguf")    # any GGUF chat model (llama-cpp-python)
+    model = open_chat_model("path/hf_model_dir")  # a transformers causal LM from a local directory
+    prompt = model.render([{"role": "user", "content": "2 + 3 = ?"}])   # the model's own chat template
+    out = model.complete(prompt, max_new_tokens=128, temperature=0.7, top_p=0.9, seed=0)
+
+`render` returns the exact text the model is prompted with (its chat template, generation prompt
+included), so a trace can record it and a student can be trained on the same prompt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from bitjax.config import ConfigError
+from bitjax.llama_cpp_runtime import embedded_gguf, plain_cpu_buffers
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str          # "stop" (the model ended its turn) or "length" (max_new_tokens reached)
+    tokens: int                 # completion tokens generated
+
+
+class LlamaCppChatModel:
+    """A GGUF chat model through llama-cpp-python, prompted with the chat template stored in the GGUF."""
+
+    def __init__(self, path: Path, *, n_ctx: int = 2048, n_threads: int = 1, seed: int = 0):
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        with plain_cpu_buffers():
+            self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, seed=seed, verbose=False)
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ConfigError(f"{path} stores no chat template (tokenizer.chat_template); use a chat model")
+        eos, bos = self.llm.token_eos(), self.llm.token_bos()
+        self.eos_text = self.llm._model.token_get_text(eos) if eos != -1 else ""
+        bos_text = self.llm._model.token_get_text(bos) if bos != -1 else ""
+        self._formatter = Jinja2ChatFormatter(template, eos_token=self.eos_text, bos_token=bos_text)
+        self.name = f"llama.cpp:{path.name}"
+
+    def render(self, messages: list[dict]) -> str:
+        return self._formatter(messages=messages).prompt
+
+    def complete(self, prompt: str, *, max_new_tokens: int, temperature: float, top_p: float,
+                 seed: int) -> Completion:
+        # The rendered prompt already holds its special tokens: tokenize them as such, add no BOS.
+        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        out = self.llm.create_completion(prompt=tokens, max_tokens=max_new_tokens, temperature=temperature,
+                                         top_p=top_p, seed=seed, stop=[self.eos_text] if self.eos_text else [])
+        choice = out["choices"][0]
+        return Completion(choice["text"].strip(), choice["finish_reason"] or "stop",
+                          int(out["usage"]["completion_tokens"]))
+
+    def __call__(self, user_message: str, settings, seed: int) -> str:
+        """One user turn -> the reply (the rephraser's call)."""
+        return self.complete(self.render([{"role": "user", "content": user_message}]),
+                             max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                             top_p=settings.top_p, seed=seed).text
+
+
+class TransformersChatModel:
+    """A Hugging Face causal LM from a local directory, prompted with its tokenizer's chat template."""
+
+    def __init__(self, directory: Path, *, n_threads: int = 1, **_):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.set_num_threads(n_threads)
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        self.model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True).eval()
+        self.name = f"transformers:{directory.name}"
+
+    def render(self, messages: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def complete(self, prompt: str, *, max_new_tokens: int, temperature: float, top_p: float,
+                 seed: int) -> Completion:
+        ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        self.torch.manual_seed(seed)
+        with self.torch.no_grad():
+            out = self.model.generate(ids, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                                      temperature=temperature if temperature > 0 else None,
+                                      top_p=top_p if temperature > 0 else None,
+                                      pad_token_id=self.tokenizer.eos_token_id)
+        new = out[0, ids.shape[1]:]
+        ended = len(new) > 0 and int(new[-1]) == self.tokenizer.eos_token_id
+        return Completion(self.tokenizer.decode(new, skip_special_tokens=True).strip(),
+                          "stop" if ended or len(new) < max_new_tokens else "length", int(len(new)))
+
+    def __call__(self, user_message: str, settings, seed: int) -> str:
+        return self.complete(self.render([{"role": "user", "content": user_message}]),
+                             max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                             top_p=settings.top_p, seed=seed).text
+
+
+def open_chat_model(spec: str, *, n_ctx: int = 2048, n_threads: int = 1, seed: int = 0):
+    """`smollm2` (the embedded GGUF), a `.gguf` file (llama.cpp) or a model directory (transformers)."""
+    path = embedded_gguf() if spec in ("smollm2", "gguf:smollm2") else Path(spec.removeprefix("gguf:"))
+    if path.is_file() and path.suffix == ".gguf":
+        return LlamaCppChatModel(path, n_ctx=n_ctx, n_threads=n_threads, seed=seed)
+    path = Path(spec.removeprefix("hf:"))
+    if path.is_dir() and (path / "config.json").is_file():
+        return TransformersChatModel(path, n_threads=n_threads)
+    raise ConfigError(f"chat model {spec!r}: expected 'smollm2', a .gguf file or a transformers model directory")

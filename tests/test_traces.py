@@ -1,0 +1,209 @@
+"""Teacher traces: answer extraction, the held-out split, sampling and labelling, checked reading, pairing,
+and the trace sources of the data pipeline (SFT rows and REDI pair rows)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bitjax import traces
+from bitjax.chat_models import Completion
+from bitjax.config import DataConfig, SourceConfig
+from bitjax.data import build_pipeline
+
+
+@pytest.mark.parametrize("text, want", [
+    ("3 + 4 = 7 apples.\n#### 7", "7"),
+    ("The answer is 1,250 apples, not 12.", "1250"),
+    ("so \\boxed{42} and then 13", "42"),
+    ("He pays $12.50 in total.", "12.5"),
+    ("She is left with -3", "-3"),
+    ("first 12, then 15.", "15"),
+    ("no number at all", None),
+])
+def test_final_answer_extraction(text, want):
+    assert traces.extract_answer(text) == want
+
+
+def test_answers_compare_as_numbers():
+    assert traces.is_correct("28080", "28080") and traces.is_correct("28080.0", "28080")
+    assert not traces.is_correct("2808", "28080") and not traces.is_correct(None, "3")
+
+
+def test_heldout_prompts_share_no_template_with_training_prompts():
+    train, heldout = traces.gsm_symbolic_prompts("train", 40), traces.gsm_symbolic_prompts("heldout", 20)
+    assert len(train) == 40 and len(heldout) == 20
+    assert all(p["template"] % traces.HELDOUT_TEMPLATE_EVERY == 0 for p in heldout)
+    assert not {p["template"] for p in train} & {p["template"] for p in heldout}
+    assert not {p["question"] for p in train} & {p["question"] for p in heldout}
+    assert traces.gsm_symbolic_prompts("train", 40) == train     # deterministic
+    assert all(traces.parse_number(p["gold"]) is not None for p in train + heldout)
+
+
+class ScriptedTeacher:
+    """Answers correctly on even sample seeds' parity, otherwise off by one; counts its calls."""
+
+    name = "scripted"
+
+    def __init__(self, prompts):
+        self.gold = {p["question"]: p["gold"] for p in prompts}
+        self.calls = 0
+
+    def render(self, messages):
+        return f"<user>{messages[0]['content']}</user><assistant>"
+
+    def complete(self, prompt, *, max_new_tokens, temperature, top_p, seed):
+        self.calls += 1
+        gold = int(self.gold[prompt[len("<user>"):-len("</user><assistant>")]])
+        answer = gold if seed % 2 == 0 else gold + 1
+        return Completion(f"Let me think. 2 + 2 = 4.\n#### {answer}", "stop", 12)
+
+
+@pytest.fixture
+def prompts():
+    return traces.gsm_symbolic_prompts("train", 6)
+
+
+def test_sampling_labels_by_the_verified_answer_and_resumes(tmp_path, prompts):
+    out = tmp_path / "traces.jsonl"
+    teacher = ScriptedTeacher(prompts)
+    summary = traces.sample_traces(teacher, prompts[:3], out, split="train", samples=4, progress=False)
+    assert summary["written"] == 12
+    records = traces.read_traces(out)
+    for r in records:
+        seed = traces.sample_seed(0, r["prompt_id"], r["sample"])
+        assert r["label"] == ("positive" if seed % 2 == 0 else "negative")
+        assert r["prompt"] == teacher.render([{"role": "user", "content": r["question"]}])
+        assert r["teacher"] == "scripted" and r["settings"]["max_new_tokens"] == 192
+    # a run killed mid-line: the torn line goes, complete ones stay, only the missing samples are drawn
+    with out.open("a") as f:
+        f.write('{"id": "torn')
+    again = ScriptedTeacher(prompts)
+    summary = traces.sample_traces(again, prompts, out, split="train", samples=4, progress=False)
+    assert summary["already_done"] == 12 and summary["written"] == 12 and again.calls == 12
+    assert len(traces.read_traces(out)) == 24
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, prompts):
+    out = tmp_path / "traces.jsonl"
+    traces.sample_traces(ScriptedTeacher(prompts), prompts[:1], out, split="train", samples=1, progress=False)
+    with pytest.raises(traces.ConfigError, match="written with settings"):
+        traces.sample_traces(ScriptedTeacher(prompts), prompts[:1], out, split="train", samples=2, progress=False,
+                             settings=traces.SamplingSettings(temperature=1.0))
+
+
+def record(prompt_id, completion, gold, label, **kw):
+    return {"id": f"{prompt_id}#{kw.get('sample', 0)}", "prompt_id": prompt_id, "prompt": f"Q{prompt_id}? ",
+            "completion": completion, "gold": gold, "label": label, **kw}
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.mark.parametrize("bad, match", [
+    (record("p", "#### 4", "four", "negative"), r"traces.jsonl:2: the gold answer 'four' is not a number"),
+    (record("p", "#### 5", "4", "positive"), r"traces.jsonl:2: labelled positive but .* '5' against gold '4'"),
+    (record("p", "#### 4", "4", "maybe"), r"traces.jsonl:2: label 'maybe'"),
+    ({"prompt_id": "p"}, r"traces.jsonl:2: missing field\(s\) prompt, completion, gold, label"),
+])
+def test_bad_trace_records_are_named_by_file_and_line(tmp_path, bad, match):
+    path = write_jsonl(tmp_path / "traces.jsonl", [record("a", "so #### 3", "3", "positive"), bad])
+    with pytest.raises(traces.TraceError, match=match):
+        traces.read_traces(path)
+
+
+def test_unparsable_json_line(tmp_path):
+    path = tmp_path / "traces.jsonl"
+    path.write_text(json.dumps(record("a", "#### 3", "3", "positive")) + "\n{not json\n")
+    with pytest.raises(traces.TraceError, match=r"traces.jsonl:2: not a JSON line"):
+        traces.read_traces(path)
+
+
+def test_redi_pairs_each_positive_with_a_negative_of_its_own_prompt():
+    records = [record("a", "#### 1", "1", "positive", sample=0), record("a", "#### 2", "1", "negative", sample=1),
+               record("a", "#### 1", "1", "positive", sample=2), record("b", "#### 9", "1", "negative"),
+               record("c", "#### 5", "5", "positive"), record("d", "#### 7", "8", "negative", sample=0),
+               record("d", "#### 8", "8", "positive", sample=1)]
+    pos, neg = traces.redi_pairs(records)
+    assert [p["id"] for p in pos] == ["a#0", "a#2", "d#1"]
+    assert [n["id"] for n in neg] == ["a#1", "a#1", "d#0"]     # b has no positive, c no negative
+    assert all(p["prompt"] == n["prompt"] for p, n in zip(pos, neg))
+    assert [d["id"] for d in traces.sft_documents(records)] == ["a#0", "a#2", "c#0", "d#1"]
+
+
+# --------------------------------------------------------------------------- trace sources in the pipeline
+
+@pytest.fixture
+def trace_file(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for p in range(6):
+        for s in range(3):
+            gold = str(10 + p)
+            answer = gold if s == 0 else str(20 + s)
+            words = " ".join(rng.choice(["add", "then", "apples", "so", "each"], size=5 + 3 * s))
+            rows.append(record(f"q{p}", f"{words} #### {answer}", gold, "positive" if s == 0 else "negative",
+                               sample=s))
+    return write_jsonl(tmp_path / "traces.jsonl", rows)
+
+
+def trace_config(trace_file, objective, **kw):
+    srcs = (SourceConfig("natural", "tfds:shakespeare", 0.5),
+            SourceConfig("traces", f"traces:{trace_file}", 0.5, objective=objective))
+    return DataConfig(**{"sources": srcs, "vocab_size": 512, "seq_len": 64, "batch_size": 8, **kw})
+
+
+def test_sft_rows_train_on_positive_completions_only(trace_file):
+    from bitjax import tokenizer as tokenizer_lib
+    pipeline = build_pipeline(trace_config(trace_file, "sft"))
+    tok = tokenizer_lib.load(pipeline.tokenizer_path)
+    it = pipeline.train_iterator()
+    rows = [r for b in (next(it) for _ in range(6)) for r in _rows(b) if r["source_id"] == 1]
+    assert rows
+    for row in rows:
+        for seg in set(row["segment_ids"]) - {0}:
+            where = row["segment_ids"] == seg
+            trained = tok.decode(row["targets"][where & (row["loss_mask"] == 1)].tolist())
+            prompt = tok.decode(row["targets"][where & (row["loss_mask"] == 0)].tolist())
+            assert "####" in trained and "?" not in trained     # the completion, not the prompt
+            assert prompt.startswith("Q") or prompt == ""        # prompt tokens are input only
+            answer = traces.extract_answer(trained.replace(tokenizer_lib.EOS, ""))
+            assert answer is not None and int(answer) < 20       # positives only
+
+
+def test_redi_rows_hold_a_positive_and_a_negative_of_one_prompt(trace_file):
+    from bitjax import tokenizer as tokenizer_lib
+    pipeline = build_pipeline(trace_config(trace_file, "redi"))
+    tok = tokenizer_lib.load(pipeline.tokenizer_path)
+    it = pipeline.train_iterator()
+    rows = [r for b in (next(it) for _ in range(6)) for r in _rows(b) if r["source_id"] == 1]
+    assert rows
+    for row in rows:
+        assert set(row["segment_ids"]) <= {0, 1, 2}
+        texts = {}
+        for seg in (1, 2):
+            where = row["segment_ids"] == seg
+            assert row["positions"][where][0] == 0 and row["inputs"][where][0] == pipeline.boundary_id
+            texts[seg] = (tok.decode(row["inputs"][where & (row["loss_mask"] == 0)].tolist()),
+                          tok.decode(row["targets"][where & (row["loss_mask"] == 1)].tolist()))
+        assert texts[1][0] == texts[2][0]                                   # the same prompt
+        pos, neg = (traces.extract_answer(texts[s][1].replace(tokenizer_lib.EOS, "")) for s in (1, 2))
+        assert int(pos) < 20 <= int(neg)
+
+
+def test_redi_pairs_longer_than_a_row_are_refused_with_the_fix(trace_file):
+    with pytest.raises(traces.ConfigError, match="none of its .* REDI pairs fits in data.seq_len=8"):
+        build_pipeline(trace_config(trace_file, "redi", seq_len=8))
+
+
+def test_a_text_objective_on_traces_is_a_config_error(trace_file):
+    with pytest.raises(traces.ConfigError, match="must be 'sft' or 'redi'"):
+        SourceConfig("t", f"traces:{trace_file}", objective="kd")
+    with pytest.raises(traces.ConfigError, match="need a traces: source"):
+        SourceConfig("t", "tfds:shakespeare", objective="redi")
+
+
+def _rows(batch):
+    return [{k: v[i] for k, v in batch.items()} for i in range(len(batch["inputs"]))]
