@@ -35,7 +35,7 @@ STUDENTS = {
 
 
 def teacher_row(cfg, n_batches: int) -> dict:
-    pipeline = data_lib.build_pipeline(cfg.data)
+    pipeline = data_lib.build_pipeline(cfg.data, text_only=True)
     report = teacher_perplexity(open_teacher(cfg.distill.teacher), pipeline, n_batches)
     # The teacher's greedy completions of the held-out problems are the eval file itself (bitjax traces, T=0).
     problems = {r["prompt_id"]: r for r in traces_lib.read_traces(cfg.eval_prompts)}

@@ -40,7 +40,7 @@ def cache_teacher(cfg: TrainConfig, teacher_spec: str, out: str | Path, *, k: in
                   num_shards: int = 4, logprob_dtype: str = "float16", progress: bool = True) -> dict:
     """Write one cache per "kd" source under `out`; returns {source: manifest} (empty while unfinished)."""
     counts = examples_per_source(cfg, n_examples)
-    pipeline = data_lib.build_pipeline(cfg.data)
+    pipeline = data_lib.build_pipeline(cfg.data, text_only=True)
     teacher = open_teacher(teacher_spec)
     if teacher.vocab_size != pipeline.vocab_size:
         raise ConfigError(

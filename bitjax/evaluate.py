@@ -35,7 +35,7 @@ def load_trained(run_dir: str | Path, step: int | None = None):
 
 
 def _pipeline(run_dir: Path, cfg):
-    pipeline = data_lib.build_pipeline(cfg.data)
+    pipeline = data_lib.build_pipeline(cfg.data, text_only=True)
     run_tokenizer = run_dir / "tokenizer.json"
     if run_tokenizer.exists() and fingerprint(load(run_tokenizer)) != pipeline.tokenizer_fingerprint:
         raise ConfigError(f"{run_tokenizer} differs from the tokenizer the data pipeline builds now; "

@@ -46,7 +46,11 @@ class SourceObjectives:
 
 def batch_loss(logits_BLV: Float[Array, "B L V"], batch: dict, table: SourceObjectives, cfg: TrainConfig,
                step) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The batch loss and its parts: `ce`, `kd`, `kd_weight`, `redi/*` and `loss/<source>` (NaN if absent)."""
+    """The batch loss and its parts: `ce`, `kd`, `kd_weight`, `redi`, `redi/*` and `loss/<source>`.
+
+    A part whose rows are absent from the batch is NaN (the trainer leaves it out of the logs); the
+    loss itself is always finite for finite logits.
+    """
     d = cfg.distill
     mask_BL = batch["loss_mask"].astype(jnp.float32)
     onehot_BS = jax.nn.one_hot(batch["source_id"], len(table.names), dtype=jnp.float32)
@@ -88,4 +92,6 @@ def batch_loss(logits_BLV: Float[Array, "B L V"], batch: dict, table: SourceObje
 
 
 def _weighted_mean(values, weights):
-    return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1e-9)
+    """NaN when nothing carries weight: a metric of rows absent from this batch (left out of the logs)."""
+    total = jnp.sum(weights)
+    return jnp.where(total > 0, jnp.sum(values * weights) / jnp.maximum(total, 1e-9), jnp.nan)

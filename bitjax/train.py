@@ -218,9 +218,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
                     f"(step {last_good_checkpoint}) is kept in {checkpointer.directory}. Lower optim.peak_lr "
                     "(e.g. --set optim.peak_lr=...) or check the data, then rerun the same command to resume")
         now = time.perf_counter()
-        # a source absent from the last batch reports no loss of its own (NaN by construction)
-        latest = {k: float(v) for k, v in host[-1][1].items()
-                  if not (k.startswith("loss/") and np.isnan(v))} if host else {}
+        # parts of the loss whose rows were absent from the last batch are NaN by construction: not logged
+        latest = {k: float(v) for k, v in host[-1][1].items() if k == "loss" or not np.isnan(v)} if host else {}
         if host:
             latest["tokens_per_sec"] = tokens_since / max(now - t_last, 1e-9)
             t_last, tokens_since = now, 0

@@ -21,7 +21,7 @@ from bitjax.config import CheckpointConfig, DataConfig, DistillConfig, OptimConf
 from bitjax.model import ModelConfig
 
 DATA = Path(__file__).resolve().parent.parent / "data"
-TRACES = DATA / "traces" / "gsm_symbolic_train.jsonl"
+TRACES = DATA / "traces" / "train.jsonl"
 
 
 def get_config() -> TrainConfig:

@@ -146,3 +146,14 @@ def test_storage_per_token_against_full_vocabulary():
     spec = CacheSpec(teacher="x", tokenizer_fingerprint="x", vocab_size=49152, k=32, seq_len=128)
     assert spec.bytes_per_token() == 32 * (2 + 2) + 4
     assert spec.bytes_per_token() * 100 < 49152 * 2
+
+
+def test_record_with_misaligned_positions_is_named(tmp_path):
+    """A record whose teacher arrays do not line up with its L tokens is refused with the record named."""
+    exs = examples(2)
+    short = {k: v[:-1] for k, v in exs[1].items()}          # one position fewer than the manifest's L
+    write_cache(tmp_path, SPEC, [exs[0], short], fake_topk, progress=False)
+    cache = TopKCache(tmp_path)
+    cache[cache.example(0)]
+    with pytest.raises(CacheError, match=r"record 1 field 'inputs' has shape \(15,\).*misaligned"):
+        cache[cache.example(1)]

@@ -207,3 +207,18 @@ def test_a_text_objective_on_traces_is_a_config_error(trace_file):
 
 def _rows(batch):
     return [{k: v[i] for k, v in batch.items()} for i in range(len(batch["inputs"]))]
+
+
+def test_training_on_a_bad_trace_file_is_a_one_line_error(tmp_path, capsys):
+    from bitjax.cli import main
+    bad = write_jsonl(tmp_path / "bad.jsonl", [record("a", "so #### 3", "three", "negative")])
+    recipe = tmp_path / "recipe.py"
+    recipe.write_text(
+        "from bitjax.config import DataConfig, SourceConfig, TrainConfig\n"
+        "def get_config():\n"
+        "    return TrainConfig(data=DataConfig(sources=(SourceConfig('natural', 'tfds:shakespeare'),\n"
+        f"        SourceConfig('t', 'traces:{bad}', objective='sft')), vocab_size=512, seq_len=32, batch_size=4))\n")
+    assert main(["train", str(recipe), "--workdir", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("bitjax: error")]
+    assert len(err) == 1 and "bad.jsonl:1: the gold answer 'three' is not a number" in err[0]
+    assert not (tmp_path / "run" / "checkpoints").exists()

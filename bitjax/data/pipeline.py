@@ -112,9 +112,11 @@ class Pipeline:
     `teacher_cache`: the directory of per-source teacher caches; "kd" sources then read their cached
     sequences and teacher fields from `teacher_cache/<name>`. Without it, "kd" sources stream their text
     like "ce" sources (this is how `bitjax cache-teacher` reads the sequences it caches).
+    `text_only`: leave trace sources out (for callers that read text alone: caching, evaluation).
     """
 
-    def __init__(self, cfg: DataConfig, *, teacher_cache: str = "", vocab_size: int | None = None):
+    def __init__(self, cfg: DataConfig, *, teacher_cache: str = "", vocab_size: int | None = None,
+                 text_only: bool = False):
         self.cfg = cfg
         self.tokenizer_path = _tokenizer_path(cfg)
         tok = tokenizer_lib.load(self.tokenizer_path)
@@ -125,8 +127,8 @@ class Pipeline:
         self.source_names = [s.name for s in cfg.sources]
         self.sources: dict[str, PreparedSource] = {}
         for src in cfg.sources:
-            if src.name not in self.weights:
-                continue  # weight 0: not read at all
+            if src.name not in self.weights or (text_only and _is_traces(src)):
+                continue  # weight 0 (or traces, for callers that only read text): not read at all
             self.sources[src.name] = self._prepare(src, tok)
         self.teacher_k = 0
         if teacher_cache:
@@ -296,5 +298,6 @@ class Pipeline:
         return mix_lib.token_counts(batch["source_id"], batch["segment_ids"], self.source_names)
 
 
-def build_pipeline(cfg: DataConfig, *, teacher_cache: str = "", vocab_size: int | None = None) -> Pipeline:
-    return Pipeline(cfg, teacher_cache=teacher_cache, vocab_size=vocab_size)
+def build_pipeline(cfg: DataConfig, *, teacher_cache: str = "", vocab_size: int | None = None,
+                   text_only: bool = False) -> Pipeline:
+    return Pipeline(cfg, teacher_cache=teacher_cache, vocab_size=vocab_size, text_only=text_only)

@@ -52,7 +52,7 @@ def heldout_tokens(run: RunCheckpoint, n_tokens: int) -> np.ndarray:
     from bitjax import data as data_lib
     from bitjax import tokenizer as tokenizer_lib
 
-    pipeline = data_lib.build_pipeline(run.train_config.data)
+    pipeline = data_lib.build_pipeline(run.train_config.data, text_only=True)
     fingerprint = tokenizer_lib.fingerprint(tokenizer_lib.load(run.tokenizer_path))
     if pipeline.tokenizer_fingerprint != fingerprint:
         raise ExportError(f"{run.tokenizer_path} differs from the tokenizer the run's data config builds now; "
