@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import grain
-import jax
 import orbax.checkpoint as ocp
 
 from bitjax.config import ConfigError, TrainConfig

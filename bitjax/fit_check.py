@@ -16,7 +16,6 @@ import os
 import re
 
 import jax
-import jax.numpy as jnp
 
 from bitjax.config import ConfigError, TrainConfig
 

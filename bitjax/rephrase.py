@@ -12,14 +12,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from tqdm import tqdm
 
+from bitjax import jsonl_output
+from bitjax.chat_models import open_chat_model
 from bitjax.config import ConfigError
 from bitjax.data import sources
-from bitjax.chat_models import open_chat_model
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "data" / "rephrase"
 DEFAULT_FORMATS = ("qa", "textbook", "summary")
@@ -62,8 +62,7 @@ def make_generator(spec: str, settings: Settings, n_threads: int):
 
 
 def pair_seed(seed: int, source_id: str, fmt: str) -> int:
-    digest = hashlib.sha256(f"{seed}|{source_id}|{fmt}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+    return jsonl_output.stable_seed(seed, source_id, fmt)
 
 
 def passage_of(text: str, max_chars: int) -> str:
@@ -74,16 +73,11 @@ def passage_of(text: str, max_chars: int) -> str:
 
 def read_done(out: Path) -> tuple[set[tuple[str, str]], dict | None]:
     """Pairs already in the output, and the provenance of its first record; drops a torn last line."""
+    jsonl_output.drop_torn_line(out)
     if not out.exists():
         return set(), None
-    data = out.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        with out.open("r+b") as f:  # a run killed mid-write: keep every complete line
-            f.truncate(cut)
-        data = data[:cut]
     done, first = set(), None
-    for lineno, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(out.read_text(encoding="utf-8").splitlines(), start=1):
         try:
             record = json.loads(line)
             done.add((record["source_id"], record["format"]))
@@ -103,9 +97,7 @@ def rephrase(source_uri: str, out: str | Path, *, formats: list[str], generator:
     docs = sources.load_documents(source_uri, fields)[:limit]
     done, first = read_done(out)
     settings_dict = dataclasses.asdict(settings)
-    if first is not None and first.get("settings") != settings_dict:
-        raise ConfigError(f"{out} was written with settings {first.get('settings')}, not {settings_dict}; "
-                          "rerun with the same settings to resume, or pass a new --out")
+    jsonl_output.check_settings(out, first, settings_dict)
     todo = [(doc, fmt) for doc in docs for fmt in formats if (doc["id"], fmt) not in done]
     summary = {"output": str(out), "already_done": len(done), "written": 0, "empty": 0}
     if not todo:
@@ -125,8 +117,6 @@ def rephrase(source_uri: str, out: str | Path, *, formats: list[str], generator:
             record = {"id": f"{doc['id']}#{fmt}", "text": text, "source": source_uri, "source_id": doc["id"],
                       "source_chars": len(passage), "format": fmt, "generator": gen.name,
                       "settings": settings_dict, "prompt_sha256": prompt_sha[fmt]}
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            jsonl_output.append(f, record)
             summary["written"] += 1
     return summary

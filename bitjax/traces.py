@@ -18,16 +18,15 @@ file line by line, and `sft_documents` / `redi_pairs` turn it into training exam
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Iterable
 
 from tqdm import tqdm
 
+from bitjax import jsonl_output
 from bitjax.config import ConfigError
 
 LABELS = ("positive", "negative")
@@ -128,8 +127,7 @@ def is_correct(answer: str | None, gold: str) -> bool:
 # --------------------------------------------------------------------------- sampling
 
 def sample_seed(seed: int, prompt_id: str, sample: int) -> int:
-    digest = hashlib.sha256(f"{seed}|{prompt_id}|{sample}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+    return jsonl_output.stable_seed(seed, prompt_id, sample)
 
 
 def sample_traces(model, prompts: list[dict], out: str | Path, *, split: str, samples: int,
@@ -138,9 +136,7 @@ def sample_traces(model, prompts: list[dict], out: str | Path, *, split: str, sa
     out = Path(out)
     done, first = _read_done(out)
     settings_dict = dataclasses.asdict(settings)
-    if first is not None and first.get("settings") != settings_dict:
-        raise ConfigError(f"{out} was written with settings {first.get('settings')}, not {settings_dict}; "
-                          "rerun with the same settings to resume, or pass a new --out")
+    jsonl_output.check_settings(out, first, settings_dict)
     todo = [(p, s) for p in prompts for s in range(samples) if (p["prompt_id"], s) not in done]
     summary = {"output": str(out), "already_done": len(done), "written": 0, "positive": 0}
     if not todo:
@@ -160,9 +156,7 @@ def sample_traces(model, prompts: list[dict], out: str | Path, *, split: str, sa
                       "completion": completion.text, "finish_reason": completion.finish_reason,
                       "answer": answer, "label": label, "teacher": model.name, "settings": settings_dict,
                       "sample": sample}
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            jsonl_output.append(f, record)
             summary["written"] += 1
             summary["positive"] += label == "positive"
             bar.update(1)
@@ -172,15 +166,11 @@ def sample_traces(model, prompts: list[dict], out: str | Path, *, split: str, sa
 
 def _read_done(out: Path) -> tuple[set[tuple[str, int]], dict | None]:
     """(prompt_id, sample) pairs already in `out` and its first record; a torn last line is dropped."""
-    if not out.exists():
+    jsonl_output.drop_torn_line(out)
+    if not out.exists() or not out.stat().st_size:
         return set(), None
-    data = out.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        with out.open("r+b") as f:   # a run killed mid-write: keep every complete line
-            f.truncate(cut)
-    records = read_traces(out) if out.stat().st_size else []
-    return {(r["prompt_id"], int(r["sample"])) for r in records}, (records[0] if records else None)
+    records = read_traces(out)
+    return {(r["prompt_id"], int(r["sample"])) for r in records}, records[0]
 
 
 # --------------------------------------------------------------------------- reading

@@ -28,7 +28,6 @@ from bitjax import checkpoint as ckpt_lib
 from bitjax import data as data_lib
 from bitjax import distill, objective, quant
 from bitjax import sharding as sharding_lib
-from bitjax.data import shards as shards_lib
 from bitjax.config import TrainConfig
 from bitjax.layers import QuantStrength
 from bitjax.model import Transformer, count_params

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from bitjax import tokenizer as tokenizer_lib
 from bitjax import traces
 from bitjax.chat_models import Completion
 from bitjax.config import DataConfig, SourceConfig
@@ -155,13 +156,17 @@ def trace_config(trace_file, objective, **kw):
     return DataConfig(**{"sources": srcs, "vocab_size": 512, "seq_len": 64, "batch_size": 8, **kw})
 
 
-def test_sft_rows_train_on_positive_completions_only(trace_file):
-    from bitjax import tokenizer as tokenizer_lib
-    pipeline = build_pipeline(trace_config(trace_file, "sft"))
-    tok = tokenizer_lib.load(pipeline.tokenizer_path)
+def trace_rows(trace_file, objective):
+    """The trace source's rows among the first 6 batches, the pipeline and its tokenizer."""
+    pipeline = build_pipeline(trace_config(trace_file, objective))
     it = pipeline.train_iterator()
     rows = [r for b in (next(it) for _ in range(6)) for r in _rows(b) if r["source_id"] == 1]
     assert rows
+    return rows, pipeline, tokenizer_lib.load(pipeline.tokenizer_path)
+
+
+def test_sft_rows_train_on_positive_completions_only(trace_file):
+    rows, _, tok = trace_rows(trace_file, "sft")
     for row in rows:
         for seg in set(row["segment_ids"]) - {0}:
             where = row["segment_ids"] == seg
@@ -174,12 +179,7 @@ def test_sft_rows_train_on_positive_completions_only(trace_file):
 
 
 def test_redi_rows_hold_a_positive_and_a_negative_of_one_prompt(trace_file):
-    from bitjax import tokenizer as tokenizer_lib
-    pipeline = build_pipeline(trace_config(trace_file, "redi"))
-    tok = tokenizer_lib.load(pipeline.tokenizer_path)
-    it = pipeline.train_iterator()
-    rows = [r for b in (next(it) for _ in range(6)) for r in _rows(b) if r["source_id"] == 1]
-    assert rows
+    rows, pipeline, tok = trace_rows(trace_file, "redi")
     for row in rows:
         assert set(row["segment_ids"]) <= {0, 1, 2}
         texts = {}
