@@ -245,13 +245,14 @@ class Pipeline:
         streams = {name: self._source_stream(name, shard_index, num_shards) for name in self.sources}
         return mix_lib.mix(streams, self.weights).batch(self.cfg.batch_size // num_shards, drop_remainder=True)
 
-    def num_shards(self, process_count: int) -> int:
+    def default_shards(self, process_count: int) -> int:
+        """data.num_shards, or one shard per process."""
         return self.cfg.num_shards or process_count
 
     def train_iterator(self, process_index: int = 0, process_count: int = 1,
                        num_shards: int | None = None) -> shards_lib.ShardGroupIterator:
         """This process's rows of the training batches; its state goes into every checkpoint."""
-        num_shards = num_shards or self.num_shards(process_count)
+        num_shards = num_shards or self.default_shards(process_count)
         shards_lib.check_shards(num_shards, process_count, self.cfg.batch_size)
         return shards_lib.ShardGroupIterator(lambda j: self.train_dataset(j, num_shards),
                                              shards_lib.owned_shards(process_index, process_count, num_shards),
