@@ -54,6 +54,16 @@ def test_realized_mix_within_one_point_over_10000_sequences(rephrased_jsonl, wei
     assert abs(frac_tokens - want) < 0.01  # concat-then-split pads only at the end of a finite stream
 
 
+def test_realized_mix_follows_weights_by_name_not_by_order(rephrased_jsonl):
+    """Sources listed out of alphabetical order each get their own weight."""
+    srcs = (SourceConfig("zz_natural", "tfds:shakespeare", 0.7), SourceConfig("aa_rephrased",
+                                                                            f"jsonl:{rephrased_jsonl}", 0.3))
+    pipeline = build_pipeline(DataConfig(sources=srcs, vocab_size=512, seq_len=32, batch_size=100))
+    it = pipeline.train_iterator()
+    ids = np.concatenate([next(it)["source_id"] for _ in range(20)])
+    assert abs(np.mean(ids == 0) - 0.7) < 0.01     # source_id 0 is zz_natural, the first listed
+
+
 def synthetic_shard(lengths, fingerprint="synthetic") -> TokenShard:
     """Document d holds tokens d*1000+1 ... so every token names its document."""
     docs = [np.arange(n, dtype=np.int32) % 999 + 1 + 1000 * d for d, n in enumerate(lengths)]

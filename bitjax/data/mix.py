@@ -81,7 +81,9 @@ def mix(packed: Mapping[str, grain.IterDataset], weights: Mapping[str, float]) -
     names = list(weights)
     if len(names) == 1:
         return packed[names[0]]
-    return grain.IterDataset.mix({n: packed[n] for n in names}, [weights[n] for n in names])
+    # Grain orders a mapping of datasets by key, so the weights go in as a mapping too (not a list in
+    # insertion order, which would give source A the weight of source B).
+    return grain.IterDataset.mix({n: packed[n] for n in names}, {n: weights[n] for n in names})
 
 
 def token_counts(source_id_B: np.ndarray, segment_ids_BL: np.ndarray, names: list[str]) -> dict[str, int]:
