@@ -7,6 +7,7 @@ CE runs set distill.kd_weight=0, so KD is the only difference between (c) and (d
 it is, a tenth of its rows being teacher traces (SFT and REDI). The cache is written first if missing.
 
     python -m benchmarks.distill_results [--recipe recipes/distill_tiny.py] [--out runs/distill_results]
+    python -m benchmarks.distill_results --only cd --set seed=1 --out runs/distill_results_seed1   # seed noise
 """
 
 from __future__ import annotations
@@ -49,14 +50,17 @@ def main():
     ap.add_argument("--out", default="runs/distill_results")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="applied to every student")
     ap.add_argument("--batches", type=int, default=16, help="held-out batches for perplexity")
+    ap.add_argument("--only", default="abcde", help="rows to compute, e.g. 'cd' for a second seed of (c), (d)")
     args = ap.parse_args()
 
     cfg = apply_overrides(load_recipe(args.recipe), args.overrides)
     out = Path(args.out)
     cache_teacher(cfg, cfg.distill.teacher, cfg.distill.cache, k=cfg.distill.k,
                   n_examples=cfg.distill.cache_examples)
-    rows = {"a": ("teacher: " + cfg.distill.teacher, teacher_row(cfg, args.batches))}
+    rows = {"a": ("teacher: " + cfg.distill.teacher, teacher_row(cfg, args.batches))} if "a" in args.only else {}
     for key, (label, overrides) in STUDENTS.items():
+        if key not in args.only:
+            continue
         student = apply_overrides(cfg, overrides)
         t0 = time.perf_counter()
         train(student, out / key, progress=False)
@@ -67,20 +71,25 @@ def main():
     (out / "results.json").write_text(json.dumps({k: {"label": v[0], **v[1]} for k, v in rows.items()}, indent=2))
 
     tokens = cfg.steps * cfg.data.batch_size * cfg.data.seq_len
+    any_row = next(iter(rows.values()))[1]
     print(f"\n{args.recipe}: {cfg.steps} steps x {cfg.data.batch_size} x {cfg.data.seq_len} = {tokens} tokens per "
-          f"student; held-out perplexity on {rows['a'][1]['heldout_tokens']} tokens of the text sources' held-out "
-          f"documents; answers: greedy, {rows['a'][1]['problems']} held-out gsm_symbolic problems\n")
+          f"student; held-out perplexity on {any_row['heldout_tokens']} tokens of the text sources' held-out "
+          f"documents; answers: greedy, {any_row['problems']} held-out gsm_symbolic problems\n")
     print("| | model | held-out perplexity | gsm_symbolic accuracy |")
     print("|---|---|---|---|")
     for key, (label, r) in rows.items():
         print(f"| ({key}) | {label} | {r['heldout_perplexity']:.2f} | {r['correct']}/{r['problems']} |")
     loss = {k: r["heldout_loss"] for k, (_, r) in rows.items()}
     ppl = {k: math.exp(v) for k, v in loss.items()}
-    print(f"\nKD vs CE (ternary): perplexity {ppl['c']:.2f} -> {ppl['d']:.2f} "
-          f"({100 * (ppl['c'] - ppl['d']) / ppl['c']:.1f}% lower); loss {loss['c']:.4f} -> {loss['d']:.4f} nats/token")
-    print(f"fraction of the (c)-to-teacher gap closed by KD, in loss: "
-          f"{(loss['c'] - loss['d']) / (loss['c'] - loss['a']):.3f}")
-    print(f"traces on top of KD: perplexity {ppl['d']:.2f} -> {ppl['e']:.2f}")
+    if {"c", "d"} <= set(ppl):
+        print(f"\nKD vs CE (ternary): perplexity {ppl['c']:.2f} -> {ppl['d']:.2f} "
+              f"({100 * (ppl['c'] - ppl['d']) / ppl['c']:.1f}% lower); loss {loss['c']:.4f} -> {loss['d']:.4f} "
+              "nats/token")
+    if {"a", "c", "d"} <= set(ppl):
+        print(f"fraction of the (c)-to-teacher gap closed by KD, in loss: "
+              f"{(loss['c'] - loss['d']) / (loss['c'] - loss['a']):.3f}")
+    if {"d", "e"} <= set(ppl):
+        print(f"traces on top of KD: perplexity {ppl['d']:.2f} -> {ppl['e']:.2f}")
 
 
 if __name__ == "__main__":
