@@ -104,3 +104,25 @@ def test_bad_distill_settings():
         apply_overrides(load_recipe(TINY), ["distill.kind=kl"])
     with pytest.raises(ConfigError, match="distill.cache is empty"):
         apply_overrides(load_recipe(KD_TINY), ["distill.cache="])
+
+
+def test_kd_ce_sft_and_redi_rows_train_together(cache_dir, tmp_path):
+    """The Grain mix takes cached-teacher rows, plain rows and both kinds of trace rows in one run."""
+    import dataclasses
+    from bitjax.config import SourceConfig
+    traces = tmp_path / "traces.jsonl"
+    rows = [{"prompt_id": f"q{p}", "prompt": f"Q{p}? ", "completion": f"so #### {a}", "gold": str(p),
+             "label": "positive" if a == p else "negative", "id": f"q{p}#{a}"} for p in range(4) for a in (p, p + 1)]
+    traces.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = _kd(cache_dir, "steps=8", "data.batch_size=8")
+    natural, rephrased = cfg.data.sources
+    sources = (natural, dataclasses.replace(rephrased, objective="ce"),
+               SourceConfig("sft", f"traces:{traces}", weight=0.3, objective="sft", loss_weight=0.5),
+               SourceConfig("redi", f"traces:{traces}", weight=0.3, objective="redi"))
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, sources=sources))
+    train(cfg, tmp_path / "run", progress=False)
+    history = _history(tmp_path / "run")
+    seen = {k for r in history for k in r if k.startswith("loss/")}
+    assert seen == {"loss/natural", "loss/rephrased", "loss/sft", "loss/redi"}
+    assert all(np.isfinite(r["loss"]) for r in history if "loss" in r)
+    assert any("redi/positive_logprob" in r for r in history) and any("kd" in r for r in history)
