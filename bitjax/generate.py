@@ -2,7 +2,7 @@
 
 Prompts of different lengths are left-padded to a common length P, so every row's next token goes to the
 same cache slot P + t at step t; padding slots are masked out and RoPE positions count from each row's
-first real token. One jitted function handles the prompt (L = P) and another each new token (L = 1).
+first real token. One jitted step runs the prompt (compiled for L = P) and then each new token (L = 1).
 """
 
 from __future__ import annotations
@@ -58,6 +58,6 @@ def greedy_generate(model_fn, params, prompts: list[np.ndarray], *, max_new_toke
 def trainer_generate(trainer, params, prompts: list[np.ndarray], *, max_new_tokens: int,
                      stop_ids: set[int]) -> list[np.ndarray]:
     """`greedy_generate` for a bitjax Trainer's model (fully quantized, as exported)."""
-    abstract: Transformer = trainer.model(params)
-    return greedy_generate(lambda p: trainer.model(p), params, prompts, max_new_tokens=max_new_tokens,
-                           stop_ids=stop_ids, cache_fn=abstract.empty_cache)
+    model: Transformer = trainer.model(params)
+    return greedy_generate(trainer.model, params, prompts, max_new_tokens=max_new_tokens, stop_ids=stop_ids,
+                           cache_fn=model.empty_cache)
