@@ -43,9 +43,12 @@ def _pipeline(run_dir: Path, cfg):
     return pipeline
 
 
-def heldout_perplexity(run_dir: str | Path, n_batches: int = 16) -> dict:
-    """Token-weighted cross-entropy and perplexity of the run's model on its text sources' held-out tail."""
-    cfg, trainer, state, step = load_trained(run_dir)
+def heldout_perplexity(run_dir: str | Path, n_batches: int = 16, trained=None) -> dict:
+    """Token-weighted cross-entropy and perplexity of the run's model on its text sources' held-out tail.
+
+    `trained`: the run's `load_trained(run_dir)`, when the caller already restored it.
+    """
+    cfg, trainer, state, step = trained or load_trained(run_dir)
     pipeline = _pipeline(Path(run_dir), cfg)
     eval_fn = jax.jit(trainer.eval_loss)
     total, count = 0.0, 0.0
@@ -76,11 +79,11 @@ def teacher_perplexity(teacher, pipeline, n_batches: int = 16) -> dict:
 
 
 def answer_accuracy(run_dir: str | Path, prompts_file: str | Path, *, limit: int | None = None,
-                    max_new_tokens: int = 192, batch_size: int = 16) -> dict:
+                    max_new_tokens: int = 192, batch_size: int = 16, trained=None) -> dict:
     """Greedy answers of the run's model to held-out problems (the prompts of a `bitjax traces` file, one per
     problem), scored against the gold answers. Every completion is written to RUN_DIR/answers.jsonl."""
     run_dir = Path(run_dir)
-    cfg, trainer, state, step = load_trained(run_dir)
+    cfg, trainer, state, step = trained or load_trained(run_dir)
     tok = load(run_dir / "tokenizer.json")
     problems = {}
     for record in traces_lib.read_traces(prompts_file):
@@ -111,12 +114,13 @@ def answer_accuracy(run_dir: str | Path, prompts_file: str | Path, *, limit: int
 def evaluate(run_dir: str | Path, *, n_batches: int = 16, prompts_file: str | None = None,
              limit: int | None = None, max_new_tokens: int | None = None) -> dict:
     """`bitjax eval`: perplexity, plus answer accuracy when the run (or the caller) names held-out problems."""
-    report = heldout_perplexity(run_dir, n_batches)
-    cfg = load_run_config(run_dir)
+    trained = load_trained(run_dir)   # restored once for both measurements
+    cfg = trained[0]
+    report = heldout_perplexity(run_dir, n_batches, trained)
     prompts_file = prompts_file or cfg.eval_prompts
     if prompts_file:
         report.update(answer_accuracy(run_dir, prompts_file, limit=limit,
-                                      max_new_tokens=max_new_tokens or cfg.eval_max_new_tokens))
+                                      max_new_tokens=max_new_tokens or cfg.eval_max_new_tokens, trained=trained))
     return report
 
 

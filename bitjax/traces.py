@@ -81,10 +81,6 @@ def task_prompts(task: str, split: str, n: int) -> list[dict]:
     return out
 
 
-def gsm_symbolic_prompts(split: str, n: int) -> list[dict]:
-    return task_prompts("gsm_symbolic", split, n)
-
-
 _NUMBER = r"-?\$?\d[\d,]*(?:\.\d+)?"
 
 

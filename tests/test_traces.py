@@ -32,12 +32,12 @@ def test_answers_compare_as_numbers():
 
 
 def test_heldout_prompts_share_no_template_with_training_prompts():
-    train, heldout = traces.gsm_symbolic_prompts("train", 40), traces.gsm_symbolic_prompts("heldout", 20)
+    train, heldout = traces.task_prompts("gsm_symbolic", "train", 40), traces.task_prompts("gsm_symbolic", "heldout", 20)
     assert len(train) == 40 and len(heldout) == 20
     assert all(p["template"] % traces.HELDOUT_TEMPLATE_EVERY == 0 for p in heldout)
     assert not {p["template"] for p in train} & {p["template"] for p in heldout}
     assert not {p["question"] for p in train} & {p["question"] for p in heldout}
-    assert traces.gsm_symbolic_prompts("train", 40) == train     # deterministic
+    assert traces.task_prompts("gsm_symbolic", "train", 40) == train     # deterministic
     assert all(traces.parse_number(p["gold"]) is not None for p in train + heldout)
 
 
@@ -62,7 +62,7 @@ class ScriptedTeacher:
 
 @pytest.fixture
 def prompts():
-    return traces.gsm_symbolic_prompts("train", 6)
+    return traces.task_prompts("gsm_symbolic", "train", 6)
 
 
 def test_sampling_labels_by_the_verified_answer_and_resumes(tmp_path, prompts):
