@@ -19,7 +19,7 @@ import numpy as np
 
 from benchmarks.step_time import synthetic_batch
 from bitjax.config import apply_overrides, load_recipe
-from bitjax.topk_cache import CacheSpec
+from bitjax.data.topk_cache import CacheSpec
 from bitjax.train import Trainer
 
 
@@ -29,7 +29,8 @@ def storage_table(ks=(8, 32, 64), vocabs=(2048, 49152, 128256)):
     for vocab in vocabs:
         full = 2 * vocab
         row = "  ".join(
-            f"k={k}: {CacheSpec('x', 'x', vocab, k, 1).bytes_per_token():4d} B ({full / CacheSpec('x', 'x', vocab, k, 1).bytes_per_token():6.0f}x smaller)"
+            f"k={k}: {CacheSpec('x', 'x', vocab, k, 1).bytes_per_token():4d} B "
+            f"({full / CacheSpec('x', 'x', vocab, k, 1).bytes_per_token():6.0f}x smaller)"
             for k in ks)
         print(f"  vocab {vocab:6d} (full {full:6d} B)  {row}")
 

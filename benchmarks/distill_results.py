@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 from bitjax import data as data_lib
-from bitjax import traces as traces_lib
-from bitjax.cache_teacher import cache_teacher
 from bitjax.config import apply_overrides, load_recipe
-from bitjax.evaluate import evaluate, teacher_perplexity
-from bitjax.teacher import open_teacher
+from bitjax.data import traces_file as traces_lib
+from bitjax.evaluate import evaluate
+from bitjax.teachers.backends import open_teacher, teacher_perplexity
+from bitjax.teachers.cache_writer import cache_teacher
 from bitjax.train import train
 
 NO_TRACES = "data.weights=sft=0,redi=0"
@@ -42,6 +42,11 @@ def teacher_row(cfg, n_batches: int) -> dict:
     problems = {r["prompt_id"]: r for r in traces_lib.read_traces(cfg.eval_prompts)}
     correct = sum(r["label"] == "positive" for r in problems.values())
     return {**report, "problems": len(problems), "correct": correct, "answer_accuracy": correct / len(problems)}
+
+
+def _accuracy(report: dict) -> str:
+    """`correct/problems`, or n/a when the run names no held-out problems (eval_prompts empty)."""
+    return f"{report['correct']}/{report['problems']}" if "problems" in report else "n/a"
 
 
 def main():
@@ -66,19 +71,19 @@ def main():
         train(student, out / key, progress=False)
         report = evaluate(out / key, n_batches=args.batches)
         rows[key] = (label, {**report, "train_seconds": round(time.perf_counter() - t0, 1)})
-        print(f"({key}) {label}: perplexity {report['heldout_perplexity']:.2f}, "
-              f"accuracy {report['correct']}/{report['problems']}", flush=True)
+        print(f"({key}) {label}: perplexity {report['heldout_perplexity']:.2f}, accuracy {_accuracy(report)}",
+              flush=True)
     (out / "results.json").write_text(json.dumps({k: {"label": v[0], **v[1]} for k, v in rows.items()}, indent=2))
 
     tokens = cfg.steps * cfg.data.batch_size * cfg.data.seq_len
     any_row = next(iter(rows.values()))[1]
     print(f"\n{args.recipe}: {cfg.steps} steps x {cfg.data.batch_size} x {cfg.data.seq_len} = {tokens} tokens per "
           f"student; held-out perplexity on {any_row['heldout_tokens']} tokens of the text sources' held-out "
-          f"documents; answers: greedy, {any_row['problems']} held-out gsm_symbolic problems\n")
+          f"documents; answers: greedy, {any_row.get('problems', 0)} held-out gsm_symbolic problems\n")
     print("| | model | held-out perplexity | gsm_symbolic accuracy |")
     print("|---|---|---|---|")
     for key, (label, r) in rows.items():
-        print(f"| ({key}) | {label} | {r['heldout_perplexity']:.2f} | {r['correct']}/{r['problems']} |")
+        print(f"| ({key}) | {label} | {r['heldout_perplexity']:.2f} | {_accuracy(r)} |")
     loss = {k: r["heldout_loss"] for k, (_, r) in rows.items()}
     ppl = {k: math.exp(v) for k, v in loss.items()}
     if {"c", "d"} <= set(ppl):

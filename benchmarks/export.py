@@ -93,7 +93,8 @@ def sizes(scratch: Path, tokenizer_path: Path) -> None:
         actual = path.stat().st_size
         if planned != actual:
             raise AssertionError(f"planned size {planned} != written size {actual} for tiny {gguf_type}")
-        print(f"| tiny (written) | {gguf_type} | {actual / 1e6:.3f} | {embed / 1e6:.3f} | {(actual - embed) / 1e6:.3f} |")
+        print(f"| tiny (written) | {gguf_type} | {actual / 1e6:.3f} | {embed / 1e6:.3f} "
+              f"| {(actual - embed) / 1e6:.3f} |")
         path.unlink()
     big = ModelConfig.bitnet_2b4t(ffn_activation="silu")
     shape_only = random_model(big, tokenizer_path, materialize=False)

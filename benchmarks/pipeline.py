@@ -4,7 +4,7 @@ Measures tokens/s of the full training stream (two pre-tokenized sources mixed 6
 1024-token sequences, batched) with the process pinned to one core, then the tokens/s a train step of the
 tiny recipe (and, with --model-125m, the bitnet_125m preset) consumes on this machine, and prints the ratios.
 
-    python benchmarks/pipeline.py [--batches 200] [--packing concat_then_split] [--model-125m]
+    python -m benchmarks.pipeline [--batches 200] [--packing concat_then_split] [--model-125m]
 """
 
 from __future__ import annotations
@@ -41,24 +41,20 @@ def pipeline_tokens_per_sec(cfg_data, batches: int) -> tuple[float, float]:
 def train_tokens_per_sec(cfg, steps: int) -> float:
     import jax
 
+    from benchmarks.step_time import synthetic_batch
     from bitjax.train import Trainer
 
     trainer = Trainer.create(cfg)
     state = trainer.init_state()
     step = trainer.jit_train_step()
-    B, L = cfg.data.batch_size, cfg.data.seq_len
-    rng = np.random.default_rng(0)
-    batch = {"inputs": rng.integers(0, cfg.model.vocab_size, (B, L), dtype=np.int32),
-             "targets": rng.integers(0, cfg.model.vocab_size, (B, L), dtype=np.int32),
-             "segment_ids": np.ones((B, L), np.int32), "positions": np.tile(np.arange(L, dtype=np.int32), (B, 1)),
-             "loss_mask": np.ones((B, L), np.int32)}
+    batch = synthetic_batch(cfg)
     state, m = step(state, batch)
     jax.block_until_ready(m)
     t0 = time.perf_counter()
     for _ in range(steps):
         state, m = step(state, batch)
     jax.block_until_ready(m)
-    return B * L * steps / (time.perf_counter() - t0)
+    return cfg.data.batch_size * cfg.data.seq_len * steps / (time.perf_counter() - t0)
 
 
 def main() -> None:

@@ -100,10 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     traces.add_argument("--no-progress", action="store_true")
 
     args = parser.parse_args(argv)
-    from bitjax.config import ConfigError
-    from bitjax.export.common import ExportError
-    from bitjax.topk_cache import CacheError
-    from bitjax.train import TrainingError
+    from bitjax.errors import BitjaxError
     try:
         if args.command == "train":
             return _train(args)
@@ -119,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             return _rephrase(args)
         if args.command == "traces":
             return _traces(args)
-    except (ConfigError, TrainingError, CacheError, ExportError) as e:
-        print(f"bitjax: error: {e}", file=sys.stderr)
+    except BitjaxError as e:   # anything else is a bug in bitjax and keeps its traceback
+        print(f"bitjax: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     return 0
 
@@ -136,8 +133,8 @@ def _train(args) -> int:
 
 
 def _cache_teacher(args) -> int:
-    from bitjax.cache_teacher import cache_teacher
     from bitjax.config import ConfigError, apply_overrides, load_recipe
+    from bitjax.teachers.cache_writer import cache_teacher
 
     cfg = apply_overrides(load_recipe(args.recipe), args.overrides)
     teacher, out = args.teacher or cfg.distill.teacher, args.out or cfg.distill.cache
@@ -188,7 +185,7 @@ def _export(args) -> int:
 def _rephrase(args) -> int:
     import json
 
-    from bitjax import rephrase
+    from bitjax.teachers import rephrase
 
     settings = rephrase.Settings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                  top_p=args.top_p, seed=args.seed, max_chars=args.max_chars)
@@ -203,8 +200,9 @@ def _rephrase(args) -> int:
 def _traces(args) -> int:
     import json
 
-    from bitjax import traces
-    from bitjax.chat_models import open_chat_model
+    from bitjax.data import traces_file
+    from bitjax.teachers import traces
+    from bitjax.teachers.chat_models import open_chat_model
 
     settings = traces.SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                        top_p=args.top_p, seed=args.seed)
@@ -212,7 +210,7 @@ def _traces(args) -> int:
     model = open_chat_model(args.teacher, n_threads=args.threads, seed=args.seed)
     summary = traces.sample_traces(model, prompts, args.out, split=args.split, samples=args.samples,
                                    settings=settings, progress=not args.no_progress)
-    print(json.dumps({**summary, **traces.summarize(traces.read_traces(args.out))}, indent=2))
+    print(json.dumps({**summary, **traces_file.summarize(traces_file.read_traces(args.out))}, indent=2))
     return 0
 
 

@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import typing
 from pathlib import Path
 from typing import Literal
 
+from bitjax.errors import ConfigError
+from bitjax.losses import Divergence, TailMode
 from bitjax.model import ModelConfig
-
-
-class ConfigError(ValueError):
-    """A one-line, user-facing problem with a recipe or an override."""
-
-
-OBJECTIVES = ("ce", "kd", "sft", "redi")
+from bitjax.objective import DEFAULT_OBJECTIVE, OBJECTIVES, ObjectiveName
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,9 +26,10 @@ class SourceConfig:
          or traces:PATH (teacher traces written by `bitjax traces`).
     text_field / prompt_field: the JSON fields of a text document; with a prompt field (prompt/completion
       pairs) the prompt is part of the input but not trained on.
-    objective: "ce" (next-token cross-entropy; the default for text), "kd" (distillation from the teacher
-      top-k cache `distill.cache/<name>`, mixed with CE by distill.kd_weight), "sft" (CE on the completions
-      of positive traces; the default for traces:) or "redi" (REDI on positive/negative trace pairs).
+    objective: a name in bitjax.objective.OBJECTIVES: "ce" (next-token cross-entropy; the default for text),
+      "kd" (distillation from the teacher top-k cache `distill.cache/<name>`, mixed with CE by
+      distill.kd_weight), "sft" (CE on the completions of positive traces; the default for traces:) or
+      "redi" (REDI on positive/negative trace pairs).
     loss_weight: multiplies this source's loss in the batch loss (see bitjax.objective).
     """
 
@@ -42,7 +38,7 @@ class SourceConfig:
     weight: float = 1.0
     text_field: str = "text"
     prompt_field: str = ""
-    objective: Literal["", "ce", "kd", "sft", "redi"] = ""
+    objective: ObjectiveName = ""
     loss_weight: float = 1.0
 
     def __post_init__(self):
@@ -52,19 +48,26 @@ class SourceConfig:
             raise ConfigError(f"data source {self.name!r}: weight={self.weight} must be >= 0")
         if not self.loss_weight >= 0:
             raise ConfigError(f"data source {self.name!r}: loss_weight={self.loss_weight} must be >= 0")
-        is_traces = self.uri.startswith("traces:")
-        if is_traces and self.resolved_objective not in ("sft", "redi"):
-            raise ConfigError(f"data source {self.name!r} ({self.uri}) holds teacher traces: its objective must "
-                              f"be 'sft' or 'redi', not {self.objective!r}")
-        if not is_traces and self.resolved_objective not in ("ce", "kd"):
-            raise ConfigError(f"data source {self.name!r} ({self.uri}) is text: its objective must be 'ce' or "
-                              f"'kd', not {self.objective!r} ('sft' and 'redi' need a traces: source)")
+        if self.resolved_objective not in OBJECTIVES:
+            raise ConfigError(f"data source {self.name!r}: objective {self.objective!r} is not one of "
+                              f"{', '.join(OBJECTIVES)}")
+        fitting = [name for name, o in OBJECTIVES.items() if o.reads == self.reads]
+        if self.resolved_objective not in fitting:
+            raise ConfigError(f"data source {self.name!r} ({self.uri}) holds {self.reads}: its objective must be "
+                              f"one of {', '.join(fitting)}, not {self.objective!r}")
+
+    @property
+    def reads(self) -> str:
+        """"traces" for teacher traces, else "text"."""
+        return "traces" if self.uri.startswith("traces:") else "text"
 
     @property
     def resolved_objective(self) -> str:
-        if self.objective:
-            return self.objective
-        return "sft" if self.uri.startswith("traces:") else "ce"
+        return self.objective or DEFAULT_OBJECTIVE[self.reads]
+
+    @property
+    def needs_teacher(self) -> bool:
+        return OBJECTIVES[self.resolved_objective].teacher
 
 
 def _default_sources() -> tuple[SourceConfig, ...]:
@@ -196,8 +199,8 @@ class DistillConfig:
     teacher: str = ""                 # gguf:PATH | gguf:smollm2 | hf:DIR | bitjax:RUN_DIR, for cache-teacher
     k: int = 32                       # top-k entries per position in the cache
     cache_examples: int = 256         # sequences cached, split over the "kd" sources by their weights
-    kind: Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tvd"] = "forward_kl"
-    tail: Literal["bucket", "renormalize"] = "bucket"
+    kind: Divergence = "forward_kl"   # a name in bitjax.losses.DIVERGENCES
+    tail: TailMode = "bucket"
     temperature: float = 1.0
     kd_weight: float = 0.9
     kd_warmup_steps: int = 0
@@ -249,7 +252,7 @@ class TrainConfig:
                 f"data.batch_size={self.data.batch_size} is not divisible by the batch axes "
                 f"mesh.data*mesh.fsdp={self.mesh.data}*{self.mesh.fsdp}={div}; use a multiple of {div}, "
                 f"e.g. --set data.batch_size={max(div, self.data.batch_size - self.data.batch_size % div)}")
-        kd_sources = [s.name for s in self.data.sources if s.resolved_objective == "kd"]
+        kd_sources = [s.name for s in self.data.sources if s.needs_teacher]
         if kd_sources and not self.distill.cache:
             raise ConfigError(f"data sources {', '.join(kd_sources)} distil from a teacher cache but distill.cache "
                               "is empty; set --set distill.cache=DIR (write it with `bitjax cache-teacher`)")
@@ -388,11 +391,3 @@ def from_dict(cls, values: dict):
             value = tuple(from_dict(item, v) if dataclasses.is_dataclass(item) else v for v in value)
         kwargs[f.name] = value
     return cls(**kwargs)
-
-
-def load_run_config(workdir: str | Path) -> TrainConfig:
-    """The TrainConfig a run directory was trained with (its config.json)."""
-    path = Path(workdir) / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"{path} does not exist: {workdir} is not a bitjax run directory (train into it first)")
-    return from_dict(TrainConfig, json.loads(path.read_text())["config"])

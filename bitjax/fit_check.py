@@ -158,7 +158,8 @@ class FitReport:
             lines += [
                 "  per-device memory (compiled):",
                 f"    arguments    {_gib(self.argument_bytes):>10}   (state + batch)",
-                f"    outputs      {_gib(self.output_bytes):>10}   ({_gib(self.alias_bytes)} of them in donated buffers)",
+                f"    outputs      {_gib(self.output_bytes):>10}   "
+                f"({_gib(self.alias_bytes)} of them in donated buffers)",
                 f"    temporaries  {_gib(self.temp_bytes):>10}",
                 f"    code         {_gib(self.code_bytes):>10}",
                 f"    total        {_gib(self.total_bytes):>10}   of {_gib(chip.hbm_bytes)}",

@@ -7,6 +7,8 @@ first real token. One jitted step runs the prompt (compiled for L = P) and then 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,13 +16,14 @@ import numpy as np
 from bitjax.model import Transformer
 
 
-def greedy_generate(model_fn, params, prompts: list[np.ndarray], *, max_new_tokens: int, stop_ids: set[int],
-                    cache_fn) -> list[np.ndarray]:
+def greedy_generate(build_model: Callable[[object], Transformer], params, prompts: list[np.ndarray], *,
+                    max_new_tokens: int, stop_ids: set[int]) -> list[np.ndarray]:
     """Greedy continuations of `prompts` (lists of token ids), each cut after its first stop id.
 
-    model_fn(params) -> Transformer builds the model from its parameters; cache_fn(batch, length) returns
-    empty caches (`Transformer.empty_cache`).
+    build_model(params) -> Transformer builds the model from its parameters (`Run.model_builder()`,
+    `Trainer.model`).
     """
+    cache_fn = build_model(params).empty_cache
     B, P = len(prompts), max(len(p) for p in prompts)
     T = P + max_new_tokens
     pad_B = np.asarray([P - len(p) for p in prompts], np.int32)
@@ -33,7 +36,7 @@ def greedy_generate(model_fn, params, prompts: list[np.ndarray], *, max_new_toke
 
     @jax.jit
     def step(params, tokens_BL, positions_BL, mask_B11LT, caches, index):
-        logits_BV, caches = model_fn(params).decode(tokens_BL, positions_BL, mask_B11LT, caches, index)
+        logits_BV, caches = build_model(params).decode(tokens_BL, positions_BL, mask_B11LT, caches, index)
         return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32), caches
 
     # the prompt: slot i attends to real slots j <= i
@@ -53,11 +56,3 @@ def greedy_generate(model_fn, params, prompts: list[np.ndarray], *, max_new_toke
         positions_B1 = (P - pad_B + t)[:, None].astype(np.int32)
         next_B, caches = step(params, next_B[:, None], positions_B1, mask[:, None, None, None], caches, P + t)
     return [np.asarray(o, np.int32) for o in out]
-
-
-def trainer_generate(trainer, params, prompts: list[np.ndarray], *, max_new_tokens: int,
-                     stop_ids: set[int]) -> list[np.ndarray]:
-    """`greedy_generate` for a bitjax Trainer's model (fully quantized, as exported)."""
-    model: Transformer = trainer.model(params)
-    return greedy_generate(trainer.model, params, prompts, max_new_tokens=max_new_tokens, stop_ids=stop_ids,
-                           cache_fn=model.empty_cache)

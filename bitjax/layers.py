@@ -24,7 +24,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jaxtyping import Array, Float
+from jax.typing import ArrayLike, DTypeLike
+from jaxtyping import Float
 
 from bitjax import quant
 
@@ -54,8 +55,8 @@ class Linear(nnx.Module):
         in_features: int,
         out_features: int,
         *,
-        dtype: jnp.dtype = jnp.float32,
-        param_dtype: jnp.dtype = jnp.float32,
+        dtype: DTypeLike = jnp.float32,
+        param_dtype: DTypeLike = jnp.float32,
         kernel_init=None,
         rngs: nnx.Rngs,
     ):
@@ -64,7 +65,7 @@ class Linear(nnx.Module):
         self.dtype = dtype
         self.kernel = nnx.Param(init(rngs.params(), (in_features, out_features), param_dtype))
 
-    def __call__(self, x_BLD: Float[Array, "... D"]) -> Float[Array, "... F"]:
+    def __call__(self, x_BLD: Float[ArrayLike, "... D"]) -> Float[ArrayLike, "... F"]:
         return jnp.dot(x_BLD.astype(self.dtype), self.kernel[...].astype(self.dtype))
 
 
@@ -89,8 +90,8 @@ class BitLinear(Linear):
         *,
         quantize_activations: bool = True,
         quant_strength: float = 1.0,
-        dtype: jnp.dtype = jnp.float32,
-        param_dtype: jnp.dtype = jnp.float32,
+        dtype: DTypeLike = jnp.float32,
+        param_dtype: DTypeLike = jnp.float32,
         kernel_init=None,
         rngs: nnx.Rngs,
     ):
@@ -101,7 +102,7 @@ class BitLinear(Linear):
         self.quantize_activations = quantize_activations
         self.quant_strength = QuantStrength(jnp.asarray(quant_strength, jnp.float32))
 
-    def __call__(self, x_BLD: Float[Array, "... D"]) -> Float[Array, "... F"]:
+    def __call__(self, x_BLD: Float[ArrayLike, "... D"]) -> Float[ArrayLike, "... F"]:
         lam = self.quant_strength[...]
         kernel = self.kernel[...]
         w = quant.ste(kernel, quant.ternarize(kernel), lam).astype(self.dtype)
@@ -121,13 +122,13 @@ class RMSNorm(nnx.Module):
       param_dtype: storage dtype of the scale.
     """
 
-    def __init__(self, features: int, *, eps: float = 1e-5, dtype: jnp.dtype = jnp.float32,
-                 param_dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs | None = None):
+    def __init__(self, features: int, *, eps: float = 1e-5, dtype: DTypeLike = jnp.float32,
+                 param_dtype: DTypeLike = jnp.float32, rngs: nnx.Rngs | None = None):
         del rngs  # the scale is initialised to ones; accepted for a uniform constructor signature
         self.eps, self.dtype = eps, dtype
         self.scale = nnx.Param(jnp.ones((features,), param_dtype))
 
-    def __call__(self, x: Float[Array, "... D"]) -> Float[Array, "... D"]:
+    def __call__(self, x: Float[ArrayLike, "... D"]) -> Float[ArrayLike, "... D"]:
         x32 = x.astype(quant.at_least_f32(x.dtype))
         inv_rms = jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
         scale = self.scale[...].reshape((1,) * (x.ndim - 1) + (-1,))

@@ -22,8 +22,10 @@ from typing import Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jaxtyping import Array, Float, Int
+from jax.typing import ArrayLike
+from jaxtyping import Float, Int
 
+from bitjax.errors import ConfigError
 from bitjax.layers import BitLinear, Linear, RMSNorm
 from bitjax.quant import at_least_f32
 
@@ -53,19 +55,19 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"model.n_heads={self.n_heads} is not a multiple of model.n_kv_heads={self.n_kv_heads}; "
                 "choose n_kv_heads dividing n_heads")
         if self.ffn_activation not in ("relu2", "silu"):
-            raise ValueError(f"model.ffn_activation={self.ffn_activation!r}; use 'relu2' or 'silu'")
+            raise ConfigError(f"model.ffn_activation={self.ffn_activation!r}; use 'relu2' or 'silu'")
         if self.quant not in ("ternary", "none"):
-            raise ValueError(f"model.quant={self.quant!r}; use 'ternary' or 'none'")
+            raise ConfigError(f"model.quant={self.quant!r}; use 'ternary' or 'none'")
         if self.dtype not in DTYPES:
-            raise ValueError(f"model.dtype={self.dtype!r}; use one of {sorted(DTYPES)}")
+            raise ConfigError(f"model.dtype={self.dtype!r}; use one of {sorted(DTYPES)}")
         if self.dtype == "float64" and not jax.config.jax_enable_x64:
-            raise ValueError("model.dtype=float64 needs 64-bit JAX; run with JAX_ENABLE_X64=1")
+            raise ConfigError("model.dtype=float64 needs 64-bit JAX; run with JAX_ENABLE_X64=1")
         if self.head_dim % 2:
-            raise ValueError(f"model.head_dim={self.head_dim} must be even for RoPE")
+            raise ConfigError(f"model.head_dim={self.head_dim} must be even for RoPE")
 
     @classmethod
     def tiny(cls, **kw) -> "ModelConfig":
@@ -109,7 +111,8 @@ PRESETS = {
 }
 
 
-def rope(x_BLNH: Float[Array, "B L N H"], positions_BL: Int[Array, "B L"], theta: float) -> Float[Array, "B L N H"]:
+def rope(x_BLNH: Float[ArrayLike, "B L N H"], positions_BL: Int[ArrayLike, "B L"],
+         theta: float) -> Float[ArrayLike, "B L N H"]:
     """Rotary position embedding, half-split ("NEOX") convention as in Hugging Face LLaMA and llama.cpp bitnet."""
     half = x_BLNH.shape[-1] // 2
     acc = at_least_f32(x_BLNH.dtype)
@@ -121,7 +124,7 @@ def rope(x_BLNH: Float[Array, "B L N H"], positions_BL: Int[Array, "B L"], theta
     return out.astype(x_BLNH.dtype)
 
 
-def attention_mask(segment_ids_BL: Int[Array, "B L"]) -> jax.Array:
+def attention_mask(segment_ids_BL: Int[ArrayLike, "B L"]) -> jax.Array:
     """Causal mask that also stops attention across packed documents: (B, 1, 1, L, M) booleans.
 
     Segment id 0 marks padding; a padding query still attends to itself so its softmax stays finite.
@@ -221,10 +224,10 @@ class Transformer(nnx.Module):
 
     def __call__(
         self,
-        tokens_BL: Int[Array, "B L"],
-        segment_ids_BL: Int[Array, "B L"] | None = None,
-        positions_BL: Int[Array, "B L"] | None = None,
-    ) -> Float[Array, "B L V"]:
+        tokens_BL: Int[ArrayLike, "B L"],
+        segment_ids_BL: Int[ArrayLike, "B L"] | None = None,
+        positions_BL: Int[ArrayLike, "B L"] | None = None,
+    ) -> Float[ArrayLike, "B L V"]:
         B, L = tokens_BL.shape
         if segment_ids_BL is None:
             segment_ids_BL = jnp.ones((B, L), jnp.int32)
@@ -237,7 +240,7 @@ class Transformer(nnx.Module):
             x_BLD, _ = call_block(block, x_BLD, positions_BL, mask_B11LM)
         return self.head(x_BLD)
 
-    def head(self, x_BLD: Float[Array, "B L D"]) -> Float[Array, "B L V"]:
+    def head(self, x_BLD: Float[ArrayLike, "B L D"]) -> Float[ArrayLike, "B L V"]:
         """Final norm and the tied LM head."""
         x_BLD = self.norm(x_BLD)
         embedding_VD = self.embed_tokens.embedding[...].astype(self.cfg.compute_dtype)
@@ -250,8 +253,8 @@ class Transformer(nnx.Module):
         return [KVCache(jnp.zeros(shape, cfg.compute_dtype), jnp.zeros(shape, cfg.compute_dtype), 0)
                 for _ in range(cfg.n_layers)]
 
-    def decode(self, tokens_BL: Int[Array, "B L"], positions_BL: Int[Array, "B L"], mask_B11LT: jax.Array,
-               caches: list[KVCache], index) -> tuple[Float[Array, "B V"], list[KVCache]]:
+    def decode(self, tokens_BL: Int[ArrayLike, "B L"], positions_BL: Int[ArrayLike, "B L"], mask_B11LT: jax.Array,
+               caches: list[KVCache], index) -> tuple[Float[ArrayLike, "B V"], list[KVCache]]:
         """Run L new tokens through the model, writing their keys and values at cache slot `index` onwards.
 
         `mask_B11LT` says which cache slots each new token may attend to. Returns the next-token logits

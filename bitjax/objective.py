@@ -1,26 +1,117 @@
-"""How the rows of a mixed batch become one loss: every source has an objective and a loss weight.
+"""What the student learns from each source: the objectives, and how the rows of a mixed batch become one loss.
 
 Each row carries the index of its source (`source_id`). Per source s present in the batch:
   "ce", "sft"  L_s = mean next-token cross-entropy over the source's trained tokens (prompts are masked)
   "kd"         L_s = w * KD_s + (1 - w) * CE_s, KD_s the mean divergence from the cached teacher top-k
-               (bitjax.distill), w = distill.kd_weight ramped over distill.kd_warmup_steps
+               (bitjax.losses), w = distill.kd_weight ramped over distill.kd_warmup_steps
   "redi"       L_s = mean over the source's pair rows of REDI (arXiv 2505.24850):
                -log p(y_w | x) / |y_w| + alpha * log p(y_l | x) / |y_l|, segment 1 = y_w, segment 2 = y_l
 and the batch loss is  sum_s loss_weight_s * (rows_s / B) * L_s.  With one "ce" source this is plain
 token-mean cross-entropy; in general each source counts in proportion to its rows in the batch (its
 mixing weight, on average) times its loss weight. Per-source losses are reported as `loss/<name>`.
+
+`OBJECTIVES` is the one table of objectives: the config validates against it, the data pipeline builds each
+source's rows by its `rows`, and `batch_loss` calls its `loss`. An objective whose rows are built like an
+existing one's is added here alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jax.typing import ArrayLike
+from jaxtyping import Float
 
-from bitjax import distill
-from bitjax.config import TrainConfig
+from bitjax import losses
+
+# How the data pipeline builds a source's rows (bitjax.data.pipeline):
+#   packed_text         documents packed into sequences (data.packing)
+#   teacher_cache       the sequences of the teacher top-k cache, with its teacher fields
+#   packed_completions  prompt/completion documents of positive traces, packed first-fit (kept whole)
+#   trace_pairs         one row per positive/negative pair of traces, segment 1 and segment 2
+RowKind = Literal["packed_text", "teacher_cache", "packed_completions", "trace_pairs"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchView:
+    """What every objective's loss reads: the batch, the student's token log-probs, and per-source sums."""
+
+    logits_BLV: ArrayLike
+    batch: dict
+    logp_BL: jax.Array          # log p(target) at every position
+    mask_BL: jax.Array          # float32 loss mask
+    onehot_BS: jax.Array        # row -> source
+    distill: object             # the run's DistillConfig
+    step: ArrayLike             # the train step (drives the KD weight ramp)
+
+    @property
+    def tokens_S(self) -> jax.Array:
+        return self.onehot_BS.T @ jnp.sum(self.mask_BL, axis=-1)
+
+    @property
+    def rows_S(self) -> jax.Array:
+        return jnp.sum(self.onehot_BS, axis=0)
+
+    def token_mean_S(self, values_BL: jax.Array) -> jax.Array:
+        """Per source, the mean of a per-token value over its trained tokens."""
+        return (self.onehot_BS.T @ jnp.sum(values_BL * self.mask_BL, axis=-1)) / jnp.maximum(self.tokens_S, 1.0)
+
+    def row_mean_S(self, values_B: jax.Array) -> jax.Array:
+        """Per source, the mean of a per-row value over its rows."""
+        return (self.onehot_BS.T @ values_B) / jnp.maximum(self.rows_S, 1.0)
+
+
+def _cross_entropy(v: BatchView, is_S) -> tuple[jax.Array, dict]:
+    return v.token_mean_S(-v.logp_BL), {}
+
+
+def _distillation(v: BatchView, is_S) -> tuple[jax.Array, dict]:
+    d = v.distill
+    kd_BL = losses.sparse_kd_per_token(
+        v.logits_BLV, v.batch["teacher_ids"], v.batch["teacher_logprobs"], v.batch["teacher_tail"], kind=d.kind,
+        tail=d.tail, temperature=d.temperature, beta=d.beta, skew=d.skew)
+    kd_S = v.token_mean_S(kd_BL)
+    w = losses.kd_weight(v.step, d.kd_weight, d.kd_warmup_steps)
+    loss_S = w * kd_S + (1.0 - w) * v.token_mean_S(-v.logp_BL)
+    return loss_S, {"kd": _weighted_mean(kd_S, is_S * v.tokens_S), "kd_weight": w}
+
+
+def _redi(v: BatchView, is_S) -> tuple[jax.Array, dict]:
+    redi_B, pos_B, neg_B = losses.redi_pair_rows(v.logp_BL, v.mask_BL, v.batch["segment_ids"],
+                                                 v.distill.redi_alpha)
+    redi_S = v.row_mean_S(redi_B)
+    redi_rows_B = v.onehot_BS @ is_S
+    return redi_S, {"redi": _weighted_mean(redi_S, is_S * v.rows_S),
+                    "redi/positive_logprob": _weighted_mean(pos_B, redi_rows_B),
+                    "redi/negative_logprob": _weighted_mean(neg_B, redi_rows_B)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """One way to learn from a source."""
+
+    reads: Literal["text", "traces"]     # the kind of source it applies to
+    rows: RowKind                        # how the data pipeline builds its rows
+    loss: Callable[[BatchView, jax.Array], tuple[jax.Array, dict]]   # (view, is-this-objective (S,)) -> (L_S, metrics)
+    teacher: bool = False                # rows carry a teacher's cached top-k
+    token_level: bool = True             # its CE over trained tokens counts in the `ce` metric
+    doc: str = ""
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "ce": Objective("text", "packed_text", _cross_entropy, doc="next-token cross-entropy"),
+    "kd": Objective("text", "teacher_cache", _distillation, teacher=True,
+                    doc="distillation from the teacher's cached top-k, mixed with CE by distill.kd_weight"),
+    "sft": Objective("traces", "packed_completions", _cross_entropy, doc="CE on the completions of positive traces"),
+    "redi": Objective("traces", "trace_pairs", _redi, token_level=False,
+                      doc="REDI on positive/negative trace pairs"),
+}
+ObjectiveName = Literal[("",) + tuple(OBJECTIVES)]
+DEFAULT_OBJECTIVE = {"text": "ce", "traces": "sft"}   # by the kind of source, when a source names none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +123,8 @@ class SourceObjectives:
     loss_weights: tuple[float, ...]
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig) -> "SourceObjectives":
+    def from_config(cls, cfg) -> "SourceObjectives":
+        """From a TrainConfig's data sources."""
         src = cfg.data.sources
         return cls(tuple(s.name for s in src), tuple(s.resolved_objective for s in src),
                    tuple(float(s.loss_weight) for s in src))
@@ -40,50 +132,34 @@ class SourceObjectives:
     def uses(self, objective: str) -> bool:
         return objective in self.objectives
 
-    def mask(self, *objectives: str) -> jax.Array:
-        return jnp.asarray([o in objectives for o in self.objectives], jnp.float32)
+    def needs_teacher(self) -> bool:
+        """Whether some source's rows carry teacher top-k fields (then every row of the batch does)."""
+        return any(OBJECTIVES[o].teacher for o in self.objectives)
+
+    def mask(self, predicate: Callable[[str], bool]) -> jax.Array:
+        """(S,) float32: 1 for the sources whose objective name satisfies `predicate`."""
+        return jnp.asarray([predicate(o) for o in self.objectives], jnp.float32)
 
 
-def batch_loss(logits_BLV: Float[Array, "B L V"], batch: dict, table: SourceObjectives, cfg: TrainConfig,
+def batch_loss(logits_BLV: Float[ArrayLike, "B L V"], batch: dict, table: SourceObjectives, distill_cfg,
                step) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The batch loss and its parts: `ce`, `kd`, `kd_weight`, `redi`, `redi/*` and `loss/<source>`.
+    """The batch loss and its parts: `ce`, each objective's metrics (`kd`, `redi`, ...) and `loss/<source>`.
 
-    A part whose rows are absent from the batch is NaN (the trainer leaves it out of the logs); the
-    loss itself is always finite for finite logits.
+    `distill_cfg`: the run's DistillConfig. A part whose rows are absent from the batch is NaN (the trainer
+    leaves it out of the logs); the loss itself is always finite for finite logits.
     """
-    d = cfg.distill
-    mask_BL = batch["loss_mask"].astype(jnp.float32)
-    onehot_BS = jax.nn.one_hot(batch["source_id"], len(table.names), dtype=jnp.float32)
-    rows_S = jnp.sum(onehot_BS, axis=0)
-    logp_BL = distill.token_logprobs(logits_BLV, batch["targets"])
-    ce_BL = -logp_BL
-
-    tokens_S = onehot_BS.T @ jnp.sum(mask_BL, axis=-1)
-
-    def per_source_token_mean(values_BL):
-        return (onehot_BS.T @ jnp.sum(values_BL * mask_BL, axis=-1)) / jnp.maximum(tokens_S, 1.0)
-
-    ce_S = per_source_token_mean(ce_BL)
-    loss_S = ce_S
-    metrics = {"ce": _weighted_mean(ce_S, table.mask("ce", "sft", "kd") * tokens_S)}
-    if table.uses("kd"):
-        kd_BL = distill.sparse_kd_per_token(
-            logits_BLV, batch["teacher_ids"], batch["teacher_logprobs"], batch["teacher_tail"], kind=d.kind,
-            tail=d.tail, temperature=d.temperature, beta=d.beta, skew=d.skew)
-        kd_S = per_source_token_mean(kd_BL)
-        w = distill.kd_weight(step, d.kd_weight, d.kd_warmup_steps)
-        is_kd_S = table.mask("kd")
-        loss_S = jnp.where(is_kd_S > 0, w * kd_S + (1.0 - w) * ce_S, loss_S)
-        metrics.update(kd=_weighted_mean(kd_S, is_kd_S * tokens_S), kd_weight=w)
-    if table.uses("redi"):
-        redi_B, pos_B, neg_B = distill.redi_pair_rows(logp_BL, mask_BL, batch["segment_ids"], d.redi_alpha)
-        redi_S = (onehot_BS.T @ redi_B) / jnp.maximum(rows_S, 1.0)
-        is_redi_S = table.mask("redi")
-        loss_S = jnp.where(is_redi_S > 0, redi_S, loss_S)
-        redi_rows_B = onehot_BS @ is_redi_S
-        metrics.update({"redi": _weighted_mean(redi_S, is_redi_S * rows_S),
-                        "redi/positive_logprob": _weighted_mean(pos_B, redi_rows_B),
-                        "redi/negative_logprob": _weighted_mean(neg_B, redi_rows_B)})
+    view = BatchView(logits_BLV, batch, losses.token_logprobs(logits_BLV, batch["targets"]),
+                     jnp.asarray(batch["loss_mask"], jnp.float32),
+                     jax.nn.one_hot(batch["source_id"], len(table.names), dtype=jnp.float32), distill_cfg, step)
+    token_level_S = table.mask(lambda o: OBJECTIVES[o].token_level)
+    metrics = {"ce": _weighted_mean(view.token_mean_S(-view.logp_BL), token_level_S * view.tokens_S)}
+    loss_S = jnp.zeros(len(table.names), jnp.float32)
+    for name in dict.fromkeys(table.objectives):     # each objective once, in source order
+        is_S = table.mask(lambda o, name=name: o == name)
+        objective_loss_S, objective_metrics = OBJECTIVES[name].loss(view, is_S)
+        loss_S = jnp.where(is_S > 0, objective_loss_S, loss_S)
+        metrics.update(objective_metrics)
+    rows_S = view.rows_S
     weights_S = jnp.asarray(table.loss_weights, jnp.float32) * rows_S / batch["source_id"].shape[0]
     loss = jnp.sum(weights_S * loss_S)
     for s, name in enumerate(table.names):

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jax.typing import ArrayLike
+from jaxtyping import Float, Int
 
 WEIGHT_EPS = 1e-5
 ACTIVATION_EPS = 1e-5
@@ -24,12 +25,12 @@ def at_least_f32(dtype) -> jnp.dtype:
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def weight_quant_scale(w: Float[Array, "..."]) -> Float[Array, ""]:
+def weight_quant_scale(w: Float[ArrayLike, "..."]) -> Float[ArrayLike, ""]:
     """The quantizer's per-tensor `s = 1 / max(mean(|W|), eps)` (float32, or float64 for float64 weights)."""
     return 1.0 / jnp.maximum(jnp.mean(jnp.abs(w.astype(at_least_f32(w.dtype)))), WEIGHT_EPS)
 
 
-def ternary_codes(w: Float[Array, "..."]) -> tuple[Int[Array, "..."], Float[Array, ""]]:
+def ternary_codes(w: Float[ArrayLike, "..."]) -> tuple[Int[ArrayLike, "..."], Float[ArrayLike, ""]]:
     """Ternarize a tensor into int8 codes in {-1, 0, 1} and the dequantization scale `1 / s`.
 
     `codes * scale` is the ternarized tensor; `scale` is the absmean, which is what a
@@ -40,20 +41,20 @@ def ternary_codes(w: Float[Array, "..."]) -> tuple[Int[Array, "..."], Float[Arra
     return codes, 1.0 / s
 
 
-def ternarize(w: Float[Array, "..."]) -> Float[Array, "..."]:
+def ternarize(w: Float[ArrayLike, "..."]) -> Float[ArrayLike, "..."]:
     """Absmean ternarization, dequantized: every entry is -1/s, 0 or +1/s."""
     s = weight_quant_scale(w)
     return (jnp.clip(jnp.round(w.astype(s.dtype) * s), -1, 1) / s).astype(w.dtype)
 
 
-def activation_scale(x: Float[Array, "... D"]) -> Float[Array, "... 1"]:
+def activation_scale(x: Float[ArrayLike, "... D"]) -> Float[ArrayLike, "... 1"]:
     """Per-token int8 scale `127 / max(|x|)`, one per row of the last axis."""
     qmax = 2 ** (ACTIVATION_BITS - 1) - 1
     absmax = jnp.max(jnp.abs(x.astype(at_least_f32(x.dtype))), axis=-1, keepdims=True)
     return qmax / jnp.maximum(absmax, ACTIVATION_EPS)
 
 
-def quantize_activations(x: Float[Array, "... D"]) -> Float[Array, "... D"]:
+def quantize_activations(x: Float[ArrayLike, "... D"]) -> Float[ArrayLike, "... D"]:
     """Per-token absmax int8 fake quantization: values lie on the grid k / s, k in [-128, 127]."""
     qmin, qmax = -(2 ** (ACTIVATION_BITS - 1)), 2 ** (ACTIVATION_BITS - 1) - 1
     scale = activation_scale(x)

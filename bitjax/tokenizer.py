@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from bitjax.config import ConfigError
+from bitjax.errors import ConfigError
 
 EOS = "<|endoftext|>"
 
@@ -38,11 +38,12 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
 def load(path: str | Path) -> Tokenizer:
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such tokenizer.json")
+        raise ConfigError(f"{path}: no such tokenizer.json")
     try:
         return Tokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises a bare Exception on malformed JSON
-        raise ValueError(f"{path}: not a valid tokenizer.json ({e}); delete it to rebuild") from None
+        raise ConfigError(f"{path}: not a valid tokenizer.json ({e}); point data.tokenizer at a valid "
+                          "tokenizer.json") from None
 
 
 def from_gguf(path: str | Path) -> Tokenizer:
@@ -55,11 +56,11 @@ def from_gguf(path: str | Path) -> Tokenizer:
 
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such GGUF file")
+        raise ConfigError(f"{path}: no such GGUF file")
     try:
         hf = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     except Exception as e:
-        raise ValueError(f"{path}: cannot read a tokenizer from this GGUF ({e})") from None
+        raise ConfigError(f"{path}: cannot read a tokenizer from this GGUF ({e})") from None
     return Tokenizer.from_str(hf.backend_tokenizer.to_str())
 
 
@@ -88,7 +89,7 @@ def eos_id(tok: Tokenizer) -> int:
     """The document-boundary token (used as both BOS and EOS, GPT-2 style)."""
     token_id = tok.token_to_id(EOS)
     if token_id is None:
-        raise ValueError(f"the tokenizer has no {EOS} token to mark document boundaries")
+        raise ConfigError(f"the tokenizer has no {EOS} token to mark document boundaries")
     return token_id
 
 
@@ -113,12 +114,12 @@ def resolve(spec: str, vocab_size: int, texts: Callable[[], Iterable[str]], cach
             save_atomic(train_bpe(texts(), vocab_size), path)
         return path
     if spec == "smollm2":
-        from bitjax.llama_cpp_runtime import embedded_gguf
+        from bitjax.paths import embedded_gguf
         spec = str(embedded_gguf())
     source = Path(spec)
     if source.suffix == ".gguf":
         if not source.is_file():
-            raise ValueError(f"data.tokenizer={spec}: no such GGUF file")
+            raise ConfigError(f"data.tokenizer={spec}: no such GGUF file")
         path = cache / "tokenizers" / f"gguf-{source.stem}-{file_digest(source)}" / "tokenizer.json"
         if not path.exists():
             save_atomic(from_gguf(source), path)

@@ -26,17 +26,15 @@ from tqdm import tqdm
 
 from bitjax import checkpoint as ckpt_lib
 from bitjax import data as data_lib
-from bitjax import distill, objective, quant
+from bitjax import losses, objective, quant
 from bitjax import sharding as sharding_lib
 from bitjax.config import TrainConfig
+from bitjax.data import schema
+from bitjax.errors import ConfigError, TrainingError
 from bitjax.layers import QuantStrength
 from bitjax.model import Transformer, count_params
 from bitjax.optim import current_hyperparams, make_optimizer
 from bitjax.run_outputs import RunLogger, first_value, plot_loss_curve, print_summary
-
-
-class TrainingError(RuntimeError):
-    """The run stopped for a reason the user must act on (diverged loss, ...)."""
 
 
 @flax.struct.dataclass
@@ -94,15 +92,8 @@ class Trainer:
 
     def batch_shapes(self, teacher_k: int | None = None) -> dict[str, tuple[tuple[int, ...], Any]]:
         """Shape and dtype of every field of a global training batch (teacher fields when a source distils)."""
-        B, L = self.cfg.data.batch_size, self.cfg.data.seq_len
-        shapes = {name: ((B, L), jnp.int32) for name in ("inputs", "targets", "segment_ids", "positions",
-                                                          "loss_mask")}
-        shapes["source_id"] = ((B,), jnp.int32)
-        if self.objectives.uses("kd"):
-            k = teacher_k or self.cfg.distill.k
-            shapes.update(teacher_ids=((B, L, k), jnp.int32), teacher_logprobs=((B, L, k), jnp.float32),
-                          teacher_tail=((B, L), jnp.float32))
-        return shapes
+        k = (teacher_k or self.cfg.distill.k) if self.objectives.needs_teacher() else 0
+        return schema.batch_fields(self.cfg.data.batch_size, self.cfg.data.seq_len, k)
 
     def model(self, params: nnx.State, lam: jax.Array | float = 1.0) -> Transformer:
         quant_vars = jax.tree.map(lambda v: jnp.full_like(v, lam), self.quant_vars)
@@ -114,7 +105,7 @@ class Trainer:
         """Every row's loss by its source's objective (CE, KD against the cache, SFT, REDI); see bitjax.objective."""
         logits_BLV = self.model(params, lam)(batch["inputs"], batch["segment_ids"], batch["positions"])
         logits_BLV = sharding_lib.constrain(logits_BLV, "logits", self.mesh)
-        return objective.batch_loss(logits_BLV, batch, self.objectives, self.cfg, step)
+        return objective.batch_loss(logits_BLV, batch, self.objectives, self.cfg.distill, step)
 
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         lam = quant.lambda_schedule(state.step, self.cfg.quant_warmup_steps)
@@ -134,8 +125,7 @@ class Trainer:
     def eval_loss(self, params: nnx.State, batch: dict) -> tuple[jax.Array, jax.Array]:
         """Summed CE and token count on one batch, fully quantized."""
         logits_BLV = self.model(params, 1.0)(batch["inputs"], batch["segment_ids"], batch["positions"])
-        mask = batch["loss_mask"].astype(jnp.float32)
-        return -jnp.sum(distill.token_logprobs(logits_BLV, batch["targets"]) * mask), jnp.sum(mask)
+        return losses.summed_cross_entropy(logits_BLV, batch["targets"], batch["loss_mask"])
 
 
 def zero_fractions(params: nnx.State) -> dict[str, jax.Array]:
@@ -157,7 +147,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
     trainer = Trainer.create(cfg, devices)
     pipeline = data_lib.build_pipeline(cfg.data, teacher_cache=cfg.distill.cache, vocab_size=cfg.model.vocab_size)
     if pipeline.vocab_size > cfg.model.vocab_size:
-        raise ckpt_lib.ConfigError(
+        raise ConfigError(
             f"tokenizer {pipeline.tokenizer_path} has {pipeline.vocab_size} tokens but "
             f"model.vocab_size={cfg.model.vocab_size}; set --set model.vocab_size={pipeline.vocab_size}")
     eval_batches = [sharding_lib.replicated_batch(b, trainer.mesh)

@@ -11,8 +11,7 @@ sequences come from the recipe's distill section), or point at a copy with `--se
 
 from pathlib import Path
 
-from bitjax.config import (CheckpointConfig, DataConfig, DistillConfig, OptimConfig, SourceConfig,
-                           TrainConfig)
+from bitjax.config import CheckpointConfig, DataConfig, DistillConfig, OptimConfig, SourceConfig, TrainConfig
 from bitjax.model import ModelConfig
 
 REPHRASED = Path(__file__).resolve().parent.parent / "data" / "rephrased" / "shakespeare.jsonl"

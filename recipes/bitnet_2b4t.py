@@ -11,8 +11,7 @@ tokens; here `steps` times the v5p-128 batch (128 x 4096 = 0.5M tokens) is 63B t
 
 from pathlib import Path
 
-from bitjax.config import (CheckpointConfig, DataConfig, DistillConfig, OptimConfig, SourceConfig,
-                           TrainConfig)
+from bitjax.config import CheckpointConfig, DataConfig, DistillConfig, OptimConfig, SourceConfig, TrainConfig
 from bitjax.model import ModelConfig
 
 REPHRASED = Path(__file__).resolve().parent.parent / "data" / "rephrased" / "shakespeare.jsonl"

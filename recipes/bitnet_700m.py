@@ -7,8 +7,7 @@ Sequences of 2048 tokens, blocks rematerialised, parameters and optimizer state 
 
 from pathlib import Path
 
-from bitjax.config import (CheckpointConfig, DataConfig, DistillConfig, OptimConfig, SourceConfig,
-                           TrainConfig)
+from bitjax.config import CheckpointConfig, DataConfig, DistillConfig, OptimConfig, SourceConfig, TrainConfig
 from bitjax.model import ModelConfig
 
 REPHRASED = Path(__file__).resolve().parent.parent / "data" / "rephrased" / "shakespeare.jsonl"

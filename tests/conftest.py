@@ -5,6 +5,16 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Derived artifacts (the trained BPE, token arrays) are cached once per test session.
 os.environ.setdefault("BITJAX_CACHE", os.path.join(tempfile.gettempdir(), "bitjax-test-cache"))
 
+# Shape annotations (jaxtyping) are checked at run time in tests: a wrong shape or dtype at a public
+# signature of these modules fails the test that passed it. The hook must be installed before they load.
+from jaxtyping import install_import_hook  # noqa: E402
+
+with install_import_hook(["bitjax.quant", "bitjax.layers", "bitjax.model", "bitjax.losses", "bitjax.objective"],
+                         "beartype.beartype"):
+    import bitjax.losses  # noqa: E402, F401
+    import bitjax.model  # noqa: E402, F401
+    import bitjax.objective  # noqa: E402, F401
+
 import jax  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")

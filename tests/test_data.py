@@ -3,16 +3,15 @@
 import dataclasses
 import json
 
+import grain
 import numpy as np
 import pytest
 
 from bitjax import tokenizer as tokenizer_lib
 from bitjax.config import ConfigError, DataConfig, SourceConfig
-from bitjax.data import DataError, build_pipeline, sources, tfds_corpora
+from bitjax.data import DataError, build_pipeline, corpora, records, sources, tfds_corpora
 from bitjax.data.pack import DocumentExamples, pack
 from bitjax.data.tokenize import TokenShard, load_shard, save_shard
-
-import grain
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +27,8 @@ def rephrased_jsonl(tmp_path_factory):
 
 
 def mixed_config(rephrased_jsonl, **kw):
-    srcs = (SourceConfig("natural", "tfds:shakespeare", 0.6), SourceConfig("rephrased", f"jsonl:{rephrased_jsonl}", 0.4))
+    srcs = (SourceConfig("natural", "tfds:shakespeare", 0.6),
+            SourceConfig("rephrased", f"jsonl:{rephrased_jsonl}", 0.4))
     return DataConfig(**{"sources": srcs, "vocab_size": 512, "seq_len": 32, "batch_size": 100, **kw})
 
 
@@ -162,7 +162,7 @@ def test_token_shard_from_another_tokenizer_is_refused(tmp_path):
 
 def test_tfds_builder_builds_and_reads_back_offline(tmp_path):
     docs = tfds_corpora.read("shakespeare", tmp_path)
-    expected = {d["id"]: d["text"] for d in sources.shakespeare_documents()}
+    expected = {d["id"]: d["text"] for d in corpora.shakespeare_documents()}
     assert len(docs) == len(expected) > 2000
     assert all(expected[d["id"]] == d["text"] for d in docs)
     assert (tmp_path / "bitjax_shakespeare" / "0.6.0").is_dir()
@@ -187,7 +187,7 @@ def test_prompt_completion_masks_the_prompt(tmp_path):
 
 def test_arrayrecord_source(tmp_path):
     path = tmp_path / "docs.array_record"
-    sources.write_arrayrecord(path, [{"id": str(i), "text": f"document number {i}"} for i in range(5)])
+    records.write_arrayrecord(path, [{"id": str(i), "text": f"document number {i}"} for i in range(5)])
     docs = sources.load_documents(f"arrayrecord:{path}")
     assert [d["text"] for d in docs] == [f"document number {i}" for i in range(5)]
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitjax.cache_teacher import cache_teacher
 from bitjax.config import ConfigError, apply_overrides, load_recipe
-from bitjax.topk_cache import CacheError, TopKCache
+from bitjax.data.topk_cache import CacheError, TopKCache
+from bitjax.teachers.cache_writer import cache_teacher
 from bitjax.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +55,7 @@ def test_kd_weight_mixes_the_terms(cache_dir, tmp_path):
 def test_cache_rows_and_plain_rows_share_a_batch(cache_dir, tmp_path):
     """One source distils, the other trains on CE: rows of both meet in each batch, each with its loss."""
     import dataclasses
+
     from bitjax.train import train as train_fn
     cfg = _kd(cache_dir, "steps=3", "distill.kd_weight=1.0")
     natural, rephrased = cfg.data.sources
@@ -109,6 +110,7 @@ def test_bad_distill_settings():
 def test_kd_ce_sft_and_redi_rows_train_together(cache_dir, tmp_path):
     """The Grain mix takes cached-teacher rows, plain rows and both kinds of trace rows in one run."""
     import dataclasses
+
     from bitjax.config import SourceConfig
     traces = tmp_path / "traces.jsonl"
     rows = [{"prompt_id": f"q{p}", "prompt": f"Q{p}? ", "completion": f"so #### {a}", "gold": str(p),

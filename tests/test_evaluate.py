@@ -40,12 +40,12 @@ def test_answer_accuracy_scores_final_answers_against_gold(run, tmp_path, monkey
     from bitjax.tokenizer import load
     tok = load(workdir / "tokenizer.json")
 
-    def fake_generate(trainer, params, prompts, *, max_new_tokens, stop_ids):
+    def fake_generate(build_model, params, prompts, *, max_new_tokens, stop_ids):
         # "answers" 2i for the first two problems and 7 for the others
         texts = [f" so #### {2 * i}" if i < 2 else " #### 7" for i in range(len(prompts))]
         return [np.asarray(tok.encode(t).ids, np.int32) for t in texts]
 
-    monkeypatch.setattr(evaluate_lib, "trainer_generate", fake_generate)
+    monkeypatch.setattr(evaluate_lib, "greedy_generate", fake_generate)
     report = evaluate_lib.answer_accuracy(workdir, problems)
     assert report["problems"] == 4 and report["correct"] == 2 and report["answer_accuracy"] == 0.5
     answers = [json.loads(line) for line in (workdir / "answers.jsonl").read_text().splitlines()]

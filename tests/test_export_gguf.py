@@ -5,13 +5,14 @@ import os
 import gguf
 import numpy as np
 import pytest
+from random_models import random_model
 
 from bitjax import quant
-from bitjax.export import ExportError, GGUF_TYPES, export_run, gguf_writer, llama_check
+from bitjax.errors import ConfigError
+from bitjax.export import GGUF_TYPES, ExportError, export_run, gguf_writer, llama_check
 from bitjax.export.gguf_writer import gguf_name, read_ternary, write_gguf
 from bitjax.export.model_source import load_run, ternary_names
 from bitjax.export.runtime_report import format_agreement, llama_cpp_report
-from random_models import random_model
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def reports(run, gguf_files):
 def test_codes_read_back_equal_training_quantizer(run, gguf_files, gguf_type):
     _, codes, scales = read_ternary(gguf_files[gguf_type])
     params = run.flat_params()
-    names = ternary_names(run.train_config.model)
+    names = ternary_names(run.config.model)
     assert len(codes) == len(names)
     for name in names:
         expected_IO, scale = quant.ternary_codes(params[f"{name}.kernel"])
@@ -92,7 +93,7 @@ def test_run_without_checkpoint_is_refused(trained_run, tmp_path):
     empty.mkdir()
     for name in ("config.json", "tokenizer.json"):
         (empty / name).write_bytes((trained_run / name).read_bytes())
-    with pytest.raises(ExportError, match=r"holds no checkpoint.*bitjax train"):
+    with pytest.raises(ConfigError, match=r"holds no checkpoint.*bitjax train"):
         export_run(empty, tmp_path / "out.gguf", format="gguf")
     assert not (tmp_path / "out.gguf").exists()
 

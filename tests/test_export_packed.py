@@ -6,6 +6,7 @@ import os
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from random_models import random_model
 
 from bitjax import quant
 from bitjax.export import ExportError, export_run, hf_packed
@@ -13,7 +14,6 @@ from bitjax.export.hf_check import hf_logits, load_model
 from bitjax.export.hf_packed import read_packed, write_packed
 from bitjax.export.model_source import load_run, ternary_names
 from bitjax.export.runtime_report import format_agreement, transformers_report
-from random_models import random_model
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_codes_and_scales_read_back_equal_training_quantizer(trained_run, packed
     assert config["quantization_config"] == {
         "quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"}
     params = run.flat_params()
-    for name in ternary_names(run.train_config.model):
+    for name in ternary_names(run.config.model):
         expected_IO, scale = quant.ternary_codes(params[f"{name}.kernel"])
         np.testing.assert_array_equal(codes[name], np.asarray(expected_IO).T, err_msg=name)
         # autobitlinear offline multiplies by weight_scale: it is mean(|W|), not its inverse

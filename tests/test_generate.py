@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from bitjax.config import apply_overrides, load_recipe
-from bitjax.generate import trainer_generate
+from bitjax.generate import greedy_generate
 from bitjax.train import Trainer
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
@@ -17,7 +17,7 @@ def test_cached_greedy_decoding_equals_full_recomputation():
     params = trainer.init_state().params
     rng = np.random.default_rng(0)
     prompts = [rng.integers(1, 2000, n).astype(np.int32) for n in (5, 11, 2)]   # left-padded to 11
-    outs = trainer_generate(trainer, params, prompts, max_new_tokens=6, stop_ids=set())
+    outs = greedy_generate(trainer.model, params, prompts, max_new_tokens=6, stop_ids=set())
     forward = jax.jit(lambda p, t: trainer.model(p)(t))
     for prompt, out in zip(prompts, outs):
         seq = list(prompt)
@@ -30,7 +30,7 @@ def test_generation_stops_at_a_stop_id():
     trainer = Trainer.create(apply_overrides(load_recipe(TINY), ["model.n_layers=1"]))
     params = trainer.init_state().params
     prompt = [np.arange(1, 6, dtype=np.int32)]
-    full = trainer_generate(trainer, params, prompt, max_new_tokens=5, stop_ids=set())[0]
+    full = greedy_generate(trainer.model, params, prompt, max_new_tokens=5, stop_ids=set())[0]
     stop = int(full[1])
-    cut = trainer_generate(trainer, params, prompt, max_new_tokens=5, stop_ids={stop})[0]
+    cut = greedy_generate(trainer.model, params, prompt, max_new_tokens=5, stop_ids={stop})[0]
     assert cut.tolist() == full[:full.tolist().index(stop) + 1].tolist()

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax import distill, objective
+from bitjax import losses, objective
 from bitjax.config import SourceConfig, load_recipe
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
@@ -39,8 +39,8 @@ def random_batch(source_id, seed=0):
 def test_one_ce_source_is_token_mean_cross_entropy():
     cfg = config_with(SourceConfig("text", "tfds:shakespeare"))
     logits, batch = random_batch([0] * B)
-    loss, metrics = objective.batch_loss(logits, batch, objective.SourceObjectives.from_config(cfg), cfg, 0)
-    want = distill.cross_entropy(logits, batch["targets"], batch["loss_mask"])
+    loss, metrics = objective.batch_loss(logits, batch, objective.SourceObjectives.from_config(cfg), cfg.distill, 0)
+    want = losses.cross_entropy(logits, batch["targets"], batch["loss_mask"])
     np.testing.assert_allclose(loss, want, rtol=1e-6)
     np.testing.assert_allclose(metrics["loss/text"], want, rtol=1e-6)
 
@@ -52,13 +52,13 @@ def test_sources_count_by_their_rows_and_loss_weights():
     cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, kd_weight=0.7))
     source_id = [0, 1, 1, 0, 1, 0]              # c is absent from this batch
     logits, batch = random_batch(source_id)
-    loss, metrics = objective.batch_loss(logits, batch, objective.SourceObjectives.from_config(cfg), cfg, 0)
+    loss, metrics = objective.batch_loss(logits, batch, objective.SourceObjectives.from_config(cfg), cfg.distill, 0)
     rows = {s: np.asarray(source_id) == i for i, s in enumerate("abc")}
     mask = batch["loss_mask"]
-    ce_a = distill.cross_entropy(logits[rows["a"]], batch["targets"][rows["a"]], mask[rows["a"]])
+    ce_a = losses.cross_entropy(logits[rows["a"]], batch["targets"][rows["a"]], mask[rows["a"]])
     sel = rows["b"]
-    ce_b = distill.cross_entropy(logits[sel], batch["targets"][sel], mask[sel])
-    kd_b = distill.sparse_kd_loss(logits[sel], batch["teacher_ids"][sel], batch["teacher_logprobs"][sel], mask[sel],
+    ce_b = losses.cross_entropy(logits[sel], batch["targets"][sel], mask[sel])
+    kd_b = losses.sparse_kd_loss(logits[sel], batch["teacher_ids"][sel], batch["teacher_logprobs"][sel], mask[sel],
                                   batch["teacher_tail"][sel])
     want = 2.0 * 3 / 6 * ce_a + 1.0 * 3 / 6 * (0.7 * kd_b + 0.3 * ce_b)
     np.testing.assert_allclose(loss, want, rtol=1e-5)
@@ -79,15 +79,15 @@ def test_redi_in_one_row_equals_redi_over_two_forward_passes():
     table = objective.SourceObjectives.from_config(cfg)
 
     def packed(z):
-        return objective.batch_loss(z, batch, table, cfg, 0)[0]
+        return objective.batch_loss(z, batch, table, cfg.distill, 0)[0]
 
     def two_forwards(z):
         pos, neg = (mask * (segments == s) for s in (1, 2))
-        return distill.redi_loss(z, targets, pos, z, targets, neg, alpha=cfg.distill.redi_alpha)[0]
+        return losses.redi_loss(z, targets, pos, z, targets, neg, alpha=cfg.distill.redi_alpha)[0]
 
     np.testing.assert_allclose(packed(logits), two_forwards(logits), rtol=1e-6)
     np.testing.assert_allclose(jax.grad(packed)(logits), jax.grad(two_forwards)(logits), rtol=1e-5, atol=1e-7)
-    _, metrics = objective.batch_loss(logits, batch, table, cfg, 0)
+    _, metrics = objective.batch_loss(logits, batch, table, cfg.distill, 0)
     assert metrics["redi/positive_logprob"] < 0 and np.isnan(metrics["loss/text"])
 
 
@@ -95,6 +95,6 @@ def test_redi_in_one_row_equals_redi_over_two_forward_passes():
 def test_a_zero_loss_weight_removes_the_source_from_the_gradient(weight):
     cfg = config_with(SourceConfig("a", "tfds:shakespeare"), SourceConfig("b", "tfds:kjv", loss_weight=weight))
     logits, batch = random_batch([0, 0, 0, 1, 1, 1])
-    grads = jax.grad(lambda z: objective.batch_loss(z, batch, objective.SourceObjectives.from_config(cfg), cfg,
-                                                    0)[0])(logits)
+    grads = jax.grad(lambda z: objective.batch_loss(z, batch, objective.SourceObjectives.from_config(cfg),
+                                                    cfg.distill, 0)[0])(logits)
     assert (np.abs(np.asarray(grads[3:])).max() > 0) == (weight > 0)

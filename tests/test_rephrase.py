@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from bitjax import rephrase
 from bitjax.config import ConfigError
+from bitjax.teachers import rephrase
 
 
 class EchoGenerator:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from jax.sharding import AbstractMesh, PartitionSpec as P
+from jax.sharding import AbstractMesh
+from jax.sharding import PartitionSpec as P
 
 from bitjax import sharding
 from bitjax.config import ConfigError, MeshConfig, apply_overrides, load_recipe
@@ -55,6 +56,7 @@ def test_axis_that_does_not_divide_a_dimension_is_left_unsplit():
 
 def test_state_shardings_cover_every_leaf():
     import jax
+
     from bitjax.train import Trainer
     trainer = Trainer.create(apply_overrides(load_recipe(TINY), FAST))
     abstract = trainer.abstract_state()
@@ -200,3 +202,19 @@ def test_a_shard_count_the_processes_do_not_divide_is_one_line_error():
     assert "3 data shards cannot be split over 2 processes" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ConfigError, match=r"data.batch_size=10 is not divisible by 4 data shards"):
         shards.check_shards(4, 2, 10)
+
+
+def test_every_parameter_of_two_or_more_dimensions_has_a_real_rule():
+    """No matrix falls through to the catch-all (replicated) row of the table, at any preset."""
+    import jax
+    from flax import nnx
+
+    from bitjax.model import ModelConfig, Transformer
+
+    catch_all = sharding.RULES[-1][0]
+    for preset in (ModelConfig.tiny(), ModelConfig.bitnet_125m(), ModelConfig.bitnet_2b4t()):
+        params = nnx.state(nnx.eval_shape(lambda p=preset: Transformer(p, rngs=nnx.Rngs(0))), nnx.Param)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+            name = "params." + sharding.path_name(path)
+            if len(leaf.shape) >= 2:
+                assert sharding.rule_for(name)[0] != catch_all, name

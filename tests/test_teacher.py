@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from bitjax.config import apply_overrides, load_recipe
-from bitjax.teacher import BitjaxTeacher, open_teacher, topk_from_logits
+from bitjax.errors import ConfigError
+from bitjax.teachers.backends import BitjaxTeacher, open_teacher, topk_from_logits
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
 KD_TINY = str(Path(__file__).resolve().parents[1] / "tests" / "recipes" / "kd_tiny.py")
@@ -65,15 +66,15 @@ def test_hf_backend_matches_direct_forward(tmp_path):
 
 
 def test_unknown_teacher_spec():
-    with pytest.raises(ValueError, match="gguf:PATH, hf:DIR or bitjax:RUN_DIR"):
+    with pytest.raises(ConfigError, match="gguf:PATH, gguf:smollm2, hf:DIR or bitjax:RUN_DIR"):
         open_teacher("onnx:model")
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ConfigError, match="/nonexistent.gguf does not exist"):
         open_teacher("gguf:/nonexistent.gguf")
 
 
 def test_cache_teacher_command_with_a_bitjax_teacher(tmp_path, capsys):
     from bitjax.cli import main
-    from bitjax.topk_cache import TopKCache
+    from bitjax.data.topk_cache import TopKCache
     from bitjax.train import train
 
     small = ["--set", "model.n_layers=1", "--set", "data.seq_len=32", "--set", "data.batch_size=4"]
@@ -100,7 +101,7 @@ def test_cache_teacher_needs_a_distilled_source(tmp_path, capsys):
 
 
 def test_cache_teacher_refuses_a_teacher_with_another_vocabulary(tmp_path, capsys):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     from bitjax.cli import main
     config = transformers.LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,

@@ -39,7 +39,7 @@ def test_gguf_tokenizer_encodes_like_llama_cpp(tmp_path):
     pytest.importorskip("transformers")
     pytest.importorskip("gguf")
     llama_cpp = pytest.importorskip("llama_cpp")
-    from bitjax.llama_cpp_runtime import embedded_gguf
+    from bitjax.paths import embedded_gguf
 
     gguf = embedded_gguf()
     if not gguf.is_file():

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from bitjax import tokenizer as tokenizer_lib
-from bitjax import traces
-from bitjax.chat_models import Completion
 from bitjax.config import DataConfig, SourceConfig
-from bitjax.data import build_pipeline
+from bitjax.data import build_pipeline, traces_file
+from bitjax.errors import ConfigError
+from bitjax.teachers import traces
+from bitjax.teachers.chat_models import Completion
 
 
 @pytest.mark.parametrize("text, want", [
@@ -23,22 +24,23 @@ from bitjax.data import build_pipeline
     ("no number at all", None),
 ])
 def test_final_answer_extraction(text, want):
-    assert traces.extract_answer(text) == want
+    assert traces_file.extract_answer(text) == want
 
 
 def test_answers_compare_as_numbers():
-    assert traces.is_correct("28080", "28080") and traces.is_correct("28080.0", "28080")
-    assert not traces.is_correct("2808", "28080") and not traces.is_correct(None, "3")
+    assert traces_file.is_correct("28080", "28080") and traces_file.is_correct("28080.0", "28080")
+    assert not traces_file.is_correct("2808", "28080") and not traces_file.is_correct(None, "3")
 
 
 def test_heldout_prompts_share_no_template_with_training_prompts():
-    train, heldout = traces.task_prompts("gsm_symbolic", "train", 40), traces.task_prompts("gsm_symbolic", "heldout", 20)
+    train = traces.task_prompts("gsm_symbolic", "train", 40)
+    heldout = traces.task_prompts("gsm_symbolic", "heldout", 20)
     assert len(train) == 40 and len(heldout) == 20
     assert all(p["template"] % traces.HELDOUT_TEMPLATE_EVERY == 0 for p in heldout)
     assert not {p["template"] for p in train} & {p["template"] for p in heldout}
     assert not {p["question"] for p in train} & {p["question"] for p in heldout}
     assert traces.task_prompts("gsm_symbolic", "train", 40) == train     # deterministic
-    assert all(traces.parse_number(p["gold"]) is not None for p in train + heldout)
+    assert all(traces_file.parse_number(p["gold"]) is not None for p in train + heldout)
 
 
 class ScriptedTeacher:
@@ -70,7 +72,7 @@ def test_sampling_labels_by_the_verified_answer_and_resumes(tmp_path, prompts):
     teacher = ScriptedTeacher(prompts)
     summary = traces.sample_traces(teacher, prompts[:3], out, split="train", samples=4, progress=False)
     assert summary["written"] == 12
-    records = traces.read_traces(out)
+    records = traces_file.read_traces(out)
     for r in records:
         seed = traces.sample_seed(0, r["prompt_id"], r["sample"])
         assert r["label"] == ("positive" if seed % 2 == 0 else "negative")
@@ -82,7 +84,7 @@ def test_sampling_labels_by_the_verified_answer_and_resumes(tmp_path, prompts):
     again = ScriptedTeacher(prompts)
     summary = traces.sample_traces(again, prompts, out, split="train", samples=4, progress=False)
     assert summary["already_done"] == 12 and summary["written"] == 12 and again.calls == 12
-    assert len(traces.read_traces(out)) == 24
+    assert len(traces_file.read_traces(out)) == 24
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, prompts):
@@ -111,15 +113,15 @@ def write_jsonl(path, records):
 ])
 def test_bad_trace_records_are_named_by_file_and_line(tmp_path, bad, match):
     path = write_jsonl(tmp_path / "traces.jsonl", [record("a", "so #### 3", "3", "positive"), bad])
-    with pytest.raises(traces.TraceError, match=match):
-        traces.read_traces(path)
+    with pytest.raises(traces_file.TraceError, match=match):
+        traces_file.read_traces(path)
 
 
 def test_unparsable_json_line(tmp_path):
     path = tmp_path / "traces.jsonl"
     path.write_text(json.dumps(record("a", "#### 3", "3", "positive")) + "\n{not json\n")
-    with pytest.raises(traces.TraceError, match=r"traces.jsonl:2: not a JSON line"):
-        traces.read_traces(path)
+    with pytest.raises(traces_file.TraceError, match=r"traces.jsonl:2: not a JSON line"):
+        traces_file.read_traces(path)
 
 
 def test_redi_pairs_each_positive_with_a_negative_of_its_own_prompt():
@@ -127,11 +129,11 @@ def test_redi_pairs_each_positive_with_a_negative_of_its_own_prompt():
                record("a", "#### 1", "1", "positive", sample=2), record("b", "#### 9", "1", "negative"),
                record("c", "#### 5", "5", "positive"), record("d", "#### 7", "8", "negative", sample=0),
                record("d", "#### 8", "8", "positive", sample=1)]
-    pos, neg = traces.redi_pairs(records)
+    pos, neg = traces_file.redi_pairs(records)
     assert [p["id"] for p in pos] == ["a#0", "a#2", "d#1"]
     assert [n["id"] for n in neg] == ["a#1", "a#1", "d#0"]     # b has no positive, c no negative
     assert all(p["prompt"] == n["prompt"] for p, n in zip(pos, neg))
-    assert [d["id"] for d in traces.sft_documents(records)] == ["a#0", "a#2", "c#0", "d#1"]
+    assert [d["id"] for d in traces_file.sft_documents(records)] == ["a#0", "a#2", "c#0", "d#1"]
 
 
 # --------------------------------------------------------------------------- trace sources in the pipeline
@@ -174,7 +176,7 @@ def test_sft_rows_train_on_positive_completions_only(trace_file):
             prompt = tok.decode(row["targets"][where & (row["loss_mask"] == 0)].tolist())
             assert "####" in trained and "?" not in trained     # the completion, not the prompt
             assert prompt.startswith("Q") or prompt == ""        # prompt tokens are input only
-            answer = traces.extract_answer(trained.replace(tokenizer_lib.EOS, ""))
+            answer = traces_file.extract_answer(trained.replace(tokenizer_lib.EOS, ""))
             assert answer is not None and int(answer) < 20       # positives only
 
 
@@ -189,7 +191,7 @@ def test_redi_rows_hold_a_positive_and_a_negative_of_one_prompt(trace_file):
             texts[seg] = (tok.decode(row["inputs"][where & (row["loss_mask"] == 0)].tolist()),
                           tok.decode(row["targets"][where & (row["loss_mask"] == 1)].tolist()))
         assert texts[1][0] == texts[2][0]                                   # the same prompt
-        pos, neg = (traces.extract_answer(texts[s][1].replace(tokenizer_lib.EOS, "")) for s in (1, 2))
+        pos, neg = (traces_file.extract_answer(texts[s][1].replace(tokenizer_lib.EOS, "")) for s in (1, 2))
         assert int(pos) < 20 <= int(neg)
 
 
@@ -199,9 +201,9 @@ def test_redi_pairs_longer_than_a_row_are_refused_with_the_fix(trace_file):
 
 
 def test_a_text_objective_on_traces_is_a_config_error(trace_file):
-    with pytest.raises(traces.ConfigError, match="must be 'sft' or 'redi'"):
+    with pytest.raises(ConfigError, match="holds traces: its objective must be one of sft, redi, not 'kd'"):
         SourceConfig("t", f"traces:{trace_file}", objective="kd")
-    with pytest.raises(traces.ConfigError, match="need a traces: source"):
+    with pytest.raises(ConfigError, match="holds text: its objective must be one of ce, kd, not 'redi'"):
         SourceConfig("t", "tfds:shakespeare", objective="redi")
 
 

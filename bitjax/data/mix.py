@@ -16,8 +16,8 @@ from collections.abc import Mapping
 import grain
 import numpy as np
 
-from bitjax.config import ConfigError
-from bitjax.data.sources import DataError
+from bitjax.data import schema
+from bitjax.errors import ConfigError, DataError
 
 
 def normalize_weights(weights: Mapping[str, float]) -> dict[str, float]:
@@ -65,14 +65,13 @@ class RaiseWhenDry(grain.IterDataset):
 def tag_source(ds: grain.IterDataset, source_id: int) -> grain.IterDataset:
     """Add the scalar `source_id` to every packed sequence of one source."""
     tag = np.int32(source_id)
-    return ds.map(lambda ex: {**ex, "source_id": tag})
+    return ds.map(lambda ex: {**ex, schema.SOURCE_FIELD: tag})
 
 
 def add_empty_teacher(ds: grain.IterDataset, seq_len: int, k: int) -> grain.IterDataset:
     """Give rows without a teacher (CE, trace rows) the teacher fields of distilled rows, as zeros, so every
     source has one row schema and rows of all sources can share a batch; the loss ignores them there."""
-    empty = {"teacher_ids": np.zeros((seq_len, k), np.int32), "teacher_logprobs": np.zeros((seq_len, k), np.float32),
-             "teacher_tail": np.zeros((seq_len,), np.float32)}
+    empty = schema.empty_teacher_fields(seq_len, k)
     return ds.map(lambda ex: {**ex, **empty})
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import grain
 import numpy as np
 
+from bitjax.data import schema
 from bitjax.data.tokenize import TokenShard
 
 FEATURES = ("inputs", "targets", "loss_mask")
@@ -71,8 +72,7 @@ class PairExamples:
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         pair = int(self._kept[index])
-        row = {k: np.zeros(self.seq_len, np.int32) for k in ("inputs", "targets", "segment_ids", "positions",
-                                                              "loss_mask")}
+        row = schema.empty_sequence_row(self.seq_len)
         start = 0
         for segment, docs in ((1, self.positives), (2, self.negatives)):
             doc = docs[pair]

@@ -7,7 +7,7 @@
 
 Every source yields rows of one schema, whatever it holds, so Grain's `IterDataset.mix` can mix them:
   text (objective "ce")  documents -> hold out the tail -> shard -> shuffle -> repeat -> pack (data.packing)
-  text (objective "kd")  the sequences cached with the teacher's top-k (bitjax.topk_cache), with
+  text (objective "kd")  the sequences cached with the teacher's top-k (bitjax.data.topk_cache), with
                          teacher_ids / teacher_logprobs (B, L, K) and teacher_tail (B, L); other rows carry
                          zeros there when any source distils
   traces, "sft"          positive traces as prompt/completion documents, packed first-fit (kept whole)
@@ -29,14 +29,17 @@ import grain
 import numpy as np
 
 from bitjax import tokenizer as tokenizer_lib
-from bitjax import traces as traces_lib
 from bitjax.config import ConfigError, DataConfig, SourceConfig
 from bitjax.data import mix as mix_lib
 from bitjax.data import shards as shards_lib
 from bitjax.data import sources as sources_lib
+from bitjax.data import traces_file as traces_lib
 from bitjax.data.pack import DocumentExamples, PairExamples, pack
-from bitjax.data.sources import DataError, Fields
+from bitjax.data.records import Fields
 from bitjax.data.tokenize import TokenShard, load_shard, save_shard, tokenize_documents
+from bitjax.errors import CacheError, DataError
+from bitjax.objective import OBJECTIVES
+from bitjax.paths import cache_dir
 
 
 @dataclass
@@ -45,11 +48,16 @@ class PreparedSource:
     train: TokenShard | None = None                        # text and "sft" documents
     heldout: TokenShard | None = None                      # text: the held-out tail, for evaluation
     pairs: PairExamples | None = None                      # "redi"
-    cache: object | None = None                            # "kd" while training: a bitjax.topk_cache.TopKCache
+    cache: object | None = None                            # "kd" while training: a bitjax.data.topk_cache.TopKCache
 
     @property
     def objective(self) -> str:
         return self.config.resolved_objective
+
+    @property
+    def rows(self) -> str:
+        """How this source's rows are built (bitjax.objective.RowKind)."""
+        return OBJECTIVES[self.objective].rows
 
 
 def _fields(src: SourceConfig) -> Fields:
@@ -57,7 +65,7 @@ def _fields(src: SourceConfig) -> Fields:
 
 
 def _is_traces(src: SourceConfig) -> bool:
-    return sources_lib.parse_uri(src.uri)[0] == "traces"
+    return src.reads == "traces"
 
 
 def _text_documents(src: SourceConfig) -> list[dict]:
@@ -76,13 +84,13 @@ def _tokenizer_path(cfg: DataConfig) -> Path:
             for doc in _text_documents(s):
                 yield doc.get("prompt", "") + doc["text"]
 
-    return tokenizer_lib.resolve(cfg.tokenizer, cfg.vocab_size, texts, sources_lib.cache_dir(), corpus_key)
+    return tokenizer_lib.resolve(cfg.tokenizer, cfg.vocab_size, texts, cache_dir(), corpus_key)
 
 
 def _cached_tokens(name: str, key: str, documents, tok, fingerprint: str, label: str) -> TokenShard:
     """Tokenize documents once per (source, content, tokenizer) and keep the shard in the cache dir."""
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    directory = sources_lib.cache_dir() / "tokens" / f"{name}-{digest}-{fingerprint}"
+    directory = cache_dir() / "tokens" / f"{name}-{digest}-{fingerprint}"
     if not (directory / "meta.json").exists():
         save_shard(tokenize_documents(documents(), tok, label), directory)
     return load_shard(directory, fingerprint)
@@ -135,22 +143,30 @@ class Pipeline:
             self._open_caches(Path(teacher_cache), vocab_size or self.vocab_size)
 
     def _prepare(self, src: SourceConfig, tok) -> PreparedSource:
-        objective = src.resolved_objective
-        if not _is_traces(src):
-            train, heldout = _split_heldout(_tokenized(src, tok, self.tokenizer_fingerprint),
-                                            self.cfg.heldout_fraction, src.name)
-            return PreparedSource(src, train=train, heldout=heldout)
+        """Tokenize (or open) a source as its objective's rows need it."""
+        prepare = {"packed_text": self._prepare_text, "teacher_cache": self._prepare_text,
+                   "packed_completions": self._prepare_completions, "trace_pairs": self._prepare_pairs}
+        return prepare[OBJECTIVES[src.resolved_objective].rows](src, tok)
+
+    def _prepare_text(self, src: SourceConfig, tok) -> PreparedSource:
+        train, heldout = _split_heldout(_tokenized(src, tok, self.tokenizer_fingerprint),
+                                        self.cfg.heldout_fraction, src.name)
+        return PreparedSource(src, train=train, heldout=heldout)
+
+    def _prepare_completions(self, src: SourceConfig, tok) -> PreparedSource:
         path = sources_lib.parse_uri(src.uri)[1]
-        records = traces_lib.read_traces(path)
-        key = sources_lib.content_key(src.uri) + objective
-        if objective == "sft":
-            docs = traces_lib.sft_documents(records)
-            if not docs:
-                raise DataError(f"{path}: no positive trace to train on (objective sft); sample more traces "
-                                "or drop the source")
-            return PreparedSource(src, train=_cached_tokens(src.name, key, lambda: docs, tok,
-                                                            self.tokenizer_fingerprint, src.uri))
-        positives, negatives = traces_lib.redi_pairs(records)
+        docs = traces_lib.sft_documents(traces_lib.read_traces(path))
+        if not docs:
+            raise DataError(f"{path}: no positive trace to train on (objective {src.resolved_objective}); "
+                            "sample more traces or drop the source")
+        key = sources_lib.content_key(src.uri) + src.resolved_objective
+        return PreparedSource(src, train=_cached_tokens(src.name, key, lambda: docs, tok,
+                                                        self.tokenizer_fingerprint, src.uri))
+
+    def _prepare_pairs(self, src: SourceConfig, tok) -> PreparedSource:
+        path = sources_lib.parse_uri(src.uri)[1]
+        key = sources_lib.content_key(src.uri) + src.resolved_objective
+        positives, negatives = traces_lib.redi_pairs(traces_lib.read_traces(path))
         if not positives:
             raise DataError(f"{path}: no prompt has both a positive and a negative trace, so REDI has no pair; "
                             "sample more completions per prompt (bitjax traces --samples)")
@@ -167,15 +183,15 @@ class Pipeline:
         return PreparedSource(src, pairs=pairs)
 
     def _open_caches(self, root: Path, vocab_size: int) -> None:
-        from bitjax import topk_cache
+        from bitjax.data import topk_cache
 
         for name, p in self.sources.items():
-            if p.objective != "kd":
+            if p.rows != "teacher_cache":
                 continue
             cache = topk_cache.TopKCache(root / name)
             cache.check_compatible(self.tokenizer_fingerprint, vocab_size, self.cfg.seq_len)
             if self.teacher_k and cache.spec.k != self.teacher_k:
-                raise topk_cache.CacheError(f"{root / name}: k={cache.spec.k}, other sources' caches have "
+                raise CacheError(f"{root / name}: k={cache.spec.k}, other sources' caches have "
                                             f"k={self.teacher_k}; rebuild the caches with one k")
             self.teacher_k = cache.spec.k
             # The cache holds the sequences this source streamed when it was written: check a few still agree.
@@ -223,8 +239,8 @@ class Pipeline:
             stream = self._row_stream(name, p.cache, shard_index=shard_index, num_shards=num_shards)
         elif p.pairs is not None:
             stream = self._row_stream(name, p.pairs, shard_index=shard_index, num_shards=num_shards)
-        else:  # text, or "sft" traces packed first-fit so that a trace keeps its prompt
-            packing = "first_fit" if p.objective == "sft" else self.cfg.packing
+        else:  # text, or trace completions packed first-fit so that a trace keeps its prompt
+            packing = "first_fit" if p.rows == "packed_completions" else self.cfg.packing
             stream = self._text_stream(name, p.train, shard_index=shard_index, num_shards=num_shards,
                                        shuffle=True, repeat=repeat, packing=packing)
         stream = mix_lib.tag_source(stream, self.source_names.index(name))

@@ -17,7 +17,7 @@ from typing import Callable
 import grain
 import numpy as np
 
-from bitjax.config import ConfigError
+from bitjax.errors import ConfigError
 
 
 def check_shards(num_shards: int, process_count: int, batch_size: int) -> None:

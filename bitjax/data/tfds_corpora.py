@@ -11,7 +11,8 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 from etils import epath
 
-from bitjax.data import sources
+from bitjax.data import corpora
+from bitjax.paths import cache_dir
 
 # TFDS locates a builder's resources from its top-level package; bitjax is a namespace package, so point
 # it at this directory explicitly.
@@ -34,7 +35,7 @@ class BitjaxShakespeare(tfds.core.GeneratorBasedBuilder):
         return {"train": self._generate_examples()}
 
     def _generate_examples(self):
-        for doc in sources.shakespeare_documents():
+        for doc in corpora.shakespeare_documents():
             yield doc["id"], doc
 
 
@@ -52,7 +53,7 @@ class BitjaxKjv(tfds.core.GeneratorBasedBuilder):
         return {"train": self._generate_examples()}
 
     def _generate_examples(self):
-        for doc in sources.kjv_documents():
+        for doc in corpora.kjv_documents():
             yield doc["id"], doc
 
 
@@ -60,7 +61,7 @@ BUILDERS = {"shakespeare": BitjaxShakespeare, "kjv": BitjaxKjv}
 
 
 def data_dir() -> Path:
-    return sources.cache_dir() / "tfds"
+    return cache_dir() / "tfds"
 
 
 def version(corpus: str) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from bitjax import tokenizer as tokenizer_lib
-from bitjax.data.sources import DataError
+from bitjax.errors import DataError
 
 _BATCH = 256  # documents per encode_batch call
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from bitjax.export.common import ExportError, check_output_free
 from bitjax.export.gguf_writer import QTYPES, write_gguf
 from bitjax.export.hf_packed import write_packed
-from bitjax.export.model_source import load_run
+from bitjax.export.model_source import TernaryModel
+from bitjax.run import Run
 
 FORMATS = ("gguf", "packed")
 GGUF_TYPES = tuple(QTYPES)
@@ -29,7 +30,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, format: str, gguf_type: 
     if gguf_type is not None and gguf_type not in QTYPES:
         raise ExportError(f"--type {gguf_type} is not supported; use one of {', '.join(QTYPES)}")
     check_output_free(out, force)  # before the (slow) restore
-    model = load_run(run_dir).ternary_model()
+    model = TernaryModel.from_run(Run(run_dir))
     if format == "packed":
         write_packed(model, out, force=force, allow_runtime_mismatch=allow_runtime_mismatch)
         size = sum(p.stat().st_size for p in out.iterdir())

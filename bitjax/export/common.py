@@ -1,4 +1,4 @@
-"""Errors and atomic output paths shared by the exporters."""
+"""Atomic output paths shared by the exporters (and ExportError, re-exported for them)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-
-class ExportError(ValueError):
-    """A one-line, user-facing reason an export cannot be done, naming the fix."""
+from bitjax.errors import ExportError
 
 
 def check_output_free(out: Path, force: bool) -> None:

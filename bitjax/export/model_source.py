@@ -1,6 +1,6 @@
 """What an exporter writes: a trained run's ternary codes and scales, full-precision tensors and tokenizer.
 
-`load_run(RUN_DIR)` restores the latest Orbax checkpoint; `TernaryModel.from_params` ternarizes every
+`TernaryModel.from_run(Run(RUN_DIR))` reads a run's latest checkpoint; `TernaryModel.from_params` ternarizes every
 BitLinear kernel with `bitjax.quant.ternary_codes`, the quantizer the training forward pass uses, so an
 export can never drift from training.
 
@@ -17,9 +17,9 @@ import jax
 import numpy as np
 
 from bitjax import quant
-from bitjax.config import TrainConfig, load_run_config
 from bitjax.export.common import ExportError
 from bitjax.model import ModelConfig
+from bitjax.run import Run
 
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
@@ -58,6 +58,12 @@ class TernaryModel:
     name: str = "bitjax"
 
     @classmethod
+    def from_run(cls, run: Run) -> "TernaryModel":
+        """The ternary model of a run's checkpoint."""
+        return cls.from_params(run.config.model, run.flat_params(), tokenizer_path=run.tokenizer_path,
+                               step=run.step, name=run.name)
+
+    @classmethod
     def from_params(cls, cfg: ModelConfig, flat_params: dict[str, np.ndarray], **kw) -> "TernaryModel":
         """Ternarize flat latent parameters (`{module path}.kernel`, `.scale`, `embed_tokens.embedding`)."""
         if cfg.quant != "ternary":
@@ -74,25 +80,6 @@ class TernaryModel:
         return cls(cfg, dense, ternary, **kw)
 
 
-@dataclasses.dataclass(frozen=True)
-class RunCheckpoint:
-    """The latest checkpoint of a run directory: its config, latent parameters and tokenizer."""
-
-    run_dir: Path
-    train_config: TrainConfig
-    step: int
-    params: object                 # nnx.State of latent float32 parameters
-    tokenizer_path: Path
-
-    def flat_params(self) -> dict[str, np.ndarray]:
-        return flatten_params(self.params)
-
-    def ternary_model(self) -> TernaryModel:
-        return TernaryModel.from_params(
-            self.train_config.model, self.flat_params(), tokenizer_path=self.tokenizer_path, step=self.step,
-            name=self.train_config.name)
-
-
 def flatten_params(params) -> dict[str, np.ndarray]:
     """nnx.State -> {"layers.0.self_attn.q_proj.kernel": array, ...}."""
     flat = {}
@@ -102,31 +89,6 @@ def flatten_params(params) -> dict[str, np.ndarray]:
     return flat
 
 
-def load_run(run_dir: str | Path) -> RunCheckpoint:
-    """Restore the latest checkpoint of `run_dir` (a directory `bitjax train` wrote)."""
-    from bitjax.checkpoint import Checkpointer
-    from bitjax.train import Trainer
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ExportError(f"run directory {run_dir} does not exist; pass a directory written by `bitjax train`")
-    cfg = load_run_config(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    steps = [p for p in ckpt_dir.iterdir() if p.name.isdigit()] if ckpt_dir.is_dir() else []
-    if not steps:
-        raise ExportError(
-            f"{run_dir} holds no checkpoint (nothing under {ckpt_dir}); train into it first: "
-            f"bitjax train RECIPE --workdir {run_dir}")
-    tokenizer_path = run_dir / "tokenizer.json"
-    if not tokenizer_path.is_file():
-        raise ExportError(
-            f"{tokenizer_path} is missing; the exported model needs the run's tokenizer (rerun `bitjax train` "
-            "with this --workdir to restore it)")
-    ckpt = Checkpointer(ckpt_dir, cfg)
-    try:
-        step = ckpt.latest_step()
-        trainer = Trainer.create(cfg)
-        state = ckpt.restore_state(step, trainer.abstract_state())
-    finally:
-        ckpt.close()
-    return RunCheckpoint(run_dir, cfg, int(step), state.params, tokenizer_path)
+def load_run(run_dir: str | Path) -> Run:
+    """A run directory's latest checkpoint (parameters restored on first use; see bitjax.run)."""
+    return Run(run_dir)

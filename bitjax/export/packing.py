@@ -38,7 +38,8 @@ def unpack_ternary(packed_RI: np.ndarray, out_features: int) -> np.ndarray:
     packed_RI = np.asarray(packed_RI, np.uint8)
     rows = packed_RI.shape[0]
     if rows != packed_rows(out_features):
-        raise ValueError(f"{rows} packed rows cannot hold {out_features} output rows (need {packed_rows(out_features)})")
+        raise ValueError(f"{rows} packed rows cannot hold {out_features} output rows "
+                         f"(need {packed_rows(out_features)})")
     blocks = [(packed_RI >> np.uint8(2 * i)) & np.uint8(3) for i in range(VALUES_PER_BYTE)]
     stored_OI = np.concatenate(blocks, axis=0)[:out_features]
     if np.any(stored_OI == 3):

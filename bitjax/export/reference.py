@@ -10,32 +10,26 @@ Two reference forwards exist, and each runtime check states which it compares ag
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bitjax.export.common import ExportError
-from bitjax.export.model_source import RunCheckpoint
+from bitjax.run import Run
 
 
-def _model(run: RunCheckpoint, quantize_activations: bool):
-    from bitjax.train import Trainer
-
-    cfg = run.train_config
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, quantize_activations=quantize_activations))
-    return Trainer.create(cfg).model(run.params)
+def _model(run: Run, quantize_activations: bool):
+    return run.model(quantize_activations=quantize_activations)
 
 
-def bitjax_logits(run: RunCheckpoint, tokens_L, *, quantize_activations: bool = True) -> np.ndarray:
+def bitjax_logits(run: Run, tokens_L, *, quantize_activations: bool = True) -> np.ndarray:
     """(L, V) float32 logits of one sequence."""
     model = _model(run, quantize_activations)
     tokens_1L = jnp.asarray(np.asarray(tokens_L, np.int32)[None])
     return np.asarray(jax.jit(lambda t: model(t))(tokens_1L))[0]
 
 
-def bitjax_greedy(run: RunCheckpoint, prompt, n_new: int, *, quantize_activations: bool = True) -> list[int]:
+def bitjax_greedy(run: Run, prompt, n_new: int, *, quantize_activations: bool = True) -> list[int]:
     """Greedy continuation; one jitted forward over a fixed-length buffer (causal, so the tail is ignored)."""
     model = _model(run, quantize_activations)
     forward = jax.jit(lambda t: model(t))
@@ -47,12 +41,12 @@ def bitjax_greedy(run: RunCheckpoint, prompt, n_new: int, *, quantize_activation
     return buffer[0, len(prompt):].tolist()
 
 
-def heldout_tokens(run: RunCheckpoint, n_tokens: int) -> np.ndarray:
+def heldout_tokens(run: Run, n_tokens: int) -> np.ndarray:
     """The first `n_tokens` of the run's held-out split (never trained on), tokenized as in training."""
     from bitjax import data as data_lib
     from bitjax import tokenizer as tokenizer_lib
 
-    pipeline = data_lib.build_pipeline(run.train_config.data, text_only=True)
+    pipeline = data_lib.build_pipeline(run.config.data, text_only=True)
     fingerprint = tokenizer_lib.fingerprint(tokenizer_lib.load(run.tokenizer_path))
     if pipeline.tokenizer_fingerprint != fingerprint:
         raise ExportError(f"{run.tokenizer_path} differs from the tokenizer the run's data config builds now; "

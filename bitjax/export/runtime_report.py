@@ -7,7 +7,7 @@ from pathlib import Path
 from bitjax import tokenizer as tokenizer_lib
 from bitjax.export import hf_check, llama_check
 from bitjax.export import reference as ref
-from bitjax.export.model_source import RunCheckpoint, load_run
+from bitjax.run import Run
 
 TOKENIZER_PROBES = (
     "To be, or not to be, that is the question:",
@@ -18,10 +18,10 @@ TOKENIZER_PROBES = (
 )
 
 
-def llama_cpp_report(run: RunCheckpoint | str | Path, gguf_path: str | Path, *, n_tokens: int = 256,
+def llama_cpp_report(run: Run | str | Path, gguf_path: str | Path, *, n_tokens: int = 256,
                      n_greedy: int = 32, allow_runtime_mismatch: bool = False, n_threads: int = 2) -> dict:
     """Tokenizer ids, logits against both reference forwards, and greedy tokens, llama.cpp against bitjax."""
-    run = run if isinstance(run, RunCheckpoint) else load_run(run)
+    run = run if isinstance(run, Run) else Run(run)
     problems = llama_check.require_compatible(gguf_path, allow_runtime_mismatch)
     tokens = ref.heldout_tokens(run, n_tokens)
     llm = llama_check.open_model(gguf_path, n_ctx=max(n_tokens, 16 + n_greedy) + 8, n_threads=n_threads)
@@ -47,9 +47,9 @@ def llama_cpp_report(run: RunCheckpoint | str | Path, gguf_path: str | Path, *, 
     return report
 
 
-def transformers_report(run: RunCheckpoint | str | Path, packed_dir: str | Path, *, n_tokens: int = 256) -> dict:
+def transformers_report(run: Run | str | Path, packed_dir: str | Path, *, n_tokens: int = 256) -> dict:
     """Logits of `BitNetForCausalLM` on the packed directory against bitjax's training forward (int8 activations)."""
-    run = run if isinstance(run, RunCheckpoint) else load_run(run)
+    run = run if isinstance(run, Run) else Run(run)
     tokens = ref.heldout_tokens(run, n_tokens)
     model = hf_check.load_model(packed_dir)
     runtime = hf_check.hf_logits(model, tokens)

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from bitjax.config import ConfigError
+from bitjax.errors import ConfigError
 
 
 def drop_torn_line(path: Path) -> None:

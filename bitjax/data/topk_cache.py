@@ -30,12 +30,11 @@ from array_record.python.array_record_module import ArrayRecordReader, ArrayReco
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from bitjax.data.schema import SEQUENCE_FIELDS
+from bitjax.errors import CacheError
+
 FORMAT = "bitjax-topk-cache"
 VERSION = 1
-
-
-class CacheError(ValueError):
-    """A cache that cannot be used as it is; the message names the file, the record and the fix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,12 +62,11 @@ def shard_name(index: int, count: int) -> str:
     return f"shard-{index:05d}-of-{count:05d}.arrayrecord"
 
 
-EXAMPLE_FIELDS = ("inputs", "targets", "segment_ids", "positions", "loss_mask")
 
 
 def encode_record(spec: CacheSpec, example: dict, ids_LK, logprobs_LK, tail_L) -> bytes:
     return st_save({
-        **{name: np.asarray(example[name], np.int32) for name in EXAMPLE_FIELDS},
+        **{name: np.asarray(example[name], np.int32) for name in SEQUENCE_FIELDS},
         "ids": np.asarray(ids_LK).astype(spec.id_dtype),
         "logprobs": np.asarray(logprobs_LK).astype(spec.logprob_dtype),
         "tail_logprob": np.asarray(tail_L, np.float32),
@@ -268,7 +266,7 @@ class TopKCache:
             raise CacheError(f"{path}: record {local} is damaged ({e}); rewrite the shard") from None
         self._check_record(record, path, local)
         return {
-            **{name: record[name] for name in EXAMPLE_FIELDS},
+            **{name: record[name] for name in SEQUENCE_FIELDS},
             "teacher_ids": record["ids"].astype(np.int32),
             "teacher_logprobs": record["logprobs"].astype(np.float32),
             "teacher_tail": record["tail_logprob"],
@@ -277,7 +275,7 @@ class TopKCache:
     def _check_record(self, record: dict, path: Path, local: int) -> None:
         """Every field the shape the manifest promises, ids inside the vocabulary, finite log-probabilities."""
         L, K = self.spec.seq_len, self.spec.k
-        want = {**{name: (L,) for name in EXAMPLE_FIELDS}, "ids": (L, K), "logprobs": (L, K), "tail_logprob": (L,)}
+        want = {**{name: (L,) for name in SEQUENCE_FIELDS}, "ids": (L, K), "logprobs": (L, K), "tail_logprob": (L,)}
         for name, shape in want.items():
             if name not in record or record[name].shape != shape:
                 got = record[name].shape if name in record else "missing"

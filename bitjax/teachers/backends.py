@@ -7,7 +7,7 @@
     ids_BLK, logprobs_BLK, tail_BL = teacher.topk(tokens_BL, k)
 
 Log-probabilities are at temperature 1, from the teacher's full distribution: `tail_BL` is the exact
-log of the mass outside the top k. Distillation tempers them later (bitjax.distill).
+log of the mass outside the top k. Distillation tempers them later (bitjax.losses).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from bitjax.errors import ConfigError
 
 
 class Teacher(Protocol):
@@ -38,7 +40,7 @@ def topk_from_logits(logits_BLV: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
     """
     logits = np.asarray(logits_BLV, np.float32)
     if not np.isfinite(logits).all():
-        raise ValueError("teacher logits contain NaN/Inf; check the teacher model and its dtype")
+        raise ConfigError("teacher logits contain NaN/Inf; check the teacher model and its dtype")
     part_BLK = np.argpartition(-logits, k - 1, axis=-1)[..., :k]
     order_BLK = np.argsort(-np.take_along_axis(logits, part_BLK, axis=-1), axis=-1, kind="stable")
     ids_BLK = np.take_along_axis(part_BLK, order_BLK, axis=-1)
@@ -69,13 +71,14 @@ class BitjaxTeacher(_TopKMixin):
     def __init__(self, run_dir: str | Path):
         import jax
 
-        from bitjax.evaluate import load_trained
+        from bitjax.run import Run
 
-        cfg, trainer, state, step = load_trained(run_dir)
-        self.name = f"bitjax:{Path(run_dir).name}@{step}"
-        self.vocab_size = cfg.model.vocab_size
-        self._forward = jax.jit(lambda params, tokens: trainer.model(params)(tokens))
-        self._params = state.params
+        run = Run(run_dir)
+        self.name = f"bitjax:{Path(run_dir).name}@{run.step}"
+        self.vocab_size = run.config.model.vocab_size
+        build = run.model_builder()
+        self._forward = jax.jit(lambda params, tokens: build(params)(tokens))
+        self._params = run.params
 
     def logits(self, tokens_BL: np.ndarray) -> np.ndarray:
         return np.asarray(self._forward(self._params, np.asarray(tokens_BL, np.int32)))
@@ -107,11 +110,12 @@ class GGUFTeacher(_TopKMixin):
     def __init__(self, path: str | Path, *, n_ctx: int = 2048, n_threads: int | None = None):
         from llama_cpp import Llama
 
-        from bitjax.llama_cpp_runtime import embedded_gguf, plain_cpu_buffers
+        from bitjax.paths import embedded_gguf
+        from bitjax.teachers.llama_cpp import plain_cpu_buffers
 
         path = embedded_gguf() if str(path) == "smollm2" else Path(path)
         if not path.is_file():
-            raise ValueError(f"{path} does not exist; pass the path of a .gguf file")
+            raise ConfigError(f"teacher GGUF {path} does not exist; pass the path of a .gguf file (or gguf:smollm2)")
         with plain_cpu_buffers():
             self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(n_ctx, 512), logits_all=True,
                              n_threads=n_threads, verbose=False)
@@ -132,5 +136,25 @@ def open_teacher(spec: str) -> Teacher:
     kind, _, where = spec.partition(":")
     backends = {"gguf": GGUFTeacher, "hf": HFTeacher, "bitjax": BitjaxTeacher}
     if kind not in backends or not where:
-        raise ValueError(f"teacher {spec!r}: write gguf:PATH, hf:DIR or bitjax:RUN_DIR")
+        raise ConfigError(f"teacher {spec!r}: write gguf:PATH, gguf:smollm2, hf:DIR or bitjax:RUN_DIR")
     return backends[kind](where)
+
+
+def teacher_perplexity(teacher: Teacher, pipeline, n_batches: int = 16) -> dict:
+    """Held-out perplexity of a teacher on a data pipeline's held-out batches, each packed document read on
+    its own (as the teacher saw documents when its cache was written)."""
+    import math
+
+    total, count = 0.0, 0.0
+    for batch in pipeline.heldout_batches(n_batches):
+        for row in range(len(batch["inputs"])):
+            segments = batch["segment_ids"][row]
+            for segment in np.unique(segments[segments > 0]):
+                where = np.flatnonzero(segments == segment)
+                logp = log_softmax(teacher.logits(batch["inputs"][row][where][None])[0])
+                picked = logp[np.arange(len(where)), batch["targets"][row][where]]
+                mask = batch["loss_mask"][row][where]
+                total, count = total - float(np.sum(picked * mask)), count + float(mask.sum())
+    loss = total / max(count, 1.0)
+    return {"teacher": teacher.name, "heldout_tokens": int(count), "heldout_loss": loss,
+            "heldout_perplexity": math.exp(loss)}

@@ -16,12 +16,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bitjax import jsonl_output
-from bitjax.chat_models import open_chat_model
-from bitjax.config import ConfigError
 from bitjax.data import sources
+from bitjax.data.corpora import split_passages
+from bitjax.data.records import Fields
+from bitjax.errors import ConfigError
+from bitjax.teachers import jsonl_output
+from bitjax.teachers.chat_models import open_chat_model
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "data" / "rephrase"
+PROMPTS_DIR = Path(__file__).resolve().parents[2] / "data" / "rephrase"
 DEFAULT_FORMATS = ("qa", "textbook", "summary")
 
 
@@ -67,7 +69,7 @@ def pair_seed(seed: int, source_id: str, fmt: str) -> int:
 
 def passage_of(text: str, max_chars: int) -> str:
     """The leading whole paragraphs of a document within max_chars (at least one paragraph, cut if huge)."""
-    first = sources.split_passages(text, max_chars)
+    first = split_passages(text, max_chars)
     return first[0][: 2 * max_chars] if first else ""
 
 
@@ -89,7 +91,7 @@ def read_done(out: Path) -> tuple[set[tuple[str, str]], dict | None]:
 
 def rephrase(source_uri: str, out: str | Path, *, formats: list[str], generator: str = "smollm2",
              limit: int | None = None, settings: Settings = Settings(), n_threads: int = 1,
-             prompts_dir: Path = PROMPTS_DIR, fields: sources.Fields = sources.Fields(),
+             prompts_dir: Path = PROMPTS_DIR, fields: Fields = Fields(),
              progress: bool = True) -> dict:
     """Rephrase the first `limit` documents of `source_uri` into each format, appending to `out`."""
     out = Path(out)

