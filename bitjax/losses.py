@@ -113,6 +113,10 @@ def _skew_reverse_kl(p, q, logp, logq, beta, skew):
     return _kl(q, logq, jnp.log(jnp.maximum(skew * q + (1.0 - skew) * p, _TINY)))
 
 
+def _jeffreys(p, q, logp, logq, beta, skew):
+    return _kl(p, logp, logq) + _kl(q, logq, logp)
+
+
 def _tvd(p, q, logp, logq, beta, skew):
     return 0.5 * jnp.sum(jnp.abs(p - q), axis=-1)
 
@@ -126,6 +130,7 @@ DIVERGENCES = {
     "skew_kl": _skew_kl,
     "skew_reverse_kl": _skew_reverse_kl,
     "tvd": _tvd,
+    "jeffreys": _jeffreys,   # symmetric KL: KL(p||q) + KL(q||p)
 }
 Divergence = Literal[tuple(DIVERGENCES)]
 

@@ -96,3 +96,12 @@ def test_kd_weight_schedule():
     assert float(losses.kd_weight(50, 0.9, 100)) == pytest.approx(0.45)
     assert float(losses.kd_weight(500, 0.9, 100)) == pytest.approx(0.9)
     assert float(losses.kd_weight(0, 0.9)) == pytest.approx(0.9)
+
+
+def test_jeffreys_is_forward_plus_reverse_kl_on_a_hand_computed_case():
+    p, q = np.log(np.array([[[0.5, 0.5]]])), np.log(np.array([[[0.75, 0.25]]]))
+    forward = 0.5 * np.log(0.5 / 0.75) + 0.5 * np.log(0.5 / 0.25)
+    reverse = 0.75 * np.log(0.75 / 0.5) + 0.25 * np.log(0.25 / 0.5)
+    got = float(losses.divergence(jnp.asarray(p, jnp.float32), jnp.asarray(q, jnp.float32), "jeffreys")[0, 0])
+    np.testing.assert_allclose(got, forward + reverse, rtol=1e-6)
+    np.testing.assert_allclose(got, 0.2746530721670274, rtol=1e-6)
