@@ -124,22 +124,29 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(args) -> int:
     from bitjax.config import apply_overrides, load_recipe
+    from bitjax.paths import local_path
     from bitjax.train import train
 
+    workdir = local_path(args.workdir, "--workdir") if args.workdir else Path("runs") / Path(args.recipe).stem
     cfg = apply_overrides(load_recipe(args.recipe, args.preset), args.overrides)
-    workdir = Path(args.workdir or Path("runs") / Path(args.recipe).stem)
+    for source in cfg.data.sources:   # URIs are KIND:LOCATION; the location must be local too
+        local_path(source.uri.partition(":")[2], f"data source {source.name!r}")
+    if cfg.distill.cache:
+        local_path(cfg.distill.cache, "distill.cache")
     train(cfg, workdir, progress=not args.no_progress)  # a SIGTERM stop saved a checkpoint: also success
     return 0
 
 
 def _cache_teacher(args) -> int:
     from bitjax.config import ConfigError, apply_overrides, load_recipe
+    from bitjax.paths import local_path
     from bitjax.teachers.cache_writer import cache_teacher
 
     cfg = apply_overrides(load_recipe(args.recipe), args.overrides)
     teacher, out = args.teacher or cfg.distill.teacher, args.out or cfg.distill.cache
     if not teacher or not out:
         raise ConfigError(f"recipe {args.recipe} names no distill.teacher / distill.cache; pass --teacher and --out")
+    local_path(out, "--out")
     manifests = cache_teacher(cfg, teacher, out, k=args.k or cfg.distill.k,
                               n_examples=args.examples or cfg.distill.cache_examples, num_shards=args.shards)
     for name, m in manifests.items():
@@ -165,6 +172,9 @@ def _fit_check(args) -> int:
 
 def _eval(args) -> int:
     from bitjax.evaluate import evaluate, print_report
+    from bitjax.paths import local_path
+
+    local_path(args.run_dir, "RUN_DIR")
 
     print_report(evaluate(args.run_dir, n_batches=args.batches, prompts_file=args.prompts, limit=args.limit,
                           max_new_tokens=args.max_new_tokens))
@@ -173,6 +183,10 @@ def _eval(args) -> int:
 
 def _export(args) -> int:
     from bitjax.export import export_run
+    from bitjax.paths import local_path
+
+    local_path(args.run_dir, "RUN_DIR")
+    local_path(args.out, "OUT")
 
     result = export_run(args.run_dir, args.out, format=args.format, gguf_type=args.gguf_type, force=args.force,
                         allow_runtime_mismatch=args.allow_runtime_mismatch, progress=True)

