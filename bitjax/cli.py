@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--format", required=True, choices=["gguf", "packed"])
     export.add_argument("--type", dest="gguf_type", default=None, choices=["tq2_0", "tq1_0", "f16", "f32"],
                         help="GGUF tensor type of the ternary weights (default tq2_0)")
+    export.add_argument("--embedding-type", default=None, choices=["f32", "f16", "q8_0", "q6_k", "q5_k", "q4_k"],
+                        help="GGUF type of the token embedding, which is also the tied LM head (default q6_k "
+                        "beside tq2_0/tq1_0, else the --type)")
     export.add_argument("--force", action="store_true", help="replace an existing output")
     export.add_argument("--allow-runtime-mismatch", action="store_true",
                         help="write even if the target runtime is known to compute the model differently")
@@ -177,9 +180,10 @@ def _eval(args) -> int:
 def _export(args) -> int:
     from bitjax.export import export_run
 
-    result = export_run(args.run_dir, args.out, format=args.format, gguf_type=args.gguf_type, force=args.force,
+    result = export_run(args.run_dir, args.out, format=args.format, gguf_type=args.gguf_type,
+                        embedding_type=args.embedding_type, force=args.force,
                         allow_runtime_mismatch=args.allow_runtime_mismatch, progress=True)
-    kind = result["format"] + (f" {result['type']}" if result["type"] else "")
+    kind = result["format"] + (f" {result['type']}, embedding {result['embedding_type']}" if result["type"] else "")
     print(f"wrote {result['path']} ({kind}, {result['bytes'] / 1e6:.2f} MB, step {result['step']}); "
           "every ternary code read back equals the training quantizer's")
     return 0

@@ -56,7 +56,7 @@ def test_metadata_and_tensor_types(gguf_files):
     assert reader.get_field("tokenizer.ggml.model").contents() == "gpt2"
     assert len(reader.get_field("tokenizer.ggml.merges").data) > 1000
     types = {t.name: t.tensor_type for t in reader.tensors}
-    assert types["token_embd.weight"] == gguf.GGMLQuantizationType.F16
+    assert types["token_embd.weight"] == gguf.GGMLQuantizationType.Q6_K  # the default beside TQ types
     assert types["output_norm.weight"] == gguf.GGMLQuantizationType.F32
     assert types["blk.0.ffn_sub_norm.weight"] == gguf.GGMLQuantizationType.F32
     assert types["blk.1.attn_q.weight"] == gguf.GGMLQuantizationType.TQ2_0
