@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bitjax.export import model_card
 from bitjax.export.common import ExportError, check_output_free
 from bitjax.export.embedding_quant import EMBEDDING_TYPES, default_embedding_type
 from bitjax.export.gguf_writer import QTYPES, write_gguf
@@ -39,9 +40,11 @@ def export_run(run_dir: str | Path, out: str | Path, *, format: str, gguf_type: 
             raise ExportError(f"--embedding-type {embedding_type} is not supported; use one of "
                               f"{', '.join(EMBEDDING_TYPES)}")
     check_output_free(out, force)  # before the (slow) restore
-    model = load_run(run_dir).ternary_model()
+    run = load_run(run_dir)
+    model = run.ternary_model()
     if format == "packed":
-        write_packed(model, out, force=force, allow_runtime_mismatch=allow_runtime_mismatch)
+        card = model_card.render(model, model_card.training_facts(run))
+        write_packed(model, out, force=force, allow_runtime_mismatch=allow_runtime_mismatch, card=card)
         size = sum(p.stat().st_size for p in out.iterdir())
     else:
         write_gguf(model, out, gguf_type, embedding_type=embedding_type, force=force,
