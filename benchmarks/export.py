@@ -1,7 +1,7 @@
 """GGUF file sizes per ternary type and embedding type, and llama.cpp CPU decode speed at the 700m shape.
 
-    python benchmarks/export.py [--rounds 5] [--decode-tokens 16] [--threads 2]
-    python benchmarks/export.py --smoke          # tiny shapes, one round: checks the script end to end
+    python -m benchmarks.export [--rounds 9] [--decode-tokens 8] [--threads 2]
+    python -m benchmarks.export --smoke          # tiny shapes, one round: checks the script end to end
 
 1. Sizes of --type tq1_0 / tq2_0 / f16 with every --embedding-type, at the bitnet_700m and bitnet_2b4t
    shapes. The GGUF header, metadata and tensor table are written for real and the tensor data size comes
@@ -189,8 +189,8 @@ def decode_speed(scratch: Path, tokenizer_path: Path, cfg: ModelConfig, label: s
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--decode-tokens", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--decode-tokens", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-decode", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, one round (checks the script runs)")
