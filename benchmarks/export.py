@@ -1,13 +1,18 @@
-"""Export file sizes and llama.cpp CPU decode speed, TQ2_0 against F16.
+"""GGUF file sizes per ternary type and embedding type, and llama.cpp CPU decode speed at the 700m shape.
 
-    python benchmarks/export.py [--rounds 3] [--decode-tokens 32] [--threads 2]
+    python -m benchmarks.export [--rounds 9] [--decode-tokens 8] [--threads 2]
+    python -m benchmarks.export --smoke          # tiny shapes, one round: checks the script end to end
 
-1. File sizes of --type tq1_0, tq2_0 and f16 for the tiny recipe's shape and for the bitnet_2b4t shape.
-   Tiny files are written and measured. For 2b4t the GGUF header, metadata and tensor table are written for
-   real and the tensor data size comes from the writer's own plan (GGUF's layout is deterministic: every
-   tensor is padded to 32 bytes); the same computation is checked against the written tiny files first.
-2. Decode tokens/s in llama.cpp (llama-cpp-python) for the bitnet_700m shape with random ternary weights,
-   the same weights as TQ2_0 and as F16, loaded side by side and timed in alternating rounds (medians).
+1. Sizes of --type tq1_0 / tq2_0 / f16 with every --embedding-type, at the bitnet_700m and bitnet_2b4t
+   shapes. The GGUF header, metadata and tensor table are written for real and the tensor data size comes
+   from the writer's own plan (GGUF's layout is deterministic: every tensor is padded to 32 bytes); the same
+   computation is first checked byte-exact against files written at the tiny shape, for every combination.
+2. Decode tokens/s in llama.cpp (llama-cpp-python) at the bitnet_700m shape with random ternary weights, for
+   F16 (ternary codes and embedding in F16), TQ2_0 + F16 embedding, TQ2_0 + the default embedding and
+   TQ1_0 + the default embedding: the same weights, loaded side by side and timed in alternating rounds
+   (medians). Each is also given as a bandwidth-bound fraction: the bytes a decoded token reads (every
+   weight once; the tied head reads the whole embedding) times tokens/s, over the read bandwidth measured
+   in the same run by a memory-bound matrix-vector product. 1.0 means decoding runs at memory speed.
 """
 
 from __future__ import annotations
@@ -23,12 +28,18 @@ import gguf
 import numpy as np
 
 from bitjax import tokenizer as tokenizer_lib
+from bitjax.export.embedding_quant import DEFAULT_QUANTIZED
 from bitjax.export.gguf_tokenizer import add_tokenizer, read_vocab
 from bitjax.export.gguf_writer import ARCH_NAME, add_hyperparameters, plan_tensors, write_gguf
 from bitjax.export.model_source import TernaryModel, TernaryTensor, norm_names, ternary_names
 from bitjax.model import ModelConfig
 
 TYPES = ("tq1_0", "tq2_0", "f16")
+EMBEDDINGS = ("f16", "q8_0", "q6_k", "q5_k", "q4_k")
+# (label, --type, --embedding-type) of the decode comparison
+DECODE_FILES = (("F16", "f16", "f16"), ("TQ2_0 + F16 emb", "tq2_0", "f16"),
+                (f"TQ2_0 + {DEFAULT_QUANTIZED.upper()} emb", "tq2_0", DEFAULT_QUANTIZED),
+                (f"TQ1_0 + {DEFAULT_QUANTIZED.upper()} emb", "tq1_0", DEFAULT_QUANTIZED))
 
 
 def make_tokenizer(directory: Path) -> Path:
@@ -65,11 +76,11 @@ def random_model(cfg: ModelConfig, tokenizer_path: Path, *, materialize: bool, s
     return TernaryModel(cfg, dense, ternary, tokenizer_path=tokenizer_path, step=0, name="random")
 
 
-def planned_size(model: TernaryModel, gguf_type: str, scratch: Path) -> tuple[int, int]:
+def planned_size(model: TernaryModel, gguf_type: str, embedding_type: str, scratch: Path) -> tuple[int, int]:
     """(file bytes, token_embd bytes) of the GGUF write_gguf would write, from its header and tensor plan."""
-    plan = plan_tensors(model, gguf_type)
+    plan = plan_tensors(model, gguf_type, embedding_type)
     writer = gguf.GGUFWriter(scratch / "header.gguf", ARCH_NAME)
-    add_hyperparameters(writer, model, gguf_type)
+    add_hyperparameters(writer, model, gguf_type, embedding_type)
     add_tokenizer(writer, read_vocab(model.tokenizer_path, model.config.vocab_size))
     for t in plan:
         writer.add_tensor_info(t.name, t.byte_shape, np.dtype(t.np_dtype), t.nbytes, raw_dtype=t.raw_dtype)
@@ -83,79 +94,122 @@ def planned_size(model: TernaryModel, gguf_type: str, scratch: Path) -> tuple[in
     return pad(header) + sum(pad(t.nbytes) for t in plan), plan[0].nbytes
 
 
-def sizes(scratch: Path, tokenizer_path: Path) -> None:
-    tiny = ModelConfig.tiny(vocab_size=2048, ffn_activation="silu")  # recipes/tiny.py's shape
-    model = random_model(tiny, tokenizer_path, materialize=True)
-    print("| model | type | file MB | token_embd MB | non-embedding MB |\n|---|---|---|---|---|")
+def check_planned_sizes(scratch: Path, tokenizer_path: Path) -> None:
+    """The planned size equals the written file's, for every type and embedding type, at the tiny shape."""
+    model = random_model(ModelConfig.tiny(vocab_size=2048, ffn_activation="silu"), tokenizer_path, materialize=True)
     for gguf_type in TYPES:
-        path = write_gguf(model, scratch / f"tiny-{gguf_type}.gguf", gguf_type)
-        planned, embed = planned_size(model, gguf_type, scratch)
-        actual = path.stat().st_size
-        if planned != actual:
-            raise AssertionError(f"planned size {planned} != written size {actual} for tiny {gguf_type}")
-        print(f"| tiny (written) | {gguf_type} | {actual / 1e6:.3f} | {embed / 1e6:.3f} "
-              f"| {(actual - embed) / 1e6:.3f} |")
-        path.unlink()
-    big = ModelConfig.bitnet_2b4t(ffn_activation="silu")
-    shape_only = random_model(big, tokenizer_path, materialize=False)
-    for gguf_type in TYPES:
-        planned, embed = planned_size(shape_only, gguf_type, scratch)
-        print(f"| bitnet_2b4t (planned) | {gguf_type} | {planned / 1e6:.1f} | {embed / 1e6:.1f} | "
-              f"{(planned - embed) / 1e6:.1f} ({(planned - embed) / 1e9:.3f} GB) |")
+        for embedding_type in EMBEDDINGS:
+            path = write_gguf(model, scratch / "check.gguf", gguf_type, embedding_type=embedding_type, force=True)
+            planned, _ = planned_size(model, gguf_type, embedding_type, scratch)
+            if planned != path.stat().st_size:
+                raise AssertionError(f"tiny {gguf_type} + {embedding_type}: planned {planned} bytes, "
+                                     f"written {path.stat().st_size}")
+            path.unlink()
+    print(f"planned sizes equal written sizes for {len(TYPES) * len(EMBEDDINGS)} tiny files", file=sys.stderr)
 
 
-def decode_speed(scratch: Path, tokenizer_path: Path, rounds: int, n_decode: int, threads: int) -> None:
+def sizes(scratch: Path, tokenizer_path: Path, shapes: dict[str, ModelConfig]) -> None:
+    print("| shape | ternary type | " + " | ".join(f"{e.upper()} embedding" for e in EMBEDDINGS) + " |")
+    print("|---|---|" + "---|" * len(EMBEDDINGS))
+    for label, cfg in shapes.items():
+        model = random_model(cfg, tokenizer_path, materialize=False)
+        for gguf_type in TYPES:
+            cells = []
+            for embedding_type in EMBEDDINGS:
+                total, embed = planned_size(model, gguf_type, embedding_type, scratch)
+                cells.append(f"{total / 1e6:,.1f} MB (emb {embed / 1e6:,.1f})")
+            print(f"| {label} | {gguf_type} | " + " | ".join(cells) + " |")
+
+
+def read_bandwidth(n_bytes: int = 512 << 20, repeats: int = 5) -> float:
+    """Bytes/s of a float32 matrix-vector product (BLAS, all threads): the read speed a decode step can reach."""
+    rows = 4096
+    matrix = np.random.default_rng(0).standard_normal((n_bytes // 4 // rows, rows), dtype=np.float32)
+    vector = np.ones(rows, np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matrix @ vector
+        best = min(best, time.perf_counter() - start)
+    return matrix.nbytes / best
+
+
+def tensor_bytes(path: Path) -> int:
+    """Bytes of all tensor data: what one decoded token reads (each weight once, the tied head in full)."""
+    return sum(int(t.n_bytes) for t in gguf.GGUFReader(path).tensors)
+
+
+def decode_speed(scratch: Path, tokenizer_path: Path, cfg: ModelConfig, label: str, rounds: int, n_decode: int,
+                 threads: int) -> None:
     from llama_cpp import Llama
 
-    cfg = ModelConfig.bitnet_700m(ffn_activation="silu")
     model = random_model(cfg, tokenizer_path, materialize=True, seed=1)
     paths = {}
-    for gguf_type in ("tq2_0", "f16"):
+    for name, gguf_type, embedding_type in DECODE_FILES:
         t0 = time.perf_counter()
-        paths[gguf_type] = write_gguf(model, scratch / f"700m-{gguf_type}.gguf", gguf_type)
-        print(f"wrote 700m {gguf_type}: {paths[gguf_type].stat().st_size / 1e6:.1f} MB "
-              f"in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        paths[name] = write_gguf(model, scratch / f"decode-{gguf_type}-{embedding_type}.gguf", gguf_type,
+                                 embedding_type=embedding_type)
+        print(f"wrote {label} {name}: {paths[name].stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.0f} s",
+              file=sys.stderr)
     del model
-    llms = {t: Llama(model_path=str(p), n_ctx=256, n_threads=threads, n_threads_batch=threads, verbose=False)
-            for t, p in paths.items()}
+    bandwidth = read_bandwidth(64 << 20 if cfg.d_model < 1024 else 512 << 20)
+    llms = {n: Llama(model_path=str(p), n_ctx=64, n_threads=threads, n_threads_batch=threads, verbose=False)
+            for n, p in paths.items()}
     prompt = list(range(100, 108))
-    speeds = {t: [] for t in llms}
+    speeds = {n: [] for n in llms}
     for llm in llms.values():  # warm-up: page the weights in
         llm.reset()
         llm.eval(prompt + [200, 201])
     for _ in range(rounds):
-        for gguf_type, llm in llms.items():
+        for name, llm in llms.items():
             llm.reset()
             llm.eval(prompt)
             start = time.perf_counter()
             for i in range(n_decode):
                 llm.eval([300 + i])
-            speeds[gguf_type].append(n_decode / (time.perf_counter() - start))
+            speeds[name].append(n_decode / (time.perf_counter() - start))
     for llm in llms.values():
         llm.close()
-    med = {t: statistics.median(v) for t, v in speeds.items()}
-    print(f"\nllama.cpp decode, bitnet_700m shape (random weights), {threads} threads, {n_decode} tokens after an "
-          f"8-token prompt, median of {rounds} alternating rounds:")
-    print("| type | file MB | decode tokens/s (median) | rounds |\n|---|---|---|---|")
-    for t in llms:
-        print(f"| {t} | {paths[t].stat().st_size / 1e6:.1f} | {med[t]:.2f} | "
-              f"{', '.join(f'{s:.2f}' for s in speeds[t])} |")
-    print(f"tq2_0 / f16 decode speed: {med['tq2_0'] / med['f16']:.2f}x (target: at least 2x)")
+    med = {n: statistics.median(v) for n, v in speeds.items()}
+    base = "F16"
+    print(f"\nllama.cpp decode, {label} shape (random weights), {threads} threads, {n_decode} tokens after an "
+          f"8-token prompt, median of {rounds} alternating rounds; read bandwidth {bandwidth / 1e9:.1f} GB/s "
+          "(float32 matrix-vector product, same run):")
+    print("| file | MB | bytes read per token | decode tokens/s (median) | vs F16 (median of per-round ratios) "
+          "| bandwidth-bound fraction | rounds |\n|---|---|---|---|---|---|---|")
+    for name, path in paths.items():
+        per_token = tensor_bytes(path)
+        ratios = [s / f for s, f in zip(speeds[name], speeds[base])]
+        print(f"| {name} | {path.stat().st_size / 1e6:.1f} | {per_token / 1e6:.1f} MB | {med[name]:.2f} | "
+              f"{med[name] / med[base]:.2f}x ({statistics.median(ratios):.2f}x) | "
+              f"{med[name] * per_token / bandwidth:.2f} | {', '.join(f'{s:.2f}' for s in speeds[name])} |")
+    default = DECODE_FILES[2][0]
+    print(f"{default} / F16 decode speed: {med[default] / med[base]:.2f}x (target: at least 3.0x)")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--decode-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--decode-tokens", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-decode", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes, one round (checks the script runs)")
+    args = parser.parse_args(argv)
+    tiny = ModelConfig.tiny(vocab_size=2048, ffn_activation="silu")
     with tempfile.TemporaryDirectory(prefix="bitjax-export-bench-") as tmp:
         scratch = Path(tmp)
         tokenizer_path = make_tokenizer(scratch)
-        sizes(scratch, tokenizer_path)
+        check_planned_sizes(scratch, tokenizer_path)
+        shapes = ({"tiny": tiny} if args.smoke else
+                  {"bitnet_700m": ModelConfig.bitnet_700m(ffn_activation="silu"),
+                   "bitnet_2b4t": ModelConfig.bitnet_2b4t(ffn_activation="silu")})
+        sizes(scratch, tokenizer_path, shapes)
         if not args.skip_decode:
-            decode_speed(scratch, tokenizer_path, args.rounds, args.decode_tokens, args.threads)
+            if args.smoke:
+                decode_speed(scratch, tokenizer_path, tiny, "tiny", 1, 4, args.threads)
+            else:
+                decode_speed(scratch, tokenizer_path, ModelConfig.bitnet_700m(ffn_activation="silu"), "bitnet_700m",
+                             args.rounds, args.decode_tokens, args.threads)
 
 
 if __name__ == "__main__":

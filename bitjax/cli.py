@@ -57,9 +57,22 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--format", required=True, choices=["gguf", "packed"])
     export.add_argument("--type", dest="gguf_type", default=None, choices=["tq2_0", "tq1_0", "f16", "f32"],
                         help="GGUF tensor type of the ternary weights (default tq2_0)")
+    export.add_argument("--embedding-type", default=None, choices=["f32", "f16", "q8_0", "q6_k", "q5_k", "q4_k"],
+                        help="GGUF type of the token embedding, which is also the tied LM head (default q6_k "
+                        "beside tq2_0/tq1_0, else the --type)")
     export.add_argument("--force", action="store_true", help="replace an existing output")
     export.add_argument("--allow-runtime-mismatch", action="store_true",
                         help="write even if the target runtime is known to compute the model differently")
+
+    gen = sub.add_parser("generate", help="stream a continuation from a GGUF file (llama.cpp), a packed directory "
+                         "(transformers) or a run directory (bitjax)")
+    gen.add_argument("model", help="a .gguf file, a `bitjax export --format packed` directory or a run directory")
+    gen.add_argument("--prompt", required=True, help="text to continue (with --chat: the user's message)")
+    gen.add_argument("--max-new-tokens", type=int, default=64, help="most tokens to generate (default 64)")
+    gen.add_argument("--temperature", type=float, default=0.8, help="0 decodes greedily (default 0.8)")
+    gen.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    gen.add_argument("--threads", type=int, default=None, help="CPU threads for llama.cpp / torch (default 2 / all)")
 
     reph = sub.add_parser("rephrase", help="rewrite natural documents into denser formats with a generator model")
     reph.add_argument("--source", default="tfds:shakespeare",
@@ -112,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             return _fit_check(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "generate":
+            return _generate(args)
         if args.command == "rephrase":
             return _rephrase(args)
         if args.command == "traces":
@@ -188,11 +203,22 @@ def _export(args) -> int:
     local_path(args.run_dir, "RUN_DIR")
     local_path(args.out, "OUT")
 
-    result = export_run(args.run_dir, args.out, format=args.format, gguf_type=args.gguf_type, force=args.force,
+    result = export_run(args.run_dir, args.out, format=args.format, gguf_type=args.gguf_type,
+                        embedding_type=args.embedding_type, force=args.force,
                         allow_runtime_mismatch=args.allow_runtime_mismatch, progress=True)
-    kind = result["format"] + (f" {result['type']}" if result["type"] else "")
+    kind = result["format"] + (f" {result['type']}, embedding {result['embedding_type']}" if result["type"] else "")
     print(f"wrote {result['path']} ({kind}, {result['bytes'] / 1e6:.2f} MB, step {result['step']}); "
           "every ternary code read back equals the training quantizer's")
+    return 0
+
+
+def _generate(args) -> int:
+    from bitjax.text_generation import Sampling, generate
+
+    sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+    for piece in generate(args.model, args.prompt, sampling, chat=args.chat, n_threads=args.threads):
+        print(piece, end="", flush=True)
+    print()
     return 0
 
 

@@ -10,8 +10,10 @@ from random_models import random_model
 from bitjax import quant
 from bitjax.errors import ConfigError
 from bitjax.export import GGUF_TYPES, ExportError, export_run, gguf_writer, llama_check
+from bitjax.export import embedding_quant as emb_quant
+from bitjax.export import reference as ref
 from bitjax.export.gguf_writer import gguf_name, read_ternary, write_gguf
-from bitjax.export.model_source import load_run, ternary_names
+from bitjax.export.model_source import TernaryModel, load_run, ternary_names
 from bitjax.export.runtime_report import format_agreement, llama_cpp_report
 
 
@@ -57,7 +59,7 @@ def test_metadata_and_tensor_types(gguf_files):
     assert reader.get_field("tokenizer.ggml.model").contents() == "gpt2"
     assert len(reader.get_field("tokenizer.ggml.merges").data) > 1000
     types = {t.name: t.tensor_type for t in reader.tensors}
-    assert types["token_embd.weight"] == gguf.GGMLQuantizationType.F16
+    assert types["token_embd.weight"] == gguf.GGMLQuantizationType.Q6_K  # the default beside TQ types
     assert types["output_norm.weight"] == gguf.GGMLQuantizationType.F32
     assert types["blk.0.ffn_sub_norm.weight"] == gguf.GGMLQuantizationType.F32
     assert types["blk.1.attn_q.weight"] == gguf.GGMLQuantizationType.TQ2_0
@@ -135,3 +137,76 @@ def test_failed_export_leaves_nothing(trained_run, tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="read-back differs"):
         export_run(trained_run, tmp_path / "out.gguf", format="gguf")
     assert os.listdir(tmp_path) == []
+
+
+# --embedding-type: q6_k (the default beside TQ types) is covered by the tq2_0/tq1_0 files above.
+OTHER_EMBEDDING_TYPES = ["f16", "q8_0", "q5_k", "q4_k"]
+
+
+@pytest.fixture(scope="module")
+def embedding_files(trained_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("embedding")
+    return {e: export_run(trained_run, out / f"tiny-tq2_0-{e}.gguf", format="gguf", gguf_type="tq2_0",
+                          embedding_type=e)["path"] for e in OTHER_EMBEDDING_TYPES}
+
+
+@pytest.fixture(scope="module")
+def heldout_a8(run):
+    tokens = ref.heldout_tokens(run, 256)
+    return tokens, ref.bitjax_logits(run, tokens, quantize_activations=True)
+
+
+@pytest.mark.parametrize("embedding_type", OTHER_EMBEDDING_TYPES)
+def test_every_embedding_type_keeps_codes_and_agrees_with_training_forward(run, embedding_files, heldout_a8,
+                                                                           embedding_type):
+    path = embedding_files[embedding_type]
+    reader, codes, _ = read_ternary(path)
+    types = {t.name: t.tensor_type for t in reader.tensors}
+    assert types["token_embd.weight"] == emb_quant.EMBEDDING_TYPES[embedding_type]
+    assert types["blk.0.ffn_down.weight"] == gguf.GGMLQuantizationType.TQ2_0
+    params = run.flat_params()
+    for name in ternary_names(run.config.model):
+        np.testing.assert_array_equal(codes[gguf_name(name)], np.asarray(quant.ternary_codes(
+            params[f"{name}.kernel"])[0]).T, err_msg=name)
+    tokens, a8 = heldout_a8
+    llm = llama_check.open_model(path, n_ctx=len(tokens) + 8)
+    try:
+        figures = ref.agreement(a8, llama_check.llama_logits(llm, tokens), tokens)
+    finally:
+        llm.close()
+    print("\n" + format_agreement(f"llama.cpp tq2_0 + {embedding_type} embedding vs bitjax A8", figures))
+    assert figures["argmax_agreement"] >= 0.95
+    assert figures["ppl_rel_diff"] <= 0.02
+
+
+def test_llama_cpp_quantizer_copies_ternary_tensors_byte_for_byte(gguf_files, embedding_files):
+    """q6_k goes through llama.cpp's quantizer, q8_0 is written directly: every other tensor is identical."""
+    through_llama = {t.name: t for t in gguf.GGUFReader(gguf_files["tq2_0"]).tensors}
+    direct = {t.name: t for t in gguf.GGUFReader(embedding_files["q8_0"]).tensors}
+    assert set(through_llama) == set(direct)
+    for name, tensor in direct.items():
+        if name != "token_embd.weight":
+            assert tensor.tensor_type == through_llama[name].tensor_type, name
+            assert bytes(tensor.data) == bytes(through_llama[name].data), name
+    reader = gguf.GGUFReader(gguf_files["tq2_0"])
+    assert reader.get_field("general.file_type").contents() == int(gguf.LlamaFileType.MOSTLY_TQ2_0)
+    assert len(reader.get_field("tokenizer.ggml.merges").data) > 1000
+
+
+@pytest.mark.parametrize("embedding_type", ["f16", "q8_0", "q6_k", "q4_k"])
+def test_embedding_read_back_catches_wrong_rows(trained_run, gguf_files, embedding_files, embedding_type):
+    path = gguf_files["tq2_0"] if embedding_type == "q6_k" else embedding_files[embedding_type]
+    reader = gguf.GGUFReader(path)
+    embedding = TernaryModel.from_run(load_run(trained_run)).dense["embed_tokens"]
+    emb_quant.verify_embedding(path, reader, embedding, embedding_type)  # the file as written passes
+    with pytest.raises(ExportError, match="token_embd.weight"):
+        emb_quant.verify_embedding(path, reader, np.roll(embedding, 1, axis=0), embedding_type)
+
+
+def test_embedding_type_errors_name_the_fix(trained_run, tmp_path):
+    _, _, model = random_model(trained_run / "tokenizer.json", d_model=288, n_heads=4, head_dim=72)
+    with pytest.raises(ExportError, match="--embedding-type q6_k packs rows in blocks of 256.*288.*q8_0 or f16"):
+        write_gguf(model, tmp_path / "x.gguf", "f32", embedding_type="q6_k")
+    with pytest.raises(ExportError, match="--embedding-type q3_k is not supported; use one of f32, f16, q8_0"):
+        export_run(trained_run, tmp_path / "y.gguf", format="gguf", embedding_type="q3_k")
+    assert list(tmp_path.iterdir()) == []

@@ -37,8 +37,21 @@ def test_codes_and_scales_read_back_equal_training_quantizer(trained_run, packed
         assert scales[name][0] == np.float32(scale)
         np.testing.assert_allclose(scales[name][0], np.mean(np.abs(params[f"{name}.kernel"]), dtype=np.float64),
                                    rtol=1e-6)
-    assert sorted(os.listdir(packed_dir)) == ["config.json", "model.safetensors", "tokenizer.json",
+    assert sorted(os.listdir(packed_dir)) == ["README.md", "config.json", "model.safetensors", "tokenizer.json",
                                               "tokenizer_config.json"]
+
+
+def test_model_card_states_architecture_training_and_loading(trained_run, packed_dir):
+    card = (packed_dir / "README.md").read_text()
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert card.startswith("---\nlibrary_name: transformers\n")
+    assert "| layers, width, FFN width | 2, 256, 768 |" in card and "SiLU-gated (`hidden_act: silu`)" in card
+    assert f"| steps | {summary['steps']:,} |" in card
+    assert f"| tokens seen | {summary['tokens_seen']:,} |" in card
+    assert f"| held-out perplexity | {summary['heldout_perplexity']:.2f} (evaluated during training at step 60" in card
+    assert "| teacher | none: next-token cross-entropy only |" in card
+    assert "BitNetForCausalLM.from_pretrained" in card and "bitjax generate" in card
+    assert str(trained_run.parents[1]) not in card and "/work/" not in card  # no local paths in a public card
 
 
 def test_transformers_matches_bitjax_training_forward(trained_run, packed_dir):

@@ -58,4 +58,3 @@ def test_export_scripts_run(trained_run, tmp_path):
     assert "argmax agreement" in _run("export/check_llama_cpp.py", str(trained_run), str(gguf), "--tokens", "32",
                                       "--greedy", "4")
     assert "argmax agreement" in _run("export/check_transformers.py", str(trained_run), str(packed), "--tokens", "32")
-    assert _run("export/generate_llama_cpp.py", str(gguf), "--tokens", "4").strip()

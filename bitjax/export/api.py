@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bitjax.export import model_card
 from bitjax.export.common import ExportError, check_output_free
+from bitjax.export.embedding_quant import EMBEDDING_TYPES, default_embedding_type
 from bitjax.export.gguf_writer import QTYPES, write_gguf
 from bitjax.export.hf_packed import write_packed
 from bitjax.export.model_source import TernaryModel
@@ -15,7 +17,8 @@ GGUF_TYPES = tuple(QTYPES)
 
 
 def export_run(run_dir: str | Path, out: str | Path, *, format: str, gguf_type: str | None = None,
-               force: bool = False, allow_runtime_mismatch: bool = False, progress: bool = False) -> dict:
+               embedding_type: str | None = None, force: bool = False, allow_runtime_mismatch: bool = False,
+               progress: bool = False) -> dict:
     """Export the latest checkpoint of `run_dir` to `out`; returns a summary (path, bytes, step).
 
     Raises ExportError (a ValueError) with a one-line fix for bad input; nothing is left under `out`
@@ -26,17 +29,27 @@ def export_run(run_dir: str | Path, out: str | Path, *, format: str, gguf_type: 
         raise ExportError(f"--format {format} is not known; use one of {', '.join(FORMATS)}")
     if format == "packed" and gguf_type is not None:
         raise ExportError("--type applies to --format gguf only; the packed format is always 2-bit")
+    if format == "packed" and embedding_type is not None:
+        raise ExportError("--embedding-type applies to --format gguf only; the packed format keeps the embedding "
+                          "in float32 for transformers")
     gguf_type = gguf_type or ("tq2_0" if format == "gguf" else None)
     if gguf_type is not None and gguf_type not in QTYPES:
         raise ExportError(f"--type {gguf_type} is not supported; use one of {', '.join(QTYPES)}")
+    if gguf_type is not None:
+        embedding_type = embedding_type or default_embedding_type(gguf_type)
+        if embedding_type not in EMBEDDING_TYPES:
+            raise ExportError(f"--embedding-type {embedding_type} is not supported; use one of "
+                              f"{', '.join(EMBEDDING_TYPES)}")
     check_output_free(out, force)  # before the (slow) restore
-    model = TernaryModel.from_run(Run(run_dir))
+    run = Run(run_dir)
+    model = TernaryModel.from_run(run)
     if format == "packed":
-        write_packed(model, out, force=force, allow_runtime_mismatch=allow_runtime_mismatch)
+        card = model_card.render(model, model_card.training_facts(run))
+        write_packed(model, out, force=force, allow_runtime_mismatch=allow_runtime_mismatch, card=card)
         size = sum(p.stat().st_size for p in out.iterdir())
     else:
-        write_gguf(model, out, gguf_type, force=force, allow_runtime_mismatch=allow_runtime_mismatch,
-                   progress=progress)
+        write_gguf(model, out, gguf_type, embedding_type=embedding_type, force=force,
+                   allow_runtime_mismatch=allow_runtime_mismatch, progress=progress)
         size = out.stat().st_size
-    return {"path": str(out), "format": format, "type": gguf_type, "bytes": size, "step": model.step,
-            "ffn_activation": model.config.ffn_activation}
+    return {"path": str(out), "format": format, "type": gguf_type, "embedding_type": embedding_type,
+            "bytes": size, "step": model.step, "ffn_activation": model.config.ffn_activation}

@@ -10,9 +10,15 @@ from bitjax.export.model_source import TernaryModel
 from bitjax.model import ModelConfig
 
 TQ_BLOCK = 256
-# llama-cpp-python releases whose vendored llama.cpp runs the bitnet FFN SiLU-gated only (they do not read
-# `bitnet.hidden_activation`); checked by reading llama.cpp's src/models/bitnet.cpp.
+# Which llama.cpp computes a relu2 `bitnet` FFN? The llama.cpp vendored in llama-cpp-python 0.3.36, the
+# newest release and the runtime bitjax installs and tests, hardcodes the SiLU-gated FFN
+# (src/models/bitnet.cpp: `LLM_FFN_SILU, LLM_FFN_PAR`). llama.cpp master (ggml-org/llama.cpp, read at commit
+# 38fcfa12) reads `bitnet.hidden_activation` and maps "relu2" to LLM_FFN_RELU_SQR (src/llama-model.cpp,
+# LLM_FFN_OP_TYPES_FROM_STRING), so a llama.cpp built from master runs relu2 files; until a llama-cpp-python
+# release ships that, the exporter refuses relu2 for GGUF (--allow-runtime-mismatch writes it anyway, and
+# the file records the activation for the builds that read it).
 SILU_ONLY_LLAMA_CPP_PYTHON = ("0.3.36",)
+SILU_RECIPES = "recipes/bitnet_125m_silu.py or recipes/bitnet_700m_silu.py"
 
 
 def head_shape_problems(cfg: ModelConfig) -> list[str]:
@@ -24,15 +30,14 @@ def head_shape_problems(cfg: ModelConfig) -> list[str]:
 
 
 def gguf_activation_problems(cfg: ModelConfig, llama_cpp_version: str | None = None) -> list[str]:
-    """A relu2 FFN runs wrongly in a llama.cpp whose bitnet graph is SiLU-gated."""
+    """A relu2 FFN runs wrongly in the released llama.cpp's SiLU-gated `bitnet` graph."""
     if cfg.ffn_activation == "silu":
         return []
     which = (f"llama-cpp-python {llama_cpp_version}" if llama_cpp_version
              else f"the llama.cpp in llama-cpp-python {', '.join(SILU_ONLY_LLAMA_CPP_PYTHON)}")
     return [f"model.ffn_activation={cfg.ffn_activation!r}: {which} runs the bitnet FFN as SiLU-gated and would "
-            f"compute this model wrongly (the file records bitnet.hidden_activation={cfg.ffn_activation!r} for "
-            "llama.cpp builds that read it); use --format packed for transformers, or train with "
-            "model.ffn_activation=silu"]
+            f"compute this model wrongly; train the SiLU variant ({SILU_RECIPES}, or "
+            "--set model.ffn_activation=silu), or export --format packed for transformers"]
 
 
 def tq_width_problems(model: TernaryModel, gguf_type: str, tensor_names: dict[str, str]) -> list[str]:

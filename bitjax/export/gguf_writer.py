@@ -1,7 +1,8 @@
 """GGUF files for llama.cpp's `bitnet` architecture, written and read back with the `gguf` library.
 
 Tensors (row-major (out, in) here; GGUF lists dimensions innermost first):
-  token_embd.weight           (V, D)  F16 (F32 for --type f32); also the tied output head
+  token_embd.weight           (V, D)  --embedding-type: Q6_K by default beside TQ2_0/TQ1_0, F16 for --type f16,
+                              F32 for --type f32 (see embedding_quant.py); also the tied output head
   output_norm.weight, blk.N.{attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm}.weight   F32
   blk.N.{attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down}.weight
                               ternary codes in {-1, 0, 1}, stored as the chosen type; for TQ2_0/TQ1_0 every
@@ -22,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bitjax.export import checks
+from bitjax.export import embedding_quant as emb_quant
 from bitjax.export.common import ExportError, atomic_file
 from bitjax.export.gguf_tokenizer import GGUFVocab, add_tokenizer, read_vocab
 from bitjax.export.model_source import TernaryModel
@@ -90,12 +92,15 @@ def _ternary_plan(name: str, codes_OI: np.ndarray, qtype: gguf.GGMLQuantizationT
                          lambda: gguf.quants.quantize(codes_OI.astype(np.float32), qtype))
 
 
-def plan_tensors(model: TernaryModel, gguf_type: str) -> list[PlannedTensor]:
+def plan_tensors(model: TernaryModel, gguf_type: str, embedding_type: str | None = None) -> list[PlannedTensor]:
+    """Every tensor of the file in order. `embedding_type` defaults to the type's default; a type llama.cpp
+    quantizes (q6_k, ...) is planned at its final size, but only `staging_type`s can be produced here."""
     qtype = QTYPES[gguf_type]
-    embed_dtype = np.float32 if gguf_type == "f32" else np.float16
+    embedding_type = embedding_type or emb_quant.default_embedding_type(gguf_type)
     embedding = model.dense["embed_tokens"]
-    plan = [PlannedTensor(f"{gguf_name('embed_tokens')}.weight", embedding.shape, embed_dtype, None,
-                          lambda: embedding.astype(embed_dtype)),
+    byte_shape, np_dtype, raw = emb_quant.embedding_bytes(embedding_type, embedding.shape)
+    plan = [PlannedTensor(f"{gguf_name('embed_tokens')}.weight", byte_shape, np_dtype, raw,
+                          lambda: emb_quant.encode_embedding(embedding, embedding_type)),
             _dense_plan(model, "norm")]
     for i in range(model.config.n_layers):
         for suffix in BLOCK_TENSORS:
@@ -116,11 +121,13 @@ def _dense_plan(model: TernaryModel, path: str) -> PlannedTensor:
                          lambda: array.astype(np.float32))
 
 
-def add_hyperparameters(writer: gguf.GGUFWriter, model: TernaryModel, gguf_type: str) -> None:
+def add_hyperparameters(writer: gguf.GGUFWriter, model: TernaryModel, gguf_type: str,
+                        embedding_type: str | None = None) -> None:
     cfg = model.config
+    embedding_type = embedding_type or emb_quant.default_embedding_type(gguf_type)
     writer.add_name(model.name)
     writer.add_file_type(FILE_TYPES[gguf_type])
-    if gguf_type.startswith("tq"):
+    if gguf_type.startswith("tq") or embedding_type not in ("f16", "f32"):
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     writer.add_vocab_size(cfg.vocab_size)
     writer.add_context_length(cfg.max_seq_len)
@@ -137,17 +144,19 @@ def add_hyperparameters(writer: gguf.GGUFWriter, model: TernaryModel, gguf_type:
     writer.add_string(f"{ARCH_NAME}.hidden_activation", cfg.ffn_activation)
 
 
-def write_gguf(model: TernaryModel, out: str | Path, gguf_type: str, *, force: bool = False,
-               allow_runtime_mismatch: bool = False, progress: bool = False) -> Path:
+def write_gguf(model: TernaryModel, out: str | Path, gguf_type: str, *, embedding_type: str | None = None,
+               force: bool = False, allow_runtime_mismatch: bool = False, progress: bool = False) -> Path:
     """Write `model` as a llama.cpp `bitnet` GGUF; raises ExportError before writing anything it cannot do."""
     if gguf_type not in QTYPES:
         raise ExportError(f"--type {gguf_type} is not supported; use one of {', '.join(QTYPES)}")
+    embedding_type = embedding_type or emb_quant.default_embedding_type(gguf_type)
     out = Path(out)
     problems = checks.head_shape_problems(model.config)
     if gguf_type.startswith("tq"):
         problems += checks.tq_width_problems(model, gguf_type, {n: gguf_name(n) for n in model.ternary})
     if problems:
         raise ExportError(problems[0])
+    emb_quant.check_embedding_type(embedding_type, model.config.d_model)
     mismatch = checks.gguf_activation_problems(model.config)
     if mismatch and not allow_runtime_mismatch:
         raise ExportError(mismatch[0] + "; or pass --allow-runtime-mismatch to write it anyway")
@@ -155,24 +164,38 @@ def write_gguf(model: TernaryModel, out: str | Path, gguf_type: str, *, force: b
         raise ExportError("GGUF export needs the run's tokenizer.json; none was given")
     vocab = read_vocab(model.tokenizer_path, model.config.vocab_size)
 
-    plan = plan_tensors(model, gguf_type)
+    staged_type = emb_quant.staging_type(embedding_type)
+    plan = plan_tensors(model, gguf_type, staged_type)
     with atomic_file(out, force) as tmp:
-        writer = gguf.GGUFWriter(tmp, ARCH_NAME)
-        add_hyperparameters(writer, model, gguf_type)
-        add_tokenizer(writer, vocab)
-        for t in plan:
-            writer.add_tensor_info(t.name, t.byte_shape, np.dtype(t.np_dtype), t.nbytes, raw_dtype=t.raw_dtype)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        for t in tqdm(plan, desc=f"writing {out.name}", unit="tensor", disable=not progress):
-            data = t.produce()
-            if data.shape != t.byte_shape:
-                raise AssertionError(f"{t.name}: produced {data.shape}, planned {t.byte_shape}")
-            writer.write_tensor_data(data)
-        writer.close()
-        verify_gguf(tmp, model, gguf_type, vocab)
+        if staged_type == embedding_type:
+            _write_plan(tmp, model, gguf_type, staged_type, vocab, plan, progress, out.name)
+        else:  # llama.cpp quantizes the embedding of a staged file with an F32 one
+            staged = tmp.with_name(tmp.name + ".f32-embedding")
+            try:
+                _write_plan(staged, model, gguf_type, staged_type, vocab, plan, progress, out.name)
+                emb_quant.quantize_embedding_with_llama_cpp(staged, tmp, gguf_type, embedding_type)
+            finally:
+                staged.unlink(missing_ok=True)
+        verify_gguf(tmp, model, gguf_type, vocab, embedding_type)
     return out
+
+
+def _write_plan(path: Path, model: TernaryModel, gguf_type: str, embedding_type: str, vocab: GGUFVocab,
+                plan: list[PlannedTensor], progress: bool, label: str) -> None:
+    writer = gguf.GGUFWriter(path, ARCH_NAME)
+    add_hyperparameters(writer, model, gguf_type, embedding_type)
+    add_tokenizer(writer, vocab)
+    for t in plan:
+        writer.add_tensor_info(t.name, t.byte_shape, np.dtype(t.np_dtype), t.nbytes, raw_dtype=t.raw_dtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for t in tqdm(plan, desc=f"writing {label}", unit="tensor", disable=not progress):
+        data = t.produce()
+        if data.shape != t.byte_shape:
+            raise AssertionError(f"{t.name}: produced {data.shape}, planned {t.byte_shape}")
+        writer.write_tensor_data(data)
+    writer.close()
 
 
 def read_ternary(path: str | Path) -> tuple[gguf.GGUFReader, dict[str, np.ndarray], dict[str, np.float32]]:
@@ -189,9 +212,13 @@ def read_ternary(path: str | Path) -> tuple[gguf.GGUFReader, dict[str, np.ndarra
     return reader, codes, scales
 
 
-def verify_gguf(path: Path, model: TernaryModel, gguf_type: str, vocab: GGUFVocab) -> None:
-    """Every code read back equals the quantizer's, every scale is bit-exact, and the metadata is complete."""
+def verify_gguf(path: Path, model: TernaryModel, gguf_type: str, vocab: GGUFVocab,
+                embedding_type: str | None = None) -> None:
+    """Every code read back equals the quantizer's, every scale is bit-exact, the embedding has its type and
+    values (within the type's error), and the metadata is complete."""
     reader, codes, scales = read_ternary(path)
+    emb_quant.verify_embedding(path, reader, model.dense["embed_tokens"],
+                               embedding_type or emb_quant.default_embedding_type(gguf_type))
     for module, tensor in model.ternary.items():
         name = gguf_name(module)
         if name not in codes:

@@ -5,7 +5,8 @@ A directory holding:
                          `model.<module path>.weight_scale` float32 (1,) = mean(|W|) (autobitlinear offline);
                          `model.embed_tokens.weight` (V, D) and every RMSNorm `.weight` in float32
   config.json            model_type "bitnet", the shape, `hidden_act`, `quantization_config`
-  tokenizer.json         the run's tokenizer, and tokenizer_config.json naming its special tokens
+  tokenizer.json         the run's tokenizer, and tokenizer_config.json naming its special tokens and chat template
+  README.md              the model card (model_card.py): architecture, training, how to load it
 export/FORMAT.md documents every byte.
 """
 
@@ -20,8 +21,9 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from bitjax import tokenizer as tokenizer_lib
-from bitjax.export import checks
+from bitjax.export import checks, model_card
 from bitjax.export.common import ExportError, atomic_directory
+from bitjax.export.gguf_tokenizer import CHAT_TEMPLATE
 from bitjax.export.model_source import TernaryModel
 from bitjax.export.packing import pack_ternary, unpack_ternary
 
@@ -68,8 +70,10 @@ def packed_tensors(model: TernaryModel) -> dict[str, np.ndarray]:
 
 
 def write_packed(model: TernaryModel, out_dir: str | Path, *, force: bool = False,
-                 allow_runtime_mismatch: bool = False) -> Path:
-    """Write the packed directory under a temporary name, verify it, then move it into place."""
+                 allow_runtime_mismatch: bool = False, card: str | None = None) -> Path:
+    """Write the packed directory under a temporary name, verify it, then move it into place.
+
+    `card` is the README.md text (`model_card.render`); without one, a card without training facts."""
     out_dir = Path(out_dir)
     problems = checks.packed_problems(model)
     if problems and not allow_runtime_mismatch:
@@ -89,7 +93,9 @@ def write_packed(model: TernaryModel, out_dir: str | Path, *, force: bool = Fals
             "bos_token": tokenizer_lib.EOS, "eos_token": tokenizer_lib.EOS,
             "add_bos_token": False, "add_eos_token": False,
             "model_max_length": model.config.max_seq_len,
+            "chat_template": CHAT_TEMPLATE,
         }, indent=2) + "\n")
+        (tmp / "README.md").write_text(card if card is not None else model_card.render(model, None))
         verify_packed(tmp, model)
     return out_dir
 

@@ -29,11 +29,10 @@ def runtime_problems(path: str | Path) -> list[str]:
     if activation == "silu":
         return []
     version = llama_cpp_version()
-    if version in checks.SILU_ONLY_LLAMA_CPP_PYTHON:
-        return [f"{path} declares bitnet.hidden_activation={activation!r}, but llama-cpp-python {version}'s "
-                "llama.cpp runs the bitnet FFN SiLU-gated: its logits are not this model's"]
-    return [f"{path} declares bitnet.hidden_activation={activation!r}; llama-cpp-python {version} is not "
-            "known to read that key, check its src/models/bitnet.cpp"]
+    how = ("runs the bitnet FFN SiLU-gated" if version in checks.SILU_ONLY_LLAMA_CPP_PYTHON
+           else "may not run it (llama.cpp master does; llama-cpp-python 0.3.36 does not)")
+    return [f"{path} declares bitnet.hidden_activation={activation!r}, but llama-cpp-python {version}'s llama.cpp "
+            f"{how}: its logits are not this model's; export a SiLU-gated model ({checks.SILU_RECIPES})"]
 
 
 def open_model(path: str | Path, n_ctx: int, n_threads: int = 2):
