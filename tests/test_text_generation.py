@@ -51,7 +51,7 @@ def _reference_sampled_text(trained_run, temperature: float, seed: int) -> str:
     run = load_run(trained_run)
     tok = tokenizer_lib.load(run.tokenizer_path)
     prompt = tok.encode(PROMPT).ids
-    forward = jax.jit(Trainer.create(run.train_config).model(run.params))
+    forward = jax.jit(Trainer.create(run.config).model(run.params))
     buffer_1T = np.zeros((1, len(prompt) + N), np.int32)
     buffer_1T[0, :len(prompt)] = prompt
     rng, out = np.random.default_rng(seed), []
