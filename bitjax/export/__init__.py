@@ -10,7 +10,7 @@ Ternary codes and scales always come from `bitjax.quant.ternary_codes`, the quan
 every writer reads its file back and checks each code against it before the file takes its final name.
 """
 
-from bitjax.export.common import ExportError
 from bitjax.export.api import FORMATS, GGUF_TYPES, export_run
+from bitjax.export.common import ExportError
 
 __all__ = ["ExportError", "FORMATS", "GGUF_TYPES", "export_run"]
