@@ -39,7 +39,7 @@ def default_kernel_init(stddev: float = 0.02):
 
 
 class Linear(nnx.Module):
-    """A bias-free dense layer `y = x @ kernel`, kernel of shape (in_features, out_features).
+    """A dense layer `y = x @ kernel (+ bias)`, kernel of shape (in_features, out_features).
 
     Args:
       in_features: width of the input's last axis.
@@ -47,6 +47,7 @@ class Linear(nnx.Module):
       dtype: compute dtype (e.g. jnp.bfloat16 on TPU/GPU); the kernel is cast to it in the forward pass.
       param_dtype: storage dtype of the latent kernel (float32 by default, as the optimizer needs).
       kernel_init: initializer of the kernel.
+      use_bias: add a learned bias (zeros at init); BitNet has none, imported Qwen2 q/k/v projections do.
       rngs: nnx.Rngs for initialization.
     """
 
@@ -58,15 +59,23 @@ class Linear(nnx.Module):
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
         kernel_init=None,
+        use_bias: bool = False,
         rngs: nnx.Rngs,
     ):
         init = kernel_init or default_kernel_init()
         self.in_features, self.out_features = in_features, out_features
         self.dtype = dtype
         self.kernel = nnx.Param(init(rngs.params(), (in_features, out_features), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
 
     def __call__(self, x_BLD: Float[ArrayLike, "... D"]) -> Float[ArrayLike, "... F"]:
-        return jnp.dot(x_BLD.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        return self._add_bias(jnp.dot(x_BLD.astype(self.dtype), self.kernel[...].astype(self.dtype)))
+
+    def _add_bias(self, y):
+        """The bias stays full precision in both layers (it is not a matmul weight)."""
+        if self.bias is None:
+            return y
+        return y + self.bias[...].astype(self.dtype).reshape((1,) * (y.ndim - 1) + (-1,))
 
 
 class BitLinear(Linear):
@@ -93,11 +102,12 @@ class BitLinear(Linear):
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
         kernel_init=None,
+        use_bias: bool = False,
         rngs: nnx.Rngs,
     ):
         super().__init__(
             in_features, out_features, dtype=dtype, param_dtype=param_dtype,
-            kernel_init=kernel_init, rngs=rngs,
+            kernel_init=kernel_init, use_bias=use_bias, rngs=rngs,
         )
         self.quantize_activations = quantize_activations
         self.quant_strength = QuantStrength(jnp.asarray(quant_strength, jnp.float32))
@@ -109,7 +119,7 @@ class BitLinear(Linear):
         x = x_BLD.astype(self.dtype)
         if self.quantize_activations:
             x = quant.ste(x, quant.quantize_activations(x), lam)
-        return jnp.dot(x, w)
+        return self._add_bias(jnp.dot(x, w))
 
 
 class RMSNorm(nnx.Module):

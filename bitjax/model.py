@@ -52,6 +52,10 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype; parameters are float32 (float64 with "float64", a numerics check)
     init_std: float = 0.02
     remat: bool = False     # recompute each block in the backward pass (jax.checkpoint): less memory, ~1/3 more FLOPs
+    # Architecture switches for models imported from elsewhere (bitjax.pretrained); BitNet has the defaults.
+    sub_norms: bool = True          # SubLN: RMSNorm before o_proj and down_proj (False: LLaMA / Qwen2)
+    attention_bias: bool = False    # biases on q/k/v (Qwen2)
+    tie_embeddings: bool = True     # the LM head is the embedding (False: a separate lm_head)
 
     def __post_init__(self):
         if self.n_heads % self.n_kv_heads:
@@ -149,10 +153,10 @@ class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, linear_cls, *, rngs: nnx.Rngs):
         self.cfg = cfg
         dense = _dense_factory(cfg, linear_cls, rngs)
-        self.q_proj = dense(cfg.d_model, cfg.n_heads * cfg.head_dim)
-        self.k_proj = dense(cfg.d_model, cfg.n_kv_heads * cfg.head_dim)
-        self.v_proj = dense(cfg.d_model, cfg.n_kv_heads * cfg.head_dim)
-        self.attn_sub_norm = _norm(cfg, cfg.n_heads * cfg.head_dim)
+        self.q_proj = dense(cfg.d_model, cfg.n_heads * cfg.head_dim, use_bias=cfg.attention_bias)
+        self.k_proj = dense(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, use_bias=cfg.attention_bias)
+        self.v_proj = dense(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, use_bias=cfg.attention_bias)
+        self.attn_sub_norm = _norm(cfg, cfg.n_heads * cfg.head_dim) if cfg.sub_norms else None
         self.o_proj = dense(cfg.n_heads * cfg.head_dim, cfg.d_model)
 
     def __call__(self, x_BLD, positions_BL, mask_B11LM, kv_cache: KVCache | None = None):
@@ -177,7 +181,7 @@ class Attention(nnx.Module):
         logits_BKGLM = jnp.where(mask_B11LM, logits_BKGLM, jnp.finfo(acc).min)
         probs_BKGLM = jax.nn.softmax(logits_BKGLM, axis=-1).astype(v_BMKH.dtype)
         out_BLKGH = jnp.einsum("bkglm,bmkh->blkgh", probs_BKGLM, v_BMKH)
-        return self.o_proj(self.attn_sub_norm(out_BLKGH.reshape(B, L, K * G * H))), kv_cache
+        return self.o_proj(_maybe(self.attn_sub_norm, out_BLKGH.reshape(B, L, K * G * H))), kv_cache
 
 
 class MLP(nnx.Module):
@@ -188,13 +192,13 @@ class MLP(nnx.Module):
         self.activation = cfg.ffn_activation
         self.gate_proj = dense(cfg.d_model, cfg.d_ff)
         self.up_proj = dense(cfg.d_model, cfg.d_ff)
-        self.ffn_sub_norm = _norm(cfg, cfg.d_ff)
+        self.ffn_sub_norm = _norm(cfg, cfg.d_ff) if cfg.sub_norms else None
         self.down_proj = dense(cfg.d_ff, cfg.d_model)
 
     def __call__(self, u_BLD):
         gate_BLF = self.gate_proj(u_BLD)
         act_BLF = jnp.square(jax.nn.relu(gate_BLF)) if self.activation == "relu2" else jax.nn.silu(gate_BLF)
-        return self.down_proj(self.ffn_sub_norm(act_BLF * self.up_proj(u_BLD)))
+        return self.down_proj(_maybe(self.ffn_sub_norm, act_BLF * self.up_proj(u_BLD)))
 
 
 class Block(nnx.Module):
@@ -221,6 +225,10 @@ class Transformer(nnx.Module):
             param_dtype=cfg.param_dtype, rngs=rngs)
         self.layers = nnx.List([Block(cfg, linear_cls, rngs=rngs) for _ in range(cfg.n_layers)])
         self.norm = _norm(cfg, cfg.d_model)
+        # A separate head is always full precision, like the embedding it replaces.
+        self.lm_head = None if cfg.tie_embeddings else Linear(
+            cfg.d_model, cfg.vocab_size, dtype=cfg.compute_dtype, param_dtype=cfg.param_dtype,
+            kernel_init=nnx.initializers.normal(cfg.init_std), rngs=rngs)
 
     def __call__(
         self,
@@ -241,8 +249,10 @@ class Transformer(nnx.Module):
         return self.head(x_BLD)
 
     def head(self, x_BLD: Float[ArrayLike, "B L D"]) -> Float[ArrayLike, "B L V"]:
-        """Final norm and the tied LM head."""
+        """Final norm and the LM head (the embedding, unless the model has a separate one)."""
         x_BLD = self.norm(x_BLD)
+        if self.lm_head is not None:
+            return self.lm_head(x_BLD).astype(at_least_f32(x_BLD.dtype))
         embedding_VD = self.embed_tokens.embedding[...].astype(self.cfg.compute_dtype)
         return jnp.einsum("bld,vd->blv", x_BLD, embedding_VD).astype(at_least_f32(x_BLD.dtype))
 
@@ -272,10 +282,14 @@ def _norm(cfg: ModelConfig, features: int) -> RMSNorm:
     return RMSNorm(features, eps=cfg.norm_eps, dtype=cfg.compute_dtype, param_dtype=cfg.param_dtype)
 
 
+def _maybe(norm: RMSNorm | None, x):
+    return x if norm is None else norm(x)
+
+
 def _dense_factory(cfg: ModelConfig, linear_cls, rngs: nnx.Rngs):
-    def dense(d_in: int, d_out: int):
+    def dense(d_in: int, d_out: int, use_bias: bool = False):
         kwargs = dict(dtype=cfg.compute_dtype, param_dtype=cfg.param_dtype,
-                      kernel_init=nnx.initializers.normal(cfg.init_std), rngs=rngs)
+                      kernel_init=nnx.initializers.normal(cfg.init_std), use_bias=use_bias, rngs=rngs)
         if linear_cls is BitLinear:
             kwargs["quantize_activations"] = cfg.quantize_activations
         return linear_cls(d_in, d_out, **kwargs)
@@ -287,5 +301,5 @@ def count_params(cfg: ModelConfig) -> dict[str, int]:
     abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
     params = nnx.state(abstract, nnx.Param)
     total = sum(x.size for x in jax.tree.leaves(params))
-    embedding = cfg.vocab_size * cfg.d_model
+    embedding = cfg.vocab_size * cfg.d_model * (1 if cfg.tie_embeddings else 2)   # and the untied head
     return {"total": total, "embedding": embedding, "non_embedding": total - embedding}

@@ -36,6 +36,8 @@ RULES: tuple[tuple[str, P], ...] = (
     # parameters (and, by suffix, their optimizer moments)
     (r"embed_tokens\.embedding$", P("tensor", "fsdp")),                 # (V, D)
     (r"self_attn\.[qkv]_proj\.kernel$", P("fsdp", "tensor")),           # (D, N*H) column-parallel
+    (r"self_attn\.[qkv]_proj\.bias$", P("tensor")),                     # (N*H,) follows the heads
+    (r"lm_head\.kernel$", P("fsdp", "tensor")),                         # (D, V) an untied head
     (r"self_attn\.o_proj\.kernel$", P("tensor", "fsdp")),               # (N*H, D) row-parallel
     (r"mlp\.(gate|up)_proj\.kernel$", P("fsdp", "tensor")),             # (D, F) column-parallel
     (r"mlp\.down_proj\.kernel$", P("tensor", "fsdp")),                  # (F, D) row-parallel

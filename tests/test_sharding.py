@@ -212,7 +212,8 @@ def test_every_parameter_of_two_or_more_dimensions_has_a_real_rule():
     from bitjax.model import ModelConfig, Transformer
 
     catch_all = sharding.RULES[-1][0]
-    for preset in (ModelConfig.tiny(), ModelConfig.bitnet_125m(), ModelConfig.bitnet_2b4t()):
+    imported = ModelConfig.tiny(sub_norms=False, attention_bias=True, tie_embeddings=False)   # Qwen2-like
+    for preset in (ModelConfig.tiny(), ModelConfig.bitnet_125m(), ModelConfig.bitnet_2b4t(), imported):
         params = nnx.state(nnx.eval_shape(lambda p=preset: Transformer(p, rngs=nnx.Rngs(0))), nnx.Param)
         for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
             name = "params." + sharding.path_name(path)

@@ -70,6 +70,13 @@ class TernaryModel:
             raise ExportError(
                 f"model.quant={cfg.quant!r} is a full-precision model; the export formats hold ternary weights, "
                 "train with model.quant=ternary")
+        unsupported = [name for name, off in (("model.sub_norms=false", not cfg.sub_norms),
+                                               ("model.attention_bias=true", cfg.attention_bias),
+                                               ("model.tie_embeddings=false", not cfg.tie_embeddings)) if off]
+        if unsupported:
+            raise ExportError(
+                f"{', '.join(unsupported)}: the BitNet layouts both runtimes read have SubLN norms, no biases and a "
+                "tied head; convert the model to the BitNet architecture (sub_norms=true, no biases, tied head) first")
         ternary = {}
         for name in ternary_names(cfg):
             codes_IO, scale = quant.ternary_codes(flat_params[f"{name}.kernel"])
