@@ -87,50 +87,70 @@ def hf_tensors(model_dir: str | Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def _hf_name(name: str) -> tuple[str, bool]:
-    """bitjax parameter path -> (Hugging Face tensor name, whether the matrix is transposed)."""
+def _hf_name(name: str) -> str:
+    """bitjax parameter path -> Hugging Face tensor name."""
     if name == "embed_tokens.embedding":
-        return "model.embed_tokens.weight", False
+        return "model.embed_tokens.weight"
     if name == "lm_head.kernel":
-        return "lm_head.weight", True
-    hf = "model." + name.replace(".scale", ".weight").replace(".kernel", ".weight")
-    return hf, name.endswith(".kernel")
+        return "lm_head.weight"
+    return "model." + name.replace(".scale", ".weight").replace(".kernel", ".weight")
+
+
+def _abstract_params(cfg: ModelConfig):
+    abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+    return nnx.split(abstract, nnx.Param, QuantStrength)
+
+
+def fill_params(cfg: ModelConfig, tensors: dict[str, np.ndarray], where: str) -> nnx.State:
+    """The model's parameters from {bitjax parameter path: array}, every shape checked against `cfg`."""
+    _, abstract_params, _ = _abstract_params(cfg)
+
+    def fill(path, leaf):
+        name = sharding_lib.path_name(path)
+        if name not in tensors:
+            raise ConfigError(f"{where}: no tensor for {name}; the checkpoint does not match the architecture "
+                              "its config describes")
+        if tensors[name].shape != tuple(leaf.shape):
+            raise ConfigError(f"{where}: the tensor for {name} has shape {tensors[name].shape}, the config "
+                              f"implies {tuple(leaf.shape)}")
+        return jnp.asarray(tensors[name], leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, abstract_params)
+
+
+def merged_model(cfg: ModelConfig, params: nnx.State) -> Transformer:
+    """A callable Transformer of `cfg` holding `params`."""
+    graphdef, _, quant_vars = _abstract_params(cfg)
+    quant_vars = jax.tree.map(lambda v: jnp.ones(v.shape, v.dtype), quant_vars)
+    return nnx.merge(graphdef, params, quant_vars)
 
 
 def load_hf(model_dir: str | Path, cfg: ModelConfig | None = None) -> tuple[ModelConfig, nnx.State]:
     """The directory's ModelConfig and its parameters, checked tensor by tensor against the config's shapes."""
     cfg = cfg or hf_model_config(model_dir)
     tensors = hf_tensors(model_dir)
-    abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
-    _, abstract_params, _ = nnx.split(abstract, nnx.Param, QuantStrength)
-    used = set()
-
-    def fill(path, leaf):
+    _, abstract_params, _ = _abstract_params(cfg)
+    ours = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]:
         name = sharding_lib.path_name(path)
-        hf_name, transpose = _hf_name(name)
+        hf_name = _hf_name(name)
         if hf_name not in tensors:
             raise ConfigError(f"{model_dir}: tensor {hf_name} is missing; the checkpoint does not match its "
                               "config.json")
-        value = tensors[hf_name].T if transpose else tensors[hf_name]
+        value = tensors[hf_name].T if name.endswith(".kernel") else tensors[hf_name]   # HF stores (out, in)
         if value.shape != tuple(leaf.shape):
             raise ConfigError(f"{model_dir}: tensor {hf_name} has shape {tensors[hf_name].shape}, config.json "
-                              f"implies {tuple(leaf.shape[::-1]) if transpose else tuple(leaf.shape)}")
-        used.add(hf_name)
-        return jnp.asarray(value, leaf.dtype)
-
-    params = jax.tree_util.tree_map_with_path(fill, abstract_params)
+                              f"implies {tuple(leaf.shape[::-1]) if name.endswith('.kernel') else tuple(leaf.shape)}")
+        ours[name] = value
     # A tied model may also store lm_head.weight (a copy of the embedding); rotary caches are not weights.
-    left = sorted(n for n in set(tensors) - used if not n.endswith("rotary_emb.inv_freq") and n != "lm_head.weight")
+    used = {_hf_name(n) for n in ours} | {"lm_head.weight"}
+    left = sorted(n for n in set(tensors) - used if not n.endswith("rotary_emb.inv_freq"))
     if left:
         raise ConfigError(f"{model_dir}: tensors {', '.join(left[:3])}{' ...' if len(left) > 3 else ''} have no "
                           "place in the model config.json describes")
-    return cfg, params
+    return cfg, fill_params(cfg, ours, str(model_dir))
 
 
 def hf_model(model_dir: str | Path) -> Transformer:
     """The imported model, ready to call: tokens (B, L) -> logits (B, L, V)."""
-    cfg, params = load_hf(model_dir)
-    abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
-    graphdef, _, quant_vars = nnx.split(abstract, nnx.Param, QuantStrength)
-    quant_vars = jax.tree.map(lambda v: jnp.ones(v.shape, v.dtype), quant_vars)
-    return nnx.merge(graphdef, params, quant_vars)
+    return merged_model(*load_hf(model_dir))

@@ -77,3 +77,78 @@ def test_an_imported_llama_is_refused_by_the_exporter_in_one_line(tmp_path):
     from bitjax.export.model_source import flatten_params
     with pytest.raises(ExportError, match="model.sub_norms=false, model.tie_embeddings=false"):
         TernaryModel.from_params(dataclasses.replace(cfg, quant="ternary"), flatten_params(params))
+
+
+def _heldout_ids(n: int) -> np.ndarray:
+    """Real text through the embedded model's own tokenizer: the end of the Shakespeare corpus."""
+    from bitjax import tokenizer as tokenizer_lib
+    from bitjax.data import corpora
+    from bitjax.paths import cache_dir
+
+    tok = tokenizer_lib.load(tokenizer_lib.resolve("smollm2", 0, lambda: iter(()), cache_dir(), ""))
+    docs = list(corpora.shakespeare_documents())
+    return np.asarray(tok.encode(docs[-1]["text"] + "\n\n" + docs[-2]["text"]).ids[:n], np.int32)
+
+
+def _perplexity(logits_LV, ids_L) -> float:
+    x = logits_LV.astype(np.float64)
+    logp = x - x.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    return float(np.exp(-np.mean(logp[np.arange(len(ids_L) - 1), ids_L[1:]])))
+
+
+def test_embedded_smollm2_gguf_imports_and_agrees_with_llama_cpp():
+    """The Q4_1/Q8_0 SmolLM2-135M GGUF, dequantized into bitjax, against llama.cpp on 256 tokens of real text.
+
+    llama.cpp quantizes activations to 8 bits inside its Q4_1 matmuls, so near-ties may flip: every top-1
+    disagreement must be one (teacher margin under 0.25 nats), and perplexity must agree within 1%.
+    """
+    pytest.importorskip("llama_cpp")
+    from bitjax.paths import embedded_gguf
+    from bitjax.pretrained_gguf import gguf_model, gguf_model_config
+    from bitjax.teachers.backends import GGUFTeacher
+
+    cfg = gguf_model_config(embedded_gguf())
+    assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.sub_norms) == (30, 576, 9, 3, False)
+    ids = _heldout_ids(256)
+    ours = np.asarray(gguf_model(embedded_gguf())(ids[None]))[0]
+    theirs = GGUFTeacher("smollm2").logits(ids[None])[0]
+    top2 = np.sort(theirs, axis=-1)[:, -2:]
+    disagree = ours.argmax(-1) != theirs.argmax(-1)
+    assert disagree.mean() <= 0.10 and np.all(top2[disagree, 1] - top2[disagree, 0] < 0.25)
+    assert abs(_perplexity(ours, ids) / _perplexity(theirs, ids) - 1) < 0.01
+
+
+def test_an_exported_bitjax_gguf_imports_back_to_the_same_network(trained_run, tmp_path):
+    """bitjax -> GGUF (F32 bitnet) -> bitjax: the imported full-precision model holds the ternary weights times
+    their scales, so it computes the run's W1.58A16 forward (ternary weights, unquantized activations)."""
+    from bitjax.export import export_run
+    from bitjax.pretrained_gguf import gguf_model
+    from bitjax.run import Run
+
+    out = tmp_path / "m.gguf"
+    export_run(trained_run, out, format="gguf", gguf_type="f32")
+    tokens = np.random.default_rng(0).integers(1, 1000, (1, 24)).astype(np.int32)
+    want = np.asarray(Run(trained_run).model(quantize_activations=False)(tokens))
+    np.testing.assert_allclose(np.asarray(gguf_model(out)(tokens)), want, atol=2e-4, rtol=2e-4)
+
+
+def test_a_gguf_of_another_architecture_or_not_gguf_is_one_line(tmp_path):
+    import gguf
+
+    from bitjax.pretrained_gguf import load_gguf
+
+    path = tmp_path / "gpt2.gguf"
+    writer = gguf.GGUFWriter(str(path), "gpt2")
+    writer.add_tensor("token_embd.weight", np.zeros((8, 4), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ConfigError, match="architecture 'gpt2' is not supported; bitjax imports llama, qwen2"):
+        load_gguf(path)
+    (tmp_path / "text.gguf").write_text("not a gguf file")
+    with pytest.raises(ConfigError, match="text.gguf is not a readable GGUF file"):
+        load_gguf(tmp_path / "text.gguf")
+    with pytest.raises(ConfigError, match="missing.gguf does not exist"):
+        load_gguf(tmp_path / "missing.gguf")
