@@ -239,6 +239,7 @@ class TrainConfig:
     eval_prompts: str = ""            # held-out problems with gold answers (a `bitjax traces` file) for `bitjax eval`
     eval_max_new_tokens: int = 192    # greedy tokens generated per problem by `bitjax eval`
     quant_warmup_steps: int = 0       # gradual quantization ramp; 0 = fully ternary from step 0
+    init_from: str = ""               # first parameters from a pretrained model: gguf:PATH | gguf:smollm2 | hf:DIR
 
     def __post_init__(self):
         _positive(self, "steps", "log_every", "eval_every", "eval_batches")

@@ -77,9 +77,18 @@ class Trainer:
         """Where each leaf of the state lives, from the one rule table (optimizer moments follow their parameter)."""
         return sharding_lib.tree_shardings(jax.eval_shape(self._init), self.mesh)
 
-    def init_state(self) -> TrainState:
-        """eval_shape -> shardings -> jit(init, out_shardings): each device builds only its own shards."""
-        return jax.jit(self._init, out_shardings=self.state_shardings())()
+    def init_state(self, init_from: str = "") -> TrainState:
+        """eval_shape -> shardings -> jit(init, out_shardings): each device builds only its own shards.
+
+        `init_from` (gguf:PATH, hf:DIR): the parameters come from that pretrained model (bitjax.init_from).
+        """
+        if not init_from:
+            return jax.jit(self._init, out_shardings=self.state_shardings())()
+        from bitjax.init_from import student_params
+
+        params = student_params(init_from, jax.eval_shape(self._init).params, self.cfg.model)
+        fresh = lambda p: TrainState(jnp.zeros((), jnp.int32), p, self.tx.init(p))
+        return jax.jit(fresh, out_shardings=self.state_shardings())(params)
 
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and shardings of the state: the target Orbax restores into (any mesh)."""
@@ -164,7 +173,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
         state = checkpointer.restore(start_step, trainer.abstract_state(), data_iter)
         print(f"resumed from step {start_step} in {checkpointer.directory}", flush=True)
     else:
-        state = trainer.init_state()
+        state = trainer.init_state(cfg.init_from)
         start_step = 0
     # Process 0 owns the run directory's files; the other processes of a multi-host run log beside it.
     log_dir = workdir if jax.process_index() == 0 else workdir / "process_logs" / str(jax.process_index())

@@ -152,3 +152,67 @@ def test_a_gguf_of_another_architecture_or_not_gguf_is_one_line(tmp_path):
         load_gguf(tmp_path / "text.gguf")
     with pytest.raises(ConfigError, match="missing.gguf does not exist"):
         load_gguf(tmp_path / "missing.gguf")
+
+
+def _student(**model):
+    from pathlib import Path
+
+    from bitjax.config import apply_overrides, load_recipe
+
+    tiny = Path(__file__).resolve().parents[1] / "recipes" / "tiny.py"
+    shape = {**dict(vocab_size=128, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, d_ff=96,
+                    norm_eps=1e-5), **model}
+    return apply_overrides(load_recipe(tiny), [f"model.{k}={v}" for k, v in shape.items()])
+
+
+def test_init_from_converts_a_llama_into_a_ternary_student(tmp_path):
+    """The student's linears, norms and embedding are the source's; BitNet's SubLN norms are inserted at 1.0;
+    at quantization strength 0 a student without SubLN computes exactly the source."""
+    from bitjax.train import Trainer
+
+    hf = _save(tmp_path, "LlamaConfig", "LlamaForCausalLM", tie_word_embeddings=True)
+    trainer = Trainer.create(_student(sub_norms=True))
+    params = trainer.init_state(f"hf:{tmp_path}").params
+    q = np.asarray(params["layers"][0]["self_attn"]["q_proj"]["kernel"][...])
+    np.testing.assert_array_equal(q, hf.model.layers[0].self_attn.q_proj.weight.detach().numpy().T)
+    assert np.all(np.asarray(params["layers"][1]["mlp"]["ffn_sub_norm"]["scale"][...]) == 1.0)
+
+    plain = Trainer.create(_student(sub_norms=False))
+    state = plain.init_state(f"hf:{tmp_path}")
+    tokens = np.random.default_rng(1).integers(0, 128, (1, 12))
+    with torch.no_grad():
+        want = hf(input_ids=torch.as_tensor(tokens)).logits.float().numpy()
+    np.testing.assert_allclose(np.asarray(plain.model(state.params, 0.0)(tokens.astype(np.int32))), want,
+                               atol=1e-4, rtol=1e-4)
+    assert not np.allclose(np.asarray(plain.model(state.params, 1.0)(tokens.astype(np.int32))), want, atol=1e-2)
+
+
+def test_init_from_refuses_another_vocabulary_or_shape_in_one_line(tmp_path):
+    from bitjax.train import Trainer
+
+    _save(tmp_path, "LlamaConfig", "LlamaForCausalLM", tie_word_embeddings=True)
+    with pytest.raises(ConfigError, match="vocabulary of 128 tokens, the student 256; use the source's tokenizer"):
+        Trainer.create(_student(vocab_size=256)).init_state(f"hf:{tmp_path}")
+    with pytest.raises(ConfigError, match=r"mlp.down_proj.kernel is \(96, 64\) in the source and \(128, 64\)"):
+        Trainer.create(_student(d_ff=128)).init_state(f"hf:{tmp_path}")
+    with pytest.raises(ConfigError, match="init_from='onnx:x': write gguf:PATH"):
+        Trainer.create(_student()).init_state("onnx:x")
+
+
+@pytest.mark.slow
+def test_smollm2_ternary_recipe_converts_and_distils(tmp_path):
+    """The recipe end to end at a few steps: cache the teacher, start from the dequantized GGUF, ramp lambda."""
+    pytest.importorskip("llama_cpp")
+    from pathlib import Path
+
+    from bitjax.cli import main
+    from bitjax.run_outputs import loss_series, read_history
+
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "smollm2_ternary.py")
+    short = ["--set", "data.seq_len=64"]
+    assert main(["cache-teacher", recipe, "--examples", "2", "--out", str(tmp_path / "cache"), *short]) == 0
+    assert main(["train", recipe, "--workdir", str(tmp_path / "run"), "--no-progress", *short,
+                 "--set", "steps=3", "--set", f"distill.cache={tmp_path / 'cache'}", "--set", "log_every=1",
+                 "--set", "eval_batches=1", "--set", "quant_warmup_steps=2"]) == 0
+    steps, lambdas = loss_series(read_history(tmp_path / "run" / "metrics.jsonl"), "quant_lambda")
+    assert steps == [1, 2, 3] and lambdas == [0.0, 0.5, 1.0]

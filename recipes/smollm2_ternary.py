@@ -1,0 +1,38 @@
+"""SmolLM2-135M-Instruct converted into a ternary student and distilled from itself (BitDistill's recipe, small).
+
+The student has SmolLM2's shape (30 layers, 576 wide, 9/3 heads, FFN 1536, SiLU, tied head, its 49152-token
+vocabulary) plus BitNet's SubLN norms, inserted with unit scales. Its first parameters are the embedded GGUF's,
+dequantized (`init_from`); quantization ramps in over the first 100 steps (lambda 0 -> 1) while it distils from
+the same model's cached top-32 on Shakespeare:
+
+    bitjax cache-teacher recipes/smollm2_ternary.py
+    bitjax train recipes/smollm2_ternary.py
+    bitjax eval runs/smollm2_ternary
+
+Widths are multiples of 64 but not of 256 (576, 1536): GGUF TQ types need 256, so this student exports with
+`--format packed` (transformers) or `--format gguf --type f16`.
+"""
+
+from bitjax.config import CheckpointConfig, DataConfig, DistillConfig, OptimConfig, SourceConfig, TrainConfig
+from bitjax.model import ModelConfig
+
+
+def get_config() -> TrainConfig:
+    return TrainConfig(
+        name="smollm2_ternary",
+        model=ModelConfig(vocab_size=49152, d_model=576, n_layers=30, n_heads=9, n_kv_heads=3, head_dim=64,
+                          d_ff=1536, ffn_activation="silu", max_seq_len=8192, rope_theta=100_000.0,
+                          norm_eps=1e-5, sub_norms=True),
+        init_from="gguf:smollm2",
+        quant_warmup_steps=100,
+        data=DataConfig(sources=(SourceConfig("natural", "tfds:shakespeare", objective="kd"),),
+                        tokenizer="smollm2", seq_len=256, batch_size=2),
+        distill=DistillConfig(cache="caches/smollm2_ternary-k32", teacher="gguf:smollm2", k=32, cache_examples=64,
+                              kind="forward_kl", kd_weight=0.9),
+        optim=OptimConfig(peak_lr=1e-4, stage2_peak_lr=5e-5, warmup_steps=20, weight_decay=0.0),
+        checkpoint=CheckpointConfig(every=100),
+        steps=300,
+        log_every=10,
+        eval_every=100,
+        eval_batches=4,
+    )
