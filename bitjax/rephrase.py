@@ -104,7 +104,7 @@ def read_done_both(out: Path) -> tuple[set[tuple[str, str]], dict | None]:
 def rephrase(source_uri: str, out: str | Path, *, formats: list[str], generator: str = "smollm2",
              limit: int | None = None, settings: Settings = Settings(), n_threads: int = 1,
              prompts_dir: Path = PROMPTS_DIR, fields: sources.Fields = sources.Fields(),
-             thresholds: rephrase_gates.Thresholds | None = rephrase_gates.Thresholds(),
+             thresholds: rephrase_gates.Thresholds | None = rephrase_gates.DEFAULTS,
              progress: bool = True) -> dict:
     """Rephrase the first `limit` documents of `source_uri` into each format, appending to `out`.
 
@@ -133,7 +133,7 @@ def rephrase(source_uri: str, out: str | Path, *, formats: list[str], generator:
         for doc, fmt in todo:
             passage = passage_of(doc["text"], settings.max_chars)
             text = gen(prompts[fmt].replace("{text}", passage), settings, pair_seed(settings.seed, doc["id"], fmt))
-            verdict = rephrase_gates.apply_gates(text, passage, thresholds or rephrase_gates.Thresholds())
+            verdict = rephrase_gates.apply_gates(text, passage, thresholds or rephrase_gates.DEFAULTS)
             if thresholds is None:
                 verdict["failed"] = []
             if not text.strip():

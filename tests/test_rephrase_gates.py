@@ -77,8 +77,8 @@ def test_archaic_and_modern_forms_of_a_word_match():
     assert g.faithfulness("He fetches the chains.", "I fetched the chain.") == 1.0
 
 
-@pytest.mark.parametrize("bad", [dict(min_faithfulness=1.5), dict(max_repetition=-0.1), dict(min_language=2),
-                                 dict(min_length_ratio=3.0, max_length_ratio=2.0), dict(max_boilerplate=-1)])
+@pytest.mark.parametrize("bad", [{"min_faithfulness": 1.5}, {"max_repetition": -0.1}, {"min_language": 2},
+                                 {"min_length_ratio": 3.0, "max_length_ratio": 2.0}, {"max_boilerplate": -1}])
 def test_out_of_range_thresholds_are_config_errors(bad):
     option = "--" + next(iter(bad)).replace("_", "-")
     with pytest.raises(ConfigError, match=option):
