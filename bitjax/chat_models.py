@@ -97,7 +97,7 @@ class TransformersChatModel:
         new = out[0, ids.shape[1]:]
         ended = len(new) > 0 and int(new[-1]) == self.tokenizer.eos_token_id
         return Completion(self.tokenizer.decode(new, skip_special_tokens=True).strip(),
-                          "stop" if ended or len(new) < max_new_tokens else "length", int(len(new)))
+                          "stop" if ended or len(new) < max_new_tokens else "length", len(new))
 
     def __call__(self, user_message: str, settings, seed: int) -> str:
         return self.complete(self.render([{"role": "user", "content": user_message}]),
