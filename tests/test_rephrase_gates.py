@@ -101,3 +101,16 @@ def test_cli_help_quotes_the_real_defaults():
         assert option in text
         after = text.split(option, 2)[-1]
         assert f"({field.default})" in after.split("--")[0], (option, after[:120])
+
+
+def test_gates_against_the_hand_labels():
+    """The shipped labels (benchmarks/gate_precision.py prints the full table): every line a reader called a
+    faithful rephrasing passes, and most copies and unfaithful lines are rejected."""
+    from benchmarks import gate_precision
+
+    rows = gate_precision.read_labels()
+    assert len(rows) >= 60 and all(r["reason"] and r["passage"] for r in rows)
+    m = gate_precision.measure(rows)
+    assert m["faithful"]["kept"] == m["faithful"]["n"] > 0
+    assert m["copy"]["n"] - m["copy"]["kept"] >= 0.9 * m["copy"]["n"]
+    assert m["unfaithful"]["n"] - m["unfaithful"]["kept"] >= 0.75 * m["unfaithful"]["n"]
