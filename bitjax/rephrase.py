@@ -133,11 +133,7 @@ def rephrase(source_uri: str, out: str | Path, *, formats: list[str], generator:
         for doc, fmt in todo:
             passage = passage_of(doc["text"], settings.max_chars)
             text = gen(prompts[fmt].replace("{text}", passage), settings, pair_seed(settings.seed, doc["id"], fmt))
-            verdict = rephrase_gates.apply_gates(text, passage, thresholds or rephrase_gates.DEFAULTS)
-            if thresholds is None:
-                verdict["failed"] = []
-            if not text.strip():
-                verdict["failed"] = ["empty"]
+            verdict = rephrase_gates.verdict(text, passage, thresholds)
             record = {"id": f"{doc['id']}#{fmt}", "text": text, "source": source_uri, "source_id": doc["id"],
                       "source_chars": len(passage), "passage": passage, "format": fmt, "generator": gen.name,
                       "settings": settings_dict, "prompt_sha256": prompt_sha[fmt], "gates": verdict}

@@ -185,3 +185,14 @@ def apply_gates(output: str, passage: str, thresholds: Thresholds = DEFAULTS) ->
         if (low and score < getattr(thresholds, low)) or (high and score > getattr(thresholds, high)):
             failed.append(name)
     return {"scores": scores, "failed": failed}
+
+
+def verdict(output: str, passage: str, thresholds: Thresholds | None) -> dict:
+    """What `bitjax rephrase` records: the scores always; with `thresholds=None` (gates off) nothing fails,
+    except that an empty output always fails ("empty"): it is not a rephrasing whatever the settings."""
+    result = apply_gates(output, passage, thresholds or DEFAULTS)
+    if thresholds is None:
+        result["failed"] = []
+    if not output.strip():
+        result["failed"] = ["empty"]
+    return result
