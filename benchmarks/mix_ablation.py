@@ -15,7 +15,7 @@ a run reads (the teacher is the costly part on a CPU), so every run makes severa
 a data-limited regime, stated with the table. Held-out loss is measured on the natural source's held-out tail
 only (the same tokens for every arm), never on rephrased text.
 
-    python -m benchmarks.mix_ablation                       # the README table (~40 minutes on 2 busy cores)
+    python -m benchmarks.mix_ablation                       # the README table (about 45 minutes on 2 busy cores)
     python -m benchmarks.mix_ablation --smoke               # a few steps at tiny shapes: checks the plumbing
 """
 
@@ -40,7 +40,7 @@ ARMS = ("natural", "gated", "ungated")
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    steps: int = 120
+    steps: int = 80
     batch_size: int = 4
     seq_len: int = 128
     cache_examples: int = 120      # sequences the teacher scores per arm (split 60/40 in the mixed arms)
