@@ -4,6 +4,7 @@
   cache_writer  `bitjax cache-teacher`: a teacher's top-k over a recipe's distilled sources
   traces        `bitjax traces`: sample reasoning traces and label them by their verified answer
   rephrase      `bitjax rephrase`: BeyondWeb-style rewriting of natural documents
+  rephrase_gates  the quality gates every rephrased line is scored on (faithfulness, length, ...)
   chat_models   chat models (llama.cpp, transformers) for the trace sampler and the rephraser
   llama_cpp     loading llama.cpp models safely on CPUs
   jsonl_output  append-only JSONL outputs that survive being killed

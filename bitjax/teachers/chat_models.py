@@ -34,8 +34,11 @@ class LlamaCppChatModel:
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        with plain_cpu_buffers():
-            self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, seed=seed, verbose=False)
+        try:
+            with plain_cpu_buffers():
+                self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, seed=seed, verbose=False)
+        except ValueError as e:   # llama-cpp-python's "Failed to load model from file"
+            raise ConfigError(f"{path} is not a GGUF model llama.cpp can load ({e}); pass a GGUF chat model") from None
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise ConfigError(f"{path} stores no chat template (tokenizer.chat_template); use a chat model")
@@ -75,6 +78,8 @@ class TransformersChatModel:
         torch.set_num_threads(n_threads)
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ConfigError(f"{directory}: its tokenizer has no chat template; pass an instruct (chat) model")
         self.model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True).eval()
         self.name = f"transformers:{directory.name}"
 
@@ -93,7 +98,7 @@ class TransformersChatModel:
         new = out[0, ids.shape[1]:]
         ended = len(new) > 0 and int(new[-1]) == self.tokenizer.eos_token_id
         return Completion(self.tokenizer.decode(new, skip_special_tokens=True).strip(),
-                          "stop" if ended or len(new) < max_new_tokens else "length", int(len(new)))
+                          "stop" if ended or len(new) < max_new_tokens else "length", len(new))
 
     def __call__(self, user_message: str, settings, seed: int) -> str:
         return self.complete(self.render([{"role": "user", "content": user_message}]),
@@ -109,4 +114,7 @@ def open_chat_model(spec: str, *, n_ctx: int = 2048, n_threads: int = 1, seed: i
     path = Path(spec.removeprefix("hf:"))
     if path.is_dir() and (path / "config.json").is_file():
         return TransformersChatModel(path, n_threads=n_threads)
+    if not path.exists():
+        raise ConfigError(f"chat model {spec!r} does not exist; pass 'smollm2', a .gguf file or a transformers "
+                          "model directory")
     raise ConfigError(f"chat model {spec!r}: expected 'smollm2', a .gguf file or a transformers model directory")

@@ -1,7 +1,9 @@
 """BeyondWeb-style rephrasing: natural passages rewritten by a generator model into denser formats.
 
-Each (document, format) pair becomes one JSONL record with its provenance:
-  {"id", "text", "source", "source_id", "format", "generator", "settings", "prompt_sha256"}
+Each (document, format) pair becomes one JSONL record with its provenance and its quality-gate scores:
+  {"id", "text", "source", "source_id", "passage", "format", "generator", "settings", "prompt_sha256", "gates"}
+A record that fails a gate (bitjax.rephrase_gates) goes to the side file `<out stem>.rejected.jsonl`
+instead of `out`, so nothing generated is lost and kept + rejected = generated.
 The output is appended one flushed line at a time, so a stopped run loses at most the line in flight;
 rerunning the same command skips the pairs already written (a torn last line is dropped first).
 Sampling is seeded per pair, so the result does not depend on where a run was interrupted.
@@ -20,7 +22,7 @@ from bitjax.data import sources
 from bitjax.data.corpora import split_passages
 from bitjax.data.records import Fields
 from bitjax.errors import ConfigError
-from bitjax.teachers import jsonl_output
+from bitjax.teachers import jsonl_output, rephrase_gates
 from bitjax.teachers.chat_models import open_chat_model
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "data" / "rephrase"
@@ -47,7 +49,7 @@ def load_prompts(formats: list[str], prompts_dir: Path = PROMPTS_DIR) -> dict[st
             raise ConfigError(f"no prompt for format {name!r} at {path}; known formats: {known}")
         template = path.read_text(encoding="utf-8")
         if "{text}" not in template:
-            raise ConfigError(f"{path}: the prompt has no {{text}} placeholder for the passage")
+            raise ConfigError(f"{path}: the prompt has no {{text}} placeholder; put {{text}} where the passage goes")
         prompts[name] = template
     return prompts
 
@@ -73,6 +75,11 @@ def passage_of(text: str, max_chars: int) -> str:
     return first[0][: 2 * max_chars] if first else ""
 
 
+def rejected_path(out: Path) -> Path:
+    """The side file of lines that failed a gate: `shakespeare.jsonl` -> `shakespeare.rejected.jsonl`."""
+    return out.with_name(out.stem + ".rejected.jsonl")
+
+
 def read_done(out: Path) -> tuple[set[tuple[str, str]], dict | None]:
     """Pairs already in the output, and the provenance of its first record; drops a torn last line."""
     jsonl_output.drop_torn_line(out)
@@ -89,36 +96,54 @@ def read_done(out: Path) -> tuple[set[tuple[str, str]], dict | None]:
     return done, first
 
 
+def read_done_both(out: Path) -> tuple[set[tuple[str, str]], dict | None]:
+    """Pairs already kept or rejected: a rejected pair is not generated again on resume."""
+    kept, first = read_done(out)
+    rejected, first_rejected = read_done(rejected_path(out))
+    return kept | rejected, first or first_rejected
+
+
 def rephrase(source_uri: str, out: str | Path, *, formats: list[str], generator: str = "smollm2",
              limit: int | None = None, settings: Settings = Settings(), n_threads: int = 1,
              prompts_dir: Path = PROMPTS_DIR, fields: Fields = Fields(),
+             thresholds: rephrase_gates.Thresholds | None = rephrase_gates.DEFAULTS,
              progress: bool = True) -> dict:
-    """Rephrase the first `limit` documents of `source_uri` into each format, appending to `out`."""
+    """Rephrase the first `limit` documents of `source_uri` into each format, appending to `out`.
+
+    Every line records its gate scores; with `thresholds` (the default) a line failing any gate goes to
+    `rejected_path(out)`, with `thresholds=None` every non-empty line is kept (scores still recorded).
+    An empty generation is always rejected (gate "empty"), so kept + rejected = generated.
+    """
     out = Path(out)
     prompts = load_prompts(formats, prompts_dir)
     docs = sources.load_documents(source_uri, fields)[:limit]
-    done, first = read_done(out)
-    settings_dict = dataclasses.asdict(settings)
+    done, first = read_done_both(out)
+    # The gate thresholds belong to the settings: resuming with other thresholds would mix two verdicts.
+    settings_dict = {**dataclasses.asdict(settings),
+                     "gates": dataclasses.asdict(thresholds) if thresholds is not None else None}
     jsonl_output.check_settings(out, first, settings_dict)
     todo = [(doc, fmt) for doc in docs for fmt in formats if (doc["id"], fmt) not in done]
-    summary = {"output": str(out), "already_done": len(done), "written": 0, "empty": 0}
+    summary = {"output": str(out), "rejected_output": str(rejected_path(out)), "already_done": len(done),
+               "generated": 0, "written": 0, "rejected": 0, "failed_by_gate": {}}
     if not todo:
         return summary
     gen = make_generator(generator, settings, n_threads)
     out.parent.mkdir(parents=True, exist_ok=True)
     prompt_sha = {f: hashlib.sha256(p.encode()).hexdigest()[:16] for f, p in prompts.items()}
-    with out.open("a", encoding="utf-8") as f, tqdm(total=len(todo), disable=not progress,
-                                                     desc="rephrase", dynamic_ncols=True) as bar:
+    with out.open("a", encoding="utf-8") as kept_f, rejected_path(out).open("a", encoding="utf-8") as rejected_f, \
+            tqdm(total=len(todo), disable=not progress, desc="rephrase", dynamic_ncols=True) as bar:
         for doc, fmt in todo:
             passage = passage_of(doc["text"], settings.max_chars)
             text = gen(prompts[fmt].replace("{text}", passage), settings, pair_seed(settings.seed, doc["id"], fmt))
-            bar.update(1)
-            if not text:
-                summary["empty"] += 1
-                continue
+            verdict = rephrase_gates.verdict(text, passage, thresholds)
             record = {"id": f"{doc['id']}#{fmt}", "text": text, "source": source_uri, "source_id": doc["id"],
-                      "source_chars": len(passage), "format": fmt, "generator": gen.name,
-                      "settings": settings_dict, "prompt_sha256": prompt_sha[fmt]}
-            jsonl_output.append(f, record)
-            summary["written"] += 1
+                      "source_chars": len(passage), "passage": passage, "format": fmt, "generator": gen.name,
+                      "settings": settings_dict, "prompt_sha256": prompt_sha[fmt], "gates": verdict}
+            jsonl_output.append(rejected_f if verdict["failed"] else kept_f, record)
+            summary["generated"] += 1
+            summary["rejected" if verdict["failed"] else "written"] += 1
+            for gate in verdict["failed"]:
+                summary["failed_by_gate"][gate] = summary["failed_by_gate"].get(gate, 0) + 1
+            bar.update(1)
+            bar.set_postfix(kept=summary["written"], rejected=summary["rejected"])
     return summary
