@@ -86,16 +86,23 @@ def natural_heldout_loss(run_dir: Path, n_batches: int) -> tuple[float, int]:
     """Token-mean CE of a run's model on the natural source's held-out tail (the same tokens for every arm)."""
     import jax
 
-    from bitjax.evaluate import load_trained
+    from bitjax import losses
+    from bitjax.run import Run
 
-    cfg, trainer, state, _ = load_trained(run_dir)
-    natural = dataclasses.replace(cfg.data, sources=tuple(s for s in cfg.data.sources if s.name == "natural"),
-                                  weights="")
+    run = Run(run_dir)
+    natural = dataclasses.replace(run.config.data, weights="",
+                                  sources=tuple(s for s in run.config.data.sources if s.name == "natural"))
     pipeline = data_lib.build_pipeline(natural, text_only=True)
-    eval_fn = jax.jit(trainer.eval_loss)
+    build = run.model_builder()
+
+    @jax.jit
+    def summed_loss(params, batch):
+        logits_BLV = build(params)(batch["inputs"], batch["segment_ids"], batch["positions"])
+        return losses.summed_cross_entropy(logits_BLV, batch["targets"], batch["loss_mask"])
+
     total, count = 0.0, 0.0
     for batch in pipeline.heldout_batches(n_batches):
-        s, n = eval_fn(state.params, batch)
+        s, n = summed_loss(run.params, batch)
         total, count = total + float(s), count + float(n)
     return total / max(count, 1.0), int(count)
 
@@ -104,7 +111,7 @@ def write_caches(base, arm: str, out: Path, budget: Budget, kept: Path) -> None:
     """The teacher's top-k for an arm. The natural sequences are cached once, for the natural arm, and shared:
     the natural source streams the same sequences in every arm (same place in the source list, same shuffle),
     so every arm draws on one pool of natural sequences and the mixed arms add rephrased ones."""
-    from bitjax.cache_teacher import cache_teacher
+    from bitjax.teachers.cache_writer import cache_teacher
 
     natural_cfg = arm_config(base, "natural", out, budget, kd=True, seed=0, kept=kept)
     cache_teacher(natural_cfg, natural_cfg.distill.teacher, natural_cfg.distill.cache, k=natural_cfg.distill.k,
