@@ -138,3 +138,24 @@ def test_kd_ce_sft_and_redi_rows_train_together(cache_dir, tmp_path):
     assert seen == {"loss/natural", "loss/rephrased", "loss/sft", "loss/redi"}
     assert all(np.isfinite(r["loss"]) for r in history if "loss" in r)
     assert any("redi/positive_logprob" in r for r in history) and any("kd" in r for r in history)
+
+
+def test_quant_and_kd_warmups_ramp_inside_training(cache_dir, tmp_path):
+    """quant_warmup_steps=4 and distill.kd_warmup_steps=4 in a real run: the logged lambda and KD weight
+    follow step / 4 (capped), each step's loss is w KD + (1 - w) CE with that step's w, and at step 1
+    (lambda 0) the loss is the full-precision model's: the same run with model.quant=none logs the same."""
+    train(_kd(cache_dir, "steps=6", "quant_warmup_steps=4", "distill.kd_warmup_steps=4", "distill.kd_weight=0.8"),
+          tmp_path / "warm", progress=False)
+    h = [r for r in _history(tmp_path / "warm") if "kd" in r]
+    np.testing.assert_allclose([r["quant_lambda"] for r in h], [0, 0.25, 0.5, 0.75, 1, 1], atol=1e-7)
+    np.testing.assert_allclose([r["kd_weight"] for r in h], [0, 0.2, 0.4, 0.6, 0.8, 0.8], atol=1e-7)
+    for r in h:
+        np.testing.assert_allclose(r["loss"], r["kd_weight"] * r["kd"] + (1 - r["kd_weight"]) * r["ce"], rtol=1e-5)
+    train(_kd(cache_dir, "steps=1", "model.quant=none", "distill.kd_weight=0.8", "distill.kd_warmup_steps=4"),
+          tmp_path / "fp", progress=False)
+    fp = [r for r in _history(tmp_path / "fp") if "kd" in r][0]
+    np.testing.assert_allclose([h[0]["ce"], h[0]["kd"]], [fp["ce"], fp["kd"]], rtol=1e-5)
+    # and a fully quantized start differs from it (the warmup is what made them equal)
+    train(_kd(cache_dir, "steps=1", "distill.kd_weight=0.8"), tmp_path / "q", progress=False)
+    q = [r for r in _history(tmp_path / "q") if "kd" in r][0]
+    assert abs(q["ce"] - fp["ce"]) > 1e-4
