@@ -159,3 +159,47 @@ def test_quant_and_kd_warmups_ramp_inside_training(cache_dir, tmp_path):
     train(_kd(cache_dir, "steps=1", "distill.kd_weight=0.8"), tmp_path / "q", progress=False)
     q = [r for r in _history(tmp_path / "q") if "kd" in r][0]
     assert abs(q["ce"] - fp["ce"]) > 1e-4
+
+
+def _runs(tokens, n=8):
+    """Every window of n consecutive tokens."""
+    tokens = np.asarray(tokens)
+    return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def test_heldout_documents_are_absent_from_the_training_stream_and_the_teacher_cache(cache_dir):
+    """No 8-token run found only in held-out documents (Shakespeare repeats phrases, so runs that a training
+    document also holds are set aside) occurs in the cached teacher sequences (every record) or in the first 200
+    training batches (25,600 tokens); such runs do occur in the held-out batches, so the search would find one."""
+    from bitjax.data import build_pipeline
+    cfg = _kd(cache_dir)
+    pipeline = build_pipeline(cfg.data)
+    heldout, train_split = set(), set()
+    for name in ("natural", "rephrased"):
+        for shard, into in ((pipeline.sources[name].heldout, heldout), (pipeline.sources[name].train, train_split)):
+            for d in range(len(shard)):
+                into |= _runs(shard.document(d)[0])
+    heldout -= train_split
+    assert len(heldout) > 1000
+    seen_cache, seen_train = set(), set()
+    for name in ("natural", "rephrased"):
+        cache = TopKCache(cache_dir / name)
+        for e in range(len(cache)):
+            rec = cache[e]
+            for s in np.unique(rec["segment_ids"][rec["segment_ids"] > 0]):
+                seen_cache |= _runs(rec["inputs"][rec["segment_ids"] == s])
+    it = pipeline.train_iterator()
+    for _ in range(200):
+        batch = next(it)
+        for row in range(len(batch["inputs"])):
+            seg = batch["segment_ids"][row]
+            for s in np.unique(seg[seg > 0]):
+                seen_train |= _runs(batch["inputs"][row][seg == s])
+    assert seen_cache and seen_train
+    assert not heldout & seen_cache
+    assert not heldout & seen_train
+    heldout_rows = set()
+    for batch in pipeline.heldout_batches(2):
+        for row in batch["inputs"]:
+            heldout_rows |= _runs(row)
+    assert heldout & heldout_rows
