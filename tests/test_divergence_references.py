@@ -144,8 +144,8 @@ def test_sparse_kd_at_k_below_vocab_matches_the_numpy_reference(kind, tail, T, b
     top_logp, ids = jax.lax.top_k(logp, k)
     got = losses.sparse_kd_per_token(jnp.asarray(student, jnp.float32), ids, top_logp, kind=kind, tail=tail,
                                      temperature=T, beta=beta, skew=skew)
-    want = np.array([[sparse_reference(student[b, l], teacher[b, l], k, kind=kind, tail=tail, T=T, beta=beta,
-                                       skew=skew) for l in range(3)] for b in range(2)])
+    want = np.array([[sparse_reference(student[b, i], teacher[b, i], k, kind=kind, tail=tail, T=T, beta=beta,
+                                       skew=skew) for i in range(3)] for b in range(2)])
     np.testing.assert_allclose(np.asarray(got), want, rtol=2e-4, atol=1e-6)
 
 
