@@ -31,6 +31,26 @@ def test_eval_reports_the_trainers_heldout_loss(run, capsys):
     assert "heldout_perplexity" in capsys.readouterr().out
 
 
+def test_heldout_loss_equals_a_numpy_cross_entropy_of_the_models_logits(run):
+    """An independent reference: log-softmax and the token-weighted mean written in numpy (float64) over the
+    same held-out batches and the model's logits; the trainer's and eval's loss functions are not used."""
+    from bitjax.run import Run
+    workdir, _ = run
+    r = Run(workdir)
+    model = r.model_builder()(r.params)
+    total, count = 0.0, 0
+    for batch in evaluate_lib._pipeline(r).heldout_batches(3):
+        z = np.asarray(model(batch["inputs"], batch["segment_ids"], batch["positions"]), np.float64)
+        m = z.max(-1, keepdims=True)
+        logp = z - m - np.log(np.exp(z - m).sum(-1, keepdims=True))
+        tgt = np.take_along_axis(logp, np.asarray(batch["targets"])[..., None], -1)[..., 0]
+        mask = np.asarray(batch["loss_mask"]) > 0
+        total, count = total - tgt[mask].sum(), count + int(mask.sum())
+    report = heldout_perplexity(workdir, n_batches=3)
+    assert report["heldout_tokens"] == count > 0
+    np.testing.assert_allclose(report["heldout_loss"], total / count, rtol=1e-5)
+
+
 def test_answer_accuracy_scores_final_answers_against_gold(run, tmp_path, monkeypatch):
     workdir, _ = run
     problems = tmp_path / "heldout.jsonl"
@@ -58,8 +78,19 @@ def test_answer_accuracy_of_the_real_model_runs_end_to_end(run, tmp_path):
     problems.write_text(json.dumps({"prompt_id": "p", "prompt": "1 + 1 = ", "completion": "#### 2", "gold": "2",
                                     "label": "positive"}) + "\n")
     report = evaluate_lib.answer_accuracy(workdir, problems, max_new_tokens=4)
-    assert report["problems"] == 1 and 0.0 <= report["answer_accuracy"] <= 1.0
-    assert len(json.loads((workdir / "answers.jsonl").read_text())["completion"]) > 0
+    assert report["problems"] == 1
+    completion = json.loads((workdir / "answers.jsonl").read_text())["completion"]
+    assert len(completion) > 0
+    # the exact score of that completion: an untrained model writes no "#### 2" (1 if it did, by the rule)
+    from bitjax.data import traces_file
+    expected = traces_file.is_correct(traces_file.extract_answer(completion), "2")
+    assert report["answer_accuracy"] == float(expected) and report["correct"] == int(expected)
+    # a gold answer equal to what the model wrote scores 1: the scoring reads the real completion
+    answer = traces_file.extract_answer(completion)
+    if answer is not None:
+        problems.write_text(json.dumps({"prompt_id": "p", "prompt": "1 + 1 = ", "completion": "#### 2",
+                                        "gold": answer, "label": "positive"}) + "\n")
+        assert evaluate_lib.answer_accuracy(workdir, problems, max_new_tokens=4)["answer_accuracy"] == 1.0
 
 
 def test_eval_of_a_directory_without_a_run(tmp_path, capsys):

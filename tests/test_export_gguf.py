@@ -80,8 +80,13 @@ def test_f32_matches_bitjax_a16_logits_and_greedy_tokens(reports):
 def test_ternary_types_agree_with_training_forward(reports, gguf_type):
     r = reports(gguf_type)
     print("\n" + format_agreement(f"llama.cpp {gguf_type} vs bitjax A8", r["vs_a8"]))
-    assert r["vs_a8"]["argmax_agreement"] >= 0.95
-    assert r["vs_a8"]["ppl_rel_diff"] <= 0.02
+    # Measured on this 60-step model: 255/256 argmax (99.61%), perplexity 0.013% apart, mean |dlogit| 8.9e-3
+    # (README's figures are of another run). The codes are exact; what differs is llama.cpp's int8 activation
+    # rounding and accumulation order, which flips near-tied argmaxes: the bounds allow 5 of 256 and ~8x the
+    # measured perplexity gap, so a CPU with other SIMD kernels passes while a wrong scale or code does not.
+    assert r["vs_a8"]["argmax_agreement"] >= 251 / 256
+    assert r["vs_a8"]["ppl_rel_diff"] <= 1e-3
+    assert r["vs_a8"]["mean_abs_logit_diff"] <= 3e-2
 
 
 def test_llama_cpp_tokenizes_like_bitjax(reports):

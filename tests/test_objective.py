@@ -66,8 +66,9 @@ def test_sources_count_by_their_rows_and_loss_weights():
     assert np.isnan(metrics["loss/c"]) and not np.isnan(metrics["loss/a"])
 
 
-def test_redi_in_one_row_equals_redi_over_two_forward_passes():
-    """A pair packed as two segments of one row gives REDI's value and gradient of the two-row form."""
+def test_redi_in_one_row_equals_redi_over_two_rows_of_the_same_logits():
+    """On given logits, the masks of a pair packed as two segments of one row give REDI's value and logit
+    gradient of the two-row form (the real-model version follows)."""
     cfg = config_with(SourceConfig("text", "tfds:shakespeare"), SourceConfig("pairs", "traces:x.jsonl",
                                                                               objective="redi"))
     rng = np.random.default_rng(3)
@@ -98,3 +99,53 @@ def test_a_zero_loss_weight_removes_the_source_from_the_gradient(weight):
     grads = jax.grad(lambda z: objective.batch_loss(z, batch, objective.SourceObjectives.from_config(cfg),
                                                     cfg.distill, 0)[0])(logits)
     assert (np.abs(np.asarray(grads[3:])).max() > 0) == (weight > 0)
+
+
+def test_redi_in_one_row_equals_redi_over_two_real_forward_passes():
+    """A real model (1 ternary layer): one packed row [prompt + positive | prompt + negative] (segments 1, 2,
+    positions restarting) through batch_loss gives the value and parameter gradient of REDI over two
+    separate forward passes, one per completion."""
+    from flax import nnx
+
+    from bitjax.model import ModelConfig, Transformer
+    cfg = config_with(SourceConfig("text", "tfds:shakespeare"), SourceConfig("pairs", "traces:x.jsonl",
+                                                                              objective="redi"))
+    graphdef, params = nnx.split(Transformer(ModelConfig.tiny(vocab_size=V, n_layers=1), rngs=nnx.Rngs(0)))
+    prompt, positive, negative = [3, 7, 9], [4, 5, 6, 2], [8, 1, 11]
+    n = 16
+
+    def row(seqs):
+        """inputs, targets, completion mask, segment ids, positions for segments laid out one after another."""
+        inputs, targets, mask, seg, pos = (np.zeros(n, np.int32) for _ in range(5))
+        start = 0
+        for s, completion in enumerate(seqs, 1):
+            full = prompt + completion
+            sl = slice(start, start + len(full))
+            inputs[sl], seg[sl], pos[sl] = full, s, np.arange(len(full))
+            targets[start:start + len(full) - 1] = full[1:]
+            mask[start + len(prompt) - 1:start + len(full) - 1] = 1      # targets that are completion tokens
+            start += len(full)
+        return inputs[None], targets[None], mask[None], seg[None], pos[None]
+
+    def forward(p, inputs, seg, pos):
+        return nnx.merge(graphdef, p)(jnp.asarray(inputs), jnp.asarray(seg), jnp.asarray(pos))
+
+    table = objective.SourceObjectives.from_config(cfg)
+
+    def packed(p):
+        inputs, targets, mask, seg, pos = row([positive, negative])
+        batch = {"targets": targets, "loss_mask": mask, "segment_ids": seg, "source_id": np.array([1], np.int32)}
+        return objective.batch_loss(forward(p, inputs, seg, pos), batch, table, cfg.distill, 0)[0]
+
+    def two_forwards(p):
+        i_w, t_w, m_w, s_w, p_w = row([positive])
+        i_l, t_l, m_l, s_l, p_l = row([negative])
+        return losses.redi_loss(forward(p, i_w, s_w, p_w), t_w, m_w, forward(p, i_l, s_l, p_l), t_l, m_l,
+                                alpha=cfg.distill.redi_alpha)[0]
+
+    (v_packed, g_packed), (v_two, g_two) = (jax.jit(jax.value_and_grad(f))(params) for f in (packed, two_forwards))
+    np.testing.assert_allclose(v_packed, v_two, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g_packed), jax.tree.leaves(g_two)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # the value is REDI's: -mean log p(positive) + alpha * mean log p(negative), both non-zero here
+    assert abs(float(v_two)) > 1e-3

@@ -157,3 +157,44 @@ def test_record_with_misaligned_positions_is_named(tmp_path):
     cache[cache.example(0)]
     with pytest.raises(CacheError, match=r"record 1 field 'inputs' has shape \(15,\).*misaligned"):
         cache[cache.example(1)]
+
+
+def test_vocabulary_over_65535_keeps_ids_exact_in_int32(tmp_path):
+    """A 70,000-token teacher: ids above uint16's range (65,535) are stored as int32 and read back exactly."""
+    big_v = 70_000
+    spec = CacheSpec(teacher="test:big", tokenizer_fingerprint="abc123", vocab_size=big_v, k=K, seq_len=L)
+    assert spec.id_dtype is np.int32
+
+    def big_topk(tokens_1n):
+        n = tokens_1n.shape[1]
+        ids = (big_v - 1 - np.arange(n * K).reshape(1, n, K) * 7).astype(np.int64)   # 69999, 69992, ...
+        top = np.log(np.full((1, n, K), 0.2))
+        return ids, top, np.log1p(-np.exp(top).sum(-1))
+    exs = examples(3)
+    write_cache(tmp_path, spec, exs, big_topk, num_shards=1, progress=False)
+    cache = TopKCache(tmp_path)
+    want, _, _ = big_topk(exs[0]["inputs"][None])
+    got = cache[0]["teacher_ids"]
+    assert int(got.max()) == big_v - 1 > 65_535          # uint16 storage would have wrapped it
+    np.testing.assert_array_equal(got, want[0])
+    assert CacheSpec(teacher="t", tokenizer_fingerprint="f", vocab_size=65_536, k=K, seq_len=L).id_dtype is np.uint16
+
+
+def test_cache_written_by_two_processes_equals_one_process(tmp_path):
+    """process_index 0 and 1 of 2 each write their shards (s % 2 == p); the manifest appears only after the
+    second, and the cache reads back record for record as the one written by a single process."""
+    exs = examples(10)
+    one = write_cache(tmp_path / "one", SPEC, exs, fake_topk, num_shards=4, progress=False)
+    first = write_cache(tmp_path / "two", SPEC, exs, fake_topk, num_shards=4, process_index=1, process_count=2,
+                        progress=False)
+    assert first == {} and not (tmp_path / "two" / "manifest.json").exists()
+    assert sorted(p.name for p in (tmp_path / "two").glob("*.done.json")) == [
+        shard_name(1, 4).split(".")[0] + ".done.json", shard_name(3, 4).split(".")[0] + ".done.json"]
+    second = write_cache(tmp_path / "two", SPEC, exs, fake_topk, num_shards=4, process_index=0, process_count=2,
+                         progress=False)
+    assert second["records"] == one["records"] == 10
+    a, b = TopKCache(tmp_path / "one"), TopKCache(tmp_path / "two")
+    assert len(a) == len(b) == 10
+    for i in range(10):
+        for field, value in a[i].items():
+            np.testing.assert_array_equal(b[i][field], value, err_msg=f"record {i} {field}")
