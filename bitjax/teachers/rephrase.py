@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 
 from tqdm import tqdm
@@ -75,18 +74,9 @@ def passage_of(text: str, max_chars: int) -> str:
 
 def read_done(out: Path) -> tuple[set[tuple[str, str]], dict | None]:
     """Pairs already in the output, and the provenance of its first record; drops a torn last line."""
-    jsonl_output.drop_torn_line(out)
-    if not out.exists():
-        return set(), None
-    done, first = set(), None
-    for lineno, line in enumerate(out.read_text(encoding="utf-8").splitlines(), start=1):
-        try:
-            record = json.loads(line)
-            done.add((record["source_id"], record["format"]))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ConfigError(f"{out}:{lineno}: not a rephrase record; pass a new --out") from None
-        first = first or record
-    return done, first
+    records = jsonl_output.read_own_records(
+        out, lambda r, where: isinstance(r, dict) and {"source_id", "format", "text"} <= r.keys(), "rephrase")
+    return {(r["source_id"], r["format"]) for r in records}, (records[0] if records else None)
 
 
 def rephrase(source_uri: str, out: str | Path, *, formats: list[str], generator: str = "smollm2",
@@ -95,9 +85,9 @@ def rephrase(source_uri: str, out: str | Path, *, formats: list[str], generator:
              progress: bool = True) -> dict:
     """Rephrase the first `limit` documents of `source_uri` into each format, appending to `out`."""
     out = Path(out)
+    done, first = read_done(out)   # first: a file that is not this command's output is refused untouched
     prompts = load_prompts(formats, prompts_dir)
     docs = sources.load_documents(source_uri, fields)[:limit]
-    done, first = read_done(out)
     settings_dict = dataclasses.asdict(settings)
     jsonl_output.check_settings(out, first, settings_dict)
     todo = [(doc, fmt) for doc in docs for fmt in formats if (doc["id"], fmt) not in done]
