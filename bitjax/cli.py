@@ -158,10 +158,9 @@ def _at_least(value: int | None, least: int, flag: str, what: str) -> None:
 
 def _train(args) -> int:
     from bitjax.config import apply_overrides, load_recipe
+    from bitjax.errors import ConfigError
     from bitjax.paths import local_path
     from bitjax.train import train
-
-    from bitjax.errors import ConfigError
 
     workdir = local_path(args.workdir, "--workdir") if args.workdir else Path("runs") / Path(args.recipe).stem
     if workdir.exists() and not workdir.is_dir():
@@ -279,7 +278,6 @@ def _traces(args) -> int:
 
     from bitjax.data import traces_file
     from bitjax.teachers import traces
-    from bitjax.teachers import jsonl_output
     from bitjax.teachers.chat_models import open_chat_model
 
     _at_least(args.prompts, 1, "--prompts", "the number of problems")

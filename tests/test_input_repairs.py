@@ -5,12 +5,12 @@ import json
 
 import numpy as np
 import pytest
+from test_topk_cache import SPEC, examples, fake_topk
 
 from bitjax.data import topk_cache
 from bitjax.data.tokenize import load_shard
 from bitjax.errors import BitjaxError, CacheError, DataError
 from bitjax.teachers import jsonl_output, traces
-from test_topk_cache import SPEC, examples, fake_topk
 
 
 def test_a_deleted_cache_shard_is_rewritten_by_rerunning_the_writer(tmp_path):

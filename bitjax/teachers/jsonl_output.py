@@ -2,8 +2,8 @@
 
 A record is one line, flushed and synced before the next is generated, so a stopped run loses at most the
 line in flight; rerunning first checks that every complete line is one of the command's records (so a
-user's other file given as --out is refused untouched), then drops the torn line, then skips what is there. Sampling seeds
-are derived from the record's identity, so the output does not depend on where a run was interrupted.
+user's other file given as --out is refused untouched), then drops the torn line, then skips what is there.
+Sampling seeds are derived from the record's identity, so the output does not depend on where a run was interrupted.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 from bitjax.errors import ConfigError
-
 
 # Every record these commands write starts with this key, so a torn line of theirs starts with it too.
 RECORD_START = b'{"id": '
