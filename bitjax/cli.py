@@ -160,7 +160,6 @@ def _train(args) -> int:
     from bitjax.config import apply_overrides, load_recipe
     from bitjax.errors import ConfigError
     from bitjax.paths import local_path
-    from bitjax.train import train
 
     workdir = local_path(args.workdir, "--workdir") if args.workdir else Path("runs") / Path(args.recipe).stem
     if workdir.exists() and not workdir.is_dir():
@@ -170,6 +169,8 @@ def _train(args) -> int:
         local_path(source.uri.partition(":")[2], f"data source {source.name!r}")
     if cfg.distill.cache:
         local_path(cfg.distill.cache, "distill.cache")
+    from bitjax.train import train   # imported after the config is checked: a bad value fails in a second
+
     train(cfg, workdir, progress=not args.no_progress)  # a SIGTERM stop saved a checkpoint: also success
     return 0
 
