@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     traces.add_argument("--no-progress", action="store_true")
 
     args = parser.parse_args(argv)
+    _quiet_libraries()
     from bitjax.errors import BitjaxError
     try:
         if args.command == "train":
@@ -138,17 +139,39 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _quiet_libraries() -> None:
+    """Keep stderr for bitjax's own one-line errors: absl (Orbax), JAX and TensorFlow log warnings there."""
+    import logging
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name in ("absl", "jax", "jax._src", "orbax", "tensorflow", "grain", "array_record"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _at_least(value: int | None, least: int, flag: str, what: str) -> None:
+    """A count given on the command line that must be at least `least` (None: the default applies)."""
+    from bitjax.errors import ConfigError
+
+    if value is not None and value < least:
+        raise ConfigError(f"{flag} {value}: {what} must be at least {least}")
+
+
 def _train(args) -> int:
     from bitjax.config import apply_overrides, load_recipe
+    from bitjax.errors import ConfigError
     from bitjax.paths import local_path
-    from bitjax.train import train
 
     workdir = local_path(args.workdir, "--workdir") if args.workdir else Path("runs") / Path(args.recipe).stem
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"--workdir {workdir} is a file, not a directory; pass a new or existing run directory")
     cfg = apply_overrides(load_recipe(args.recipe, args.preset), args.overrides)
     for source in cfg.data.sources:   # URIs are KIND:LOCATION; the location must be local too
         local_path(source.uri.partition(":")[2], f"data source {source.name!r}")
     if cfg.distill.cache:
         local_path(cfg.distill.cache, "distill.cache")
+    from bitjax.train import train   # imported after the config is checked: a bad value fails in a second
+
     train(cfg, workdir, progress=not args.no_progress)  # a SIGTERM stop saved a checkpoint: also success
     return 0
 
@@ -158,13 +181,17 @@ def _cache_teacher(args) -> int:
     from bitjax.paths import local_path
     from bitjax.teachers.cache_writer import cache_teacher
 
+    _at_least(args.examples, 1, "--examples", "the number of cached sequences")
+    _at_least(args.shards, 1, "--shards", "the number of shards")
+    _at_least(args.k, 1, "--k", "the top-k")
     cfg = apply_overrides(load_recipe(args.recipe), args.overrides)
     teacher, out = args.teacher or cfg.distill.teacher, args.out or cfg.distill.cache
     if not teacher or not out:
         raise ConfigError(f"recipe {args.recipe} names no distill.teacher / distill.cache; pass --teacher and --out")
     local_path(out, "--out")
-    manifests = cache_teacher(cfg, teacher, out, k=args.k or cfg.distill.k,
-                              n_examples=args.examples or cfg.distill.cache_examples, num_shards=args.shards)
+    manifests = cache_teacher(cfg, teacher, out, k=args.k if args.k is not None else cfg.distill.k,
+                              n_examples=args.examples if args.examples is not None else cfg.distill.cache_examples,
+                              num_shards=args.shards)
     for name, m in manifests.items():
         print(f"{name}: {m['records']} sequences x {m['seq_len']} positions in {Path(out) / name}, "
               f"{m['bytes_per_token']} bytes/token of teacher data "
@@ -191,6 +218,13 @@ def _eval(args) -> int:
     from bitjax.paths import local_path
 
     local_path(args.run_dir, "RUN_DIR")
+    # cheap checks first: these values are wrong whatever the run holds, so say so before restoring it
+    _at_least(args.batches, 1, "--batches", "the number of held-out batches")
+    _at_least(args.limit, 1, "--limit", "the number of problems (leave --limit out for all)")
+    _at_least(args.max_new_tokens, 1, "--max-new-tokens", "the number of generated tokens")
+    if args.prompts is not None and not Path(args.prompts).is_file():
+        from bitjax.errors import ConfigError
+        raise ConfigError(f"--prompts {args.prompts}: no such file; pass a `bitjax traces --split heldout` file")
 
     print_report(evaluate(args.run_dir, n_batches=args.batches, prompts_file=args.prompts, limit=args.limit,
                           max_new_tokens=args.max_new_tokens))
@@ -248,6 +282,9 @@ def _rephrase(args) -> int:
     from bitjax.teachers import rephrase
     from bitjax.teachers.rephrase_gates import Thresholds
 
+    _at_least(args.limit, 1, "--limit", "the number of documents (leave --limit out for all)")
+    _at_least(args.max_new_tokens, 1, "--max-new-tokens", "the number of generated tokens")
+    _at_least(args.max_chars, 1, "--max-chars", "the passage length")
     settings = rephrase.Settings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                  top_p=args.top_p, seed=args.seed, max_chars=args.max_chars)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Thresholds)}
@@ -268,6 +305,11 @@ def _traces(args) -> int:
     from bitjax.teachers import traces
     from bitjax.teachers.chat_models import open_chat_model
 
+    _at_least(args.prompts, 1, "--prompts", "the number of problems")
+    _at_least(args.samples, 1, "--samples", "the number of completions per problem")
+    _at_least(args.max_new_tokens, 1, "--max-new-tokens", "the number of generated tokens")
+    # what the output file is, before the model loads and before a torn last line is cut
+    traces.check_output(Path(args.out))
     settings = traces.SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                        top_p=args.top_p, seed=args.seed)
     prompts = traces.task_prompts(args.task, args.split, args.prompts)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import typing
 from pathlib import Path
 from typing import Literal
@@ -40,8 +41,11 @@ class SourceConfig:
     prompt_field: str = ""
     objective: ObjectiveName = ""
     loss_weight: float = 1.0
+    max_line_bytes: int = 64 << 20    # longest JSONL line read; a longer one is refused, naming the file
 
     def __post_init__(self):
+        if self.max_line_bytes <= 0:
+            raise ConfigError(f"data source {self.name!r}: max_line_bytes={self.max_line_bytes} must be positive")
         if not self.name or "=" in self.name or "," in self.name or "/" in self.name:
             raise ConfigError(f"data source name {self.name!r} must be non-empty without '=', ',' or '/'")
         if not self.weight >= 0:
@@ -144,10 +148,19 @@ class OptimConfig:
     clip_norm: float = 1.0
 
     def __post_init__(self):
+        _finite(self, "peak_lr", "stage2_peak_lr", "end_lr_ratio", "stage_split", "weight_decay", "b1", "b2", "eps",
+                "clip_norm")
         if not 0.0 < self.stage_split < 1.0:
             raise ConfigError(f"optim.stage_split={self.stage_split} must lie in (0, 1)")
-        if self.peak_lr <= 0 or self.stage2_peak_lr <= 0:
-            raise ConfigError("optim.peak_lr and optim.stage2_peak_lr must be positive")
+        _positive(self, "peak_lr", "stage2_peak_lr", "eps", "clip_norm")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps={self.warmup_steps} must be >= 0")
+        if self.weight_decay < 0 or self.end_lr_ratio < 0:
+            raise ConfigError(f"optim.weight_decay={self.weight_decay} and optim.end_lr_ratio={self.end_lr_ratio} "
+                              "must be >= 0")
+        for name in ("b1", "b2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"optim.{name}={getattr(self, name)} must lie in [0, 1)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +222,7 @@ class DistillConfig:
     redi_alpha: float = 0.8           # REDI: weight of the negative traces' log-likelihood
 
     def __post_init__(self):
+        _finite(self, "temperature", "kd_weight", "beta", "skew", "redi_alpha")
         if not 0.0 <= self.kd_weight <= 1.0:
             raise ConfigError(f"distill.kd_weight={self.kd_weight} must lie in [0, 1]")
         if self.temperature <= 0:
@@ -242,7 +256,9 @@ class TrainConfig:
     init_from: str = ""               # first parameters from a pretrained model: gguf:PATH | gguf:smollm2 | hf:DIR
 
     def __post_init__(self):
-        _positive(self, "steps", "log_every", "eval_every", "eval_batches")
+        _positive(self, "steps", "log_every", "eval_every", "eval_batches", "eval_max_new_tokens")
+        if self.quant_warmup_steps < 0:
+            raise ConfigError(f"quant_warmup_steps={self.quant_warmup_steps} must be >= 0")
         if self.model.max_seq_len < self.data.seq_len:
             raise ConfigError(
                 f"data.seq_len={self.data.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}; "
@@ -259,11 +275,23 @@ class TrainConfig:
                               "is empty; set --set distill.cache=DIR (write it with `bitjax cache-teacher`)")
 
 
+def _key(cfg, name: str) -> str:
+    section = type(cfg).__name__.replace("Config", "").lower()
+    return name if section == "train" else f"{section}.{name}"
+
+
 def _positive(cfg, *names):
     for name in names:
-        if getattr(cfg, name) <= 0:
-            section = type(cfg).__name__.replace("Config", "").lower()
-            raise ConfigError(f"{section}.{name}={getattr(cfg, name)} must be positive")
+        if not getattr(cfg, name) > 0:   # written so that NaN fails too
+            raise ConfigError(f"{_key(cfg, name)}={getattr(cfg, name)} must be positive")
+
+
+def _finite(cfg, *names):
+    """NaN or an infinity in a float setting would train silently into NaN losses: refuse it here."""
+    for name in names:
+        value = getattr(cfg, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{_key(cfg, name)}={value} must be a finite number")
 
 
 # --------------------------------------------------------------------------- recipes and overrides
@@ -275,12 +303,15 @@ def load_recipe(path: str | Path, preset: str | None = None) -> TrainConfig:
     lists of `--set` overrides giving the mesh and batch for a machine (TPU slice names, "h100x8", ...).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"recipe {path} does not exist; pass a file such as recipes/tiny.py")
     module = _import_recipe(path)
     if not callable(getattr(module, "get_config", None)):
         raise ConfigError(f"recipe {path} has no get_config(); define `def get_config() -> TrainConfig`")
-    config = module.get_config()
+    try:
+        config = module.get_config()
+    except ConfigError as e:
+        raise ConfigError(f"recipe {path}: {e}") from None
+    except Exception as e:   # the recipe's own bug: name the file and the exception, not a traceback
+        raise ConfigError(f"recipe {path}: get_config() raised {type(e).__name__}: {e}; fix the recipe") from None
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"recipe {path}: get_config() returned {type(config).__name__}, not a TrainConfig")
     if preset is not None:
@@ -298,9 +329,19 @@ def recipe_presets(path: str | Path) -> dict[str, list[str]]:
 
 
 def _import_recipe(path: Path):
+    """Import a recipe file; its syntax or import errors become one line naming the file and the line."""
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist or is not a file; pass a file such as recipes/tiny.py")
     spec = importlib.util.spec_from_file_location(f"bitjax_recipe_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ConfigError(f"recipe {path}:{e.lineno}: syntax error ({e.msg}); fix the recipe") from None
+    except ConfigError as e:
+        raise ConfigError(f"recipe {path}: {e}") from None
+    except Exception as e:   # ImportError and whatever else the recipe's top level raises
+        raise ConfigError(f"recipe {path} cannot be imported ({type(e).__name__}: {e}); fix the recipe") from None
     return module
 
 

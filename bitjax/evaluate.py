@@ -61,10 +61,7 @@ def answer_accuracy(run: Run | str | Path, prompts_file: str | Path, *, limit: i
     run = run if isinstance(run, Run) else Run(run)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit {limit}: answer at least one problem (or leave --limit out for all)")
-    room = run.config.model.max_seq_len - max_new_tokens
-    if max_new_tokens < 1 or room < 1:
-        raise ConfigError(f"--max-new-tokens {max_new_tokens}: must lie in 1..{run.config.model.max_seq_len - 1} "
-                          f"(the model's context is model.max_seq_len={run.config.model.max_seq_len})")
+    room = _generation_room(run, max_new_tokens)
     tok = load(run.tokenizer_path)
     problems = {}
     for record in traces_lib.read_traces(prompts_file):
@@ -92,12 +89,23 @@ def answer_accuracy(run: Run | str | Path, prompts_file: str | Path, *, limit: i
             "answer_accuracy": correct / max(len(problems), 1), "answers": str(run.paths.answers)}
 
 
+def _generation_room(run: Run, max_new_tokens: int) -> int:
+    """Context left for the prompt after `max_new_tokens`; at least one position or a one-line error."""
+    room = run.config.model.max_seq_len - max_new_tokens
+    if max_new_tokens < 1 or room < 1:
+        raise ConfigError(f"--max-new-tokens {max_new_tokens}: must lie in 1..{run.config.model.max_seq_len - 1} "
+                          f"(the model's context is model.max_seq_len={run.config.model.max_seq_len})")
+    return room
+
+
 def evaluate(run_dir: str | Path, *, n_batches: int = 16, prompts_file: str | None = None,
              limit: int | None = None, max_new_tokens: int | None = None) -> dict:
     """`bitjax eval`: perplexity, plus answer accuracy when the run (or the caller) names held-out problems."""
     run = Run(run_dir)   # parameters restored once for both measurements
-    report = heldout_perplexity(run, n_batches)
     prompts_file = prompts_file or run.config.eval_prompts
+    if prompts_file:   # a generation length beyond the context fails now, not after the perplexity pass
+        _generation_room(run, max_new_tokens or run.config.eval_max_new_tokens)
+    report = heldout_perplexity(run, n_batches)
     if prompts_file:
         report.update(answer_accuracy(run, prompts_file, limit=limit,
                                       max_new_tokens=max_new_tokens or run.config.eval_max_new_tokens))

@@ -58,6 +58,12 @@ class ModelConfig:
     tie_embeddings: bool = True     # the LM head is the embedding (False: a separate lm_head)
 
     def __post_init__(self):
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "max_seq_len"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"model.{name}={getattr(self, name)} must be positive")
+        for name in ("rope_theta", "norm_eps", "init_std"):
+            if not 0 < getattr(self, name) < float("inf"):   # NaN fails too
+                raise ConfigError(f"model.{name}={getattr(self, name)} must be a positive finite number")
         if self.n_heads % self.n_kv_heads:
             raise ConfigError(
                 f"model.n_heads={self.n_heads} is not a multiple of model.n_kv_heads={self.n_kv_heads}; "

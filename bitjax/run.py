@@ -74,8 +74,11 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
     if not path.is_file():
         raise ConfigError(f"{path} does not exist: {run_dir} is not a bitjax run directory (train into it first)")
     try:
-        return from_dict(TrainConfig, json.loads(path.read_text())["config"])
-    except (ValueError, KeyError, TypeError) as e:
+        values = json.loads(path.read_text())["config"]
+        if not isinstance(values, dict) or "model" not in values:   # else from_dict would build the defaults
+            raise ValueError("its 'config' holds no model section")
+        return from_dict(TrainConfig, values)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ConfigError(f"{path} is not a readable run config ({type(e).__name__}: {e}); restore it from a "
                           "checkpoint's meta/ directory or train into a new --workdir") from None
 

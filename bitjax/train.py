@@ -211,10 +211,13 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
         pending.clear()
         for s, m in host:
             if not np.isfinite(m["loss"]):
+                kept = (f"the last good checkpoint (step {last_good_checkpoint}) is kept in "
+                        f"{checkpointer.directory}" if last_good_checkpoint is not None else
+                        "no checkpoint was saved before it")
                 raise TrainingError(
-                    f"loss became {m['loss']} at step {s}; the last good checkpoint "
-                    f"(step {last_good_checkpoint}) is kept in {checkpointer.directory}. Lower optim.peak_lr "
-                    "(e.g. --set optim.peak_lr=...) or check the data, then rerun the same command to resume")
+                    f"loss became {m['loss']} at step {s}; {kept}. Check the data first (token ids inside the "
+                    "vocabulary, finite teacher-cache values), then the learning rate (--set optim.peak_lr=...), "
+                    "and rerun the same command")
         now = time.perf_counter()
         # parts of the loss whose rows were absent from the last batch are NaN by construction: not logged
         latest = {k: float(v) for k, v in host[-1][1].items() if k == "loss" or not np.isnan(v)} if host else {}

@@ -137,7 +137,11 @@ def write_token_source(tmp_path, lengths):
     tok = tokenizer_lib.train_bpe(["a b c d e f g"] * 10, 300)
     tok_path = tmp_path / "tokenizer.json"
     tokenizer_lib.save_atomic(tok, tok_path)
-    shard = synthetic_shard(lengths, tokenizer_lib.fingerprint(tok))
+    # every token of document d is d + 1: it names its document and stays inside the small vocabulary
+    tokens = np.concatenate([np.full(n, d + 1, np.int32) for d, n in enumerate(lengths)])
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    shard = TokenShard(tokens, offsets, np.zeros(len(lengths), np.int32), tokenizer_lib.fingerprint(tok), "synthetic")
+    assert len(lengths) < tok.get_vocab_size()
     save_shard(shard, tmp_path / "shard")
     return tok_path, tmp_path / "shard"
 
@@ -156,7 +160,7 @@ def test_two_processes_shards_are_disjoint_and_cover_the_data(tmp_path):
         with pytest.raises(DataError, match="ran dry"):
             while True:
                 batch = next(it)
-                docs |= {int(t) // 1000 for t in batch["targets"].ravel() if t != 0}
+                docs |= {int(t) - 1 for t in batch["targets"].ravel() if t != 0}
         per_process.append(docs)
     assert not per_process[0] & per_process[1]
     assert per_process[0] | per_process[1] == set(range(n_train))

@@ -61,7 +61,7 @@ class PreparedSource:
 
 
 def _fields(src: SourceConfig) -> Fields:
-    return Fields(text=src.text_field, prompt=src.prompt_field)
+    return Fields(text=src.text_field, prompt=src.prompt_field, max_line_bytes=src.max_line_bytes)
 
 
 def _is_traces(src: SourceConfig) -> bool:
@@ -93,14 +93,14 @@ def _cached_tokens(name: str, key: str, documents, tok, fingerprint: str, label:
     directory = cache_dir() / "tokens" / f"{name}-{digest}-{fingerprint}"
     if not (directory / "meta.json").exists():
         save_shard(tokenize_documents(documents(), tok, label), directory)
-    return load_shard(directory, fingerprint)
+    return load_shard(directory, fingerprint, derived=True)
 
 
 def _tokenized(src: SourceConfig, tok, fingerprint: str) -> TokenShard:
     """A text source's tokens: a `tokens:` shard as given, or text tokenized once and cached."""
     kind, location = sources_lib.parse_uri(src.uri)
     if kind == "tokens":
-        return load_shard(location, fingerprint)
+        return load_shard(location, fingerprint, vocab_size=tok.get_vocab_size())
     return _cached_tokens(src.name, sources_lib.content_key(src.uri, _fields(src)), lambda: _text_documents(src),
                           tok, fingerprint, src.uri)
 

@@ -22,6 +22,7 @@ class Fields:
     text: str = "text"
     prompt: str = ""
     id: str = "id"
+    max_line_bytes: int = 64 << 20    # a longer JSONL line is refused (it would be read whole into memory)
 
 
 def record_to_document(record, fields: Fields, where: str, keep: tuple[str, ...] = ()) -> dict:
@@ -48,8 +49,12 @@ def read_jsonl(path: str | Path, fields: Fields = Fields(), keep: tuple[str, ...
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty; remove the source or fill it with JSON lines")
     with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
+        # readline with a limit: a line of hundreds of MB is refused after reading the cap, not all of it
+        for lineno, raw in enumerate(iter(lambda: f.readline(fields.max_line_bytes + 1), b""), start=1):
             where = f"{path}:{lineno}"
+            if len(raw) > fields.max_line_bytes:
+                raise DataError(f"{where}: the line is longer than {fields.max_line_bytes} bytes; split the "
+                                "document or raise the source's max_line_bytes")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -70,18 +75,34 @@ def read_arrayrecord(path: str | Path, fields: Fields = Fields()) -> Iterator[di
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    source = grain.sources.ArrayRecordDataSource([str(path)])
-    if len(source) == 0:
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty; remove the source or write records into it")
+    try:   # array_record raises bare RuntimeErrors (or aborts reads) on damaged files
+        source = grain.sources.ArrayRecordDataSource([str(path)])
+        n = len(source)
+    except Exception as e:
+        raise DataError(f"{path}: not a readable ArrayRecord file ({_first_line(e)}); rewrite it with "
+                        "bitjax.data.records.write_arrayrecord") from None
+    if n == 0:
         raise DataError(f"{path}: the file holds no records")
-    for index in range(len(source)):
+    for index in range(n):
         where = f"{path}:record {index}"
         try:
-            record = json.loads(source[index].decode("utf-8"))
+            blob = source[index]
+        except Exception as e:
+            raise DataError(f"{where}: cannot be read ({_first_line(e)}); the file is truncated or damaged, "
+                            "rewrite it") from None
+        try:
+            record = json.loads(blob.decode("utf-8"))
         except UnicodeDecodeError as e:
             raise DataError(f"{where}: invalid UTF-8 at byte {e.start}") from None
         except json.JSONDecodeError as e:
             raise DataError(f"{where}: not valid JSON ({e.msg})") from None
         yield record_to_document(record, fields, where)
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def write_arrayrecord(path: str | Path, records: list[dict]) -> None:

@@ -63,5 +63,7 @@ def content_key(uri: str, fields: Fields = Fields()) -> str:
     if kind == "tfds":
         from bitjax.data import tfds_corpora
         return f"tfds-{location}-{tfds_corpora.version(location)}"
+    if not Path(location).exists():
+        raise DataError(f"{location}: no such file (data source {uri}); fix the path in the recipe")
     stat = Path(location).stat()
     return f"{kind}-{Path(location).resolve()}-{stat.st_size}-{stat.st_mtime_ns}-{fields}"

@@ -86,9 +86,17 @@ def save_shard(shard: TokenShard, directory: str | Path) -> None:
     os.replace(tmp, directory)
 
 
-def load_shard(directory: str | Path, expected_fingerprint: str | None = None) -> TokenShard:
-    """Read a shard directory (memory-mapped); a different tokenizer fingerprint is an error."""
+def load_shard(directory: str | Path, expected_fingerprint: str | None = None, *, vocab_size: int | None = None,
+               derived: bool = False) -> TokenShard:
+    """Read a shard directory (memory-mapped) and check it: a different tokenizer fingerprint, offsets that do
+    not index the tokens, non-integer ids or ids outside the vocabulary (`vocab_size`) are errors.
+
+    `derived`: the shard is bitjax's own cache of tokenized text, so the fix is to delete it; a user's
+    `tokens:` shard is never to be deleted, so its errors say how to rewrite it instead.
+    """
     directory = Path(directory)
+    fix = (f"delete the derived cache {directory} and rerun to rebuild it" if derived else
+           "rewrite the shard (bitjax.data.tokenize.save_shard writes the layout)")
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
         raise DataError(f"{directory}: not a token shard (no meta.json); write one with bitjax.data.tokenize")
@@ -97,11 +105,32 @@ def load_shard(directory: str | Path, expected_fingerprint: str | None = None) -
         arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r", allow_pickle=False)
                   for name in ("tokens", "offsets", "prompt_lengths")}
     except (OSError, ValueError) as e:
-        raise DataError(f"{directory}: unreadable token shard ({e}); delete it to rebuild") from None
+        raise DataError(f"{directory}: unreadable token shard ({e}); {fix}") from None
     if expected_fingerprint is not None:
         tokenizer_lib.check_fingerprint(meta.get("tokenizer_fingerprint"), expected_fingerprint, directory)
+    _check_arrays(directory, arrays, vocab_size, fix)
     shard = TokenShard(arrays["tokens"], arrays["offsets"], arrays["prompt_lengths"],
                        meta.get("tokenizer_fingerprint"), meta.get("source", str(directory)))
     if len(shard) == 0:
         raise DataError(f"{directory}: the token shard holds no documents")
     return shard
+
+
+def _check_arrays(directory: Path, arrays: dict[str, np.ndarray], vocab_size: int | None, fix: str) -> None:
+    """Shapes, dtypes and ranges of a shard's arrays: wrong ones would otherwise train silently on garbage."""
+    tokens, offsets, prompt_lengths = arrays["tokens"], arrays["offsets"], arrays["prompt_lengths"]
+    for name, array in arrays.items():
+        if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+            raise DataError(f"{directory}/{name}.npy holds {array.ndim}-D {array.dtype} values; it must be 1-D "
+                            f"integers; {fix}")
+    if len(offsets) < 1 or offsets[0] < 0 or np.any(np.diff(offsets) < 0) or offsets[-1] > len(tokens):
+        raise DataError(f"{directory}/offsets.npy: the offsets must rise from >= 0 to at most the {len(tokens)} "
+                        f"tokens (they run {int(offsets[0]) if len(offsets) else '-'}..{int(offsets.max(initial=0))},"
+                        f" not in order or past the end); {fix}")
+    if len(prompt_lengths) != len(offsets) - 1 or np.any(prompt_lengths < 0) or np.any(
+            prompt_lengths > np.diff(offsets)):
+        raise DataError(f"{directory}/prompt_lengths.npy: expected {len(offsets) - 1} lengths each within its "
+                        f"document; {fix}")
+    if len(tokens) and (tokens.min() < 0 or (vocab_size is not None and tokens.max() >= vocab_size)):
+        raise DataError(f"{directory}/tokens.npy holds ids {int(tokens.min())}..{int(tokens.max())}, outside the "
+                        f"tokenizer's vocabulary of {vocab_size}; tokenize with the run's tokenizer; {fix}")

@@ -132,7 +132,7 @@ def write_cache(
     _check_existing_spec(directory, spec)
     (directory / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2))
     todo = [s for s in range(num_shards) if s % process_count == process_index
-            and not (directory / shard_name(s, num_shards)).with_suffix(".done.json").exists()]
+            and not _shard_is_done(directory / shard_name(s, num_shards))]
     total = sum(len(range(s, len(examples), num_shards)) for s in todo)
     bar = tqdm(total=total, disable=not progress, desc="teacher top-k", unit="seq")
     for s in todo:
@@ -140,6 +140,25 @@ def write_cache(
         _write_shard(directory, s, num_shards, spec, members, topk_fn, bar)
     bar.close()
     return finalize_manifest(directory, spec, num_shards)
+
+
+def _shard_is_done(path: Path) -> bool:
+    """A shard is finished when its marker is readable and the file matches the marker's size and checksum.
+
+    A marker alone is not enough: a shard deleted or damaged after it was written must be written again
+    when `bitjax cache-teacher` is rerun, which is the fix the reader's errors name. A stale marker is removed.
+    """
+    marker_path = path.with_suffix(".done.json")
+    if not marker_path.exists():
+        return False
+    try:
+        marker = json.loads(marker_path.read_text())
+        ok = path.is_file() and marker["file"] == path.name and _sha256(path) == marker["sha256"]
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        marker_path.unlink()
+    return ok
 
 
 def _write_shard(directory, s, num_shards, spec, members, topk_fn, bar) -> None:
@@ -212,24 +231,37 @@ class TopKCache:
         if not manifest_path.exists():
             raise CacheError(f"{manifest_path} does not exist: the cache is unfinished; rerun "
                              "`bitjax cache-teacher` with the same arguments to complete it")
-        self.manifest = json.loads(manifest_path.read_text())
-        if self.manifest.get("format") != FORMAT:
-            raise CacheError(f"{manifest_path} is not a bitjax top-k cache manifest")
-        self.spec = CacheSpec(**{f.name: self.manifest[f.name] for f in dataclasses.fields(CacheSpec)})
+        rerun = "rerun `bitjax cache-teacher` with the same arguments to rewrite it"
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise CacheError(f"{manifest_path} is not JSON ({e}); {rerun}") from None
+        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
+            raise CacheError(f"{manifest_path} is not a bitjax top-k cache manifest; {rerun}")
+        needed = [f.name for f in dataclasses.fields(CacheSpec)] + ["shards"]
+        missing = [name for name in needed if name not in self.manifest]
+        bad_shards = not isinstance(self.manifest.get("shards"), list) or not all(
+            isinstance(m, dict) and {"file", "records", "sha256"} <= m.keys() for m in self.manifest["shards"])
+        if missing or bad_shards:
+            raise CacheError(f"{manifest_path} lacks {', '.join(missing) or 'well-formed shard entries'}; {rerun}")
+        try:
+            self.spec = CacheSpec(**{name: self.manifest[name] for name in needed[:-1]})
+        except (TypeError, ValueError) as e:
+            raise CacheError(f"{manifest_path} holds an unusable cache description ({e}); {rerun}") from None
         self._readers, self._offsets = [], [0]
         for shard in self.manifest["shards"]:
             path = self.directory / shard["file"]
             if not path.exists():
                 raise CacheError(f"{path} is missing; rerun `bitjax cache-teacher` to rewrite it")
             if verify_checksums and _sha256(path) != shard["sha256"]:
-                raise CacheError(f"{path} does not match its checksum (truncated or changed); delete it and "
-                                 f"{path.with_suffix('.done.json').name}, then rerun `bitjax cache-teacher`")
+                raise CacheError(f"{path} does not match its checksum (truncated or changed); rerun "
+                                 "`bitjax cache-teacher` with the same arguments: it rewrites such shards")
             try:
                 reader = ArrayRecordReader(str(path))
                 n = reader.num_records()
             except Exception as e:  # array_record raises plain RuntimeErrors on damaged files
-                raise CacheError(f"{path} cannot be read ({e}); delete it and its .done.json, "
-                                 "then rerun `bitjax cache-teacher`") from None
+                raise CacheError(f"{path} cannot be read ({e}); rerun `bitjax cache-teacher` with the same "
+                                 "arguments: it rewrites such shards") from None
             if n != shard["records"]:
                 raise CacheError(f"{path} holds {n} records, its marker says {shard['records']}; rewrite it")
             self._readers.append((path, reader))
@@ -281,11 +313,16 @@ class TopKCache:
                 got = record[name].shape if name in record else "missing"
                 raise CacheError(f"{path}: record {local} field {name!r} has shape {got}, the manifest says "
                                  f"{shape}: teacher positions are misaligned with the tokens; rewrite the shard")
-        if int(record["ids"].max(initial=0)) >= self.spec.vocab_size:
+        if int(record["ids"].max(initial=0)) >= self.spec.vocab_size or int(record["ids"].min(initial=0)) < 0:
             raise CacheError(f"{path}: record {local} holds token ids >= the vocabulary size "
                              f"{self.spec.vocab_size}; rewrite the shard")
         if not np.isfinite(record["logprobs"].astype(np.float32)).all():
             raise CacheError(f"{path}: record {local} holds NaN/Inf log-probabilities; rewrite the shard")
+        # the tail's log-mass may be -inf (the top-k held all of it) but never NaN or +inf
+        tail = np.asarray(record["tail_logprob"], np.float32)
+        if np.isnan(tail).any() or (tail > 0).any():
+            raise CacheError(f"{path}: record {local} holds a NaN or positive tail log-probability; delete "
+                             f"{path.name} and rerun `bitjax cache-teacher`: it rewrites missing shards")
 
     def example(self, e: int) -> int:
         """The record index of the e-th example written (`write_cache` deals examples to shards in turn)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bitjax.export import model_card
-from bitjax.export.common import ExportError, check_output_free
+from bitjax.export.common import ExportError, check_output_apart, check_output_free
 from bitjax.export.embedding_quant import EMBEDDING_TYPES, default_embedding_type
 from bitjax.export.gguf_writer import QTYPES, write_gguf
 from bitjax.export.hf_packed import write_packed
@@ -25,6 +25,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, format: str, gguf_type: 
     unless the export succeeded and its read-back check passed.
     """
     out = Path(out)
+    check_output_apart(out, Path(run_dir))   # first: replacing an overlapping output would delete the run
     if format not in FORMATS:
         raise ExportError(f"--format {format} is not known; use one of {', '.join(FORMATS)}")
     if format == "packed" and gguf_type is not None:

@@ -16,6 +16,18 @@ def check_output_free(out: Path, force: bool) -> None:
         raise ExportError(f"{out} already exists; pass --force to replace it, or choose another output path")
 
 
+def check_output_apart(out: Path, run_dir: Path) -> None:
+    """Refuse an output that is, contains or lies inside the run directory.
+
+    Replacing such an output (--force) would move the run aside and delete it, checkpoints and all; writing
+    inside it would mix export files into the run. Checked before anything is read or written.
+    """
+    out, run = Path(out).resolve(), Path(run_dir).resolve()
+    if out == run or run.is_relative_to(out) or out.is_relative_to(run):
+        raise ExportError(f"output {out} overlaps the run directory {run} (the same, inside or around it); "
+                          "export to a path outside the run, e.g. next to it")
+
+
 def _temp_sibling(out: Path) -> Path:
     return out.with_name(f".{out.name}.tmp{os.getpid()}")
 

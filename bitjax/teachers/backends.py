@@ -131,12 +131,24 @@ class GGUFTeacher(_TopKMixin):
         return np.stack(rows)
 
 
+def check_teacher_spec(spec: str) -> tuple[str, str]:
+    """The (kind, location) of a teacher spec, checked cheaply (scheme known, location present) so that a
+    typo fails before the data pipeline is built or a model is loaded."""
+    kind, _, where = spec.partition(":")
+    if kind not in ("gguf", "hf", "bitjax") or not where:
+        raise ConfigError(f"teacher {spec!r}: write gguf:PATH, gguf:smollm2, hf:DIR or bitjax:RUN_DIR")
+    if kind == "gguf" and where != "smollm2" and not Path(where).is_file():
+        raise ConfigError(f"teacher GGUF {where} does not exist; pass the path of a .gguf file (or gguf:smollm2)")
+    if kind in ("hf", "bitjax") and not Path(where).is_dir():
+        raise ConfigError(f"teacher {spec!r}: {where} is not a directory; pass an existing "
+                          f"{'model' if kind == 'hf' else 'run'} directory")
+    return kind, where
+
+
 def open_teacher(spec: str) -> Teacher:
     """`gguf:PATH`, `hf:DIR` or `bitjax:RUN_DIR`."""
-    kind, _, where = spec.partition(":")
+    kind, where = check_teacher_spec(spec)
     backends = {"gguf": GGUFTeacher, "hf": HFTeacher, "bitjax": BitjaxTeacher}
-    if kind not in backends or not where:
-        raise ConfigError(f"teacher {spec!r}: write gguf:PATH, gguf:smollm2, hf:DIR or bitjax:RUN_DIR")
     return backends[kind](where)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from bitjax import data as data_lib
 from bitjax.config import ConfigError, TrainConfig
 from bitjax.data.topk_cache import CacheSpec, write_cache
-from bitjax.teachers.backends import open_teacher
+from bitjax.teachers.backends import check_teacher_spec, open_teacher
 
 
 def examples_per_source(cfg: TrainConfig, n_examples: int) -> dict[str, int]:
@@ -39,7 +39,10 @@ def take_examples(pipeline, name: str, n: int) -> list[dict[str, np.ndarray]]:
 def cache_teacher(cfg: TrainConfig, teacher_spec: str, out: str | Path, *, k: int = 32, n_examples: int = 256,
                   num_shards: int = 4, logprob_dtype: str = "float16", progress: bool = True) -> dict:
     """Write one cache per "kd" source under `out`; returns {source: manifest} (empty while unfinished)."""
+    if n_examples < 1 or num_shards < 1 or k < 1:
+        raise ConfigError(f"cache-teacher: examples={n_examples}, shards={num_shards} and k={k} must each be >= 1")
     counts = examples_per_source(cfg, n_examples)
+    check_teacher_spec(teacher_spec)   # before the (slow) pipeline
     pipeline = data_lib.build_pipeline(cfg.data, text_only=True)
     teacher = open_teacher(teacher_spec)
     if teacher.vocab_size != pipeline.vocab_size:

@@ -1,8 +1,9 @@
 """Append-only JSONL outputs that survive being killed: what `bitjax rephrase` and `bitjax traces` write.
 
 A record is one line, flushed and synced before the next is generated, so a stopped run loses at most the
-line in flight; rerunning first drops that torn line, then skips what is already there. Sampling seeds
-are derived from the record's identity, so the output does not depend on where a run was interrupted.
+line in flight; rerunning first checks that every complete line is one of the command's records (so a
+user's other file given as --out is refused untouched), then drops the torn line, then skips what is there.
+Sampling seeds are derived from the record's identity, so the output does not depend on where a run was interrupted.
 """
 
 from __future__ import annotations
@@ -14,15 +15,46 @@ from pathlib import Path
 
 from bitjax.errors import ConfigError
 
+# Every record these commands write starts with this key, so a torn line of theirs starts with it too.
+RECORD_START = b'{"id": '
 
-def drop_torn_line(path: Path) -> None:
-    """Cut a last line left incomplete by a killed run, keeping every complete one."""
+
+def read_own_records(path: Path, check, command: str) -> list[dict]:
+    """The complete records of an output file, each passed through `check(record, where)`; then the torn
+    last line a killed run left is cut. Nothing is cut unless the file is this command's own output.
+
+    `check` raises (or returns False) for a line that is not one of the command's records; that is an error
+    naming the file, and the file is left exactly as it was.
+    """
     if not path.exists():
-        return
+        return []
+    if not path.is_file():
+        raise ConfigError(f"--out {path} is not a file; pass a JSONL file path")
     data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
+    complete, _, torn = data.rpartition(b"\n") if b"\n" in data else (b"", b"", data)
+    foreign = ConfigError(f"--out {path} exists and is not a `bitjax {command}` output; nothing was changed: "
+                          "pass a new --out path")
+    records = []
+    for lineno, raw in enumerate(complete.split(b"\n") if complete else [], start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise foreign from None
+        try:
+            ok = check(record, f"{path}:{lineno}")
+        except (ConfigError, KeyError, TypeError, ValueError):
+            raise foreign from None
+        if ok is False:
+            raise foreign
+        records.append(record)
+    if torn:
+        if not torn.startswith(RECORD_START):   # not a record cut short: someone else's text
+            raise foreign
         with path.open("r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
+            f.truncate(len(data) - len(torn))
+    return records
 
 
 def append(f, record: dict) -> None:

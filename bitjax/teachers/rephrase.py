@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 
 from tqdm import tqdm
@@ -82,18 +81,9 @@ def rejected_path(out: Path) -> Path:
 
 def read_done(out: Path) -> tuple[set[tuple[str, str]], dict | None]:
     """Pairs already in the output, and the provenance of its first record; drops a torn last line."""
-    jsonl_output.drop_torn_line(out)
-    if not out.exists():
-        return set(), None
-    done, first = set(), None
-    for lineno, line in enumerate(out.read_text(encoding="utf-8").splitlines(), start=1):
-        try:
-            record = json.loads(line)
-            done.add((record["source_id"], record["format"]))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ConfigError(f"{out}:{lineno}: not a rephrase record; pass a new --out") from None
-        first = first or record
-    return done, first
+    records = jsonl_output.read_own_records(
+        out, lambda r, where: isinstance(r, dict) and {"source_id", "format", "text"} <= r.keys(), "rephrase")
+    return {(r["source_id"], r["format"]) for r in records}, (records[0] if records else None)
 
 
 def read_done_both(out: Path) -> tuple[set[tuple[str, str]], dict | None]:
@@ -115,9 +105,10 @@ def rephrase(source_uri: str, out: str | Path, *, formats: list[str], generator:
     An empty generation is always rejected (gate "empty"), so kept + rejected = generated.
     """
     out = Path(out)
+    # first: a file that is not this command's output (or its side file) is refused untouched
+    done, first = read_done_both(out)
     prompts = load_prompts(formats, prompts_dir)
     docs = sources.load_documents(source_uri, fields)[:limit]
-    done, first = read_done_both(out)
     # The gate thresholds belong to the settings: resuming with other thresholds would mix two verdicts.
     settings_dict = {**dataclasses.asdict(settings),
                      "gates": dataclasses.asdict(thresholds) if thresholds is not None else None}

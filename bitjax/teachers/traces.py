@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bitjax.data.traces_file import extract_answer, is_correct, read_traces
+from bitjax.data.traces_file import check_record, extract_answer, is_correct
 from bitjax.errors import ConfigError
 from bitjax.teachers import jsonl_output
 
@@ -113,12 +113,21 @@ def sample_traces(model, prompts: list[dict], out: str | Path, *, split: str, sa
     return summary
 
 
+def _is_trace(record, where: str) -> bool:
+    check_record(record, where)
+    return "prompt_id" in record and "sample" in record
+
+
+def check_output(out: Path) -> None:
+    """Refuse an --out that is not a trace file, before any model loads and before anything is cut."""
+    jsonl_output.read_own_records(out, _is_trace, "traces")
+
+
 def _read_done(out: Path) -> tuple[set[tuple[str, int]], dict | None]:
     """(prompt_id, sample) pairs already in `out` and its first record; a torn last line is dropped."""
-    jsonl_output.drop_torn_line(out)
-    if not out.exists() or not out.stat().st_size:
+    records = jsonl_output.read_own_records(out, _is_trace, "traces")
+    if not records:
         return set(), None
-    records = read_traces(out)
     return {(r["prompt_id"], int(r["sample"])) for r in records}, records[0]
 
 

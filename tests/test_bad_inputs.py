@@ -1,0 +1,270 @@
+"""A table of bad inputs, each run through the real command line as a subprocess.
+
+Every row must end with exit status 2, exactly one line on stderr that names the input at fault, and every
+file the row guards byte-for-byte unchanged. The whole stderr is compared: a warning printed by a library
+counts as a second line, so bitjax must keep its libraries quiet on the error path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "recipes" / "tiny.py")
+SMALL = ["--set", "model.n_layers=1", "--set", "data.seq_len=32", "--set", "data.batch_size=4",
+         "--set", "eval_batches=1", "--no-progress"]
+# A recipe built on tiny.py whose only source is URI (and, with KD, a teacher cache at CACHE).
+SOURCE_RECIPE = """
+import dataclasses, importlib.util
+spec = importlib.util.spec_from_file_location("tiny", {tiny!r})
+tiny = importlib.util.module_from_spec(spec); spec.loader.exec_module(tiny)
+from bitjax.config import SourceConfig
+def get_config():
+    cfg = tiny.get_config()
+    src = SourceConfig("src", {uri!r}, objective={objective!r}, **{source!r})
+    data = dataclasses.replace(cfg.data, sources=(src,), **{data!r})
+    return dataclasses.replace(cfg, data=data, distill=dataclasses.replace(cfg.distill, cache={cache!r}))
+"""
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-m", "bitjax.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd or ROOT, timeout=300)
+
+
+def digest(path: Path) -> dict[str, str]:
+    """SHA-256 of a file, or of every file under a directory (by relative path)."""
+    path = Path(path)
+    if path.is_file():
+        return {"": hashlib.sha256(path.read_bytes()).hexdigest()}
+    if not path.exists():
+        return {}
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def source_recipe(tmp: Path, uri: str, *, objective: str = "", cache: str = "", source: dict | None = None,
+                  **data) -> str:
+    """A recipe file: tiny.py with one source at `uri` (SourceConfig fields `source`, DataConfig fields `data`)."""
+    key = hashlib.sha1((uri + cache + str(source) + str(data)).encode()).hexdigest()[:8]
+    path = tmp / f"recipe_{key}.py"
+    path.write_text(SOURCE_RECIPE.format(tiny=TINY, uri=uri, objective=objective, cache=cache, data=data,
+                                         source=source or {}))
+    return str(path)
+
+
+def write_tokens(directory: Path, tokens: np.ndarray, offsets: np.ndarray, tokenizer: Path) -> Path:
+    """A `tokens:` shard made with `tokenizer` (so only the arrays are wrong)."""
+    from bitjax import tokenizer as tokenizer_lib
+
+    fingerprint = tokenizer_lib.fingerprint(tokenizer_lib.load(tokenizer)) if tokenizer.stat().st_size > 2 else ""
+    directory.mkdir(parents=True)
+    np.save(directory / "tokens.npy", tokens, allow_pickle=False)
+    np.save(directory / "offsets.npy", offsets, allow_pickle=False)
+    np.save(directory / "prompt_lengths.npy", np.zeros(len(offsets) - 1, np.int32), allow_pickle=False)
+    (directory / "meta.json").write_text(json.dumps({"source": "test", "documents": len(offsets) - 1,
+                                                        "tokenizer_fingerprint": fingerprint}))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A run directory trained for two steps (one subprocess, the same command a user types)."""
+    workdir = tmp_path_factory.mktemp("bad_inputs") / "run"
+    done = cli("train", TINY, "--workdir", str(workdir), "--set", "steps=2", *SMALL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def kd_tokenizer(run_dir) -> Path:
+    return run_dir / "tokenizer.json"
+
+
+def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str, list[Path]]]:
+    """(case id, argv, text(s) the error line must contain, paths that must not change)."""
+    rows = []
+
+    def add(case, argv, needle, guarded=()):
+        rows.append((case, [str(a) for a in argv], needle, [Path(g) for g in guarded]))
+
+    # ----- recipes
+    bad = tmp / "recipes"
+    bad.mkdir()
+    (bad / "syntax.py").write_text("def get_config(:\n")
+    (bad / "imports.py").write_text("import no_such_module_anywhere\n")
+    (bad / "raises.py").write_text("def get_config():\n    raise RuntimeError('boom')\n")
+    (bad / "returns.py").write_text("def get_config():\n    return 42\n")
+    (bad / "empty.py").write_text("")
+    for name in ("syntax", "imports", "raises", "returns", "empty"):
+        add(f"recipe-{name}", ["train", bad / f"{name}.py", "--workdir", tmp / f"w-{name}"], f"{name}.py")
+    add("recipe-missing", ["train", bad / "missing.py"], "missing.py")
+    add("recipe-directory", ["train", bad], str(bad))
+    afile = tmp / "a_file"
+    afile.write_text("keep me\n")
+    add("workdir-is-a-file", ["train", TINY, "--workdir", afile, *SMALL], "a_file", [afile])
+
+    # ----- overrides
+    for key, value, needle in [("optim.peak_lr", "nan", "peak_lr"), ("optim.peak_lr", "inf", "peak_lr"),
+                               ("optim.peak_lr", "-1e-3", "peak_lr"), ("optim.stage2_peak_lr", "nan", "stage2"),
+                               ("optim.warmup_steps", "-1", "warmup_steps"), ("optim.clip_norm", "nan", "clip_norm"),
+                               ("optim.weight_decay", "-0.1", "weight_decay"), ("optim.b2", "1.5", "b2"),
+                               ("model.n_kv_heads", "0", "n_kv_heads"), ("model.d_model", "0", "d_model"),
+                               ("model.n_heads", "3", "n_heads"), ("model.n_layers", "0", "n_layers"),
+                               ("model.vocab_size", "-5", "vocab_size"), ("model.norm_eps", "nan", "norm_eps"),
+                               ("steps", "0", "steps"), ("data.seq_len", "0", "seq_len"),
+                               ("distill.temperature", "nan", "temperature"),
+                               ("data.heldout_fraction", "nan", "heldout_fraction"),
+                               ("checkpoint.every", "0", "every")]:
+        add(f"set-{key}={value}", ["train", TINY, "--workdir", tmp / "w-set", "--set", f"{key}={value}", *SMALL],
+            needle)
+
+    # ----- data files
+    missing_tok = tmp / "no_tokenizer.json"
+    garbage_tok = tmp / "garbage_tokenizer.json"
+    garbage_tok.write_bytes(b"\x00\xffnot a tokenizer")
+    add("tokenizer-missing", ["train", TINY, "--workdir", tmp / "w-tok", "--set", f"data.tokenizer={missing_tok}",
+                              *SMALL], missing_tok.name)
+    add("tokenizer-garbage", ["train", TINY, "--workdir", tmp / "w-tok", "--set", f"data.tokenizer={garbage_tok}",
+                              *SMALL], garbage_tok.name, [garbage_tok])
+    add("jsonl-missing", ["train", source_recipe(tmp, f"jsonl:{tmp / 'none.jsonl'}"), "--workdir", tmp / "w-j",
+                          *SMALL], "none.jsonl")
+    long_line = tmp / "long_line.jsonl"
+    long_line.write_text(json.dumps({"text": "x" * 5000}) + "\n")
+    add("jsonl-line-too-long", ["train", source_recipe(tmp, f"jsonl:{long_line}", source={"max_line_bytes": 1024}),
+                                "--workdir", tmp / "w-j", *SMALL], "long_line.jsonl", [long_line])
+    not_json = tmp / "not_json.jsonl"
+    not_json.write_text('{"text": "fine"}\n{"text": oops\n')
+    add("jsonl-not-json", ["train", source_recipe(tmp, f"jsonl:{not_json}"), "--workdir", tmp / "w-j", *SMALL],
+        "not_json.jsonl:2", [not_json])
+    for name, content in [("empty", b""), ("garbage", b"\x00garbage" * 50), ("truncated", None)]:
+        path = tmp / f"{name}.arrayrecord"
+        if content is None:
+            from bitjax.data.records import write_arrayrecord
+            write_arrayrecord(path, [{"text": "a document " * 20}] * 50)
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        else:
+            path.write_bytes(content)
+        add(f"arrayrecord-{name}", ["train", source_recipe(tmp, f"arrayrecord:{path}"), "--workdir", tmp / "w-a",
+                                    *SMALL], path.name, [path])
+    tok = str(run / "tokenizer.json")
+    for name, tokens, offsets, needle in [
+            ("past-end", np.arange(100, dtype=np.int32), np.array([0, 50, 200], np.int64), "offsets"),
+            ("float-ids", np.arange(100, dtype=np.float32), np.array([0, 50, 100], np.int64), "float"),
+            ("out-of-vocab", np.full(100, 10**6, np.int32), np.array([0, 50, 100], np.int64), "vocab"),
+            ("descending", np.arange(100, dtype=np.int32), np.array([0, 60, 40, 100], np.int64), "offsets")]:
+        shard = write_tokens(tmp / f"tokens-{name}", tokens, offsets, Path(tok))
+        add(f"tokens-{name}", ["train", source_recipe(tmp, f"tokens:{shard}", tokenizer=tok), "--workdir",
+                               tmp / "w-t", *SMALL], (shard.name, needle), [shard])
+    unreadable = write_tokens(tmp / "tokens-unreadable", np.arange(100, dtype=np.int32), np.array([0, 100]),
+                              Path(tok))
+    (unreadable / "offsets.npy").write_bytes(b"not numpy")
+    add("tokens-unreadable", ["train", source_recipe(tmp, f"tokens:{unreadable}", tokenizer=tok), "--workdir",
+                              tmp / "w-t", *SMALL], unreadable.name, [unreadable])
+
+    # ----- teacher caches
+    for name, manifest in [("not-json", "{oops"), ("no-key", json.dumps({"format": "bitjax-topk-v1"}))]:
+        cache = tmp / f"cache-{name}"
+        (cache / "src").mkdir(parents=True)
+        (cache / "src" / "manifest.json").write_text(manifest)
+        recipe = source_recipe(tmp, f"jsonl:{ROOT / 'data/rephrased/shakespeare.jsonl'}", objective="kd",
+                               cache=str(cache))
+        add(f"cache-manifest-{name}", ["train", recipe, "--workdir", tmp / "w-c", *SMALL], "manifest.json", [cache])
+
+    # ----- cache-teacher arguments
+    kd = source_recipe(tmp, f"jsonl:{ROOT / 'data/rephrased/shakespeare.jsonl'}", objective="kd",
+                       cache=str(tmp / "kd-cache"))
+    for flag, value, needle in [("--examples", "0", "--examples"), ("--examples", "-3", "--examples"),
+                                ("--shards", "0", "--shards"), ("--k", "0", "--k"),
+                                ("--teacher", f"gguf:{tmp / 'nope.gguf'}", "nope.gguf"),
+                                ("--teacher", "ftp:somewhere", "ftp:somewhere"),
+                                ("--teacher", f"bitjax:{tmp / 'no-run'}", "no-run")]:
+        add(f"cache-teacher{flag}={value.split('/')[-1]}", ["cache-teacher", kd, flag, value], needle)
+
+    # ----- eval
+    for flag, value in [("--batches", "0"), ("--batches", "-2"), ("--limit", "-1"), ("--limit", "0"),
+                        ("--max-new-tokens", "100000"), ("--max-new-tokens", "0")]:
+        extra = ["--prompts", ROOT / "data/traces/gsm_symbolic_heldout.jsonl"] if flag != "--batches" else []
+        add(f"eval{flag}={value}", ["eval", run, flag, value, *extra], flag, [run])
+    add("eval-prompts-missing", ["eval", run, "--prompts", tmp / "no_prompts.jsonl"], "no_prompts.jsonl", [run])
+    add("eval-run-is-a-file", ["eval", afile], "a_file", [afile])
+
+    # ----- export
+    outside = tmp / "exported"
+    add("export-onto-run", ["export", run, run, "--format", "packed", "--force"], str(run), [run])
+    add("export-onto-parent", ["export", run, run.parent, "--format", "packed", "--force"], str(run), [run])
+    add("export-into-run", ["export", run, run / "packed", "--format", "packed", "--force"], str(run), [run])
+    add("export-gguf-onto-config", ["export", run, run / "config.json", "--format", "gguf", "--force"], str(run),
+        [run])
+    add("export-existing-no-force", ["export", run, afile, "--format", "gguf"], "a_file", [afile, run])
+    for name, text in [("garbage", "{not json"), ("list", '{"config": []}'), ("wrong-type", '{"config": 3}')]:
+        broken = tmp / f"run-config-{name}"
+        broken.mkdir()
+        (broken / "config.json").write_text(text)
+        for link in ("checkpoints", "tokenizer.json"):   # the rest of a real run, shared read-only
+            (broken / link).symlink_to(run / link)
+        add(f"eval-config-{name}", ["eval", broken], "config.json", [broken / "config.json", run])
+        add(f"export-config-{name}", ["export", broken, tmp / f"out-{name}.gguf", "--format", "gguf"],
+            "config.json", [broken / "config.json", run])
+    add("export-of-missing-run", ["export", tmp / "no-run", outside, "--format", "gguf"], "no-run")
+
+    # ----- traces and rephrase outputs that are someone else's file
+    foreign = tmp / "notes.txt"
+    foreign.write_bytes(b"my notes\nlast line without a newline")
+    add("traces-out-foreign", ["traces", "--out", foreign, "--teacher", tmp / "no.gguf", "--prompts", "1"],
+        "notes.txt", [foreign])
+    add("rephrase-out-foreign", ["rephrase", "--out", foreign, "--source", f"jsonl:{long_line}",
+                                 "--generator", tmp / "no.gguf"], "notes.txt", [foreign])
+    add("traces-prompts-0", ["traces", "--out", tmp / "t.jsonl", "--prompts", "0"], "--prompts")
+    add("traces-samples-0", ["traces", "--out", tmp / "t.jsonl", "--samples", "0"], "--samples")
+    add("rephrase-limit-0", ["rephrase", "--out", tmp / "r.jsonl", "--limit", "0"], "--limit")
+    add("generate-missing-model", ["generate", tmp / "no.gguf", "--prompt", "hi"], "no.gguf")
+    return rows
+
+
+@pytest.fixture(scope="module")
+def results(run_dir, tmp_path_factory):
+    """Every row run once, several at a time (each is mostly start-up: importing JAX), with the guarded
+    files hashed before and after: {case: (argv, needle, stderr, exit code, changed guarded paths)}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = _cases(tmp_path_factory.mktemp("inputs"), run_dir)
+
+    def one(row):
+        case, argv, needle, guarded = row
+        before = {str(p): digest(p) for p in guarded}
+        done = cli(*argv)
+        changed = [p for p in before if digest(Path(p)) != before[p]]
+        return case, (argv, needle, done.stderr, done.returncode, changed)
+
+    with ThreadPoolExecutor(max_workers=max(2, (os.cpu_count() or 2) * 2)) as pool:
+        return dict(pool.map(one, rows))
+
+
+def _case_ids() -> list[str]:
+    """The row ids, computed on throwaway paths so pytest can name each row before the fixtures run."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        run = Path(d) / "run"
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "tokenizer.json").write_text("{}")
+        return [row[0] for row in _cases(Path(d), run)]
+
+
+@pytest.mark.parametrize("case", _case_ids())
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(results, case):
+    argv, needle, stderr, code, changed = results[case]
+    lines = stderr.splitlines()
+    assert code == 2 and len(lines) == 1, f"{argv}: exit {code}, stderr:\n{stderr[-3000:]}"
+    needles = (needle,) if isinstance(needle, str) else needle   # the input, and for some rows the reason
+    assert lines[0].startswith("bitjax: error: ") and all(n in lines[0] for n in needles), lines[0]
+    assert not changed, f"{argv} changed {changed}"
