@@ -170,7 +170,7 @@ def _train(args) -> int:
         local_path(source.uri.partition(":")[2], f"data source {source.name!r}")
     if cfg.distill.cache:
         local_path(cfg.distill.cache, "distill.cache")
-    from bitjax.train import train   # imported after the config is checked: a bad value fails in a second
+    from bitjax.train import train  # imported after the config is checked: a bad value fails in a second
 
     train(cfg, workdir, progress=not args.no_progress)  # a SIGTERM stop saved a checkpoint: also success
     return 0
