@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from benchmarks.step_time import synthetic_batch
-from bitjax.config import apply_overrides, load_recipe
+from bitjax.config_io import apply_overrides, load_recipe
 from bitjax.data.topk_cache import CacheSpec
 from bitjax.train import Trainer
 

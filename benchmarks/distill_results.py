@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from bitjax import data as data_lib
-from bitjax.config import apply_overrides, load_recipe
+from bitjax.config_io import apply_overrides, load_recipe
 from bitjax.data import traces_file as traces_lib
 from bitjax.evaluate import evaluate
 from bitjax.teachers.backends import open_teacher, teacher_perplexity

@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 from bitjax import data as data_lib
-from bitjax.config import SourceConfig, load_recipe
+from bitjax.config import SourceConfig
+from bitjax.config_io import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 KEPT = ROOT / "data" / "rephrased" / "shakespeare.jsonl"

@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--model-125m", action="store_true", help="also time a bitnet_125m step (slow on CPU)")
     args = parser.parse_args()
 
-    from bitjax.config import load_recipe
+    from bitjax.config_io import load_recipe
     from bitjax.model import ModelConfig
 
     tiny = load_recipe(ROOT / "recipes" / "tiny.py")

@@ -77,7 +77,7 @@ def write_checkpoint(preset: str, run_dir: Path) -> int:
 
     from bitjax import tokenizer as tokenizer_lib
     from bitjax.checkpoint import dump_meta, meta_for
-    from bitjax.config import load_recipe
+    from bitjax.config_io import load_recipe
     from bitjax.model import ModelConfig
     from bitjax.paths import cache_dir
     from bitjax.train import Trainer

@@ -16,7 +16,7 @@ import time
 import jax
 import numpy as np
 
-from bitjax.config import apply_overrides, load_recipe
+from bitjax.config_io import apply_overrides, load_recipe
 from bitjax.train import Trainer
 
 

@@ -158,7 +158,7 @@ def _at_least(value: int | None, least: int, flag: str, what: str) -> None:
 
 
 def _train(args) -> int:
-    from bitjax.config import apply_overrides, load_recipe
+    from bitjax.config_io import apply_overrides, load_recipe
     from bitjax.errors import ConfigError
     from bitjax.paths import local_path
 
@@ -177,7 +177,8 @@ def _train(args) -> int:
 
 
 def _cache_teacher(args) -> int:
-    from bitjax.config import ConfigError, apply_overrides, load_recipe
+    from bitjax.config import ConfigError
+    from bitjax.config_io import apply_overrides, load_recipe
     from bitjax.paths import local_path
     from bitjax.teachers.cache_writer import cache_teacher
 
@@ -201,7 +202,7 @@ def _cache_teacher(args) -> int:
 
 def _fit_check(args) -> int:
     from bitjax import fit_check
-    from bitjax.config import apply_overrides, load_recipe, recipe_presets
+    from bitjax.config_io import apply_overrides, load_recipe, recipe_presets
 
     fit_check.pin_cpu_platform()
     fit_check.topology(args.topology)  # an unknown name fails here, before anything is compiled

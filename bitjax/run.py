@@ -29,7 +29,8 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from bitjax import sharding as sharding_lib
-from bitjax.config import MeshConfig, TrainConfig, from_dict
+from bitjax.config import MeshConfig, TrainConfig
+from bitjax.config_io import from_dict
 from bitjax.errors import ConfigError
 from bitjax.layers import QuantStrength
 from bitjax.model import Transformer

@@ -11,7 +11,8 @@ Same shape, data, teacher cache, optimizer and launch presets as recipes/bitnet_
 import dataclasses
 from pathlib import Path
 
-from bitjax.config import TrainConfig, load_recipe, recipe_presets
+from bitjax.config import TrainConfig
+from bitjax.config_io import load_recipe, recipe_presets
 
 BASE = Path(__file__).resolve().with_name("bitnet_125m.py")
 PRESETS = recipe_presets(BASE)

@@ -31,7 +31,7 @@ def trained_run(tmp_path_factory):
     """Run directory of a briefly trained tiny SiLU model (about 30 s on 2 cores)."""
     from pathlib import Path
 
-    from bitjax.config import apply_overrides, load_recipe
+    from bitjax.config_io import apply_overrides, load_recipe
     from bitjax.train import train
 
     workdir = tmp_path_factory.mktemp("trained_run")

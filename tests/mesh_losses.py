@@ -10,7 +10,7 @@ from pathlib import Path
 
 import jax
 
-from bitjax.config import apply_overrides, load_recipe
+from bitjax.config_io import apply_overrides, load_recipe
 from bitjax.run_outputs import loss_series, read_history
 from bitjax.train import train
 

@@ -260,7 +260,8 @@ def test_unknown_source_kind_is_a_config_error():
 
 
 def test_weights_are_set_from_the_command_line_and_sources_from_recipes():
-    from bitjax.config import TrainConfig, apply_overrides, from_dict
+    from bitjax.config import TrainConfig
+    from bitjax.config_io import apply_overrides, from_dict
 
     srcs = (SourceConfig("natural", "tfds:shakespeare", 0.6), SourceConfig("rephrased", "jsonl:x.jsonl", 0.4))
     cfg = TrainConfig(data=DataConfig(sources=srcs))

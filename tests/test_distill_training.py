@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitjax.config import ConfigError, apply_overrides, load_recipe
+from bitjax.config import ConfigError
+from bitjax.config_io import apply_overrides, load_recipe
 from bitjax.data.topk_cache import CacheError, TopKCache
 from bitjax.teachers.cache_writer import cache_teacher
 from bitjax.train import train

@@ -6,7 +6,7 @@ import pytest
 
 from bitjax import evaluate as evaluate_lib
 from bitjax.cli import main
-from bitjax.config import apply_overrides, load_recipe
+from bitjax.config_io import apply_overrides, load_recipe
 from bitjax.evaluate import heldout_perplexity
 from bitjax.train import train
 

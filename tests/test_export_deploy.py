@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bitjax.config import load_recipe
+from bitjax.config_io import load_recipe
 from bitjax.export import checks, llama_check
 from bitjax.export import reference as ref
 from bitjax.export.embedding_quant import check_embedding_type

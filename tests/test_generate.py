@@ -5,7 +5,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from bitjax.config import apply_overrides, load_recipe
+from bitjax.config_io import apply_overrides, load_recipe
 from bitjax.generate import greedy_generate
 from bitjax.train import Trainer
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from bitjax import losses, objective
-from bitjax.config import SourceConfig, load_recipe
+from bitjax.config import SourceConfig
+from bitjax.config_io import load_recipe
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
 B, L, V, K = 6, 10, 32, 4

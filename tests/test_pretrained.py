@@ -157,7 +157,7 @@ def test_a_gguf_of_another_architecture_or_not_gguf_is_one_line(tmp_path):
 def _student(**model):
     from pathlib import Path
 
-    from bitjax.config import apply_overrides, load_recipe
+    from bitjax.config_io import apply_overrides, load_recipe
 
     tiny = Path(__file__).resolve().parents[1] / "recipes" / "tiny.py"
     shape = {**dict(vocab_size=128, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, d_ff=96,

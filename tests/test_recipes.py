@@ -5,7 +5,8 @@ from pathlib import Path
 import jax
 import pytest
 
-from bitjax.config import TrainConfig, load_recipe
+from bitjax.config import TrainConfig
+from bitjax.config_io import load_recipe
 from bitjax.model import count_params
 from bitjax.train import Trainer
 

@@ -18,7 +18,8 @@ from jax.sharding import AbstractMesh
 from jax.sharding import PartitionSpec as P
 
 from bitjax import sharding
-from bitjax.config import ConfigError, MeshConfig, apply_overrides, load_recipe
+from bitjax.config import ConfigError, MeshConfig
+from bitjax.config_io import apply_overrides, load_recipe
 from bitjax.run_outputs import loss_series, read_history
 
 ROOT = Path(__file__).resolve().parents[1]

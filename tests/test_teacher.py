@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from bitjax.config import apply_overrides, load_recipe
+from bitjax.config_io import apply_overrides, load_recipe
 from bitjax.errors import ConfigError
 from bitjax.teachers.backends import BitjaxTeacher, open_teacher, topk_from_logits
 

@@ -12,7 +12,7 @@ import pytest
 
 from bitjax import train as train_lib
 from bitjax.checkpoint import Checkpointer
-from bitjax.config import apply_overrides, load_recipe
+from bitjax.config_io import apply_overrides, load_recipe
 from bitjax.train import Trainer, TrainingError, train
 
 ROOT = Path(__file__).resolve().parents[1]
