@@ -141,8 +141,12 @@ def test_float32_losses_on_three_meshes(tmp_path):
     The ternary network agrees at the first step; afterwards round() in the quantizers turns the meshes'
     1e-7 reassociation differences into a few flipped codes and the runs drift apart slowly (measured:
     up to 7e-4 relative by step 20), which is why the exactness check above runs in float64."""
-    full = _mesh_losses(tmp_path / "full", "model.quant=none")
-    ternary = _mesh_losses(tmp_path / "ternary")
+    # Natural text only: with the shipped rephrased sample (two short documents at 40% of the rows, repeated
+    # every few steps) the ternary runs drift faster, up to 1% by step 15; the exactness check above holds
+    # either way.
+    natural = "data.weights=natural=1,rephrased=0"
+    full = _mesh_losses(tmp_path / "full", "model.quant=none", natural)
+    ternary = _mesh_losses(tmp_path / "ternary", natural)
     for mesh in ("8,1,1", "2,2,2"):
         np.testing.assert_allclose(full[mesh], full["1,1,1"], rtol=1e-5, err_msg=mesh)
         np.testing.assert_allclose(ternary[mesh][:1], ternary["1,1,1"][:1], rtol=1e-4, err_msg=mesh)
