@@ -16,8 +16,19 @@ import grain
 import orbax.checkpoint as ocp
 
 from bitjax.config import ConfigError, TrainConfig
+from bitjax.errors import BitjaxError
 from bitjax.data import shards as shards_lib
 from bitjax.model import ModelConfig
+
+
+class CheckpointDamagedError(ConfigError):
+    """A checkpoint that cannot be read back (torn, truncated, missing files, bad JSON)."""
+
+    def __init__(self, step: int, directory: Path, reason: str):
+        # Orbax appends a dump of the TensorStore spec to its messages: the sentence before it is the reason
+        self.step, self.reason = step, " ".join(reason.split(" See full")[0].split())[:300]
+        super().__init__(f"checkpoint step {step} in {directory} is damaged ({self.reason}); move "
+                         f"{directory / str(step)} aside to resume from the step before it")
 
 
 class Checkpointer:
@@ -43,6 +54,42 @@ class Checkpointer:
             ),
             force=True,
         )
+
+    def all_steps(self) -> list[int]:
+        """Every step with a checkpoint directory, ascending (an empty or unfinished one included)."""
+        return sorted({*self.manager.all_steps(), *(int(p.name) for p in self.directory.iterdir()
+                                                     if p.name.isdigit() and p.is_dir())})
+
+    def restore_checked(self, step: int, read):
+        """`read(step)` with any failure to read the checkpoint's files as a CheckpointDamagedError.
+
+        A checkpoint is data on disk; Orbax, tensorstore and JSON fail on damage with many error types
+        (and traces of hundreds of lines). bitjax's own refusals (another model, another tokenizer) pass.
+        """
+        if not (self.directory / str(step)).is_dir() or not any((self.directory / str(step)).iterdir()):
+            raise CheckpointDamagedError(step, self.directory, "its directory is empty")
+        try:
+            return read(step)
+        except CheckpointDamagedError:
+            raise
+        except (BitjaxError, KeyboardInterrupt) as e:
+            if isinstance(e, ConfigError) and ("data-iterator state" in str(e) or "lacks the state" in str(e)):
+                raise CheckpointDamagedError(step, self.directory, str(e)) from None
+            raise
+        except Exception as e:   # noqa: BLE001 - any failure to read stored bytes is damage, named below
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise CheckpointDamagedError(step, self.directory, f"{type(e).__name__}: {first}") from None
+
+    def set_aside(self, step: int) -> Path:
+        """Move a damaged step out of the way (never deleted), so the run can save that step again."""
+        target = self.directory.parent / "damaged_checkpoints" / f"{step}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while target.exists():
+            target, n = target.with_name(f"{step}.{n}"), n + 1
+        (self.directory / str(step)).rename(target)
+        self.manager.reload()
+        return target
 
     def read_meta(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
@@ -98,3 +145,25 @@ def meta_for(cfg: TrainConfig, tokenizer_fingerprint: str) -> dict:
 
 def dump_meta(meta: dict) -> str:
     return json.dumps(meta, indent=2, sort_keys=True)
+
+
+def resume(checkpointer: Checkpointer, restore_step, *, move_damaged: bool = True):
+    """`restore_step(step)` on the newest checkpoint that reads back; damaged newer ones are set aside.
+
+    Returns (step, what restore_step returned), or (None, None) when there is no checkpoint. Each damaged
+    step is named in one printed line; when every step is damaged it is one error naming them.
+    """
+    damaged = []
+    for step in reversed(checkpointer.all_steps()):
+        try:
+            return step, checkpointer.restore_checked(step, restore_step)
+        except CheckpointDamagedError as e:
+            damaged.append(e)
+            where = checkpointer.set_aside(step) if move_damaged else checkpointer.directory / str(step)
+            print(f"bitjax: checkpoint step {step} is damaged ({e.reason}); moved to {where}, "
+                  "resuming from the step before it", flush=True)
+    if damaged:
+        raise ConfigError(f"every checkpoint in {checkpointer.directory} is damaged (steps "
+                          f"{', '.join(str(e.step) for e in damaged)}, moved to "
+                          f"{checkpointer.directory.parent / 'damaged_checkpoints'}); rerun to start from step 0")
+    return None, None

@@ -166,15 +166,21 @@ def _train(cfg: TrainConfig, workdir: Path, progress: bool, devices) -> dict:
     meta = ckpt_lib.meta_for(cfg, pipeline.tokenizer_fingerprint)
 
     checkpointer = ckpt_lib.Checkpointer(workdir / "checkpoints", cfg)
-    start_step = checkpointer.latest_step()
-    # A resumed run keeps the data shards it started with, whatever the process count is now.
-    num_shards = checkpointer.saved_data_shards(start_step) if start_step is not None else None
-    data_iter = pipeline.train_iterator(jax.process_index(), jax.process_count(), num_shards)
+
+    def restore(step):
+        # A resumed run keeps the data shards it started with, whatever the process count is now.
+        data_iter = pipeline.train_iterator(jax.process_index(), jax.process_count(),
+                                            checkpointer.saved_data_shards(step))
+        ckpt_lib.check_compatible(checkpointer.read_meta(step), cfg, pipeline.tokenizer_fingerprint, workdir)
+        return checkpointer.restore(step, trainer.abstract_state(), data_iter), data_iter
+
+    # A damaged newest checkpoint is set aside (process 0 moves it) and the one before it is used.
+    start_step, restored = ckpt_lib.resume(checkpointer, restore, move_damaged=jax.process_index() == 0)
     if start_step is not None:
-        ckpt_lib.check_compatible(checkpointer.read_meta(start_step), cfg, pipeline.tokenizer_fingerprint, workdir)
-        state = checkpointer.restore(start_step, trainer.abstract_state(), data_iter)
+        state, data_iter = restored
         print(f"resumed from step {start_step} in {checkpointer.directory}", flush=True)
     else:
+        data_iter = pipeline.train_iterator(jax.process_index(), jax.process_count())
         state = trainer.init_state()
         start_step = 0
     # Process 0 owns the run directory's files; the other processes of a multi-host run log beside it.
