@@ -8,15 +8,18 @@ Layout under `WORKDIR/checkpoints/<step>/`:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import re
 from pathlib import Path
 
 import grain
 import orbax.checkpoint as ocp
 
 from bitjax.config import ConfigError, TrainConfig
-from bitjax.errors import BitjaxError
+from bitjax.errors import BitjaxError, TrainingError
 from bitjax.data import shards as shards_lib
 from bitjax.model import ModelConfig
 
@@ -31,34 +34,84 @@ class CheckpointDamagedError(ConfigError):
                          f"{directory / str(step)} aside to resume from the step before it")
 
 
+class CheckpointWriteError(TrainingError):
+    """A checkpoint could not be written (disk full, read-only or missing directory, no permission)."""
+
+
+def _os_error(e: BaseException | None) -> OSError | None:
+    """The OSError under an exception, however deep Orbax's async machinery wrapped it."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        # TensorStore reports a failed write as a ValueError carrying the OS error code in its text
+        code = re.search(r"os_error_code='(\d+)'", str(e))
+        if code:
+            path = re.search(r'Failed writing: "([^"]+)"', str(e)) or re.search(r'local file "([^"]+)"', str(e))
+            return OSError(int(code.group(1)), os.strerror(int(code.group(1))), path.group(1) if path else None)
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 class Checkpointer:
     def __init__(self, directory: str | Path, cfg: TrainConfig):
         self.directory = Path(directory).absolute()
+        self._writing_step: int | None = None   # the step of the save in flight, for its error message
         options = ocp.CheckpointManagerOptions(
             max_to_keep=cfg.checkpoint.keep,
             enable_async_checkpointing=cfg.checkpoint.async_save,
             create=True,
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        with self._writes():
+            self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    @contextlib.contextmanager
+    def _writes(self):
+        """A write that fails for the file system (ENOSPC, EROFS, EACCES...) becomes one line naming the path
+        and the checkpoint that is still good; anything else keeps its traceback."""
+        try:
+            yield
+        except Exception as e:
+            os_error = _os_error(e)
+            if os_error is None:
+                raise
+            step = self._writing_step
+            good = [s for s in self._step_dirs() if step is None or s < step]
+            where = os_error.filename or self.directory
+            kept = (f"the last good checkpoint (step {good[-1]}) is intact" if good
+                    else "no checkpoint was written before it")
+            raise CheckpointWriteError(
+                f"could not write {'checkpoint step ' + str(step) if step is not None else 'checkpoints'} "
+                f"in {self.directory}: {os_error.strerror or os_error} ({where}); {kept}. Free space or make "
+                f"{self.directory} writable, then rerun the same command to resume") from None
+
+    def _step_dirs(self) -> list[int]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit() and p.is_dir())
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, state, data_iterator, meta: dict) -> None:
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                data=grain.checkpoint.CheckpointSave(data_iterator),
-                meta=ocp.args.JsonSave(meta),
-            ),
-            force=True,
-        )
+        with self._writes():   # an earlier async save's failure surfaces here, under its own step
+            self.manager.wait_until_finished()
+        self._writing_step = step
+        with self._writes():
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    data=grain.checkpoint.CheckpointSave(data_iterator),
+                    meta=ocp.args.JsonSave(meta),
+                ),
+                force=True,
+            )
 
     def all_steps(self) -> list[int]:
         """Every step with a checkpoint directory, ascending (an empty or unfinished one included)."""
-        return sorted({*self.manager.all_steps(), *(int(p.name) for p in self.directory.iterdir()
-                                                     if p.name.isdigit() and p.is_dir())})
+        return sorted({*self.manager.all_steps(), *self._step_dirs()})
 
     def restore_checked(self, step: int, read):
         """`read(step)` with any failure to read the checkpoint's files as a CheckpointDamagedError.
@@ -116,7 +169,8 @@ class Checkpointer:
         return restored["state"]
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._writes():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.close()

@@ -74,6 +74,9 @@ def acquire(path: Path, what: str) -> None:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             continue
+        except OSError as e:   # a read-only or full file system: nothing can be trained into this workdir
+            raise ConfigError(f"cannot write the lock file {path} ({e.strerror}); make {path.parent} writable "
+                              "or pass another --workdir") from None
         with os.fdopen(fd, "w") as f:
             f.write(record)
         return
