@@ -98,3 +98,14 @@ def test_every_step_damaged_is_one_error(pristine, tmp_path):
         (workdir / "checkpoints" / str(step) / "meta" / "metadata").write_text("{not json")
     with pytest.raises(ConfigError, match=r"every checkpoint .* is damaged \(steps 3, 2, 1"):
         train(_config(3), workdir, progress=False)
+
+
+def test_asking_for_a_damaged_step_is_one_line_naming_it(pristine, tmp_path):
+    from bitjax.run import Run
+    workdir = tmp_path / "run"
+    shutil.copytree(pristine, workdir)
+    _largest(workdir / "checkpoints" / "2" / "state").unlink()
+    with pytest.raises(ConfigError, match=r"checkpoint step 2 .* is damaged") as info:
+        Run(workdir, step=2).flat_params()
+    assert "\n" not in str(info.value)
+    assert len(Run(workdir, step=3).flat_params()) > 0   # the other steps still read
