@@ -193,8 +193,8 @@ def _train(cfg: TrainConfig, workdir: Path, progress: bool, devices) -> dict:
     eval_fn = jax.jit(trainer.eval_loss, out_shardings=sharding_lib.replicated(trainer.mesh))
     zeros_fn = jax.jit(zero_fractions, out_shardings=sharding_lib.replicated(trainer.mesh))
     log_dir.mkdir(parents=True, exist_ok=True)
+    stop_requested, restore_signals = _stop_signal(checkpointer)   # before metrics.jsonl exists: see its tests
     logger = RunLogger(log_dir)
-    stop_requested, restore_signals = _stop_signal(checkpointer)
 
     def evaluate(params) -> float:
         total, count = 0.0, 0.0
