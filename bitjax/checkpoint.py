@@ -8,8 +8,11 @@ Layout under `WORKDIR/checkpoints/<step>/`:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import re
 from pathlib import Path
 
 import grain
@@ -17,32 +20,129 @@ import orbax.checkpoint as ocp
 
 from bitjax.config import ConfigError, TrainConfig
 from bitjax.data import shards as shards_lib
+from bitjax.errors import BitjaxError, TrainingError
 from bitjax.model import ModelConfig
+
+
+class CheckpointDamagedError(ConfigError):
+    """A checkpoint that cannot be read back (torn, truncated, missing files, bad JSON)."""
+
+    def __init__(self, step: int, directory: Path, reason: str):
+        # Orbax appends a dump of the TensorStore spec to its messages: the sentence before it is the reason
+        self.step, self.reason = step, " ".join(reason.split(" See full")[0].split())[:300]
+        super().__init__(f"checkpoint step {step} in {directory} is damaged ({self.reason}); move "
+                         f"{directory / str(step)} aside to resume from the step before it")
+
+
+class CheckpointWriteError(TrainingError):
+    """A checkpoint could not be written (disk full, read-only or missing directory, no permission)."""
+
+
+def _os_error(e: BaseException | None) -> OSError | None:
+    """The OSError under an exception, however deep Orbax's async machinery wrapped it."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        # TensorStore reports a failed write as a ValueError carrying the OS error code in its text
+        code = re.search(r"os_error_code='(\d+)'", str(e))
+        if code:
+            path = re.search(r'Failed writing: "([^"]+)"', str(e)) or re.search(r'local file "([^"]+)"', str(e))
+            return OSError(int(code.group(1)), os.strerror(int(code.group(1))), path.group(1) if path else None)
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 class Checkpointer:
     def __init__(self, directory: str | Path, cfg: TrainConfig):
         self.directory = Path(directory).absolute()
+        self._writing_step: int | None = None   # the step of the save in flight, for its error message
         options = ocp.CheckpointManagerOptions(
             max_to_keep=cfg.checkpoint.keep,
             enable_async_checkpointing=cfg.checkpoint.async_save,
             create=True,
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        with self._writes():
+            self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    @contextlib.contextmanager
+    def _writes(self):
+        """A write that fails for the file system (ENOSPC, EROFS, EACCES...) becomes one line naming the path
+        and the checkpoint that is still good; anything else keeps its traceback."""
+        try:
+            yield
+        except Exception as e:
+            os_error = _os_error(e)
+            if os_error is None:
+                raise
+            step = self._writing_step
+            good = [s for s in self._step_dirs() if step is None or s < step]
+            where = os_error.filename or self.directory
+            kept = (f"the last good checkpoint (step {good[-1]}) is intact" if good
+                    else "no checkpoint was written before it")
+            raise CheckpointWriteError(
+                f"could not write {'checkpoint step ' + str(step) if step is not None else 'checkpoints'} "
+                f"in {self.directory}: {os_error.strerror or os_error} ({where}); {kept}. Free space or make "
+                f"{self.directory} writable, then rerun the same command to resume") from None
+
+    def _step_dirs(self) -> list[int]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit() and p.is_dir())
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, state, data_iterator, meta: dict) -> None:
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                data=grain.checkpoint.CheckpointSave(data_iterator),
-                meta=ocp.args.JsonSave(meta),
-            ),
-            force=True,
-        )
+        with self._writes():   # an earlier async save's failure surfaces here, under its own step
+            self.manager.wait_until_finished()
+        self._writing_step = step
+        with self._writes():
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    data=grain.checkpoint.CheckpointSave(data_iterator),
+                    meta=ocp.args.JsonSave(meta),
+                ),
+                force=True,
+            )
+
+    def all_steps(self) -> list[int]:
+        """Every step with a checkpoint directory, ascending (an empty or unfinished one included)."""
+        return sorted({*self.manager.all_steps(), *self._step_dirs()})
+
+    def restore_checked(self, step: int, read):
+        """`read(step)` with any failure to read the checkpoint's files as a CheckpointDamagedError.
+
+        A checkpoint is data on disk; Orbax, tensorstore and JSON fail on damage with many error types
+        (and traces of hundreds of lines). bitjax's own refusals (another model, another tokenizer) pass.
+        """
+        if not (self.directory / str(step)).is_dir() or not any((self.directory / str(step)).iterdir()):
+            raise CheckpointDamagedError(step, self.directory, "its directory is empty")
+        try:
+            return read(step)
+        except CheckpointDamagedError:
+            raise
+        except (BitjaxError, KeyboardInterrupt) as e:
+            if isinstance(e, ConfigError) and ("data-iterator state" in str(e) or "lacks the state" in str(e)):
+                raise CheckpointDamagedError(step, self.directory, str(e)) from None
+            raise
+        except Exception as e:   # noqa: BLE001 - any failure to read stored bytes is damage, named below
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise CheckpointDamagedError(step, self.directory, f"{type(e).__name__}: {first}") from None
+
+    def set_aside(self, step: int) -> Path:
+        """Move a damaged step out of the way (never deleted), so the run can save that step again."""
+        target = self.directory.parent / "damaged_checkpoints" / f"{step}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while target.exists():
+            target, n = target.with_name(f"{step}.{n}"), n + 1
+        (self.directory / str(step)).rename(target)
+        self.manager.reload()
+        return target
 
     def read_meta(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
@@ -69,7 +169,8 @@ class Checkpointer:
         return restored["state"]
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._writes():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.close()
@@ -98,3 +199,25 @@ def meta_for(cfg: TrainConfig, tokenizer_fingerprint: str) -> dict:
 
 def dump_meta(meta: dict) -> str:
     return json.dumps(meta, indent=2, sort_keys=True)
+
+
+def resume(checkpointer: Checkpointer, restore_step, *, move_damaged: bool = True):
+    """`restore_step(step)` on the newest checkpoint that reads back; damaged newer ones are set aside.
+
+    Returns (step, what restore_step returned), or (None, None) when there is no checkpoint. Each damaged
+    step is named in one printed line; when every step is damaged it is one error naming them.
+    """
+    damaged = []
+    for step in reversed(checkpointer.all_steps()):
+        try:
+            return step, checkpointer.restore_checked(step, restore_step)
+        except CheckpointDamagedError as e:
+            damaged.append(e)
+            where = checkpointer.set_aside(step) if move_damaged else checkpointer.directory / str(step)
+            print(f"bitjax: checkpoint step {step} is damaged ({e.reason}); moved to {where}, "
+                  "resuming from the step before it", flush=True)
+    if damaged:
+        raise ConfigError(f"every checkpoint in {checkpointer.directory} is damaged (steps "
+                          f"{', '.join(str(e.step) for e in damaged)}, moved to "
+                          f"{checkpointer.directory.parent / 'damaged_checkpoints'}); rerun to start from step 0")
+    return None, None

@@ -172,8 +172,9 @@ def _train(args) -> int:
         local_path(cfg.distill.cache, "distill.cache")
     from bitjax.train import train  # imported after the config is checked: a bad value fails in a second
 
-    train(cfg, workdir, progress=not args.no_progress)  # a SIGTERM stop saved a checkpoint: also success
-    return 0
+    summary = train(cfg, workdir, progress=not args.no_progress)
+    # SIGTERM (preemption) saved a checkpoint: success; Ctrl-C saved one too, but the run is not done: 130
+    return 130 if summary.get("stopped_by") == "SIGINT" else 0
 
 
 def _cache_teacher(args) -> int:

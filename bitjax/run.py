@@ -173,6 +173,11 @@ def restore_params(checkpoints: Path, step: int, target_params, restore_args=Non
     try:
         restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
             item={"params": target_params}, restore_args={"params": restore_args}, partial_restore=True)))
+    except Exception as e:   # noqa: BLE001 - a checkpoint is data on disk: any failure to read it is damage
+        first = (str(e).strip().splitlines() or [""])[0].split(" See full")[0][:300]
+        raise ConfigError(
+            f"checkpoint step {step} in {checkpoints} is damaged ({type(e).__name__}: {first}); use another "
+            f"step, or rerun `bitjax train` with this workdir, which sets a damaged newest step aside") from None
     finally:
         manager.close()
     return restored["state"]["params"]

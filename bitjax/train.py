@@ -1,9 +1,11 @@
 """The training loop: one jitted, donated train step; metrics; Orbax checkpoints; exact resume.
 
 `train(cfg, workdir)` builds the model and optimizer, restores the latest checkpoint in `workdir` if one
-exists (model, optimizer, step and the Grain iterator position), then runs to `cfg.steps`. Stopping with
-SIGTERM (a preempted TPU VM, Ctrl-C) saves a checkpoint first; rerunning the same command resumes and
-produces bitwise the same parameters as an uninterrupted run on the same hardware.
+exists (model, optimizer, step and the Grain iterator position), then runs to `cfg.steps`. SIGTERM (a
+preempted TPU VM) or Ctrl-C (SIGINT) stops after the current step with one checkpoint of it; rerunning the
+same command resumes and produces bitwise the same parameters as an uninterrupted run on the same hardware.
+The returned summary says which signal stopped it; the command line exits 0 after SIGTERM and 130 (the
+shell's code for an interrupt) after Ctrl-C, so `bitjax train ... && next-step` does not go on.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from tqdm import tqdm
 
 from bitjax import checkpoint as ckpt_lib
 from bitjax import data as data_lib
-from bitjax import losses, objective, quant
+from bitjax import losses, objective, quant, workdir_lock
 from bitjax import sharding as sharding_lib
 from bitjax.config import TrainConfig
 from bitjax.data import schema
@@ -34,6 +36,7 @@ from bitjax.errors import ConfigError, TrainingError
 from bitjax.layers import QuantStrength
 from bitjax.model import Transformer, count_params
 from bitjax.optim import current_hyperparams, make_optimizer
+from bitjax.run import RunPaths
 from bitjax.run_outputs import RunLogger, first_value, plot_loss_curve, print_summary
 
 
@@ -149,10 +152,18 @@ def zero_fractions(params: nnx.State) -> dict[str, jax.Array]:
 
 
 def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devices=None) -> dict:
-    """Train (or resume) `cfg` in `workdir`; returns the summary it prints. `devices`: all by default."""
+    """Train (or resume) `cfg` in `workdir`; returns the summary it prints. `devices`: all by default.
+
+    The workdir is locked for the run (bitjax.workdir_lock): a second trainer on it is refused in one line.
+    """
     workdir = Path(workdir)
     sharding_lib.initialize_distributed(cfg.mesh)
     workdir.mkdir(parents=True, exist_ok=True)
+    with workdir_lock.held(RunPaths(workdir).lock, f"workdir {workdir}", enabled=jax.process_index() == 0):
+        return _train(cfg, workdir, progress, devices)
+
+
+def _train(cfg: TrainConfig, workdir: Path, progress: bool, devices) -> dict:
     trainer = Trainer.create(cfg, devices)
     pipeline = data_lib.build_pipeline(cfg.data, teacher_cache=cfg.distill.cache, vocab_size=cfg.model.vocab_size)
     if pipeline.vocab_size > cfg.model.vocab_size:
@@ -164,15 +175,21 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
     meta = ckpt_lib.meta_for(cfg, pipeline.tokenizer_fingerprint)
 
     checkpointer = ckpt_lib.Checkpointer(workdir / "checkpoints", cfg)
-    start_step = checkpointer.latest_step()
-    # A resumed run keeps the data shards it started with, whatever the process count is now.
-    num_shards = checkpointer.saved_data_shards(start_step) if start_step is not None else None
-    data_iter = pipeline.train_iterator(jax.process_index(), jax.process_count(), num_shards)
+
+    def restore(step):
+        # A resumed run keeps the data shards it started with, whatever the process count is now.
+        data_iter = pipeline.train_iterator(jax.process_index(), jax.process_count(),
+                                            checkpointer.saved_data_shards(step))
+        ckpt_lib.check_compatible(checkpointer.read_meta(step), cfg, pipeline.tokenizer_fingerprint, workdir)
+        return checkpointer.restore(step, trainer.abstract_state(), data_iter), data_iter
+
+    # A damaged newest checkpoint is set aside (process 0 moves it) and the one before it is used.
+    start_step, restored = ckpt_lib.resume(checkpointer, restore, move_damaged=jax.process_index() == 0)
     if start_step is not None:
-        ckpt_lib.check_compatible(checkpointer.read_meta(start_step), cfg, pipeline.tokenizer_fingerprint, workdir)
-        state = checkpointer.restore(start_step, trainer.abstract_state(), data_iter)
+        state, data_iter = restored
         print(f"resumed from step {start_step} in {checkpointer.directory}", flush=True)
     else:
+        data_iter = pipeline.train_iterator(jax.process_index(), jax.process_count())
         state = trainer.init_state(cfg.init_from)
         start_step = 0
     # Process 0 owns the run directory's files; the other processes of a multi-host run log beside it.
@@ -185,8 +202,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
     eval_fn = jax.jit(trainer.eval_loss, out_shardings=sharding_lib.replicated(trainer.mesh))
     zeros_fn = jax.jit(zero_fractions, out_shardings=sharding_lib.replicated(trainer.mesh))
     log_dir.mkdir(parents=True, exist_ok=True)
+    stop_requested, restore_signals = _stop_signal(checkpointer)   # before metrics.jsonl exists: see its tests
     logger = RunLogger(log_dir)
-    stop_requested, restore_sigterm = _stop_signal(checkpointer)
 
     def evaluate(params) -> float:
         total, count = 0.0, 0.0
@@ -251,17 +268,20 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
             if eval_batches and (step % cfg.eval_every == 0 or step == cfg.steps):
                 eval_loss = evaluate(state.params)
                 logger.log(step, {"eval/loss": eval_loss, "eval/perplexity": float(np.exp(eval_loss))})
-            if step % cfg.checkpoint.every == 0 or step == cfg.steps:
+            scheduled = step % cfg.checkpoint.every == 0 or step == cfg.steps
+            if scheduled:
                 save(step)
                 bar.write(f"step {step}: checkpoint queued in {checkpointer.directory}")
-            if stop_requested(step):
-                save(step)
+            stopped_by = stop_requested(step) if step < cfg.steps else None
+            if stopped_by:
+                if not scheduled:   # a step is saved once: Orbax refuses a second save of the same step
+                    save(step)
                 checkpointer.wait()
-                bar.write(f"stopped by SIGTERM at step {step}; checkpoint saved. "
+                bar.write(f"stopped by {stopped_by} at step {step}; checkpoint saved in {checkpointer.directory}. "
                           "Rerun the same command to resume.")
-                return {"stopped_at": step}
+                return {"stopped_at": step, "stopped_by": stopped_by}
     finally:
-        restore_sigterm()
+        restore_signals()
         bar.close()
         checkpointer.wait()
         checkpointer.close()
@@ -293,23 +313,36 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
 
 
 def _stop_signal(checkpointer):
-    """step -> whether to save and stop now. Several processes must agree on the step, so a multi-host
-    run asks JAX's preemption sync point (all workers get the notice, all stop at the same step)."""
+    """step -> the name of the signal that asks to save and stop now, or None.
+
+    Several processes must agree on the step, so a multi-host run asks JAX's preemption sync point (all
+    workers get the notice, all stop at the same step). One process handles SIGTERM and SIGINT (Ctrl-C) itself.
+    """
     if jax.process_count() > 1:
-        return checkpointer.manager.reached_preemption, (lambda: None)
-    flag, restore = _install_sigterm_handler()
-    return (lambda step: flag()), restore
+        return (lambda step: "SIGTERM" if checkpointer.manager.reached_preemption(step) else None), (lambda: None)
+    return _install_stop_handlers()
 
 
-def _install_sigterm_handler():
-    """SIGTERM sets a flag the loop checks after each step, so the state saved is a consistent one."""
-    requested = {"flag": False}
+def _install_stop_handlers():
+    """SIGTERM and SIGINT set a flag the loop checks after each step, so the state saved is a consistent one.
+
+    After the first Ctrl-C, a second one interrupts at once (Python's default), for a user who will not wait
+    for the save.
+    """
+    requested: dict = {"signal": None}
 
     def handler(signum, frame):
-        requested["flag"] = True
+        requested["signal"] = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not the main thread (e.g. called from a notebook worker): no handler
-        return (lambda: False), (lambda: None)
-    return (lambda: requested["flag"]), (lambda: signal.signal(signal.SIGTERM, previous))
+        return (lambda step: None), (lambda: None)
+
+    def restore():
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    return (lambda step: requested["signal"]), restore

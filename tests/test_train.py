@@ -84,20 +84,40 @@ def test_resume_after_sigkill_is_bitwise_exact(tmp_path):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_sigterm_saves_a_checkpoint_and_resumes(tmp_path):
-    overrides = ["steps=400", "checkpoint.every=1000"]
-    proc = subprocess.Popen(_bitjax(tmp_path, *overrides), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+# Tiny shapes for the tests that stop a run with a signal and rerun it to the end
+SMALL = ["model.n_layers=1", "data.seq_len=32", "data.batch_size=2", "log_every=1"]
+
+
+def _stop_and_rerun(workdir, sig, overrides):
+    """Start a run, send `sig` once it has logged a step, then rerun the same command to the end."""
+    args = _bitjax(workdir, *SMALL, *overrides)
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
-    while not (tmp_path / "metrics.jsonl").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
+    metrics = workdir / "metrics.jsonl"   # its first line: step 1 is done, the signal handlers are in place
+    while not (metrics.exists() and metrics.stat().st_size) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(sig)
     out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out
-    assert "stopped by SIGTERM" in out
-    saved = Checkpointer(tmp_path / "checkpoints", fast_config()).latest_step()
-    assert saved is not None and 0 < saved < 400
+    saved = Checkpointer(workdir / "checkpoints", fast_config()).latest_step()
+    rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return proc.returncode, out, saved, rerun
+
+
+@pytest.mark.parametrize("sig, code, every", [
+    (signal.SIGTERM, 0, 1000),
+    pytest.param(signal.SIGTERM, 0, 1, marks=pytest.mark.slow),
+    (signal.SIGINT, 130, 1000),
+    pytest.param(signal.SIGINT, 130, 1, marks=pytest.mark.slow)],
+                         ids=["sigterm", "sigterm-every-step", "ctrl-c", "ctrl-c-every-step"])
+def test_a_stop_signal_saves_once_and_the_same_command_finishes(tmp_path, sig, code, every):
+    steps = 150
+    returncode, out, saved, rerun = _stop_and_rerun(tmp_path, sig, [f"steps={steps}", f"checkpoint.every={every}"])
+    assert returncode == code, out
+    assert f"stopped by {sig.name}" in out and "Traceback" not in out, out
+    assert saved is not None and 0 < saved < steps, out
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resumed from step {saved}" in rerun.stdout
+    assert Checkpointer(tmp_path / "checkpoints", fast_config()).latest_step() == steps
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):

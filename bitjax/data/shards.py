@@ -60,7 +60,26 @@ class ShardGroupIterator(grain.DatasetIterator):
             raise ConfigError(f"the saved data position has {state.get('num_shards')} shards, this run reads "
                               f"{self._num_shards}; resume with the saved shard count")
         for j, it in zip(self._shards, self._parents):
-            it.set_state(state["shards"][str(j)])
+            it.set_state(with_types_of(it.get_state(), state["shards"][str(j)]))
+
+
+def with_types_of(template, saved):
+    """`saved` (a state read back from JSON) with the containers of `template` (the live iterator's own state).
+
+    JSON has no tuple: a state Grain built with tuples comes back with lists, and Grain compares some of them
+    with tuples (ConcatThenSplit's "no remainder" slice is `(-1, -1)`, and `[-1, -1] != (-1, -1)`), so an
+    untyped restore silently changes the data stream. The iterator's current state has the same structure
+    and Grain's own types, so each list is turned back into a tuple where the template holds one.
+    """
+    if isinstance(saved, dict) and isinstance(template, dict):
+        return {k: with_types_of(template[k], v) if k in template else v for k, v in saved.items()}
+    if isinstance(saved, (list, tuple)) and isinstance(template, (list, tuple)):
+        if len(template) == len(saved):
+            items = [with_types_of(t, v) for t, v in zip(template, saved)]
+        else:  # a variable-length sequence: its items share the first item's types
+            items = [with_types_of(template[0], v) for v in saved] if template else list(saved)
+        return tuple(items) if isinstance(template, tuple) else items
+    return saved
 
 
 def merge_states(data_dir: Path) -> dict:
