@@ -270,3 +270,20 @@ def test_weights_are_set_from_the_command_line_and_sources_from_recipes():
     with pytest.raises(ConfigError, match="data.weights"):
         apply_overrides(cfg, ["data.sources=x"])
     assert from_dict(TrainConfig, dataclasses.asdict(changed)) == changed  # config.json round trip
+
+
+def test_a_source_smaller_than_the_shard_count_is_read_by_every_shard(tmp_path):
+    """A repeating source with fewer training documents than data shards (a small sample on a pod) is
+    repeated before it is split, so each of 4 shards gets rows of it; a non-repeating one is refused."""
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join(json.dumps({"id": str(i), "text": f"small document {i} " * 5}) + "\n"
+                             for i in range(3)))   # 2 for training, 1 held out
+    srcs = (SourceConfig("natural", "tfds:shakespeare", 0.5), SourceConfig("small", f"jsonl:{small}", 0.5))
+    cfg = DataConfig(sources=srcs, vocab_size=512, seq_len=32, batch_size=8, num_shards=4)
+    pipeline = build_pipeline(cfg)
+    small_id = pipeline.source_names.index("small")
+    for shard in range(4):
+        rows = next(iter(pipeline.train_dataset(shard, 4)))
+        assert np.any(rows["source_id"] == small_id), shard
+    with pytest.raises(DataError, match="fewer than the 4 data shards"):
+        next(iter(build_pipeline(dataclasses.replace(cfg, on_exhausted="error")).train_dataset(3, 4)))

@@ -220,6 +220,10 @@ class Pipeline:
         return self._dry_check(ds.to_iter_dataset(grain.ReadOptions(num_threads=0)), name, repeat, len(ds))
 
     def _shard_shuffle_repeat(self, name, ds, shard_index, num_shards, shuffle, repeat, what):
+        if repeat and 0 < len(ds) < num_shards:
+            # A repeating source smaller than the shard count (a small sample on a pod slice) is repeated
+            # before it is split, so every shard reads some of it; larger sources are split as they are.
+            ds = ds.repeat(-(-num_shards // len(ds)))
         ds = ds[shard_index::num_shards]
         if len(ds) == 0:
             raise DataError(f"data source {name!r} has {len(what)} training examples, fewer than the "
