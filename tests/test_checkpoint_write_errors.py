@@ -10,7 +10,7 @@ import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
 from bitjax.checkpoint import Checkpointer, CheckpointWriteError
-from bitjax.config import apply_overrides, load_recipe
+from bitjax.config_io import apply_overrides, load_recipe
 from bitjax.errors import BitjaxError
 from bitjax.train import train
 

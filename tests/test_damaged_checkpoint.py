@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from bitjax.checkpoint import Checkpointer
-from bitjax.config import ConfigError, apply_overrides, load_recipe
+from bitjax.config import ConfigError
+from bitjax.config_io import apply_overrides, load_recipe
 from bitjax.train import Trainer, train
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
