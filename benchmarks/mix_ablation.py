@@ -85,26 +85,13 @@ def arm_config(base, arm: str, out: Path, budget: Budget, *, kd: bool, seed: int
 
 def natural_heldout_loss(run_dir: Path, n_batches: int) -> tuple[float, int]:
     """Token-mean CE of a run's model on the natural source's held-out tail (the same tokens for every arm)."""
-    import jax
-
-    from bitjax import losses
+    from bitjax.evaluate import summed_loss
     from bitjax.run import Run
 
     run = Run(run_dir)
     natural = dataclasses.replace(run.config.data, weights="",
                                   sources=tuple(s for s in run.config.data.sources if s.name == "natural"))
-    pipeline = data_lib.build_pipeline(natural, text_only=True)
-    build = run.model_builder()
-
-    @jax.jit
-    def summed_loss(params, batch):
-        logits_BLV = build(params)(batch["inputs"], batch["segment_ids"], batch["positions"])
-        return losses.summed_cross_entropy(logits_BLV, batch["targets"], batch["loss_mask"])
-
-    total, count = 0.0, 0.0
-    for batch in pipeline.heldout_batches(n_batches):
-        s, n = summed_loss(run.params, batch)
-        total, count = total + float(s), count + float(n)
+    total, count = summed_loss(run, data_lib.build_pipeline(natural, text_only=True).heldout_batches(n_batches))
     return total / max(count, 1.0), int(count)
 
 

@@ -28,24 +28,29 @@ def _pipeline(run: Run):
     return pipeline
 
 
+def summed_loss(run: Run, batches) -> tuple[float, float]:
+    """Summed next-token cross-entropy of the run's model (fully quantized) over batches, and the token count."""
+    build = run.model_builder()
+
+    @jax.jit
+    def one(params, batch):
+        logits_BLV = build(params)(batch["inputs"], batch["segment_ids"], batch["positions"])
+        return losses.summed_cross_entropy(logits_BLV, batch["targets"], batch["loss_mask"])
+
+    total, count = 0.0, 0.0
+    for batch in batches:
+        s, n = one(run.params, {k: jnp.asarray(v) for k, v in batch.items()})
+        total, count = total + float(s), count + float(n)
+    return total, count
+
+
 def heldout_perplexity(run: Run | str | Path, n_batches: int = 16) -> dict:
     """Token-weighted cross-entropy and perplexity of the run's model on its text sources' held-out tail."""
     run = run if isinstance(run, Run) else Run(run)
     if n_batches < 1:
         raise ConfigError(f"--batches {n_batches}: score at least one held-out batch")
-    pipeline = _pipeline(run)
-    build = run.model_builder()
-
-    @jax.jit
-    def summed_loss(params, batch):
-        logits_BLV = build(params)(batch["inputs"], batch["segment_ids"], batch["positions"])
-        return losses.summed_cross_entropy(logits_BLV, batch["targets"], batch["loss_mask"])
-
-    total, count = 0.0, 0.0
-    batches = pipeline.heldout_batches(n_batches)
-    for batch in batches:
-        s, n = summed_loss(run.params, {k: jnp.asarray(v) for k, v in batch.items()})
-        total, count = total + float(s), count + float(n)
+    batches = _pipeline(run).heldout_batches(n_batches)
+    total, count = summed_loss(run, batches)
     if count == 0:
         raise ConfigError(f"{run.dir}: the held-out batches hold no scored token; the run's text sources "
                           "have no held-out text")
