@@ -95,7 +95,12 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str, list[Path]]]
     rows = []
 
     def add(case, argv, needle, guarded=()):
-        rows.append((case, [str(a) for a in argv], needle, [Path(g) for g in guarded]))
+        argv = [str(a) for a in argv]
+        if "--workdir" in argv and Path(argv[argv.index("--workdir") + 1]).name.startswith("w-"):
+            # rows run in parallel and `bitjax train` locks its workdir: each row gets a scratch workdir of its own
+            at = argv.index("--workdir") + 1
+            argv[at] = str(Path(argv[at]).parent / f"w-{len(rows)}")
+        rows.append((case, argv, needle, [Path(g) for g in guarded]))
 
     # ----- recipes
     bad = tmp / "recipes"
