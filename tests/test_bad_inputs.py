@@ -207,7 +207,7 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str, list[Path]]]
     outside = tmp / "exported"
     add("export-onto-run", ["export", run, run, "--format", "packed", "--force"], str(run), [run])
     add("export-onto-parent", ["export", run, run.parent, "--format", "packed", "--force"], str(run), [run])
-    add("export-into-run", ["export", run, run / "packed", "--format", "packed", "--force"], str(run), [run])
+    add("export-into-run", ["export", run, run / "checkpoints", "--format", "packed", "--force"], str(run), [run])
     add("export-gguf-onto-config", ["export", run, run / "config.json", "--format", "gguf", "--force"], str(run),
         [run])
     add("export-existing-no-force", ["export", run, afile, "--format", "gguf"], "a_file", [afile, run])

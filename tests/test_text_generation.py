@@ -1,5 +1,6 @@
 """`bitjax generate` on a GGUF file, a packed directory and a run directory, and on inputs it cannot run."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from random_models import random_model
@@ -65,13 +66,36 @@ def _reference_sampled_text(trained_run, temperature: float, seed: int) -> str:
 
 
 def test_run_directory_equals_full_sequence_decoding(trained_run, capsys):
-    """The streaming key/value-cache decoder draws the tokens that re-running the sequence each step draws
-    (sampled, so that every step's whole distribution matters, not only its argmax), and greedy too."""
-    got = _generate(capsys, trained_run, "--temperature", "1.0", "--seed", "7")
-    assert got == _reference_sampled_text(trained_run, 1.0, 7)
-    assert len(got) > 2 * N // 3  # real text, not a run of end-of-text tokens
-    assert _generate(capsys, trained_run, "--temperature", "0") == _reference_text(trained_run,
-                                                                                   quantize_activations=True)
+    """The streaming key/value-cache decoder draws the tokens that re-running the sequence each step draws,
+    greedily; sampled, the same seed gives the same text and another seed other text.
+
+    Sampled text is not compared across the two: their logits agree to ~3e-6 (another summation order), but
+    int8 activation codes can flip on such differences (measured: 2.5e-3 after 6 of 16 steps on the test run),
+    and a draw near a boundary of the sampler's cumulative distribution then differs."""
+    greedy = _generate(capsys, trained_run, "--temperature", "0")
+    assert greedy == _reference_text(trained_run, quantize_activations=True)
+    sampled = _generate(capsys, trained_run, "--temperature", "1.0", "--seed", "7")
+    assert len(sampled) > 2 * N // 3  # real text, not a run of end-of-text tokens
+    assert sampled == _generate(capsys, trained_run, "--temperature", "1.0", "--seed", "7")
+    assert sampled != _generate(capsys, trained_run, "--temperature", "1.0", "--seed", "8")
+    np.testing.assert_allclose(*_first_step_logits(trained_run), atol=1e-4)
+
+
+def _first_step_logits(trained_run):
+    """The decoder's logits after the prompt, and the full forward's: the same inputs, ~1e-6 apart."""
+    import jax
+
+    from bitjax.train import Trainer
+
+    run = load_run(trained_run)
+    ids = tokenizer_lib.load(run.tokenizer_path).encode(PROMPT).ids
+    model = run.model()
+    P = len(ids)
+    mask_PT = np.arange(P + 1)[None, :] <= np.arange(P)[:, None]
+    logits_1V, _ = model.decode(np.asarray([ids], np.int32), np.arange(P, dtype=np.int32)[None],
+                                jnp.asarray(mask_PT[None, None, None]), model.empty_cache(1, P + 1), 0)
+    full = jax.jit(Trainer.create(run.config).model(run.params))(np.asarray([ids], np.int32))
+    return np.asarray(logits_1V)[0], np.asarray(full)[0, -1]
 
 
 def test_gguf_f32_greedy_equals_bitjax_a16(trained_run, exports, capsys):
@@ -80,12 +104,12 @@ def test_gguf_f32_greedy_equals_bitjax_a16(trained_run, exports, capsys):
     assert got == _reference_text(trained_run, quantize_activations=False)
 
 
-def test_packed_and_run_directory_sample_the_same_text(trained_run, exports, capsys):
-    """transformers and bitjax compute the same A8 forward and share the sampler: same draws for a seed."""
-    args = ("--temperature", "1.0", "--seed", "7")
+def test_packed_and_run_directory_decode_the_same_text(trained_run, exports, capsys):
+    """transformers and bitjax compute the same A8 forward: the same greedy text (sampled text is not compared,
+    see test_run_directory_equals_full_sequence_decoding)."""
+    args = ("--temperature", "0")
     packed = _generate(capsys, exports / "packed", *args)
     assert packed == _generate(capsys, trained_run, *args)
-    assert packed != _generate(capsys, trained_run, "--temperature", "1.0", "--seed", "8")
 
 
 def test_gguf_tq2_0_streams_and_chat_wraps_the_prompt(exports, capsys):

@@ -16,16 +16,22 @@ def check_output_free(out: Path, force: bool) -> None:
         raise ExportError(f"{out} already exists; pass --force to replace it, or choose another output path")
 
 
-def check_output_apart(out: Path, run_dir: Path) -> None:
-    """Refuse an output that is, contains or lies inside the run directory.
+# What `bitjax train` and `bitjax eval` write into a run directory (bitjax.run, bitjax.run_outputs).
+RUN_ENTRIES = frozenset({"config.json", "tokenizer.json", "checkpoints", "damaged_checkpoints", "train.lock",
+                         "metrics.jsonl", "tb", "summary.json", "loss_curve.png", "answers.jsonl", "process_logs"})
 
-    Replacing such an output (--force) would move the run aside and delete it, checkpoints and all; writing
-    inside it would mix export files into the run. Checked before anything is read or written.
+
+def check_output_apart(out: Path, run_dir: Path) -> None:
+    """Refuse an output that is the run directory, contains it, or is (or lies inside) one of the run's own files.
+
+    Replacing such an output (--force) would move the run aside and delete it, checkpoints and all. A new file
+    or directory of its own inside the run (`RUN/student.gguf`) is fine. Checked before anything is read.
     """
     out, run = Path(out).resolve(), Path(run_dir).resolve()
-    if out == run or run.is_relative_to(out) or out.is_relative_to(run):
-        raise ExportError(f"output {out} overlaps the run directory {run} (the same, inside or around it); "
-                          "export to a path outside the run, e.g. next to it")
+    inside_own = out.is_relative_to(run) and out != run and out.relative_to(run).parts[0] in RUN_ENTRIES
+    if out == run or run.is_relative_to(out) or inside_own:
+        raise ExportError(f"output {out} overlaps the run directory {run} or one of its own files; export to a "
+                          "new path (next to the run, or a new name inside it)")
 
 
 def _temp_sibling(out: Path) -> Path:
