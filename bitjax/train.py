@@ -31,7 +31,7 @@ from bitjax import data as data_lib
 from bitjax import losses, objective, quant, workdir_lock
 from bitjax import sharding as sharding_lib
 from bitjax.config import TrainConfig
-from bitjax.data import schema
+from bitjax.data import coverage, schema
 from bitjax.errors import ConfigError, TrainingError
 from bitjax.layers import QuantStrength
 from bitjax.model import Transformer, count_params
@@ -179,6 +179,8 @@ def _train(cfg: TrainConfig, workdir: Path, progress: bool, devices) -> dict:
         raise ConfigError(
             f"tokenizer {pipeline.tokenizer_path} has {pipeline.vocab_size} tokens but "
             f"model.vocab_size={cfg.model.vocab_size}; set --set model.vocab_size={pipeline.vocab_size}")
+    if jax.process_index() == 0:
+        print(coverage.render(coverage.coverage(cfg, pipeline), cfg.steps, cfg.data.on_exhausted), flush=True)
     eval_batches = [sharding_lib.replicated_batch(b, trainer.mesh)
                     for b in pipeline.heldout_batches(cfg.eval_batches)]
     meta = ckpt_lib.meta_for(cfg, pipeline.tokenizer_fingerprint)
