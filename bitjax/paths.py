@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
+
+from etils import epath
 
 from bitjax.errors import ConfigError
 
@@ -29,15 +34,93 @@ def embedded_gguf() -> Path:
     return directory / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def local_path(value: str, what: str) -> Path:
-    """A user-given location as a local path; a URL (gs://, s3://, ...) is a one-line error.
+def user_path(value: str | os.PathLike, what: str) -> epath.Path:
+    """A user-given location (work directory, run directory, export output...) as an `epath.Path`.
 
-    bitjax's run files (config, tokenizer, metrics, locks) and caches are written with local file operations,
-    so a bucket URL would silently become a local folder named `gs:`. Until every run file goes through
-    `etils.epath`, mount the bucket (gcsfuse) and pass its mount point instead.
+    Local paths stay local; `gs://`, `s3://`... go through etils.epath's filesystem layer (fsspec: gcsfs,
+    s3fs). A location that layer cannot open (unknown scheme, filesystem package missing, no credentials)
+    is a one-line ConfigError here, before anything is read or written.
     """
+    if isinstance(value, epath.Path):   # made by bitjax from a location already checked
+        return value
+    text = os.fspath(value)
+    scheme, sep, _ = text.partition("://")
+    if not sep:
+        return epath.Path(text)
+    try:
+        path = epath.Path(text)
+        path.exists()   # opens the filesystem: a missing package or credentials fail here, not mid-run
+    except Exception as e:   # noqa: BLE001 - each filesystem package fails in its own way; all mean "cannot open"
+        reason = ("no filesystem is registered for it" if isinstance(e, KeyError)
+                  else (str(e).strip().splitlines() or [type(e).__name__])[0][:200])
+        raise ConfigError(f"{what} {text}: cannot open {scheme}:// locations here ({reason}); "
+                          f"{_STORE_FIX.get(scheme, 'use a local path or a gs:// / s3:// location')}") from None
+    return path
+
+
+_STORE_FIX = {
+    "gs": "`pip install gcsfs google-cloud-storage` and log in (`gcloud auth application-default login`, or "
+          "a VM service account), or use a local path",
+    "s3": "`pip install s3fs` and set AWS credentials, or use a local path",
+}
+
+
+def is_remote(path: epath.Path | str) -> bool:
+    """Whether a location is served by a filesystem layer rather than the local file system."""
+    return "://" in os.fspath(path)
+
+
+def check_checkpoint_store(path: epath.Path, what: str) -> None:
+    """Orbax lists a gs:// checkpoint directory with google-cloud-storage (bucket layout): refuse early without it."""
+    try:
+        found = importlib.util.find_spec("google.cloud.storage") is not None
+    except ModuleNotFoundError:   # no google.cloud namespace at all
+        found = False
+    if os.fspath(path).startswith("gs://") and not found:
+        raise ConfigError(f"{what} {path}: Orbax needs google-cloud-storage to keep checkpoints on gs://; "
+                          f"{_STORE_FIX['gs']}")
+
+
+def absolute(path: epath.Path) -> epath.Path:
+    """A local path made absolute (Orbax and TensorStore need one); a URL is absolute already."""
+    return path if is_remote(path) else path.resolve()
+
+
+def write_atomic(path: epath.Path, data: bytes) -> None:
+    """Write a whole file so that a reader sees the old content or the new, never half.
+
+    Locally: a temporary name, then a rename. On an object store one upload is one object, which appears
+    only once it is complete (GCS, S3), so it is written in place; a rename there would be a copy.
+    """
+    if is_remote(path):
+        path.write_bytes(data)
+        return
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def local_copy(path: epath.Path) -> Path:
+    """`path` as a local file, for libraries that open local files only (tokenizers, llama.cpp).
+
+    A local path is returned as it is; a remote file is copied into a temporary directory (under the
+    system's temp dir, never the working directory) that is deleted when the process exits.
+    """
+    if not is_remote(path):
+        return Path(path)
+    directory = Path(tempfile.mkdtemp(prefix="bitjax-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    local = directory / path.name
+    local.write_bytes(path.read_bytes())
+    return local
+
+
+def local_path(value: str, what: str) -> Path:
+    """A location bitjax still reads or writes with local file operations (data sources, teacher caches,
+    which are memory-mapped); a URL (gs://, s3://, ...) is a one-line error instead of a local folder `gs:`."""
     scheme, sep, _ = value.partition("://")
     if sep:
-        raise ConfigError(f"{what} {value}: {scheme}:// locations are not supported yet (bitjax would write a local "
-                          f"folder named '{scheme}:'); mount the bucket (e.g. gcsfuse) and pass the mount point")
+        raise ConfigError(f"{what} {value}: {scheme}:// locations are not supported for it (it is read with "
+                          f"local file operations); copy it to local disk (e.g. `gcloud storage cp -r`) or mount "
+                          "the bucket (gcsfuse) and pass the local path")
     return Path(value)
