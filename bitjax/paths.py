@@ -70,14 +70,25 @@ def is_remote(path: epath.Path | str) -> bool:
     return "://" in os.fspath(path)
 
 
-def check_checkpoint_store(path: epath.Path, what: str) -> None:
-    """Orbax lists a gs:// checkpoint directory with google-cloud-storage (bucket layout): refuse early without it."""
+def _has_google_cloud_storage() -> bool:
     try:
-        found = importlib.util.find_spec("google.cloud.storage") is not None
+        return importlib.util.find_spec("google.cloud.storage") is not None
     except ModuleNotFoundError:   # no google.cloud namespace at all
-        found = False
-    if os.fspath(path).startswith("gs://") and not found:
-        raise ConfigError(f"{what} {path}: Orbax needs google-cloud-storage to keep checkpoints on gs://; "
+        return False
+
+
+def check_checkpoint_store(path: epath.Path, what: str) -> None:
+    """Where Orbax can keep checkpoints: a local path, or gs:// with google-cloud-storage installed.
+
+    Orbax writes arrays with TensorStore, whose kvstore is its own file or GCS driver (not fsspec): any other
+    scheme fails in its first save. On gs:// it also lists step directories with google-cloud-storage.
+    """
+    text = os.fspath(path)
+    if is_remote(path) and not text.startswith("gs://"):
+        raise ConfigError(f"{what} {text}: checkpoints (Orbax, TensorStore) can be written to a local path or "
+                          "gs:// only; pass one of those")
+    if text.startswith("gs://") and not _has_google_cloud_storage():
+        raise ConfigError(f"{what} {text}: Orbax needs google-cloud-storage to keep checkpoints on gs://; "
                           f"{_STORE_FIX['gs']}")
 
 
