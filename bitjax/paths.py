@@ -47,14 +47,19 @@ def user_path(value: str | os.PathLike, what: str) -> epath.Path:
     scheme, sep, _ = text.partition("://")
     if not sep:
         return epath.Path(text)
+    bucket_name = text[len(scheme) + 3:].split("/")[0]
     try:
-        path = epath.Path(text)
-        path.exists()   # opens the filesystem: a missing package or credentials fail here, not mid-run
+        path, bucket = epath.Path(text), epath.Path(f"{scheme}://{bucket_name}")
+        # opens the filesystem: a missing package or credentials fail here, not mid-run
+        found = bucket.exists()
     except Exception as e:   # noqa: BLE001 - each filesystem package fails in its own way; all mean "cannot open"
         reason = ("no filesystem is registered for it" if isinstance(e, KeyError)
                   else (str(e).strip().splitlines() or [type(e).__name__])[0][:200])
         raise ConfigError(f"{what} {text}: cannot open {scheme}:// locations here ({reason}); "
                           f"{_STORE_FIX.get(scheme, 'use a local path or a gs:// / s3:// location')}") from None
+    if not found:   # else gcsfs's makedirs would try to create the bucket
+        raise ConfigError(f"{what} {text}: bucket {bucket} does not exist or is not visible with these "
+                          "credentials; create it (`gcloud storage buckets create`) or fix the name")
     return path
 
 
@@ -112,9 +117,10 @@ def write_atomic(path: epath.Path, data: bytes) -> None:
 
 
 def local_copy(path: epath.Path) -> Path:
-    """`path` as a local file, for libraries that open local files only (tokenizers, llama.cpp).
+    """`path` (a file, or a directory of files) as local files, for libraries that open local paths only
+    (tokenizers, llama.cpp, transformers).
 
-    A local path is returned as it is; a remote file is copied into a temporary directory (under the
+    A local path is returned as it is; a remote one is copied into a temporary directory (under the
     system's temp dir, never the working directory) that is deleted when the process exits.
     """
     if not is_remote(path):
@@ -122,7 +128,12 @@ def local_copy(path: epath.Path) -> Path:
     directory = Path(tempfile.mkdtemp(prefix="bitjax-"))
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
     local = directory / path.name
-    local.write_bytes(path.read_bytes())
+    if path.is_dir():
+        local.mkdir()
+        for file in path.iterdir():
+            (local / file.name).write_bytes(file.read_bytes())
+    else:
+        local.write_bytes(path.read_bytes())
     return local
 
 

@@ -50,7 +50,7 @@ def bucket(tmp_path, monkeypatch):
     from bitjax import paths
 
     root = tmp_path / "buckets"
-    root.mkdir()
+    (root / "bucket").mkdir(parents=True)
     monkeypatch.setattr(BucketDirectory, "root", str(root))
     register_implementation("gs", BucketDirectory, clobber=True)
     register_implementation("gcs", BucketDirectory, clobber=True)
@@ -95,6 +95,13 @@ def test_a_gs_workdir_trains_resumes_evaluates_and_exports_through_the_bucket(bu
     assert main(["export", run, "gs://bucket/out/packed", "--format", "packed"]) == 0
     assert {"model.safetensors", "config.json", "tokenizer.json"} <= {p.name for p in (bucket / "out" / "packed")
                                                                       .iterdir()}
+
+
+def test_a_missing_bucket_is_one_line_before_anything_is_written(bucket, capsys):
+    code = main(["train", TINY, "--workdir", "gs://other-bucket/run", "--set", "steps=1", *FAST])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "bucket gs://other-bucket does not exist" in err
+    assert not (bucket.parent / "other-bucket").exists()
 
 
 def test_a_live_lock_on_a_bucket_is_refused(bucket, capsys):
