@@ -1,4 +1,4 @@
-"""A gs:// work directory end to end (train, resume, eval, export) without a network or gcsfs.
+"""A gs:// work directory end to end (train, resume, eval, export, generate) without a network or gcsfs.
 
 The bucket is a directory served under the `gs` protocol by a test fsspec filesystem, so every file bitjax
 and Orbax open through etils.epath takes the same route as on GCS (epath -> fsspec -> the `gs`
@@ -92,6 +92,13 @@ def test_a_gs_workdir_trains_resumes_evaluates_and_exports_through_the_bucket(bu
 
     assert main(["export", run, "gs://bucket/out/student.gguf", "--format", "gguf"]) == 0
     assert (bucket / "out" / "student.gguf").stat().st_size > 0
+    capsys.readouterr()
+    # llama.cpp opens local files: the GGUF is copied to a temporary directory outside the working directory
+    greedy = ["--prompt", "The", "--max-new-tokens", "3", "--temperature", "0"]
+    assert main(["generate", "gs://bucket/out/student.gguf", *greedy]) == 0
+    from_bucket = capsys.readouterr().out
+    assert main(["generate", str(bucket / "out" / "student.gguf"), *greedy]) == 0   # the same file, read locally
+    assert from_bucket == capsys.readouterr().out
     assert main(["export", run, "gs://bucket/out/packed", "--format", "packed"]) == 0
     assert {"model.safetensors", "config.json", "tokenizer.json"} <= {p.name for p in (bucket / "out" / "packed")
                                                                       .iterdir()}
