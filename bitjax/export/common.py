@@ -17,7 +17,7 @@ from pathlib import Path
 from etils import epath
 
 from bitjax.errors import ExportError
-from bitjax.paths import absolute, is_remote, user_path
+from bitjax.paths import is_remote, user_path
 
 
 def check_output_free(out: epath.Path, force: bool) -> None:
@@ -37,7 +37,11 @@ def check_output_apart(out: epath.Path, run_dir: epath.Path) -> None:
     Replacing such an output (--force) would move the run aside and delete it, checkpoints and all. A new file
     or directory of its own inside the run (`RUN/student.gguf`) is fine. Checked before anything is read.
     """
-    out, run = absolute(user_path(out, "output")), absolute(user_path(run_dir, "run directory"))
+    out, run = user_path(out, "output"), user_path(run_dir, "run directory")
+    if is_remote(out) != is_remote(run):   # a bucket and a local disk cannot overlap
+        return
+    # local paths resolve symlinks too (pathlib), so a link to the run is caught
+    out, run = (out, run) if is_remote(out) else (Path(out).resolve(), Path(run).resolve())
     inside_own = out.is_relative_to(run) and out != run and out.relative_to(run).parts[0] in RUN_ENTRIES
     if out == run or run.is_relative_to(out) or inside_own:
         raise ExportError(f"output {out} overlaps the run directory {run} or one of its own files; export to a "
