@@ -1,4 +1,9 @@
-"""Where bitjax finds what it did not write itself: its cache directory and installed data packages."""
+"""Locations: bitjax's cache directory, installed data packages, and the one way user-given locations are opened.
+
+Work directories, run directories and export outputs are `etils.epath` paths (`user_path`): local, or a bucket
+(`gs://`) served by fsspec. Data sources and teacher caches are still read with local file operations
+(`local_path` refuses a URL for them).
+"""
 
 from __future__ import annotations
 
