@@ -18,12 +18,14 @@ from pathlib import Path
 
 import grain
 import orbax.checkpoint as ocp
+from etils import epath
 
 from bitjax import state_checksum
 from bitjax.config import ConfigError, TrainConfig
 from bitjax.data import shards as shards_lib
 from bitjax.errors import BitjaxError, TrainingError
 from bitjax.model import ModelConfig
+from bitjax.paths import absolute, user_path
 
 
 class CheckpointDamagedError(ConfigError):
@@ -58,7 +60,7 @@ def _os_error(e: BaseException | None) -> OSError | None:
 
 class Checkpointer:
     def __init__(self, directory: str | Path, cfg: TrainConfig):
-        self.directory = Path(directory).absolute()
+        self.directory = absolute(user_path(directory, "checkpoint directory"))
         self._writing_step: int | None = None   # the step of the save in flight, for its error message
         options = ocp.CheckpointManagerOptions(
             max_to_keep=cfg.checkpoint.keep,
@@ -136,7 +138,7 @@ class Checkpointer:
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise CheckpointDamagedError(step, self.directory, f"{type(e).__name__}: {first}") from None
 
-    def set_aside(self, step: int) -> Path:
+    def set_aside(self, step: int) -> epath.Path:
         """Move a damaged step out of the way (never deleted), so the run can save that step again."""
         target = self.directory.parent / "damaged_checkpoints" / f"{step}"
         target.parent.mkdir(parents=True, exist_ok=True)

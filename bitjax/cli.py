@@ -174,13 +174,15 @@ def _at_least(value: int | None, least: int, flag: str, what: str) -> None:
 def _train(args) -> int:
     from bitjax.config_io import apply_overrides, load_recipe
     from bitjax.errors import ConfigError
-    from bitjax.paths import local_path
+    from bitjax.paths import check_checkpoint_store, local_path, user_path
 
-    workdir = local_path(args.workdir, "--workdir") if args.workdir else Path("runs") / Path(args.recipe).stem
+    # a location that cannot be opened is refused here, before anything is read or written
+    workdir = user_path(args.workdir or f"runs/{Path(args.recipe).stem}", "--workdir")
+    check_checkpoint_store(workdir, "--workdir")
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError(f"--workdir {workdir} is a file, not a directory; pass a new or existing run directory")
     cfg = apply_overrides(load_recipe(args.recipe, args.preset), args.overrides)
-    for source in cfg.data.sources:   # URIs are KIND:LOCATION; the location must be local too
+    for source in cfg.data.sources:   # URIs are KIND:LOCATION; data is still read with local file operations
         local_path(source.uri.partition(":")[2], f"data source {source.name!r}")
     if cfg.distill.cache:
         local_path(cfg.distill.cache, "distill.cache")
@@ -257,9 +259,9 @@ def _plan(args) -> int:
 
 def _eval(args) -> int:
     from bitjax.evaluate import evaluate, print_report
-    from bitjax.paths import local_path
+    from bitjax.paths import user_path
 
-    local_path(args.run_dir, "RUN_DIR")
+    user_path(args.run_dir, "RUN_DIR")
     # cheap checks first: these values are wrong whatever the run holds, so say so before restoring it
     _at_least(args.batches, 1, "--batches", "the number of held-out batches")
     _at_least(args.limit, 1, "--limit", "the number of problems (leave --limit out for all)")
@@ -275,10 +277,10 @@ def _eval(args) -> int:
 
 def _export(args) -> int:
     from bitjax.export import export_run
-    from bitjax.paths import local_path
+    from bitjax.paths import user_path
 
-    local_path(args.run_dir, "RUN_DIR")
-    local_path(args.out, "OUT")
+    user_path(args.run_dir, "RUN_DIR")
+    user_path(args.out, "OUT")
 
     result = export_run(args.run_dir, args.out, format=args.format, gguf_type=args.gguf_type,
                         embedding_type=args.embedding_type, force=args.force,

@@ -1,10 +1,20 @@
-"""Where bitjax finds what it did not write itself: its cache directory and installed data packages."""
+"""Locations: bitjax's cache directory, installed data packages, and the one way user-given locations are opened.
+
+Work directories, run directories and export outputs are `etils.epath` paths (`user_path`): local, or a bucket
+(`gs://`) served by fsspec. Data sources and teacher caches are still read with local file operations
+(`local_path` refuses a URL for them).
+"""
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
+
+from etils import epath
 
 from bitjax.errors import ConfigError
 
@@ -29,15 +39,115 @@ def embedded_gguf() -> Path:
     return directory / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def local_path(value: str, what: str) -> Path:
-    """A user-given location as a local path; a URL (gs://, s3://, ...) is a one-line error.
+def user_path(value: str | os.PathLike, what: str) -> epath.Path:
+    """A user-given location (work directory, run directory, export output...) as an `epath.Path`.
 
-    bitjax's run files (config, tokenizer, metrics, locks) and caches are written with local file operations,
-    so a bucket URL would silently become a local folder named `gs:`. Until every run file goes through
-    `etils.epath`, mount the bucket (gcsfuse) and pass its mount point instead.
+    Local paths stay local; `gs://`, `s3://`... go through etils.epath's filesystem layer (fsspec: gcsfs,
+    s3fs). A location that layer cannot open (unknown scheme, filesystem package missing, no credentials)
+    is a one-line ConfigError here, before anything is read or written.
     """
+    if isinstance(value, epath.Path):   # made by bitjax from a location already checked
+        return value
+    text = os.fspath(value)
+    scheme, sep, _ = text.partition("://")
+    if not sep:
+        return epath.Path(text)
+    bucket_name = text[len(scheme) + 3:].split("/")[0]
+    try:
+        path, bucket = epath.Path(text), epath.Path(f"{scheme}://{bucket_name}")
+        # opens the filesystem: a missing package or credentials fail here, not mid-run
+        found = bucket.exists()
+    except Exception as e:   # noqa: BLE001 - each filesystem package fails in its own way; all mean "cannot open"
+        reason = ("no filesystem is registered for it" if isinstance(e, KeyError)
+                  else (str(e).strip().splitlines() or [type(e).__name__])[0][:200])
+        raise ConfigError(f"{what} {text}: cannot open {scheme}:// locations here ({reason}); "
+                          f"{_STORE_FIX.get(scheme, 'use a local path or a gs:// / s3:// location')}") from None
+    if not found:   # else gcsfs's makedirs would try to create the bucket
+        raise ConfigError(f"{what} {text}: bucket {bucket} does not exist or is not visible with these "
+                          "credentials; create it (`gcloud storage buckets create`) or fix the name")
+    return path
+
+
+_STORE_FIX = {
+    "gs": "`pip install gcsfs google-cloud-storage` and log in (`gcloud auth application-default login`, or "
+          "a VM service account), or use a local path",
+    "s3": "`pip install s3fs` and set AWS credentials, or use a local path",
+}
+
+
+def is_remote(path: epath.Path | str) -> bool:
+    """Whether a location is served by a filesystem layer rather than the local file system."""
+    return "://" in os.fspath(path)
+
+
+def _has_google_cloud_storage() -> bool:
+    try:
+        return importlib.util.find_spec("google.cloud.storage") is not None
+    except ModuleNotFoundError:   # no google.cloud namespace at all
+        return False
+
+
+def check_checkpoint_store(path: epath.Path, what: str) -> None:
+    """Where Orbax can keep checkpoints: a local path, or gs:// with google-cloud-storage installed.
+
+    Orbax writes arrays with TensorStore, whose kvstore is its own file or GCS driver (not fsspec): any other
+    scheme fails in its first save. On gs:// it also lists step directories with google-cloud-storage.
+    """
+    text = os.fspath(path)
+    if is_remote(path) and not text.startswith("gs://"):
+        raise ConfigError(f"{what} {text}: checkpoints (Orbax, TensorStore) can be written to a local path or "
+                          "gs:// only; pass one of those")
+    if text.startswith("gs://") and not _has_google_cloud_storage():
+        raise ConfigError(f"{what} {text}: Orbax needs google-cloud-storage to keep checkpoints on gs://; "
+                          f"{_STORE_FIX['gs']}")
+
+
+def absolute(path: epath.Path) -> epath.Path:
+    """A local path made absolute (Orbax and TensorStore need one); a URL is absolute already."""
+    return path if is_remote(path) else path.resolve()
+
+
+def write_atomic(path: epath.Path, data: bytes) -> None:
+    """Write a whole file so that a reader sees the old content or the new, never half.
+
+    Locally: a temporary name, then a rename. On an object store one upload is one object, which appears
+    only once it is complete (GCS, S3), so it is written in place; a rename there would be a copy.
+    """
+    if is_remote(path):
+        path.write_bytes(data)
+        return
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def local_copy(path: epath.Path) -> Path:
+    """`path` (a file, or a directory of files) as local files, for libraries that open local paths only
+    (tokenizers, llama.cpp, transformers).
+
+    A local path is returned as it is; a remote one is copied into a temporary directory (under the
+    system's temp dir, never the working directory) that is deleted when the process exits.
+    """
+    if not is_remote(path):
+        return Path(path)
+    directory = Path(tempfile.mkdtemp(prefix="bitjax-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    local = directory / path.name
+    if path.is_dir():
+        local.mkdir()
+        for file in path.iterdir():
+            (local / file.name).write_bytes(file.read_bytes())
+    else:
+        local.write_bytes(path.read_bytes())
+    return local
+
+
+def local_path(value: str, what: str) -> Path:
+    """A location bitjax still reads or writes with local file operations (data sources, teacher caches,
+    which are memory-mapped); a URL (gs://, s3://, ...) is a one-line error instead of a local folder `gs:`."""
     scheme, sep, _ = value.partition("://")
     if sep:
-        raise ConfigError(f"{what} {value}: {scheme}:// locations are not supported yet (bitjax would write a local "
-                          f"folder named '{scheme}:'); mount the bucket (e.g. gcsfuse) and pass the mount point")
+        raise ConfigError(f"{what} {value}: {scheme}:// locations are not supported for it (it is read with "
+                          f"local file operations); copy it to local disk (e.g. `gcloud storage cp -r`) or mount "
+                          "the bucket (gcsfuse) and pass the local path")
     return Path(value)

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
 from bitjax import sharding as sharding_lib
@@ -35,35 +36,36 @@ from bitjax.config_io import from_dict
 from bitjax.errors import ConfigError
 from bitjax.layers import QuantStrength
 from bitjax.model import Transformer
+from bitjax.paths import absolute, local_copy, user_path
 
 
 @dataclasses.dataclass(frozen=True)
 class RunPaths:
     """Every file a run directory holds, by name."""
 
-    root: Path
+    root: epath.Path   # local or a bucket: every file below goes through etils.epath
 
     @property
-    def config(self) -> Path:
+    def config(self) -> epath.Path:
         return self.root / "config.json"
 
     @property
-    def tokenizer(self) -> Path:
+    def tokenizer(self) -> epath.Path:
         return self.root / "tokenizer.json"
 
     @property
-    def checkpoints(self) -> Path:
+    def checkpoints(self) -> epath.Path:
         return self.root / "checkpoints"
 
     @property
-    def answers(self) -> Path:
+    def answers(self) -> epath.Path:
         return self.root / "answers.jsonl"
 
     @property
-    def lock(self) -> Path:
+    def lock(self) -> epath.Path:
         return self.root / "train.lock"
 
-    def log_dir(self, process_index: int) -> Path:
+    def log_dir(self, process_index: int) -> epath.Path:
         """Where a process writes metrics and TensorBoard files: the root for process 0."""
         return self.root if process_index == 0 else self.root / "process_logs" / str(process_index)
 
@@ -72,7 +74,7 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
     """The TrainConfig a run directory was trained with (its config.json)."""
     import json
 
-    path = RunPaths(Path(run_dir)).config
+    path = RunPaths(user_path(run_dir, "run directory")).config
     if not path.is_file():
         raise ConfigError(f"{path} does not exist: {run_dir} is not a bitjax run directory (train into it first)")
     try:
@@ -85,7 +87,7 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
                           "checkpoint's meta/ directory or train into a new --workdir") from None
 
 
-def checkpoint_steps(checkpoints: Path) -> list[int]:
+def checkpoint_steps(checkpoints: epath.Path) -> list[int]:
     """The steps with a checkpoint directory, ascending."""
     if not checkpoints.is_dir():
         return []
@@ -101,7 +103,7 @@ class Run:
     """A trained run directory: its config, tokenizer and one checkpoint's parameters (restored on first use)."""
 
     def __init__(self, run_dir: str | Path, step: int | None = None, *, devices=None):
-        self.dir = Path(run_dir)
+        self.dir = user_path(run_dir, "run directory")
         self.paths = RunPaths(self.dir)
         if not self.dir.is_dir():
             raise ConfigError(f"run directory {self.dir} does not exist; pass a directory written by `bitjax train`")
@@ -117,7 +119,7 @@ class Run:
         if not self.paths.tokenizer.is_file():
             raise ConfigError(f"{self.paths.tokenizer} is missing; the run's tokenizer is needed to read text "
                               "(rerun `bitjax train` with this --workdir to restore it)")
-        self.tokenizer_path = self.paths.tokenizer
+        self.tokenizer_path = local_copy(self.paths.tokenizer)   # the tokenizers library opens local files only
         self.mesh = inference_mesh(devices)
         abstract = nnx.eval_shape(lambda: Transformer(self.config.model, rngs=nnx.Rngs(0)))
         self.graphdef, abstract_params, quant_vars = nnx.split(abstract, nnx.Param, QuantStrength)
@@ -163,12 +165,12 @@ class Run:
                 for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
-def restore_params(checkpoints: Path, step: int, target_params, restore_args=None):
+def restore_params(checkpoints: epath.Path, step: int, target_params, restore_args=None):
     """Only the `params` of a checkpoint's train state: Adam's moments and the step are never read.
 
     `restore_args` default to placing each leaf with the target's sharding (ShapeDtypeStructs with shardings).
     """
-    manager = ocp.CheckpointManager(Path(checkpoints).absolute(),
+    manager = ocp.CheckpointManager(absolute(user_path(checkpoints, "checkpoint directory")),
                                     options=ocp.CheckpointManagerOptions(create=False))
     restore_args = restore_args or ocp.checkpoint_utils.construct_restore_args(target_params)
     try:

@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from bitjax.export.common import ExportError
+from bitjax.paths import local_copy, user_path
 
 GGUF_MAGIC = b"GGUF"
 
@@ -47,7 +48,7 @@ class Sampling:
 
 def model_kind(path: str | Path) -> str:
     """'gguf', 'packed' or 'run'; GenerationError for anything else."""
-    path = Path(path)
+    path = user_path(path, "MODEL")
     if not path.exists():
         raise GenerationError(f"{path} does not exist; pass a .gguf file, a packed directory or a run directory")
     if path.is_file():
@@ -69,7 +70,9 @@ def generate(path: str | Path, prompt: str, sampling: Sampling = Sampling(), *, 
     """Open `path` (checked before anything slow) and stream the continuation of `prompt` as text pieces."""
     kind = model_kind(path)
     opener = {"gguf": _LlamaCpp, "packed": _Transformers, "run": _BitjaxRun}[kind]
-    model = opener(Path(path), n_threads)
+    # llama.cpp and transformers open local files: a GGUF or packed directory on a bucket is copied down first
+    local = user_path(path, "MODEL") if kind == "run" else local_copy(user_path(path, "MODEL"))
+    model = opener(local, n_threads)
     text = render_chat(model.chat_template, prompt) if chat else prompt
     return model.stream(text, sampling)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from etils import epath
 from flax import nnx
 from tqdm import tqdm
 
@@ -36,7 +36,7 @@ from bitjax.errors import ConfigError, TrainingError
 from bitjax.layers import QuantStrength
 from bitjax.model import Transformer, count_params
 from bitjax.optim import current_hyperparams, make_optimizer
-from bitjax.paths import cache_dir
+from bitjax.paths import cache_dir, check_checkpoint_store, user_path, write_atomic
 from bitjax.run import RunPaths
 from bitjax.run_outputs import RunLogger, first_value, plot_loss_curve, print_summary
 
@@ -164,7 +164,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
 
     The workdir is locked for the run (bitjax.workdir_lock): a second trainer on it is refused in one line.
     """
-    workdir = Path(workdir)
+    workdir = user_path(workdir, "workdir")
+    check_checkpoint_store(workdir, "workdir")
     sharding_lib.initialize_distributed(cfg.mesh)
     enable_compilation_cache()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -172,7 +173,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
         return _train(cfg, workdir, progress, devices)
 
 
-def _train(cfg: TrainConfig, workdir: Path, progress: bool, devices) -> dict:
+def _train(cfg: TrainConfig, workdir: epath.Path, progress: bool, devices) -> dict:
     trainer = Trainer.create(cfg, devices)
     pipeline = data_lib.build_pipeline(cfg.data, teacher_cache=cfg.distill.cache, vocab_size=cfg.model.vocab_size)
     if pipeline.vocab_size > cfg.model.vocab_size:
@@ -206,8 +207,9 @@ def _train(cfg: TrainConfig, workdir: Path, progress: bool, devices) -> dict:
     # Process 0 owns the run directory's files; the other processes of a multi-host run log beside it.
     log_dir = workdir if jax.process_index() == 0 else workdir / "process_logs" / str(jax.process_index())
     if jax.process_index() == 0:
-        (workdir / "config.json").write_text(ckpt_lib.dump_meta(meta))
-        shutil.copyfile(pipeline.tokenizer_path, workdir / "tokenizer.json")  # the run directory is self-contained
+        write_atomic(workdir / "config.json", ckpt_lib.dump_meta(meta).encode())
+        # the run directory is self-contained; the tokenizer is a local cache file, read here and written up
+        write_atomic(workdir / "tokenizer.json", epath.Path(pipeline.tokenizer_path).read_bytes())
 
     step_fn = trainer.jit_train_step()
     eval_fn = jax.jit(trainer.eval_loss, out_shardings=sharding_lib.replicated(trainer.mesh))
@@ -316,7 +318,7 @@ def _train(cfg: TrainConfig, workdir: Path, progress: bool, devices) -> dict:
         "loss_curve": str(plot_loss_curve(log_dir)),
         "config": str(workdir / "config.json"),
     }
-    (log_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_atomic(log_dir / "summary.json", json.dumps(summary, indent=2).encode())
     if progress:
         print_summary(summary)
     return summary

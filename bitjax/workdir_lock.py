@@ -5,6 +5,11 @@ Two trainers in one workdir would delete each other's checkpoints and interleave
 when it ends. A lock left by a killed process is stale when it names this host and a pid that no longer
 exists here; it is then replaced. A lock from another host cannot be checked from here, so it is refused
 with the fix. On a multi-host run process 0 alone takes the lock (the workdir is shared).
+
+On a bucket (gs://) there is no exclusive create through the filesystem layer, so the lock is a best
+effort: an existing live lock is refused as above, then the lock object is written and read back, and a
+different owner read back (a trainer that wrote in the same instant) is refused. Two trainers started within
+the same second can still both pass; Orbax's own step directories are not protected against that.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import json
 import os
 import socket
 import time
-from pathlib import Path
+
+from etils import epath
 
 from bitjax.errors import ConfigError
+from bitjax.paths import is_remote
 
 
 class WorkdirLockedError(ConfigError):
@@ -33,7 +40,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _read(path: Path) -> dict | None:
+def _read(path: epath.Path) -> dict | None:
     """The lock's owner, or None when the file is unreadable (a lock torn by a kill while it was written)."""
     try:
         owner = json.loads(path.read_text())
@@ -42,9 +49,10 @@ def _read(path: Path) -> dict | None:
         return None
 
 
-def _age(path: Path) -> float:
+def _age(path: epath.Path) -> float:
+    """Seconds since the lock was written (local locks only: the exclusive-create path)."""
     try:
-        return time.time() - path.stat().st_mtime
+        return time.time() - os.stat(path).st_mtime
     except FileNotFoundError:
         return float("inf")
 
@@ -55,9 +63,34 @@ def _is_stale(owner: dict | None) -> bool:
     return owner.get("host") == socket.gethostname() and not _pid_alive(owner["pid"])
 
 
-def acquire(path: Path, what: str) -> None:
+def _refuse(owner: dict, path: epath.Path, what: str) -> WorkdirLockedError:
+    return WorkdirLockedError(
+        f"{what} is in use by another bitjax train (pid {owner['pid']} on host {owner['host']}, lock "
+        f"{path}); wait for it to end or stop it, or pass another --workdir. If that process is gone, "
+        f"delete {path}")
+
+
+def _acquire_remote(path: epath.Path, what: str, record: str) -> None:
+    """The best-effort lock on an object store (see the module docstring)."""
+    try:
+        owner = _read(path) if path.exists() else None
+        if owner is not None and not _is_stale(owner):
+            raise _refuse(owner, path, what)
+        path.write_text(record)
+        back = _read(path)
+    except OSError as e:
+        raise ConfigError(f"cannot write the lock file {path} ({e}); check the bucket's permissions "
+                          "or pass another --workdir") from None
+    if back != json.loads(record):
+        raise _refuse(back or {"pid": "?", "host": "?"}, path, what)
+
+
+def acquire(path: epath.Path, what: str) -> None:
     """Create `path` exclusively for this process, replacing a stale lock; refuse a live one in one line."""
     record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+    if is_remote(path):
+        _acquire_remote(path, what, record)
+        return
     for _ in range(10):   # a stale lock is removed and the exclusive create tried again
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -67,10 +100,7 @@ def acquire(path: Path, what: str) -> None:
                 time.sleep(0.5)
                 continue
             if not _is_stale(owner):
-                raise WorkdirLockedError(
-                    f"{what} is in use by another bitjax train (pid {owner['pid']} on host {owner['host']}, lock "
-                    f"{path}); wait for it to end or stop it, or pass another --workdir. If that process is gone, "
-                    f"delete {path}") from None
+                raise _refuse(owner, path, what) from None
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             continue
@@ -84,7 +114,7 @@ def acquire(path: Path, what: str) -> None:
                              f"pass another --workdir")
 
 
-def release(path: Path) -> None:
+def release(path: epath.Path) -> None:
     """Remove the lock if this process owns it."""
     owner = _read(path)
     if owner is not None and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
@@ -93,7 +123,7 @@ def release(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def held(path: Path, what: str, enabled: bool = True):
+def held(path: epath.Path, what: str, enabled: bool = True):
     """Hold the lock for the block (`enabled=False`: a process other than 0 of a multi-host run)."""
     if not enabled:
         yield

@@ -11,11 +11,11 @@ and the global batches continue unchanged.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Callable
 
 import grain
 import numpy as np
+from etils import epath
 
 from bitjax.errors import ConfigError
 
@@ -82,9 +82,9 @@ def with_types_of(template, saved):
     return saved
 
 
-def merge_states(data_dir: Path) -> dict:
+def merge_states(data_dir: epath.Path) -> dict:
     """The union of the per-process iterator states Grain wrote into a checkpoint's data directory."""
-    files = sorted(Path(data_dir).glob("process_*-of-*.json"))
+    files = sorted(epath.Path(data_dir).glob("process_*-of-*.json"))
     if not files:
         raise ConfigError(f"{data_dir} holds no data-iterator state; the checkpoint is incomplete, "
                           "resume from an earlier step")
@@ -102,7 +102,7 @@ def merge_states(data_dir: Path) -> dict:
     return merged
 
 
-def saved_num_shards(data_dir: Path) -> int | None:
+def saved_num_shards(data_dir: epath.Path) -> int | None:
     """The shard count a checkpoint was written with (None when it holds no data state)."""
-    files = sorted(Path(data_dir).glob("process_*-of-*.json"))
+    files = sorted(epath.Path(data_dir).glob("process_*-of-*.json"))
     return json.loads(files[0].read_text()).get("num_shards") if files else None

@@ -10,6 +10,7 @@ from bitjax.export.embedding_quant import EMBEDDING_TYPES, default_embedding_typ
 from bitjax.export.gguf_writer import QTYPES, write_gguf
 from bitjax.export.hf_packed import write_packed
 from bitjax.export.model_source import TernaryModel
+from bitjax.paths import user_path
 from bitjax.run import Run
 
 FORMATS = ("gguf", "packed")
@@ -24,8 +25,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, format: str, gguf_type: 
     Raises ExportError (a ValueError) with a one-line fix for bad input; nothing is left under `out`
     unless the export succeeded and its read-back check passed.
     """
-    out = Path(out)
-    check_output_apart(out, Path(run_dir))   # first: replacing an overlapping output would delete the run
+    out, run_dir = user_path(out, "OUT"), user_path(run_dir, "RUN_DIR")
+    check_output_apart(out, run_dir)   # first: replacing an overlapping output would delete the run
     if format not in FORMATS:
         raise ExportError(f"--format {format} is not known; use one of {', '.join(FORMATS)}")
     if format == "packed" and gguf_type is not None:
@@ -47,10 +48,10 @@ def export_run(run_dir: str | Path, out: str | Path, *, format: str, gguf_type: 
     if format == "packed":
         card = model_card.render(model, model_card.training_facts(run))
         write_packed(model, out, force=force, allow_runtime_mismatch=allow_runtime_mismatch, card=card)
-        size = sum(p.stat().st_size for p in out.iterdir())
+        size = sum(p.stat().length for p in out.iterdir())
     else:
         write_gguf(model, out, gguf_type, embedding_type=embedding_type, force=force,
                    allow_runtime_mismatch=allow_runtime_mismatch, progress=progress)
-        size = out.stat().st_size
+        size = out.stat().length
     return {"path": str(out), "format": format, "type": gguf_type, "embedding_type": embedding_type,
             "bytes": size, "step": model.step, "ffn_activation": model.config.ffn_activation}

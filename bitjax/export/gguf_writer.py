@@ -27,6 +27,7 @@ from bitjax.export import embedding_quant as emb_quant
 from bitjax.export.common import ExportError, atomic_file
 from bitjax.export.gguf_tokenizer import GGUFVocab, add_tokenizer, read_vocab
 from bitjax.export.model_source import TernaryModel
+from bitjax.paths import user_path
 
 ARCH = gguf.MODEL_ARCH.BITNET
 ARCH_NAME = gguf.MODEL_ARCH_NAMES[ARCH]
@@ -150,7 +151,7 @@ def write_gguf(model: TernaryModel, out: str | Path, gguf_type: str, *, embeddin
     if gguf_type not in QTYPES:
         raise ExportError(f"--type {gguf_type} is not supported; use one of {', '.join(QTYPES)}")
     embedding_type = embedding_type or emb_quant.default_embedding_type(gguf_type)
-    out = Path(out)
+    out = user_path(out, "output")
     problems = checks.head_shape_problems(model.config)
     if gguf_type.startswith("tq"):
         problems += checks.tq_width_problems(model, gguf_type, {n: gguf_name(n) for n in model.ternary})

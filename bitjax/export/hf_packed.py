@@ -26,6 +26,7 @@ from bitjax.export.common import ExportError, atomic_directory
 from bitjax.export.gguf_tokenizer import CHAT_TEMPLATE
 from bitjax.export.model_source import TernaryModel
 from bitjax.export.packing import pack_ternary, unpack_ternary
+from bitjax.paths import user_path
 
 WEIGHTS_FILE = "model.safetensors"
 QUANTIZATION_CONFIG = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"}
@@ -74,7 +75,7 @@ def write_packed(model: TernaryModel, out_dir: str | Path, *, force: bool = Fals
     """Write the packed directory under a temporary name, verify it, then move it into place.
 
     `card` is the README.md text (`model_card.render`); without one, a card without training facts."""
-    out_dir = Path(out_dir)
+    out_dir = user_path(out_dir, "output")
     problems = checks.packed_problems(model)
     if problems and not allow_runtime_mismatch:
         raise ExportError(problems[0] + "; pass --allow-runtime-mismatch to write it anyway")

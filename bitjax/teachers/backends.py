@@ -74,7 +74,7 @@ class BitjaxTeacher(_TopKMixin):
         from bitjax.run import Run
 
         run = Run(run_dir)
-        self.name = f"bitjax:{Path(run_dir).name}@{run.step}"
+        self.name = f"bitjax:{run.dir.name}@{run.step}"
         self.vocab_size = run.config.model.vocab_size
         build = run.model_builder()
         self._forward = jax.jit(lambda params, tokens: build(params)(tokens))
