@@ -28,6 +28,7 @@ from jax.typing import ArrayLike, DTypeLike
 from jaxtyping import Float
 
 from bitjax import quant
+from bitjax.int8_matmul import int8_bitlinear
 
 
 class QuantStrength(nnx.Variable):
@@ -90,6 +91,9 @@ class BitLinear(Linear):
         False gives a weight-only ternary layer (W1.58A16).
       quant_strength: initial gradual-quantization lambda; 1.0 is fully quantized. Training from
         scratch keeps 1.0; fine-tuning a full-precision model ramps it from 0 (see `quant.lambda_schedule`).
+      int8_matmul: with activations quantized, run the forward as int8 codes x ternary codes with int32
+        sums (`bitjax.int8_matmul`) instead of a float matmul of fake-quantized values. It fixes the
+        strength at 1: `quant_strength` is then not read, so use it only when lambda stays 1.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class BitLinear(Linear):
         *,
         quantize_activations: bool = True,
         quant_strength: float = 1.0,
+        int8_matmul: bool = False,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
         kernel_init=None,
@@ -111,8 +116,11 @@ class BitLinear(Linear):
         )
         self.quantize_activations = quantize_activations
         self.quant_strength = QuantStrength(jnp.asarray(quant_strength, jnp.float32))
+        self.int8_matmul = int8_matmul
 
     def __call__(self, x_BLD: Float[ArrayLike, "... D"]) -> Float[ArrayLike, "... F"]:
+        if self.int8_matmul and self.quantize_activations:
+            return self._add_bias(int8_bitlinear(x_BLD.astype(self.dtype), self.kernel[...]))
         lam = self.quant_strength[...]
         kernel = self.kernel[...]
         w = quant.ste(kernel, quant.ternarize(kernel), lam).astype(self.dtype)
