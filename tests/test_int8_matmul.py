@@ -1,6 +1,7 @@
 """The int8 BitLinear matmul: exact on the quantized grid, straight-through gradients equal to the fake-quant path."""
 
 import re
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,7 @@ from flax import nnx
 
 from bitjax import checkpoint, quant
 from bitjax.config import TrainConfig
+from bitjax.config_io import load_recipe
 from bitjax.errors import ConfigError
 from bitjax.int8_matmul import MAX_EXACT_IN_FEATURES, int8_bitlinear
 from bitjax.layers import BitLinear
@@ -240,3 +242,12 @@ def test_trainer_step_lowers_to_int8_dots_only_with_the_switch():
     int8_dot = re.compile(r"dot_general .*\(tensor<[\dx]+xi8>, tensor<[\dx]+xi8>\) -> tensor<[\dx]+xi32>")
     assert len(int8_dot.findall(lowered(int8_matmul=True, warmup=0, lam=1.0))) == 7   # 7 BitLinears per block
     assert not int8_dot.findall(lowered(int8_matmul=False, warmup=10, lam=0.5))
+
+
+def test_accelerator_recipes_choose_the_int8_matmul():
+    """The recipes that train from scratch at strength 1 on accelerators run int8; the ramped one cannot."""
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    for name in ("bitnet_125m", "bitnet_125m_silu", "bitnet_700m", "bitnet_700m_silu", "bitnet_2b4t"):
+        cfg = load_recipe(recipes / f"{name}.py")
+        assert cfg.model.int8_matmul and cfg.quant_warmup_steps == 0, name
+    assert not load_recipe(recipes / "smollm2_ternary.py").model.int8_matmul
