@@ -33,20 +33,25 @@ from bitjax import quant
 MAX_EXACT_IN_FEATURES = 2**24 // 128
 
 
-def int8_bitlinear(x: Float[ArrayLike, "... D"], kernel: Float[ArrayLike, "D F"]) -> Float[ArrayLike, "... F"]:
-    """`quantize_activations(x) @ ternarize(kernel)` on int8 codes, in x's dtype; straight-through gradients."""
-    return _int8_bitlinear(x, kernel, jnp.dtype(kernel.dtype))
+def int8_bitlinear(x: Float[ArrayLike, "... D"], kernel: Float[ArrayLike, "D F"],
+                   ternary: tuple[jax.Array, jax.Array] | None = None) -> Float[ArrayLike, "... F"]:
+    """`quantize_activations(x) @ ternarize(kernel)` on int8 codes, in x's dtype; straight-through gradients.
+
+    `ternary`: `quant.ternary_codes(kernel)` when computed ahead of the call (`layers.ternarize_once`);
+    the kernel then only receives the gradient.
+    """
+    codes_w, scale_w = quant.ternary_codes(kernel) if ternary is None else ternary
+    return _int8_bitlinear(x, kernel, codes_w, scale_w, jnp.dtype(kernel.dtype))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _int8_bitlinear(x, kernel, kernel_dtype):
-    return _forward(x, kernel, kernel_dtype)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _int8_bitlinear(x, kernel, codes_w, scale_w, kernel_dtype):
+    return _forward(x, kernel, codes_w, scale_w, kernel_dtype)[0]
 
 
-def _forward(x, kernel, kernel_dtype):
-    del kernel_dtype
+def _forward(x, kernel, codes_w, scale_w, kernel_dtype):
+    del kernel, kernel_dtype   # the codes and scale stand for the kernel; it is an argument for its gradient
     codes_x, scale_x = quant.activation_codes(x)
-    codes_w, scale_w = quant.ternary_codes(kernel)
     acc = lax.dot_general(codes_x, codes_w, (((x.ndim - 1,), (0,)), ((), ())), preferred_element_type=jnp.int32)
     y = rescale(acc, scale_x, scale_w)
     return y.astype(x.dtype), (codes_x, scale_x, codes_w, scale_w)
@@ -68,7 +73,8 @@ def _backward(kernel_dtype, residuals, dy):
                          preferred_element_type=acc) * scale_w.astype(acc)
     dy_scaled = (dy.astype(acc) * scale_x.astype(acc)).astype(dtype)
     dw = lax.dot_general(codes_x.astype(dtype), dy_scaled, ((lead, lead), ((), ())), preferred_element_type=acc)
-    return dx.astype(dtype), dw.astype(kernel_dtype)
+    # Straight through: nothing flows to the codes (integers) or the scale (the STE stops it there too).
+    return dx.astype(dtype), dw.astype(kernel_dtype), None, jnp.zeros_like(scale_w)
 
 
 _int8_bitlinear.defvjp(_forward, _backward)

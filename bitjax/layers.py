@@ -35,6 +35,10 @@ class QuantStrength(nnx.Variable):
     """Gradual-quantization strength lambda in [0, 1]; not a parameter, set by the trainer each step."""
 
 
+class TernaryKernel(nnx.Variable):
+    """An int8 BitLinear's `quant.ternary_codes(kernel)`, set by `ternarize_once` for one forward pass."""
+
+
 def default_kernel_init(stddev: float = 0.02):
     return nnx.initializers.normal(stddev=stddev)
 
@@ -117,10 +121,12 @@ class BitLinear(Linear):
         self.quantize_activations = quantize_activations
         self.quant_strength = QuantStrength(jnp.asarray(quant_strength, jnp.float32))
         self.int8_matmul = int8_matmul
+        self.ternary = nnx.data(None)   # a TernaryKernel while `ternarize_once` has prepared the layer
 
     def __call__(self, x_BLD: Float[ArrayLike, "... D"]) -> Float[ArrayLike, "... F"]:
         if self.int8_matmul and self.quantize_activations:
-            return self._add_bias(int8_bitlinear(x_BLD.astype(self.dtype), self.kernel[...]))
+            ternary = None if self.ternary is None else self.ternary.get_value()
+            return self._add_bias(int8_bitlinear(x_BLD.astype(self.dtype), self.kernel[...], ternary))
         lam = self.quant_strength[...]
         kernel = self.kernel[...]
         w = quant.ste(kernel, quant.ternarize(kernel), lam).astype(self.dtype)
@@ -128,6 +134,19 @@ class BitLinear(Linear):
         if self.quantize_activations:
             x = quant.ste(x, quant.quantize_activations(x), lam)
         return self._add_bias(jnp.dot(x, w))
+
+
+def ternarize_once(model: nnx.Module) -> None:
+    """Ternarize every int8 BitLinear kernel of `model` now, all together, for the forward passes that follow.
+
+    Call it on a freshly merged model inside the loss. Each layer then reads its codes and scale instead of
+    computing them: under FSDP the per-tensor absmeans are reduced side by side at the top of the step (the
+    compiler can combine them) rather than one all-reduce per layer call, remat does not recompute them in
+    the backward pass, and the layers gather int8 codes rather than float kernels.
+    """
+    for _, module in nnx.iter_graph(model):
+        if isinstance(module, BitLinear) and module.int8_matmul and module.quantize_activations:
+            module.ternary = nnx.data(TernaryKernel(quant.ternary_codes(module.kernel[...])))
 
 
 class RMSNorm(nnx.Module):

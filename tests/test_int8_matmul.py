@@ -1,5 +1,6 @@
 """The int8 BitLinear matmul: exact on the quantized grid, straight-through gradients equal to the fake-quant path."""
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from flax import nnx
 
 from bitjax import checkpoint, quant
+from bitjax import train as train_lib
 from bitjax.config import TrainConfig
 from bitjax.config_io import load_recipe
 from bitjax.errors import ConfigError
@@ -251,3 +253,51 @@ def test_accelerator_recipes_choose_the_int8_matmul():
         cfg = load_recipe(recipes / f"{name}.py")
         assert cfg.model.int8_matmul and cfg.quant_warmup_steps == 0, name
     assert not load_recipe(recipes / "smollm2_ternary.py").model.int8_matmul
+
+
+def _kernel_rounds(jaxpr) -> int:
+    """round() ops on 2-D (kernel-shaped) arrays in a jaxpr and every jaxpr nested in it (remat, custom VJP)."""
+    n = 0
+    for eqn in jaxpr.eqns:
+        n += eqn.primitive.name == "round" and eqn.outvars[0].aval.ndim == 2
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(sub, (jax.extend.core.ClosedJaxpr, jax.extend.core.Jaxpr)):
+                    n += _kernel_rounds(getattr(sub, "jaxpr", sub))
+    return n
+
+
+@pytest.mark.parametrize("once", [True, False])
+def test_trainer_ternarizes_each_kernel_once_per_step_even_under_remat(once, monkeypatch):
+    """With remat, per-call ternarization runs twice per kernel (forward and the backward's recompute);
+    the Trainer's `ternarize_once` makes it once, outside the rematerialised blocks."""
+    if not once:
+        monkeypatch.setattr(train_lib, "ternarize_once", lambda model: None)
+    cfg = TrainConfig(model=ModelConfig.tiny(vocab_size=64, n_layers=2, int8_matmul=True, remat=True))
+    trainer = Trainer.create(cfg)
+    params = jax.eval_shape(trainer._init).params
+    grad = jax.grad(lambda p, t: jnp.sum(trainer.model(p)(t)))
+    jaxpr = jax.make_jaxpr(grad)(params, jnp.zeros((2, 8), jnp.int32)).jaxpr
+    assert _kernel_rounds(jaxpr) == 7 * cfg.model.n_layers * (1 if once else 2)
+
+
+def test_ternarized_once_model_gives_the_same_logits_and_gradients():
+    """Trainer.model (kernels ternarized ahead) against the layers computing their own codes, in float64."""
+    with jax.enable_x64(True):
+        cfg = TrainConfig(model=ModelConfig.tiny(vocab_size=64, n_layers=2, dtype="float64", int8_matmul=True))
+        trainer = Trainer.create(cfg)
+        params = trainer.init_state().params
+        fake_cfg = dataclasses.replace(cfg.model, int8_matmul=False)
+        graphdef_fake = nnx.graphdef(nnx.eval_shape(lambda: Transformer(fake_cfg, rngs=nnx.Rngs(0))))
+        fake = lambda p: nnx.merge(graphdef_fake, p, trainer.quant_vars)   # noqa: E731
+        tokens_BL = jax.random.randint(jax.random.key(3), (2, 9), 1, 64)
+        target_BLV = jax.random.normal(jax.random.key(4), (2, 9, 64), jnp.float64)
+
+        def loss(model):
+            return jnp.sum(jnp.tanh(model(tokens_BL)) * target_BLV)
+
+        grads_once = jax.grad(lambda p: loss(trainer.model(p)))(params)
+        grads_fake = jax.grad(lambda p: loss(fake(p)))(params)
+        for a, b in zip(jax.tree.leaves(grads_once), jax.tree.leaves(grads_fake)):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(trainer.model(params)(tokens_BL), fake(params)(tokens_BL), rtol=1e-12, atol=1e-12)
