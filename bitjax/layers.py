@@ -141,8 +141,8 @@ def ternarize_once(model: nnx.Module) -> None:
 
     Call it on a freshly merged model inside the loss. Each layer then reads its codes and scale instead of
     computing them: under FSDP the per-tensor absmeans are reduced side by side at the top of the step (the
-    compiler can combine them) rather than one all-reduce per layer call, remat does not recompute them in
-    the backward pass, and the layers gather int8 codes rather than float kernels.
+    compiler can combine them) rather than one all-reduce per layer call, and remat does not recompute them
+    in the backward pass. The codes stay valid only while the kernels do: prepare a fresh model each step.
     """
     for _, module in nnx.iter_graph(model):
         if isinstance(module, BitLinear) and module.int8_matmul and module.quantize_activations:
