@@ -68,7 +68,7 @@ def _backward(kernel_dtype, residuals, dy):
     dtype = dy.dtype
     acc = quant.at_least_f32(dtype)
     lead = tuple(range(dy.ndim - 1))
-    # int8 codes are exact in any float dtype (|code| <= 128 needs 8 significant bits, bfloat16 has 8).
+    # int8 codes are exact in bfloat16 and wider: integers up to 2^8 need at most 8 significant bits.
     dx = lax.dot_general(dy, codes_w.astype(dtype), (((dy.ndim - 1,), (1,)), ((), ())),
                          preferred_element_type=acc) * scale_w.astype(acc)
     dy_scaled = (dy.astype(acc) * scale_x.astype(acc)).astype(dtype)
