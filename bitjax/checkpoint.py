@@ -192,8 +192,9 @@ def verify_values(state, meta: dict, step: int, directory: Path) -> None:
 
 def check_compatible(meta: dict, cfg: TrainConfig, tokenizer_fingerprint: str, workdir: Path) -> None:
     """Refuse to resume a checkpoint made for another model shape or tokenizer, with the fix in one line."""
-    # remat changes how the step is computed, not the parameters: a run may resume with it toggled.
-    saved_model = ModelConfig(**{**meta["config"]["model"], "remat": cfg.model.remat})
+    # remat and int8_matmul change how the step is computed, not the parameters: a run may resume with them toggled.
+    saved_model = ModelConfig(**{**meta["config"]["model"], "remat": cfg.model.remat,
+                                 "int8_matmul": cfg.model.int8_matmul})
     if saved_model != cfg.model:
         diffs = [f"{f.name} {getattr(saved_model, f.name)} != {getattr(cfg.model, f.name)}"
                  for f in dataclasses.fields(ModelConfig)

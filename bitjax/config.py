@@ -257,6 +257,10 @@ class TrainConfig:
         _positive(self, "steps", "log_every", "eval_every", "eval_batches", "eval_max_new_tokens")
         if self.quant_warmup_steps < 0:
             raise ConfigError(f"quant_warmup_steps={self.quant_warmup_steps} must be >= 0")
+        if self.model.int8_matmul and self.quant_warmup_steps > 0:
+            raise ConfigError(f"model.int8_matmul=True runs at quantization strength 1, quant_warmup_steps="
+                              f"{self.quant_warmup_steps} ramps it; set model.int8_matmul=false or "
+                              "quant_warmup_steps=0")
         if self.model.max_seq_len < self.data.seq_len:
             raise ConfigError(
                 f"data.seq_len={self.data.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}; "

@@ -28,10 +28,15 @@ from jax.typing import ArrayLike, DTypeLike
 from jaxtyping import Float
 
 from bitjax import quant
+from bitjax.int8_matmul import int8_bitlinear
 
 
 class QuantStrength(nnx.Variable):
     """Gradual-quantization strength lambda in [0, 1]; not a parameter, set by the trainer each step."""
+
+
+class TernaryKernel(nnx.Variable):
+    """An int8 BitLinear's `quant.ternary_codes(kernel)`, set by `ternarize_once` for one forward pass."""
 
 
 def default_kernel_init(stddev: float = 0.02):
@@ -90,6 +95,9 @@ class BitLinear(Linear):
         False gives a weight-only ternary layer (W1.58A16).
       quant_strength: initial gradual-quantization lambda; 1.0 is fully quantized. Training from
         scratch keeps 1.0; fine-tuning a full-precision model ramps it from 0 (see `quant.lambda_schedule`).
+      int8_matmul: with activations quantized, run the forward as int8 codes x ternary codes with int32
+        sums (`bitjax.int8_matmul`) instead of a float matmul of fake-quantized values. It fixes the
+        strength at 1: `quant_strength` is then not read, so use it only when lambda stays 1.
     """
 
     def __init__(
@@ -99,6 +107,7 @@ class BitLinear(Linear):
         *,
         quantize_activations: bool = True,
         quant_strength: float = 1.0,
+        int8_matmul: bool = False,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
         kernel_init=None,
@@ -111,8 +120,13 @@ class BitLinear(Linear):
         )
         self.quantize_activations = quantize_activations
         self.quant_strength = QuantStrength(jnp.asarray(quant_strength, jnp.float32))
+        self.int8_matmul = int8_matmul
+        self.ternary = nnx.data(None)   # a TernaryKernel while `ternarize_once` has prepared the layer
 
     def __call__(self, x_BLD: Float[ArrayLike, "... D"]) -> Float[ArrayLike, "... F"]:
+        if self.int8_matmul and self.quantize_activations:
+            ternary = None if self.ternary is None else self.ternary.get_value()
+            return self._add_bias(int8_bitlinear(x_BLD.astype(self.dtype), self.kernel[...], ternary))
         lam = self.quant_strength[...]
         kernel = self.kernel[...]
         w = quant.ste(kernel, quant.ternarize(kernel), lam).astype(self.dtype)
@@ -120,6 +134,19 @@ class BitLinear(Linear):
         if self.quantize_activations:
             x = quant.ste(x, quant.quantize_activations(x), lam)
         return self._add_bias(jnp.dot(x, w))
+
+
+def ternarize_once(model: nnx.Module) -> None:
+    """Ternarize every int8 BitLinear kernel of `model` now, all together, for the forward passes that follow.
+
+    Call it on a freshly merged model inside the loss. Each layer then reads its codes and scale instead of
+    computing them: under FSDP the per-tensor absmeans are reduced side by side at the top of the step (the
+    compiler can combine them) rather than one all-reduce per layer call, and remat does not recompute them
+    in the backward pass. The codes stay valid only while the kernels do: prepare a fresh model each step.
+    """
+    for _, module in nnx.iter_graph(model):
+        if isinstance(module, BitLinear) and module.int8_matmul and module.quantize_activations:
+            module.ternary = nnx.data(TernaryKernel(quant.ternary_codes(module.kernel[...])))
 
 
 class RMSNorm(nnx.Module):

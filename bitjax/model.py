@@ -26,6 +26,7 @@ from jax.typing import ArrayLike
 from jaxtyping import Float, Int
 
 from bitjax.errors import ConfigError
+from bitjax.int8_matmul import MAX_EXACT_IN_FEATURES
 from bitjax.layers import BitLinear, Linear, RMSNorm
 from bitjax.quant import at_least_f32
 
@@ -52,6 +53,9 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype; parameters are float32 (float64 with "float64", a numerics check)
     init_std: float = 0.02
     remat: bool = False     # recompute each block in the backward pass (jax.checkpoint): less memory, ~1/3 more FLOPs
+    # BitLinear forward as int8 x ternary int8 codes with int32 sums (bitjax.int8_matmul); needs quantization
+    # strength 1 throughout (quant_warmup_steps=0). Same parameters and logits up to float rounding of the rescale.
+    int8_matmul: bool = False
     # Architecture switches for models imported from elsewhere (bitjax.pretrained); BitNet has the defaults.
     sub_norms: bool = True          # SubLN: RMSNorm before o_proj and down_proj (False: LLaMA / Qwen2)
     attention_bias: bool = False    # biases on q/k/v (Qwen2)
@@ -72,6 +76,14 @@ class ModelConfig:
             raise ConfigError(f"model.ffn_activation={self.ffn_activation!r}; use 'relu2' or 'silu'")
         if self.quant not in ("ternary", "none"):
             raise ConfigError(f"model.quant={self.quant!r}; use 'ternary' or 'none'")
+        if self.int8_matmul and self.quant != "ternary":
+            raise ConfigError(f"model.int8_matmul=True needs model.quant='ternary' (got {self.quant!r}); "
+                              "set model.int8_matmul=false")
+        widest = max(self.d_model, self.n_heads * self.head_dim, self.d_ff)
+        if self.int8_matmul and widest > MAX_EXACT_IN_FEATURES:
+            raise ConfigError(f"model.int8_matmul=True with a BitLinear input width {widest} > "
+                              f"{MAX_EXACT_IN_FEATURES} (int32 sums no longer exact in float32); "
+                              "set model.int8_matmul=false")
         if self.dtype not in DTYPES:
             raise ConfigError(f"model.dtype={self.dtype!r}; use one of {sorted(DTYPES)}")
         if self.dtype == "float64" and not jax.config.jax_enable_x64:
@@ -298,6 +310,7 @@ def _dense_factory(cfg: ModelConfig, linear_cls, rngs: nnx.Rngs):
                       kernel_init=nnx.initializers.normal(cfg.init_std), use_bias=use_bias, rngs=rngs)
         if linear_cls is BitLinear:
             kwargs["quantize_activations"] = cfg.quantize_activations
+            kwargs["int8_matmul"] = cfg.int8_matmul
         return linear_cls(d_in, d_out, **kwargs)
     return dense
 

@@ -54,6 +54,17 @@ def activation_scale(x: Float[ArrayLike, "... D"]) -> Float[ArrayLike, "... 1"]:
     return qmax / jnp.maximum(absmax, ACTIVATION_EPS)
 
 
+def activation_codes(x: Float[ArrayLike, "... D"]) -> tuple[Int[ArrayLike, "... D"], Float[ArrayLike, "... 1"]]:
+    """Per-token int8 codes in [-128, 127] and the dequantization scale `1 / s`, one per row.
+
+    `codes * scale` is `quantize_activations(x)` up to the rounding of `1 / s` (the codes are the same).
+    """
+    qmin, qmax = -(2 ** (ACTIVATION_BITS - 1)), 2 ** (ACTIVATION_BITS - 1) - 1
+    s = activation_scale(x)
+    codes = jnp.clip(jnp.round(x.astype(s.dtype) * s), qmin, qmax).astype(jnp.int8)
+    return codes, 1.0 / s
+
+
 def quantize_activations(x: Float[ArrayLike, "... D"]) -> Float[ArrayLike, "... D"]:
     """Per-token absmax int8 fake quantization: values lie on the grid k / s, k in [-128, 127]."""
     qmin, qmax = -(2 ** (ACTIVATION_BITS - 1)), 2 ** (ACTIVATION_BITS - 1) - 1

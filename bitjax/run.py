@@ -141,8 +141,10 @@ class Run:
     def model_builder(self, *, quantize_activations: bool = True, lam: float = 1.0):
         """params -> Transformer, for functions that take the parameters as an argument (jit, generation)."""
         graphdef = self.graphdef
-        if quantize_activations != self.config.model.quantize_activations:
-            cfg = dataclasses.replace(self.config.model, quantize_activations=quantize_activations)
+        # The int8 matmul holds the strength at 1: any other lambda takes the fake-quantized path.
+        cfg = dataclasses.replace(self.config.model, quantize_activations=quantize_activations,
+                                  int8_matmul=self.config.model.int8_matmul and lam == 1)
+        if cfg != self.config.model:
             graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))), nnx.Param,
                                  QuantStrength)[0]
         quant_vars = jax.tree.map(lambda v: jnp.full_like(v, lam), self._quant_vars)

@@ -33,7 +33,7 @@ from bitjax import sharding as sharding_lib
 from bitjax.config import TrainConfig
 from bitjax.data import coverage, schema
 from bitjax.errors import ConfigError, TrainingError
-from bitjax.layers import QuantStrength
+from bitjax.layers import QuantStrength, ternarize_once
 from bitjax.model import Transformer, count_params
 from bitjax.optim import current_hyperparams, make_optimizer
 from bitjax.paths import cache_dir, check_checkpoint_store, user_path, write_atomic
@@ -110,7 +110,9 @@ class Trainer:
 
     def model(self, params: nnx.State, lam: jax.Array | float = 1.0) -> Transformer:
         quant_vars = jax.tree.map(lambda v: jnp.full_like(v, lam), self.quant_vars)
-        return nnx.merge(self.graphdef, params, quant_vars)
+        model = nnx.merge(self.graphdef, params, quant_vars)
+        ternarize_once(model)   # int8 BitLinears: every kernel's codes and scale once per step, ahead of remat
+        return model
 
     # ---------------------------------------------------------------- steps
 

@@ -38,6 +38,15 @@ def test_activation_quant_hand_computed():
     np.testing.assert_allclose(quant.quantize_activations(x), expected, rtol=1e-6)
 
 
+def test_activation_codes_hand_computed():
+    x = jnp.array([[1.0, -0.5, 0.25, 2.0], [0.0, 0.0, 0.0, 0.0]], jnp.float32)
+    codes, scale = quant.activation_codes(x)
+    assert codes.dtype == jnp.int8
+    np.testing.assert_array_equal(codes, [[64, -32, 16, 127], [0, 0, 0, 0]])   # as in the test above
+    np.testing.assert_allclose(scale, [[2.0 / 127], [1e-5 / 127]], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(codes, np.float32) * scale, quant.quantize_activations(x), rtol=1e-6)
+
+
 def test_activations_lie_on_int8_grid_per_token():
     x = jax.random.normal(jax.random.key(1), (4, 7, 32)) * jnp.arange(1, 8)[None, :, None]
     xq = np.asarray(quant.quantize_activations(x), np.float64)
