@@ -8,7 +8,11 @@ z / T when the temperature is not 1). The block body is under `jax.checkpoint`, 
 recomputes a block's logits instead of keeping all L / C of them.
 
 The formulas are those of bitjax.losses (`token_logprobs`, `topk_kd_per_token`); the logits-based
-functions there stay the reference that tests compare this path against.
+functions there stay the reference that tests compare this path against. One difference: with the tail
+bucket the student's tail is 1 minus its top-k mass (`losses.student_tail_from_topk`), not a masked
+log-sum-exp; equal for distinct ids down to a tail of eps, below which it is floored at eps. Padding
+positions (id 0 repeated) and rows without a teacher get other, finite, KD values than the reference;
+they carry no weight in the loss.
 """
 
 from __future__ import annotations
