@@ -20,24 +20,31 @@ from bitjax.config_io import apply_overrides, load_recipe
 from bitjax.train import Trainer
 
 
-def synthetic_batch(cfg) -> dict:
+def synthetic_batch(cfg, teacher_k: int = 0) -> dict:
+    """Random tokens, one source; with `teacher_k` also random teacher top-k fields (recipes that distil)."""
     rng = np.random.default_rng(0)
     shape = (cfg.data.batch_size, cfg.data.seq_len)
     tokens = rng.integers(0, cfg.model.vocab_size, size=(shape[0], shape[1] + 1), dtype=np.int32)
-    return {
+    batch = {
         "inputs": tokens[:, :-1], "targets": tokens[:, 1:],
         "segment_ids": np.ones(shape, np.int32),
         "positions": np.broadcast_to(np.arange(shape[1], dtype=np.int32), shape).copy(),
         "loss_mask": np.ones(shape, np.int32),
         "source_id": np.zeros(shape[:1], np.int32),
     }
+    if teacher_k:
+        logp = np.sort(np.log(rng.dirichlet(np.ones(teacher_k + 1), size=shape)), -1)[..., ::-1]
+        batch.update(teacher_ids=rng.integers(0, cfg.model.vocab_size, size=(*shape, teacher_k), dtype=np.int32),
+                     teacher_logprobs=logp[..., :teacher_k].astype(np.float32),
+                     teacher_tail=logp[..., teacher_k].astype(np.float32))
+    return batch
 
 
 def build(cfg):
     trainer = Trainer.create(cfg)
     step = trainer.jit_train_step()
     state = trainer.init_state()
-    batch = synthetic_batch(cfg)
+    batch = synthetic_batch(cfg, cfg.distill.k if trainer.objectives.needs_teacher() else 0)
     state, m = step(state, batch)  # compile
     jax.block_until_ready(m)
     return step, state, batch

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bitjax import data as data_lib
-from bitjax import losses
+from bitjax import fused_head, losses
 from bitjax.data import traces_file as traces_lib
 from bitjax.errors import ConfigError
 from bitjax.generate import greedy_generate
@@ -34,8 +34,8 @@ def summed_loss(run: Run, batches) -> tuple[float, float]:
 
     @jax.jit
     def one(params, batch):
-        logits_BLV = build(params)(batch["inputs"], batch["segment_ids"], batch["positions"])
-        return losses.summed_cross_entropy(logits_BLV, batch["targets"], batch["loss_mask"])
+        logp_BL, _ = fused_head.model_token_quantities(build(params), batch, loss_chunk=run.config.loss_chunk)
+        return losses.summed_negative_logprob(logp_BL, batch["loss_mask"])
 
     total, count = 0.0, 0.0
     for batch in batches:

@@ -47,8 +47,14 @@ def cross_entropy(logits_BLV: Float[ArrayLike, "B L V"], targets_BL: Int[ArrayLi
 def summed_cross_entropy(logits_BLV: Float[ArrayLike, "B L V"], targets_BL: Int[ArrayLike, "B L"],
                          mask_BL: Real[ArrayLike, "B L"]) -> tuple[Float[ArrayLike, ""], Float[ArrayLike, ""]]:
     """Summed next-token cross-entropy over the masked tokens, and their count (for token-weighted means)."""
+    return summed_negative_logprob(token_logprobs(logits_BLV, targets_BL), mask_BL)
+
+
+def summed_negative_logprob(logp_BL: Float[ArrayLike, "B L"], mask_BL: Real[ArrayLike, "B L"]
+                            ) -> tuple[Float[ArrayLike, ""], Float[ArrayLike, ""]]:
+    """-sum of log p(target) over the masked tokens, and their count."""
     mask = mask_BL.astype(jnp.float32)
-    return -jnp.sum(token_logprobs(logits_BLV, targets_BL) * mask), jnp.sum(mask)
+    return -jnp.sum(logp_BL * mask), jnp.sum(mask)
 
 
 # --------------------------------------------------------------------------- sparse teacher, student support
@@ -73,6 +79,53 @@ def sparse_distributions(
     z_BLV = student_logits_BLV.astype(at_least_f32(student_logits_BLV.dtype)) / t
     log_norm_BL1 = jax.nn.logsumexp(z_BLV, axis=-1, keepdims=True)
     s_top_BLK = jnp.take_along_axis(z_BLV, teacher_ids_BLK, axis=-1) - log_norm_BL1
+    s_tail_BL1 = None
+    if tail == "bucket":
+        in_top_BLV = _scatter_mask(teacher_ids_BLK, z_BLV.shape[-1])
+        # A large finite fill rather than -inf keeps the gradient finite when the top k cover the vocabulary.
+        s_tail_BL1 = jax.nn.logsumexp(jnp.where(in_top_BLV, _MASKED, z_BLV), axis=-1, keepdims=True) - log_norm_BL1
+    return _common_support(s_top_BLK, s_tail_BL1, teacher_logprobs_BLK, teacher_tail_logprob_BL, tail, temperature)
+
+
+def topk_distributions(
+    student_top_logp_BLK: Float[ArrayLike, "B L K"],
+    vocab_size: int,
+    teacher_logprobs_BLK: Float[ArrayLike, "B L K"],
+    teacher_tail_logprob_BL: Float[ArrayLike, "B L"] | None = None,
+    *,
+    tail: TailMode = "bucket",
+    temperature: float = 1.0,
+) -> tuple[Float[ArrayLike, "B L S"], Float[ArrayLike, "B L S"]]:
+    """`sparse_distributions` from the student's tempered log-probabilities on the top-k ids alone.
+
+    The student's tail is `log(1 - sum exp(top-k))`, which equals the log-sum-exp over the non-top-k
+    logits when the ids are distinct (cache rows; padding rows repeat id 0, see `student_tail_from_topk`).
+    No (B, L, V) array is needed: the chunked head (bitjax.fused_head) calls this per block.
+    """
+    s_tail_BL1 = student_tail_from_topk(student_top_logp_BLK, vocab_size) if tail == "bucket" else None
+    return _common_support(student_top_logp_BLK, s_tail_BL1, teacher_logprobs_BLK, teacher_tail_logprob_BL,
+                           tail, temperature)
+
+
+def student_tail_from_topk(top_logp_BLK: Float[ArrayLike, "B L K"], vocab_size: int) -> Float[ArrayLike, "B L 1"]:
+    """log of the student's mass outside the top k, `log(-expm1(logsumexp(top-k)))`, guarded.
+
+    With k >= V the tail is empty: `_MASKED`, the value of the masked reference. Otherwise the mass is
+    resolved only to about eps * |log-probs| (it is 1 minus a rounded sum), so it is floored at the dtype's
+    eps. The floor is also the guard: rows whose top-k mass rounds to >= 1, or exceeds 1 because padding
+    repeats id 0 k times, would take the log of a number <= 0; `maximum` keeps value and gradient finite
+    there (a `where` around the log alone would still send NaN back through the untaken branch). Above
+    the floor this equals the masked reference to rounding; below it the reference is exact and this is not.
+    """
+    if top_logp_BLK.shape[-1] >= vocab_size:
+        return jnp.full(top_logp_BLK.shape[:-1] + (1,), _MASKED, top_logp_BLK.dtype)
+    log_top_BL1 = jax.nn.logsumexp(top_logp_BLK, axis=-1, keepdims=True)
+    return jnp.log(jnp.maximum(-jnp.expm1(log_top_BL1), jnp.finfo(top_logp_BLK.dtype).eps))
+
+
+def _common_support(s_top_BLK, s_tail_BL1, teacher_logprobs_BLK, teacher_tail_logprob_BL, tail, temperature):
+    """Teacher and student log-probabilities on the support of `tail` (the student's side already tempered)."""
+    t = jnp.float32(temperature)
     t_top_BLK = teacher_logprobs_BLK.astype(jnp.float32)
     if tail == "renormalize":
         t_top_BLK = t_top_BLK / t
@@ -85,9 +138,6 @@ def sparse_distributions(
     else:
         t_tail_BL1 = teacher_tail_logprob_BL.astype(jnp.float32)[..., None]
     t_all_BLS = jax.nn.log_softmax(jnp.concatenate([t_top_BLK, t_tail_BL1], axis=-1) / t, axis=-1)
-    in_top_BLV = _scatter_mask(teacher_ids_BLK, z_BLV.shape[-1])
-    # A large finite fill rather than -inf keeps the gradient finite when the top k cover the vocabulary.
-    s_tail_BL1 = jax.nn.logsumexp(jnp.where(in_top_BLV, _MASKED, z_BLV), axis=-1, keepdims=True) - log_norm_BL1
     s_all_BLS = jnp.concatenate([s_top_BLK, s_tail_BL1], axis=-1)
     return t_all_BLS, s_all_BLS
 
@@ -165,6 +215,24 @@ def sparse_kd_per_token(
     """The divergence against a top-k teacher at every position, times T^2 (unmasked)."""
     t_logp, s_logp = sparse_distributions(student_logits_BLV, teacher_ids_BLK, teacher_logprobs_BLK,
                                           teacher_tail_logprob_BL, tail=tail, temperature=temperature)
+    return divergence(t_logp, s_logp, kind, beta=beta, skew=skew) * temperature**2
+
+
+def topk_kd_per_token(
+    student_top_logp_BLK: Float[ArrayLike, "B L K"],
+    vocab_size: int,
+    teacher_logprobs_BLK: Float[ArrayLike, "B L K"],
+    teacher_tail_logprob_BL: Float[ArrayLike, "B L"] | None = None,
+    *,
+    kind: Divergence = "forward_kl",
+    tail: TailMode = "bucket",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+    skew: float = 0.1,
+) -> Float[ArrayLike, "B L"]:
+    """`sparse_kd_per_token` from the student's tempered log-probabilities on the teacher's top-k ids."""
+    t_logp, s_logp = topk_distributions(student_top_logp_BLK, vocab_size, teacher_logprobs_BLK,
+                                        teacher_tail_logprob_BL, tail=tail, temperature=temperature)
     return divergence(t_logp, s_logp, kind, beta=beta, skew=skew) * temperature**2
 
 

@@ -254,6 +254,15 @@ class Transformer(nnx.Module):
         segment_ids_BL: Int[ArrayLike, "B L"] | None = None,
         positions_BL: Int[ArrayLike, "B L"] | None = None,
     ) -> Float[ArrayLike, "B L V"]:
+        return self.unembed(self.hidden_states(tokens_BL, segment_ids_BL, positions_BL))
+
+    def hidden_states(
+        self,
+        tokens_BL: Int[ArrayLike, "B L"],
+        segment_ids_BL: Int[ArrayLike, "B L"] | None = None,
+        positions_BL: Int[ArrayLike, "B L"] | None = None,
+    ) -> Float[ArrayLike, "B L D"]:
+        """The output of the final norm (compute dtype): what the LM head multiplies, see `head_matrix_VD`."""
         B, L = tokens_BL.shape
         if segment_ids_BL is None:
             segment_ids_BL = jnp.ones((B, L), jnp.int32)
@@ -264,15 +273,25 @@ class Transformer(nnx.Module):
         call_block = nnx.remat(Block.__call__) if self.cfg.remat else Block.__call__
         for block in self.layers:
             x_BLD, _ = call_block(block, x_BLD, positions_BL, mask_B11LM)
-        return self.head(x_BLD)
+        return self.norm(x_BLD)
 
     def head(self, x_BLD: Float[ArrayLike, "B L D"]) -> Float[ArrayLike, "B L V"]:
         """Final norm and the LM head (the embedding, unless the model has a separate one)."""
-        x_BLD = self.norm(x_BLD)
+        return self.unembed(self.norm(x_BLD))
+
+    def unembed(self, x_BLD: Float[ArrayLike, "B L D"]) -> Float[ArrayLike, "B L V"]:
+        """The LM head alone, on normed hidden states."""
         if self.lm_head is not None:
             return self.lm_head(x_BLD).astype(at_least_f32(x_BLD.dtype))
         embedding_VD = self.embed_tokens.embedding[...].astype(self.cfg.compute_dtype)
         return jnp.einsum("bld,vd->blv", x_BLD, embedding_VD).astype(at_least_f32(x_BLD.dtype))
+
+    def head_matrix_VD(self) -> Float[ArrayLike, "V D"]:
+        """The LM head as a (V, D) matrix in the compute dtype: the tied embedding, or the separate head's
+        kernel transposed (a layout change the compiler folds into the matmul)."""
+        if self.lm_head is not None:
+            return self.lm_head.kernel[...].astype(self.cfg.compute_dtype).T
+        return self.embed_tokens.embedding[...].astype(self.cfg.compute_dtype)
 
     def empty_cache(self, batch: int, length: int) -> list[KVCache]:
         """Zeroed key/value caches of `length` slots for every layer (see bitjax.generate)."""

@@ -38,11 +38,11 @@ RowKind = Literal["packed_text", "teacher_cache", "packed_completions", "trace_p
 
 @dataclasses.dataclass(frozen=True)
 class BatchView:
-    """What every objective's loss reads: the batch, the student's token log-probs, and per-source sums."""
+    """What every objective's loss reads: the batch, the student's per-token quantities, and per-source sums."""
 
-    logits_BLV: ArrayLike
     batch: dict
     logp_BL: jax.Array          # log p(target) at every position
+    kd_BL: jax.Array | None     # KD divergence from the teacher's top-k times T^2 (batches with teacher fields)
     mask_BL: jax.Array          # float32 loss mask
     onehot_BS: jax.Array        # row -> source
     distill: object             # the run's DistillConfig
@@ -71,10 +71,7 @@ def _cross_entropy(v: BatchView, is_S) -> tuple[jax.Array, dict]:
 
 def _distillation(v: BatchView, is_S) -> tuple[jax.Array, dict]:
     d = v.distill
-    kd_BL = losses.sparse_kd_per_token(
-        v.logits_BLV, v.batch["teacher_ids"], v.batch["teacher_logprobs"], v.batch["teacher_tail"], kind=d.kind,
-        tail=d.tail, temperature=d.temperature, beta=d.beta, skew=d.skew)
-    kd_S = v.token_mean_S(kd_BL)
+    kd_S = v.token_mean_S(v.kd_BL)
     w = losses.kd_weight(v.step, d.kd_weight, d.kd_warmup_steps)
     loss_S = w * kd_S + (1.0 - w) * v.token_mean_S(-v.logp_BL)
     return loss_S, {"kd": _weighted_mean(kd_S, is_S * v.tokens_S), "kd_weight": w}
@@ -141,15 +138,36 @@ class SourceObjectives:
         return jnp.asarray([predicate(o) for o in self.objectives], jnp.float32)
 
 
-def batch_loss(logits_BLV: Float[ArrayLike, "B L V"], batch: dict, table: SourceObjectives, distill_cfg,
-               step) -> tuple[jax.Array, dict[str, jax.Array]]:
+def token_quantities_from_logits(logits_BLV: Float[ArrayLike, "B L V"], batch: dict, table: SourceObjectives,
+                                 distill_cfg) -> tuple[jax.Array, jax.Array | None]:
+    """What `batch_loss` reads, from full logits: the readable reference of bitjax.fused_head."""
+    logp_BL = losses.token_logprobs(logits_BLV, batch["targets"])
+    if not table.needs_teacher():
+        return logp_BL, None
+    d = distill_cfg
+    kd_BL = losses.sparse_kd_per_token(
+        logits_BLV, batch["teacher_ids"], batch["teacher_logprobs"], batch["teacher_tail"], kind=d.kind,
+        tail=d.tail, temperature=d.temperature, beta=d.beta, skew=d.skew)
+    return logp_BL, kd_BL
+
+
+def batch_loss_from_logits(logits_BLV: Float[ArrayLike, "B L V"], batch: dict, table: SourceObjectives, distill_cfg,
+                           step) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """`batch_loss` on full logits (the reference; the trainer uses the chunked head)."""
+    logp_BL, kd_BL = token_quantities_from_logits(logits_BLV, batch, table, distill_cfg)
+    return batch_loss(logp_BL, kd_BL, batch, table, distill_cfg, step)
+
+
+def batch_loss(logp_BL: Float[ArrayLike, "B L"], kd_BL: Float[ArrayLike, "B L"] | None, batch: dict,
+               table: SourceObjectives, distill_cfg, step) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The batch loss and its parts: `ce`, each objective's metrics (`kd`, `redi`, ...) and `loss/<source>`.
 
-    `distill_cfg`: the run's DistillConfig. A part whose rows are absent from the batch is NaN (the trainer
-    leaves it out of the logs); the loss itself is always finite for finite logits.
+    `logp_BL`: log p(target) per token; `kd_BL`: the per-token KD divergence times T^2, present when the
+    batch has teacher fields (bitjax.fused_head computes both without full logits). `distill_cfg`: the run's
+    DistillConfig. A part whose rows are absent from the batch is NaN (the trainer leaves it out of the
+    logs); the loss itself is always finite for finite inputs.
     """
-    view = BatchView(logits_BLV, batch, losses.token_logprobs(logits_BLV, batch["targets"]),
-                     jnp.asarray(batch["loss_mask"], jnp.float32),
+    view = BatchView(batch, logp_BL, kd_BL, jnp.asarray(batch["loss_mask"], jnp.float32),
                      jax.nn.one_hot(batch["source_id"], len(table.names), dtype=jnp.float32), distill_cfg, step)
     token_level_S = table.mask(lambda o: OBJECTIVES[o].token_level)
     metrics = {"ce": _weighted_mean(view.token_mean_S(-view.logp_BL), token_level_S * view.tokens_S)}

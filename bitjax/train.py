@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from bitjax import checkpoint as ckpt_lib
 from bitjax import data as data_lib
-from bitjax import losses, objective, quant, workdir_lock
+from bitjax import fused_head, losses, objective, quant, workdir_lock
 from bitjax import sharding as sharding_lib
 from bitjax.config import TrainConfig
 from bitjax.data import coverage, schema
@@ -118,9 +118,10 @@ class Trainer:
 
     def loss(self, params: nnx.State, batch: dict, lam, step) -> tuple[jax.Array, dict]:
         """Every row's loss by its source's objective (CE, KD against the cache, SFT, REDI); see bitjax.objective."""
-        logits_BLV = self.model(params, lam)(batch["inputs"], batch["segment_ids"], batch["positions"])
-        logits_BLV = sharding_lib.constrain(logits_BLV, "logits", self.mesh)
-        return objective.batch_loss(logits_BLV, batch, self.objectives, self.cfg.distill, step)
+        distill = self.cfg.distill if self.objectives.needs_teacher() else None
+        logp_BL, kd_BL = fused_head.model_token_quantities(self.model(params, lam), batch, distill,
+                                                          loss_chunk=self.cfg.loss_chunk, mesh=self.mesh)
+        return objective.batch_loss(logp_BL, kd_BL, batch, self.objectives, self.cfg.distill, step)
 
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         lam = quant.lambda_schedule(state.step, self.cfg.quant_warmup_steps)
@@ -139,8 +140,9 @@ class Trainer:
 
     def eval_loss(self, params: nnx.State, batch: dict) -> tuple[jax.Array, jax.Array]:
         """Summed CE and token count on one batch, fully quantized."""
-        logits_BLV = self.model(params, 1.0)(batch["inputs"], batch["segment_ids"], batch["positions"])
-        return losses.summed_cross_entropy(logits_BLV, batch["targets"], batch["loss_mask"])
+        logp_BL, _ = fused_head.model_token_quantities(self.model(params, 1.0), batch, loss_chunk=self.cfg.loss_chunk,
+                                                       mesh=self.mesh)
+        return losses.summed_negative_logprob(logp_BL, batch["loss_mask"])
 
 
 def zero_fractions(params: nnx.State) -> dict[str, jax.Array]:

@@ -40,7 +40,8 @@ def random_batch(source_id, seed=0):
 def test_one_ce_source_is_token_mean_cross_entropy():
     cfg = config_with(SourceConfig("text", "tfds:shakespeare"))
     logits, batch = random_batch([0] * B)
-    loss, metrics = objective.batch_loss(logits, batch, objective.SourceObjectives.from_config(cfg), cfg.distill, 0)
+    table = objective.SourceObjectives.from_config(cfg)
+    loss, metrics = objective.batch_loss_from_logits(logits, batch, table, cfg.distill, 0)
     want = losses.cross_entropy(logits, batch["targets"], batch["loss_mask"])
     np.testing.assert_allclose(loss, want, rtol=1e-6)
     np.testing.assert_allclose(metrics["loss/text"], want, rtol=1e-6)
@@ -53,7 +54,8 @@ def test_sources_count_by_their_rows_and_loss_weights():
     cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, kd_weight=0.7))
     source_id = [0, 1, 1, 0, 1, 0]              # c is absent from this batch
     logits, batch = random_batch(source_id)
-    loss, metrics = objective.batch_loss(logits, batch, objective.SourceObjectives.from_config(cfg), cfg.distill, 0)
+    table = objective.SourceObjectives.from_config(cfg)
+    loss, metrics = objective.batch_loss_from_logits(logits, batch, table, cfg.distill, 0)
     rows = {s: np.asarray(source_id) == i for i, s in enumerate("abc")}
     mask = batch["loss_mask"]
     ce_a = losses.cross_entropy(logits[rows["a"]], batch["targets"][rows["a"]], mask[rows["a"]])
@@ -81,7 +83,7 @@ def test_redi_in_one_row_equals_redi_over_two_rows_of_the_same_logits():
     table = objective.SourceObjectives.from_config(cfg)
 
     def packed(z):
-        return objective.batch_loss(z, batch, table, cfg.distill, 0)[0]
+        return objective.batch_loss_from_logits(z, batch, table, cfg.distill, 0)[0]
 
     def two_forwards(z):
         pos, neg = (mask * (segments == s) for s in (1, 2))
@@ -89,7 +91,7 @@ def test_redi_in_one_row_equals_redi_over_two_rows_of_the_same_logits():
 
     np.testing.assert_allclose(packed(logits), two_forwards(logits), rtol=1e-6)
     np.testing.assert_allclose(jax.grad(packed)(logits), jax.grad(two_forwards)(logits), rtol=1e-5, atol=1e-7)
-    _, metrics = objective.batch_loss(logits, batch, table, cfg.distill, 0)
+    _, metrics = objective.batch_loss_from_logits(logits, batch, table, cfg.distill, 0)
     assert metrics["redi/positive_logprob"] < 0 and np.isnan(metrics["loss/text"])
 
 
@@ -97,8 +99,8 @@ def test_redi_in_one_row_equals_redi_over_two_rows_of_the_same_logits():
 def test_a_zero_loss_weight_removes_the_source_from_the_gradient(weight):
     cfg = config_with(SourceConfig("a", "tfds:shakespeare"), SourceConfig("b", "tfds:kjv", loss_weight=weight))
     logits, batch = random_batch([0, 0, 0, 1, 1, 1])
-    grads = jax.grad(lambda z: objective.batch_loss(z, batch, objective.SourceObjectives.from_config(cfg),
-                                                    cfg.distill, 0)[0])(logits)
+    grads = jax.grad(lambda z: objective.batch_loss_from_logits(z, batch, objective.SourceObjectives.from_config(cfg),
+                                                                cfg.distill, 0)[0])(logits)
     assert (np.abs(np.asarray(grads[3:])).max() > 0) == (weight > 0)
 
 
@@ -136,7 +138,7 @@ def test_redi_in_one_row_equals_redi_over_two_real_forward_passes():
     def packed(p):
         inputs, targets, mask, seg, pos = row([positive, negative])
         batch = {"targets": targets, "loss_mask": mask, "segment_ids": seg, "source_id": np.array([1], np.int32)}
-        return objective.batch_loss(forward(p, inputs, seg, pos), batch, table, cfg.distill, 0)[0]
+        return objective.batch_loss_from_logits(forward(p, inputs, seg, pos), batch, table, cfg.distill, 0)[0]
 
     def two_forwards(p):
         i_w, t_w, m_w, s_w, p_w = row([positive])
