@@ -3,7 +3,8 @@
 Layout under `WORKDIR/checkpoints/<step>/`:
   state/   the TrainState pytree (step, params, opt_state), Orbax StandardSave (tensorstore, no pickle)
   data/    the Grain iterator state, one JSON file per process (positions of its data shards)
-  meta/    JSON: the full TrainConfig and the tokenizer fingerprint, read before anything is restored
+  meta/    JSON: the full TrainConfig, the tokenizer fingerprint and checksums of every state array
+           (bitjax.state_checksum), read before anything is restored and checked after
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import grain
 import orbax.checkpoint as ocp
 
+from bitjax import state_checksum
 from bitjax.config import ConfigError, TrainConfig
 from bitjax.data import shards as shards_lib
 from bitjax.errors import BitjaxError, TrainingError
@@ -98,6 +100,7 @@ class Checkpointer:
         with self._writes():   # an earlier async save's failure surfaces here, under its own step
             self.manager.wait_until_finished()
         self._writing_step = step
+        meta = {**meta, state_checksum.META_KEY: state_checksum.checksums(state)}
         with self._writes():
             self.manager.save(
                 step,
@@ -166,6 +169,7 @@ class Checkpointer:
         """Only the TrainState (for evaluation and export); the data position is left alone."""
         restored = self.manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+        verify_values(restored["state"], self.read_meta(step), step, self.directory)
         return restored["state"]
 
     def wait(self) -> None:
@@ -174,6 +178,14 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def verify_values(state, meta: dict, step: int, directory: Path) -> None:
+    """Refuse values that differ from the checksums saved with them (a flipped bit in a stored array)."""
+    bad = state_checksum.mismatches(state, meta)
+    if bad:
+        raise CheckpointDamagedError(step, directory, f"the stored values of {len(bad)} array(s) do not match "
+                                     f"the checksums saved with them, e.g. {bad[0]}")
 
 
 def check_compatible(meta: dict, cfg: TrainConfig, tokenizer_fingerprint: str, workdir: Path) -> None:

@@ -50,6 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--teacher-k", type=int, default=None, help="top-k of the distillation cache "
                      "(default: the recipe's distill.k)")
     fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    fit.add_argument("--hlo", default=None, metavar="DIR", help="also write the compiled HLO, the buffer assignment "
+                     "and XLA's memory-usage report into DIR")
+    fit.add_argument("--sweep", default=None, metavar="KEY=V1,V2,...", help="compile once per value of one setting "
+                     "(e.g. model.n_layers=2,4,8) and print a memory table")
+
+    plan = sub.add_parser("plan", help="how many times the run reads each source's data, and what its teacher "
+                          "caches cost, before anything is trained")
+    plan.add_argument("recipe", help="a recipe file")
+    plan.add_argument("--preset", default=None, help="a launch preset of the recipe")
+    plan.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    plan.add_argument("--teacher-tokens-per-s", type=float, default=None,
+                      help="the teacher's throughput, to price its caches in hours")
 
     export = sub.add_parser("export", help="export a run's latest checkpoint to GGUF (llama.cpp) or packed safetensors")
     export.add_argument("run_dir", help="a directory written by `bitjax train`")
@@ -125,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cache_teacher(args)
         if args.command == "fit-check":
             return _fit_check(args)
+        if args.command == "plan":
+            return _plan(args)
         if args.command == "export":
             return _export(args)
         if args.command == "generate":
@@ -204,15 +218,41 @@ def _cache_teacher(args) -> int:
 def _fit_check(args) -> int:
     from bitjax import fit_check
     from bitjax.config_io import apply_overrides, load_recipe, recipe_presets
+    from bitjax.errors import ConfigError
 
     fit_check.pin_cpu_platform()
     fit_check.topology(args.topology)  # an unknown name fails here, before anything is compiled
     preset = args.preset or (args.topology if args.topology in recipe_presets(args.recipe) else None)
     cfg = apply_overrides(load_recipe(args.recipe, preset), args.overrides)
     label = f"{Path(args.recipe).stem}" + (f" (preset {preset})" if preset else "")
-    report = fit_check.fit_check(cfg, args.topology, label, teacher_k=args.teacher_k)
+    if args.sweep:
+        key, _, values = args.sweep.partition("=")
+        if not key or not values:
+            raise ConfigError(f"--sweep {args.sweep!r}; write KEY=V1,V2,... e.g. --sweep model.n_layers=2,4,8")
+        rows = fit_check.sweep(cfg, args.topology, key, values.split(","), label, args.teacher_k)
+        print(f"fit-check {label} on {args.topology}, sweeping {key}")
+        print(fit_check.render_sweep(key, rows))
+        return 0 if all(r.fits for _, r in rows) else 1
+    report = fit_check.fit_check(cfg, args.topology, label, teacher_k=args.teacher_k, hlo_dir=args.hlo)
     print(report.render())
     return 0 if report.fits else 1
+
+
+def _plan(args) -> int:
+    from bitjax.config_io import apply_overrides, load_recipe
+    from bitjax.data import build_pipeline, coverage
+    from bitjax.errors import BitjaxError
+
+    cfg = apply_overrides(load_recipe(args.recipe, args.preset), args.overrides)
+    cache = cfg.distill.cache if cfg.distill.cache and Path(cfg.distill.cache).is_dir() else ""
+    try:
+        pipeline = build_pipeline(cfg.data, teacher_cache=cache, vocab_size=cfg.model.vocab_size)
+    except BitjaxError as e:   # the recipe's tokenizer or data are not on this machine: plan from the config
+        print(f"bitjax: the data cannot be read here ({e}); sizes come from the recipe alone", file=sys.stderr)
+        pipeline = None
+    print(coverage.render(coverage.coverage(cfg, pipeline), cfg.steps, cfg.data.on_exhausted,
+                          args.teacher_tokens_per_s))
+    return 0
 
 
 def _eval(args) -> int:

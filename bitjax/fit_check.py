@@ -4,8 +4,9 @@ With `libtpu` installed (`pip install 'bitjax[tpu]'`), `jax.experimental.topolog
 describes a TPU slice without owning one: its compile-only devices take the recipe's mesh, the train
 step is lowered with the same shardings and donation as in training and compiled ahead of time by the
 TPU compiler. The compiled executable reports per-device memory (arguments, outputs, temporaries,
-code) and per-device FLOPs and bytes, from which this module estimates the step time (a roofline
-bound: max of compute time and HBM time) and the MFU that bound implies.
+code): the acceptance figures. The step time is an estimate, a roofline bound: the slower of the compute
+term (analytic FLOPs, bitjax.flops) and the HBM term (the compiler's bytes accessed), and the MFU that bound
+implies. `sweep` varies one setting and attributes the memory to it; `hlo_dir` keeps XLA's dump files.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import dataclasses
 import importlib.util
 import os
 import re
+import time
 
 import jax
 
+from bitjax import flops, hlo_facts
 from bitjax.config import ConfigError, TrainConfig
 
 GIB = 1024**3
@@ -98,21 +101,30 @@ def tpu_devices(topo: Topology) -> list:
 @dataclasses.dataclass(frozen=True)
 class FitReport:
     """Per-device figures of the compiled step; when the TPU compiler refused it for lack of HBM, only
-    its requirement (`oom`) is known."""
+    its requirement (`oom`) is known.
+
+    Memory is the compiler's (a fact). The step time is an estimate: a roofline bound, the slower of the
+    compute term (analytic hardware FLOPs at the chip's bf16 peak; bitjax.flops says why not the compiler's
+    count) and the HBM term (the compiler's bytes accessed at the chip's bandwidth).
+    """
 
     recipe: str
     topology: Topology
     mesh: dict[str, int]
     global_batch: int
     seq_len: int
-    model_flops: float                 # 6 N T + attention, whole step, all devices (the MFU numerator)
+    model_flops: float                 # 6 N T + causal attention, whole step, all devices (the MFU numerator)
+    hardware_flops: float              # model FLOPs + rematerialisation's recompute, all devices
+    lower_seconds: float = 0.0         # wall time to trace and lower the step
+    compile_seconds: float = 0.0       # wall time of the TPU compiler on this machine
     argument_bytes: int = 0            # state + batch (donated state buffers are reused by the outputs)
     output_bytes: int = 0
     alias_bytes: int = 0               # outputs written in place of donated arguments
     temp_bytes: int = 0                # activations kept for the backward pass, gradients, scratch
     code_bytes: int = 0
-    flops_per_device: float = 0.0      # compiled cost of one step
+    compiled_flops_per_device: float = 0.0   # the compiler's count (see bitjax.flops for what it misses)
     bytes_accessed_per_device: float = 0.0
+    hlo: hlo_facts.HloFacts | None = None
     oom: str | None = None             # the compiler's out-of-memory message
     oom_required_bytes: int = 0        # what that message says the program needs
 
@@ -131,11 +143,23 @@ class FitReport:
         return self.oom is None and self.headroom_bytes >= 0
 
     @property
+    def compute_seconds(self) -> float:
+        """Hardware FLOPs of one device at the chip's bf16 peak."""
+        return self.hardware_flops / self.topology.n_chips / self.topology.chip.peak_bf16_flops
+
+    @property
+    def hbm_seconds(self) -> float:
+        """The compiler's bytes accessed by one device at the chip's HBM bandwidth."""
+        return self.bytes_accessed_per_device / self.topology.chip.hbm_bytes_per_s
+
+    @property
+    def bound(self) -> str:
+        return "compute" if self.compute_seconds >= self.hbm_seconds else "HBM"
+
+    @property
     def step_seconds(self) -> float:
-        """Roofline estimate: the slower of the chip's peak compute and its HBM bandwidth."""
-        chip = self.topology.chip
-        return max(self.flops_per_device / chip.peak_bf16_flops,
-                   self.bytes_accessed_per_device / chip.hbm_bytes_per_s)
+        """Roofline estimate: the slower of the two terms."""
+        return max(self.compute_seconds, self.hbm_seconds)
 
     @property
     def mfu(self) -> float:
@@ -150,7 +174,8 @@ class FitReport:
             f"fit-check {self.recipe} on {self.topology.name} ({self.topology.n_chips} {chip.kind} chips, "
             f"topology {self.topology.topology_name}, {_gib(chip.hbm_bytes)} HBM per chip)",
             f"  mesh {mesh}; global batch {self.global_batch} x {self.seq_len} = {tokens:,} tokens/step; "
-            f"{self.model_flops:.3e} model FLOPs/step",
+            f"{self.model_flops:.3e} model FLOPs/step ({self.hardware_flops:.3e} with recompute)",
+            f"  lowered in {self.lower_seconds:.1f} s, compiled in {self.compile_seconds:.1f} s on this machine",
         ]
         if self.oom:
             lines.append(f"  the TPU compiler ran out of HBM: {self.oom}")
@@ -163,18 +188,24 @@ class FitReport:
                 f"    temporaries  {_gib(self.temp_bytes):>10}",
                 f"    code         {_gib(self.code_bytes):>10}",
                 f"    total        {_gib(self.total_bytes):>10}   of {_gib(chip.hbm_bytes)}",
-                f"  compiled FLOPs per step {self.flops_per_device:.3e} per device",
-                f"  estimated step time {self.step_seconds * 1e3:.1f} ms (roofline bound at "
-                f"{chip.peak_bf16_flops / 1e12:.0f} TFLOP/s and {chip.hbm_bytes_per_s / 1e9:.0f} GB/s per chip): "
-                f"{tokens / self.step_seconds:,.0f} tokens/s, MFU {self.mfu:.0%} at that bound",
+                f"  roofline terms per step: compute {self.compute_seconds * 1e3:.1f} ms (analytic FLOPs at "
+                f"{chip.peak_bf16_flops / 1e12:.0f} TFLOP/s), HBM {self.hbm_seconds * 1e3:.1f} ms (compiled "
+                f"{self.bytes_accessed_per_device / 1e9:.1f} GB at {chip.hbm_bytes_per_s / 1e9:.0f} GB/s); "
+                f"{self.bound} binds",
+                f"  estimated step time {self.step_seconds * 1e3:.1f} ms: {tokens / self.step_seconds:,.0f} tokens/s, "
+                f"MFU {self.mfu:.0%} at that bound (an estimate; memory above is the compiler's)",
+                f"  compiler's own FLOP count {self.compiled_flops_per_device:.3e} per device "
+                f"(analytic {self.hardware_flops / self.topology.n_chips:.3e}; it counts a loop body once)",
             ]
+            if self.hlo is not None:
+                lines.append(f"  compiled step: {hlo_facts.describe(self.hlo)}")
         if self.fits:
             lines.append(f"  FITS: {_gib(self.total_bytes)} of {_gib(chip.hbm_bytes)} per chip, "
                          f"{_gib(self.headroom_bytes)} ({self.headroom_bytes / chip.hbm_bytes:.0%}) to spare")
         else:
             lines.append(f"  DOES NOT FIT: needs {_gib(self.total_bytes)} per chip, {_gib(-self.headroom_bytes)} "
                          f"({-self.headroom_bytes / chip.hbm_bytes:.0%}) more than the {_gib(chip.hbm_bytes)} "
-                         "available; raise mesh.fsdp, lower data.batch_size, set model.remat=true, "
+                         "available; raise mesh.fsdp, lower data.batch_size, set model.remat=full, "
                          "or use a bigger slice")
         return "\n".join(lines)
 
@@ -197,21 +228,18 @@ def _parse_oom(message: str) -> tuple[str, int]:
 
 
 def model_flops_per_step(cfg: TrainConfig) -> float:
-    """Training FLOPs of one step (PaLM appendix B): 6 N T for the matmuls, N counting the tied LM head
-    but not the embedding lookup, plus 12 * layers * heads * head_dim * L * T for attention."""
-    from bitjax.model import count_params
-    m, tokens = cfg.model, cfg.data.batch_size * cfg.data.seq_len
-    counts = count_params(m)
-    n_matmul = counts["non_embedding"] + counts["embedding"]
-    return 6.0 * n_matmul * tokens + 12.0 * m.n_layers * m.n_heads * m.head_dim * cfg.data.seq_len * tokens
+    """Model FLOPs of one step (bitjax.flops): the MFU numerator."""
+    return flops.step_flops(cfg.model, cfg.data.batch_size, cfg.data.seq_len)[0]
 
 
-def fit_check(cfg: TrainConfig, topology_name: str, recipe: str = "recipe", teacher_k: int | None = None
-              ) -> FitReport:
+def fit_check(cfg: TrainConfig, topology_name: str, recipe: str = "recipe", teacher_k: int | None = None,
+              hlo_dir: str | None = None) -> FitReport:
     """Compile `cfg`'s train step for the named TPU slice (ahead of time, on this machine).
 
     When a source distils ("kd") the batch carries the cache's teacher fields (top `teacher_k` per
     position, default distill.k), so the KD loss is part of the compiled step, as in training.
+    `hlo_dir`: the TPU compiler also writes its HLO before and after optimisation, the buffer assignment
+    and a memory-usage report there (XLA's own dump files).
     """
     from bitjax import sharding as sharding_lib
     from bitjax.train import Trainer
@@ -222,27 +250,62 @@ def fit_check(cfg: TrainConfig, topology_name: str, recipe: str = "recipe", teac
     batch_sharding = sharding_lib.batch_sharding(trainer.mesh)
     abstract_batch = {name: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
                       for name, (shape, dtype) in trainer.batch_shapes(teacher_k).items()}
+    model_flops, hardware_flops = flops.step_flops(cfg.model, cfg.data.batch_size, cfg.data.seq_len)
     common = dict(recipe=recipe, topology=topo, mesh=dict(trainer.mesh.shape), global_batch=cfg.data.batch_size,
-                  seq_len=cfg.data.seq_len, model_flops=model_flops_per_step(cfg))
+                  seq_len=cfg.data.seq_len, model_flops=model_flops, hardware_flops=hardware_flops)
+    started = time.perf_counter()
     lowered = trainer.jit_train_step().lower(trainer.abstract_state(), abstract_batch)
+    common["lower_seconds"] = time.perf_counter() - started
+    options = {"xla_dump_to": str(hlo_dir), "xla_dump_hlo_as_text": True} if hlo_dir else None
+    started = time.perf_counter()
     try:
-        compiled = lowered.compile()
+        compiled = lowered.compile(compiler_options=options)
     except jax.errors.JaxRuntimeError as e:
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
         oom, required = _parse_oom(str(e))
-        return FitReport(**common, oom=oom, oom_required_bytes=required)
+        return FitReport(**common, compile_seconds=time.perf_counter() - started, oom=oom,
+                         oom_required_bytes=required)
+    compile_seconds = time.perf_counter() - started
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    mesh = trainer.mesh.shape
+    rows = max(cfg.data.batch_size // (mesh["data"] * mesh["fsdp"]), 1)
+    vocab = cfg.model.vocab_size // mesh["tensor"] if cfg.model.vocab_size % mesh["tensor"] == 0 \
+        else cfg.model.vocab_size
     return FitReport(
-        **common,
+        **common, compile_seconds=compile_seconds,
         argument_bytes=memory.argument_size_in_bytes, output_bytes=memory.output_size_in_bytes,
         alias_bytes=memory.alias_size_in_bytes, temp_bytes=memory.temp_size_in_bytes,
         code_bytes=memory.generated_code_size_in_bytes,
-        flops_per_device=float(cost.get("flops", 0.0)),
+        compiled_flops_per_device=float(cost.get("flops", 0.0)),
         bytes_accessed_per_device=float(cost.get("bytes accessed", 0.0)),
+        hlo=hlo_facts.facts(compiled.as_text(), seq_len=cfg.data.seq_len, vocab_size=vocab, rows=rows),
     )
+
+
+def sweep(cfg: TrainConfig, topology_name: str, key: str, values: list[str], recipe: str = "recipe",
+          teacher_k: int | None = None) -> list[tuple[str, FitReport]]:
+    """fit-check `cfg` once per value of the `--set` key (e.g. model.n_layers=2,4,8): which part of the
+    memory grows with what."""
+    from bitjax.config_io import apply_overrides
+
+    return [(value, fit_check(apply_overrides(cfg, [f"{key}={value}"]), topology_name, recipe, teacher_k))
+            for value in values]
+
+
+def render_sweep(key: str, rows: list[tuple[str, FitReport]]) -> str:
+    lines = [f"{key:>20} {'arguments':>11} {'temporaries':>12} {'total':>11} {'est. step':>10} {'MFU':>5} "
+             f"{'compile':>8}  L x L / f32 logits arrays"]
+    for value, r in rows:
+        if r.oom:
+            lines.append(f"{value:>20} {'':>11} {'':>12} {_gib(r.total_bytes):>11}  out of HBM")
+            continue
+        arrays = f"{len(r.hlo.score_buffers)} / {len(r.hlo.full_logits_f32)}" if r.hlo else "-"
+        lines.append(f"{value:>20} {_gib(r.argument_bytes):>11} {_gib(r.temp_bytes):>12} {_gib(r.total_bytes):>11} "
+                     f"{r.step_seconds * 1e3:>7.1f} ms {r.mfu:>5.0%} {r.compile_seconds:>6.1f} s  {arrays}")
+    return "\n".join(lines)
 
 
 def pin_cpu_platform() -> None:

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
-from jaxtyping import Float, Int, Real
+from jaxtyping import Float, Int, Integer, Real
 
 from bitjax.quant import at_least_f32
 
@@ -61,7 +61,7 @@ def summed_negative_logprob(logp_BL: Float[ArrayLike, "B L"], mask_BL: Real[Arra
 
 def sparse_distributions(
     student_logits_BLV: Float[ArrayLike, "B L V"],
-    teacher_ids_BLK: Int[ArrayLike, "B L K"],
+    teacher_ids_BLK: Integer[ArrayLike, "B L K"],
     teacher_logprobs_BLK: Float[ArrayLike, "B L K"],
     teacher_tail_logprob_BL: Float[ArrayLike, "B L"] | None = None,
     *,
@@ -202,7 +202,7 @@ def divergence(
 
 def sparse_kd_per_token(
     student_logits_BLV: Float[ArrayLike, "B L V"],
-    teacher_ids_BLK: Int[ArrayLike, "B L K"],
+    teacher_ids_BLK: Integer[ArrayLike, "B L K"],
     teacher_logprobs_BLK: Float[ArrayLike, "B L K"],
     teacher_tail_logprob_BL: Float[ArrayLike, "B L"] | None = None,
     *,
@@ -238,7 +238,7 @@ def topk_kd_per_token(
 
 def sparse_kd_loss(
     student_logits_BLV: Float[ArrayLike, "B L V"],
-    teacher_ids_BLK: Int[ArrayLike, "B L K"],
+    teacher_ids_BLK: Integer[ArrayLike, "B L K"],
     teacher_logprobs_BLK: Float[ArrayLike, "B L K"],
     mask_BL: Real[ArrayLike, "B L"],
     teacher_tail_logprob_BL: Float[ArrayLike, "B L"] | None = None,
@@ -341,7 +341,7 @@ def _log1mexp(log_x: jax.Array) -> jax.Array:
     return jnp.where(log_x > -0.693, jnp.log(-jnp.expm1(log_x)), jnp.log1p(-jnp.exp(log_x)))
 
 
-def _scatter_mask(ids_BLK: Int[ArrayLike, "B L K"], vocab: int) -> jax.Array:
+def _scatter_mask(ids_BLK: Integer[ArrayLike, "B L K"], vocab: int) -> jax.Array:
     """(B, L, V) booleans, True at the top-k ids."""
     B, L, _ = ids_BLK.shape
     mask = jnp.zeros((B, L, vocab), dtype=bool)

@@ -29,6 +29,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from bitjax import sharding as sharding_lib
+from bitjax import state_checksum
 from bitjax.config import MeshConfig, TrainConfig
 from bitjax.config_io import from_dict
 from bitjax.errors import ConfigError
@@ -173,6 +174,7 @@ def restore_params(checkpoints: Path, step: int, target_params, restore_args=Non
     try:
         restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
             item={"params": target_params}, restore_args={"params": restore_args}, partial_restore=True)))
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     except Exception as e:   # noqa: BLE001 - a checkpoint is data on disk: any failure to read it is damage
         first = (str(e).strip().splitlines() or [""])[0].split(" See full")[0][:300]
         raise ConfigError(
@@ -180,4 +182,10 @@ def restore_params(checkpoints: Path, step: int, target_params, restore_args=Non
             f"step, or rerun `bitjax train` with this workdir, which sets a damaged newest step aside") from None
     finally:
         manager.close()
-    return restored["state"]["params"]
+    params = restored["state"]["params"]
+    bad = state_checksum.mismatches(params, meta, prefix="params.")
+    if bad:
+        raise ConfigError(f"checkpoint step {step} in {checkpoints} is damaged (the stored values of {len(bad)} "
+                          f"array(s) do not match the checksums saved with them, e.g. {bad[0]}); use another step, "
+                          "or rerun `bitjax train` with this workdir, which sets a damaged newest step aside")
+    return params

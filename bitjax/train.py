@@ -31,11 +31,12 @@ from bitjax import data as data_lib
 from bitjax import fused_head, losses, objective, quant, workdir_lock
 from bitjax import sharding as sharding_lib
 from bitjax.config import TrainConfig
-from bitjax.data import schema
+from bitjax.data import coverage, schema
 from bitjax.errors import ConfigError, TrainingError
 from bitjax.layers import QuantStrength
 from bitjax.model import Transformer, count_params
 from bitjax.optim import current_hyperparams, make_optimizer
+from bitjax.paths import cache_dir
 from bitjax.run import RunPaths
 from bitjax.run_outputs import RunLogger, first_value, plot_loss_curve, print_summary
 
@@ -105,7 +106,7 @@ class Trainer:
     def batch_shapes(self, teacher_k: int | None = None) -> dict[str, tuple[tuple[int, ...], Any]]:
         """Shape and dtype of every field of a global training batch (teacher fields when a source distils)."""
         k = (teacher_k or self.cfg.distill.k) if self.objectives.needs_teacher() else 0
-        return schema.batch_fields(self.cfg.data.batch_size, self.cfg.data.seq_len, k)
+        return schema.batch_fields(self.cfg.data.batch_size, self.cfg.data.seq_len, k, self.cfg.model.vocab_size)
 
     def model(self, params: nnx.State, lam: jax.Array | float = 1.0) -> Transformer:
         quant_vars = jax.tree.map(lambda v: jnp.full_like(v, lam), self.quant_vars)
@@ -153,6 +154,13 @@ def zero_fractions(params: nnx.State) -> dict[str, jax.Array]:
     return out
 
 
+def enable_compilation_cache() -> None:
+    """Keep compiled steps on disk (JAX's persistent compilation cache) so a preempted or resumed run does not
+    compile again for minutes: $JAX_COMPILATION_CACHE_DIR if set, else <bitjax cache>/xla on each host."""
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
+
+
 def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devices=None) -> dict:
     """Train (or resume) `cfg` in `workdir`; returns the summary it prints. `devices`: all by default.
 
@@ -160,6 +168,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
     """
     workdir = Path(workdir)
     sharding_lib.initialize_distributed(cfg.mesh)
+    enable_compilation_cache()
     workdir.mkdir(parents=True, exist_ok=True)
     with workdir_lock.held(RunPaths(workdir).lock, f"workdir {workdir}", enabled=jax.process_index() == 0):
         return _train(cfg, workdir, progress, devices)
@@ -172,6 +181,8 @@ def _train(cfg: TrainConfig, workdir: Path, progress: bool, devices) -> dict:
         raise ConfigError(
             f"tokenizer {pipeline.tokenizer_path} has {pipeline.vocab_size} tokens but "
             f"model.vocab_size={cfg.model.vocab_size}; set --set model.vocab_size={pipeline.vocab_size}")
+    if jax.process_index() == 0:
+        print(coverage.render(coverage.coverage(cfg, pipeline), cfg.steps, cfg.data.on_exhausted), flush=True)
     eval_batches = [sharding_lib.replicated_batch(b, trainer.mesh)
                     for b in pipeline.heldout_batches(cfg.eval_batches)]
     meta = ckpt_lib.meta_for(cfg, pipeline.tokenizer_fingerprint)
@@ -208,10 +219,8 @@ def _train(cfg: TrainConfig, workdir: Path, progress: bool, devices) -> dict:
     logger = RunLogger(log_dir)
 
     def evaluate(params) -> float:
-        total, count = 0.0, 0.0
-        for batch in eval_batches:
-            s, n = eval_fn(params, batch)
-            total, count = total + float(s), count + float(n)
+        sums = jax.device_get([eval_fn(params, batch) for batch in eval_batches])   # one transfer, not 2 per batch
+        total, count = sum(float(s) for s, _ in sums), sum(float(n) for _, n in sums)
         return total / max(count, 1.0)
 
     pending: list[tuple[int, dict]] = []   # device metrics not yet checked or logged
@@ -262,7 +271,8 @@ def _train(cfg: TrainConfig, workdir: Path, progress: bool, devices) -> dict:
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps or step == start_step + 1:
                 scalars = flush_metrics(step)
-                scalars.update({f"zeros/{k}": float(v) for k, v in zeros_fn(state.params).items()})
+                zeros = jax.device_get(zeros_fn(state.params))   # every kernel's fraction in one transfer
+                scalars.update({f"zeros/{k}": float(v) for k, v in zeros.items()})
                 scalars.update({f"data/tokens/{k}": float(v) for k, v in source_tokens.items()})
                 source_tokens.clear()
                 logger.log(step, scalars)

@@ -1,7 +1,7 @@
 """A damaged newest checkpoint is named in one line, set aside, and the run resumes from the step before it.
 
-Flipped bytes inside an array's data are not among the cases: Orbax's tensorstore files carry no checksum
-of array values, so such a checkpoint reads back without error (with wrong values).
+Flipped bits inside an array's stored values are among the cases: Orbax's tensorstore files carry no
+checksum of array values, so bitjax saves its own with each checkpoint (bitjax.state_checksum).
 """
 
 import shutil
@@ -55,7 +55,17 @@ def _remove_manifests(step_dir):
         f.unlink()
 
 
+def _flip_a_value_bit(step_dir, at=(0.5,)):
+    """One bit at each fraction `at` of the biggest stored array file: it still decodes, to wrong values."""
+    f = _largest(step_dir / "state")
+    data = bytearray(f.read_bytes())
+    for fraction in at:
+        data[int(len(data) * fraction)] ^= 0x10
+    f.write_bytes(bytes(data))
+
+
 DAMAGE = {
+    "flipped bit in an array value": _flip_a_value_bit,
     "truncated data file": _truncate,
     "missing data file": lambda d: _largest(d / "state").unlink(),
     "missing state metadata": lambda d: (d / "state" / "_METADATA").unlink(),
@@ -110,3 +120,14 @@ def test_asking_for_a_damaged_step_is_one_line_naming_it(pristine, tmp_path):
         Run(workdir, step=2).flat_params()
     assert "\n" not in str(info.value)
     assert len(Run(workdir, step=3).flat_params()) > 0   # the other steps still read
+
+
+def test_a_flipped_value_bit_is_refused_by_eval_and_export_too(pristine, tmp_path):
+    from bitjax.run import Run
+    workdir = tmp_path / "run"
+    shutil.copytree(pristine, workdir)
+    # the file holds Adam's moments too, which eval and export never read: flip bits all over it
+    _flip_a_value_bit(workdir / "checkpoints" / "2", at=(0.3, 0.5, 0.6, 0.7, 0.9))
+    with pytest.raises(ConfigError, match=r"checkpoint step 2 .* do not match the checksums saved with them"):
+        Run(workdir, step=2).flat_params()
+    assert len(Run(workdir, step=1).flat_params()) > 0   # the untouched step reads

@@ -56,13 +56,43 @@ def test_fits_on_its_slice_and_not_on_one_chip():
     fits = _fit_check(R125, "--topology", "v5e-16", "--set", "model.n_layers=2")
     assert fits.returncode == 0, fits.stderr[-3000:]
     assert "preset v5e-16" in fits.stdout and "16 v5e chips" in fits.stdout
-    for field in ("arguments", "temporaries", "total", "compiled FLOPs per step", "estimated step time",
-                  "MFU", "FITS:"):
+    for field in ("arguments", "temporaries", "total", "roofline terms per step: compute", "binds",
+                  "estimated step time", "MFU", "compiled in", "compiled step: L x L score arrays", "FITS:"):
         assert field in fits.stdout, field
 
     too_big = _fit_check(R125, "--topology", "v5e-1", "--set", "model.n_layers=2")
     assert too_big.returncode == 1, too_big.stderr[-3000:]
     assert "DOES NOT FIT: needs" in too_big.stdout and "more than the 15.75 GiB available" in too_big.stdout
+
+
+TINY = str(ROOT / "recipes" / "tiny.py")
+
+
+@needs_libtpu
+def test_hlo_dir_holds_the_compiled_step_and_its_buffer_assignment(tmp_path):
+    out = _fit_check(TINY, "--topology", "v5e-4", "--set", "model.n_layers=1", "--hlo", str(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    names = [p.name for p in tmp_path.iterdir()]
+    step = [n for n in names if "train_step" in n]
+    assert any(n.endswith("after_optimizations.txt") for n in step), names
+    assert any(n.endswith("buffer-assignment.txt") for n in step), names
+    assert any(n.endswith("memory-usage-report.txt") for n in step), names
+
+
+@needs_libtpu
+def test_sweep_prints_one_row_per_value_and_memory_grows_with_depth():
+    out = _fit_check(TINY, "--topology", "v5e-4", "--sweep", "model.n_layers=1,3")
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line.split() for line in out.stdout.splitlines() if line.strip().split(" ")[0] in ("1", "3")]
+    assert [r[0] for r in rows] == ["1", "3"], out.stdout
+    arguments = [float(r[1]) for r in rows]      # GiB of state: three layers hold more parameters than one
+    assert arguments[1] > arguments[0]
+
+
+def test_bad_sweep_is_one_line_error(capsys):
+    assert cli.main(["fit-check", TINY, "--topology", "v5e-4", "--sweep", "model.n_layers"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--sweep 'model.n_layers'; write KEY=V1,V2,..." in err and "\n" not in err
 
 
 @needs_libtpu

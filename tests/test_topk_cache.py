@@ -59,6 +59,8 @@ def test_round_trip_exact(tmp_path):
         # exactly what float16 storage holds
         np.testing.assert_array_equal(rec["teacher_logprobs"], top[0].astype(np.float16).astype(np.float32))
         np.testing.assert_array_equal(rec["teacher_tail"], tail[0].astype(np.float32))
+        # rows stay as narrow as stored until the device (bitjax.data.schema)
+        assert rec["teacher_ids"].dtype == np.uint16 and rec["teacher_logprobs"].dtype == np.float16
 
 
 def test_teacher_reads_each_document_alone():
@@ -163,7 +165,7 @@ def test_vocabulary_over_65535_keeps_ids_exact_in_int32(tmp_path):
     """A 70,000-token teacher: ids above uint16's range (65,535) are stored as int32 and read back exactly."""
     big_v = 70_000
     spec = CacheSpec(teacher="test:big", tokenizer_fingerprint="abc123", vocab_size=big_v, k=K, seq_len=L)
-    assert spec.id_dtype is np.int32
+    assert spec.id_dtype == np.int32
 
     def big_topk(tokens_1n):
         n = tokens_1n.shape[1]
@@ -177,7 +179,7 @@ def test_vocabulary_over_65535_keeps_ids_exact_in_int32(tmp_path):
     got = cache[0]["teacher_ids"]
     assert int(got.max()) == big_v - 1 > 65_535          # uint16 storage would have wrapped it
     np.testing.assert_array_equal(got, want[0])
-    assert CacheSpec(teacher="t", tokenizer_fingerprint="f", vocab_size=65_536, k=K, seq_len=L).id_dtype is np.uint16
+    assert CacheSpec(teacher="t", tokenizer_fingerprint="f", vocab_size=65_536, k=K, seq_len=L).id_dtype == np.uint16
 
 
 def test_cache_written_by_two_processes_equals_one_process(tmp_path):

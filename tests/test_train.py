@@ -1,4 +1,5 @@
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -137,3 +138,19 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     assert ckpt.latest_step() == 5
     state = ckpt.restore_state(5, Trainer.create(cfg).abstract_state())
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+
+
+def test_a_resumed_run_finds_its_compiled_step_on_disk(tmp_path):
+    """The persistent compilation cache: the first run writes its compiled programs under <cache>/xla, and
+    the rerun that resumes reads them instead of compiling again (JAX logs the cache hit)."""
+    env = {**os.environ, "BITJAX_CACHE": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu",
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_DEBUG_LOG_MODULES": "jax._src.compiler"}
+    first = subprocess.run(_bitjax(tmp_path / "run", "steps=2"), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-2000:]
+    entries = list((tmp_path / "cache" / "xla").iterdir())
+    assert entries, "nothing was written to the compilation cache"
+    again = subprocess.run(_bitjax(tmp_path / "run", "steps=3"), cwd=ROOT, env=env, capture_output=True,
+                           text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resumed from step 2" in again.stdout
+    assert "Persistent compilation cache hit" in again.stderr, again.stderr[-3000:]

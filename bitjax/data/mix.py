@@ -68,10 +68,11 @@ def tag_source(ds: grain.IterDataset, source_id: int) -> grain.IterDataset:
     return ds.map(lambda ex: {**ex, schema.SOURCE_FIELD: tag})
 
 
-def add_empty_teacher(ds: grain.IterDataset, seq_len: int, k: int) -> grain.IterDataset:
+def add_empty_teacher(ds: grain.IterDataset, seq_len: int, k: int, vocab_size: int,
+                      logprob_dtype: str) -> grain.IterDataset:
     """Give rows without a teacher (CE, trace rows) the teacher fields of distilled rows, as zeros, so every
     source has one row schema and rows of all sources can share a batch; the loss ignores them there."""
-    empty = schema.empty_teacher_fields(seq_len, k)
+    empty = schema.empty_teacher_fields(seq_len, k, vocab_size, logprob_dtype)
     return ds.map(lambda ex: {**ex, **empty})
 
 

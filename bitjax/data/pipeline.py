@@ -139,6 +139,8 @@ class Pipeline:
                 continue  # weight 0 (or traces, for callers that only read text): not read at all
             self.sources[src.name] = self._prepare(src, tok)
         self.teacher_k = 0
+        self.teacher_logprob_dtype = "float16"
+        self.teacher_vocab_size = vocab_size or self.vocab_size
         if teacher_cache:
             self._open_caches(Path(teacher_cache), vocab_size or self.vocab_size)
 
@@ -193,7 +195,12 @@ class Pipeline:
             if self.teacher_k and cache.spec.k != self.teacher_k:
                 raise CacheError(f"{root / name}: k={cache.spec.k}, other sources' caches have "
                                             f"k={self.teacher_k}; rebuild the caches with one k")
+            if self.teacher_k and cache.spec.logprob_dtype != self.teacher_logprob_dtype:
+                raise CacheError(f"{root / name}: log-probabilities in {cache.spec.logprob_dtype}, other sources' "
+                                 f"caches in {self.teacher_logprob_dtype}; rebuild the caches with one dtype")
             self.teacher_k = cache.spec.k
+            self.teacher_logprob_dtype = cache.spec.logprob_dtype
+            self.teacher_vocab_size = cache.spec.vocab_size
             # The cache holds the sequences this source streamed when it was written: check a few still agree.
             expected = self.source_examples(name)
             for e in range(min(2, len(cache))):
@@ -212,12 +219,18 @@ class Pipeline:
                       max_doc_tokens=int(doc_lengths.max()), seed=self.cfg.shuffle_seed)
         return self._dry_check(stream, name, repeat, len(ds))
 
-    def _row_stream(self, name: str, rows, *, shard_index: int, num_shards: int) -> grain.IterDataset:
-        """Sources whose elements are already whole rows (cached sequences, REDI pairs)."""
+    def _row_stream(self, name: str, rows, *, shard_index: int, num_shards: int,
+                    read_threads: int = 0) -> grain.IterDataset:
+        """Sources whose elements are already whole rows (cached sequences, REDI pairs).
+
+        `read_threads`: Grain threads that read and check rows ahead of the training loop (cache records are
+        decoded from ArrayRecord, which is worth taking off the loop thread); order and checkpoints are kept.
+        """
         repeat = self.cfg.on_exhausted == "repeat"
         ds = self._shard_shuffle_repeat(name, grain.MapDataset.source(rows), shard_index, num_shards, True,
                                         repeat, rows)
-        return self._dry_check(ds.to_iter_dataset(grain.ReadOptions(num_threads=0)), name, repeat, len(ds))
+        options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=4 * max(read_threads, 1))
+        return self._dry_check(ds.to_iter_dataset(options), name, repeat, len(ds))
 
     def _shard_shuffle_repeat(self, name, ds, shard_index, num_shards, shuffle, repeat, what):
         if repeat and 0 < len(ds) < num_shards:
@@ -240,7 +253,8 @@ class Pipeline:
         p = self.sources[name]
         repeat = self.cfg.on_exhausted == "repeat"
         if p.cache is not None:
-            stream = self._row_stream(name, p.cache, shard_index=shard_index, num_shards=num_shards)
+            stream = self._row_stream(name, p.cache, shard_index=shard_index, num_shards=num_shards,
+                                      read_threads=CACHE_READ_THREADS)
         elif p.pairs is not None:
             stream = self._row_stream(name, p.pairs, shard_index=shard_index, num_shards=num_shards)
         else:  # text, or trace completions packed first-fit so that a trace keeps its prompt
@@ -249,7 +263,8 @@ class Pipeline:
                                        shuffle=True, repeat=repeat, packing=packing)
         stream = mix_lib.tag_source(stream, self.source_names.index(name))
         if self.teacher_k and p.cache is None:
-            stream = mix_lib.add_empty_teacher(stream, self.cfg.seq_len, self.teacher_k)
+            stream = mix_lib.add_empty_teacher(stream, self.cfg.seq_len, self.teacher_k, self.teacher_vocab_size,
+                                               self.teacher_logprob_dtype)
         return stream
 
     def source_examples(self, name: str):
@@ -317,6 +332,9 @@ class Pipeline:
         if "source_id" not in batch:
             return {}
         return mix_lib.token_counts(batch["source_id"], batch["segment_ids"], self.source_names)
+
+
+CACHE_READ_THREADS = 2   # per cache source; enough to keep one decode ahead of a step on a CPU host
 
 
 def build_pipeline(cfg: DataConfig, *, teacher_cache: str = "", vocab_size: int | None = None,

@@ -30,6 +30,7 @@ from array_record.python.array_record_module import ArrayRecordReader, ArrayReco
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from bitjax.data import schema
 from bitjax.data.schema import SEQUENCE_FIELDS
 from bitjax.errors import CacheError
 
@@ -51,7 +52,7 @@ class CacheSpec:
 
     @property
     def id_dtype(self):
-        return np.uint16 if self.vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
+        return schema.teacher_id_dtype(self.vocab_size)
 
     def bytes_per_token(self) -> int:
         """Teacher bytes per position (top-k ids and log-probs, tail); the example fields are extra."""
@@ -299,9 +300,10 @@ class TopKCache:
         self._check_record(record, path, local)
         return {
             **{name: record[name] for name in SEQUENCE_FIELDS},
-            "teacher_ids": record["ids"].astype(np.int32),
-            "teacher_logprobs": record["logprobs"].astype(np.float32),
-            "teacher_tail": record["tail_logprob"],
+            # kept as narrow as stored (bitjax.data.schema); the loss widens them on the device
+            "teacher_ids": record["ids"],
+            "teacher_logprobs": record["logprobs"],
+            "teacher_tail": np.asarray(record["tail_logprob"], np.float32),
         }
 
     def _check_record(self, record: dict, path: Path, local: int) -> None:
