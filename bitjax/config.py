@@ -203,7 +203,9 @@ class DistillConfig:
 
     A "kd" source's rows are trained on `w * KD + (1 - w) * CE`, w ramped from 0 to kd_weight over
     kd_warmup_steps. `cache` is the directory `bitjax cache-teacher` writes, one sub-cache per "kd" source;
-    `teacher`, `k` and `cache_examples` are that command's defaults for this recipe.
+    `teacher`, `k` and `cache_examples` are that command's defaults for this recipe. With `online` the
+    teacher runs inside the train step instead (bitjax.online_teacher): "kd" sources read plain text and
+    their top-k is computed on the devices; no cache is read.
     """
 
     cache: str = ""                   # directory of per-source teacher top-k caches
@@ -218,8 +220,12 @@ class DistillConfig:
     beta: float = 0.5                 # JSD interpolation
     skew: float = 0.1                 # skew-KL mixing weight (DistiLLM)
     redi_alpha: float = 0.8           # REDI: weight of the negative traces' log-likelihood
+    online: bool = False              # run `teacher` in the train step (full precision, frozen) instead of a cache
 
     def __post_init__(self):
+        if self.online and not self.teacher:
+            raise ConfigError("distill.online=true needs a teacher: set distill.teacher=hf:DIR, gguf:PATH, "
+                              "gguf:smollm2 or bitjax:RUN_DIR")
         _finite(self, "temperature", "kd_weight", "beta", "skew", "redi_alpha")
         if not 0.0 <= self.kd_weight <= 1.0:
             raise ConfigError(f"distill.kd_weight={self.kd_weight} must lie in [0, 1]")
@@ -278,9 +284,10 @@ class TrainConfig:
                 f"mesh.data*mesh.fsdp={self.mesh.data}*{self.mesh.fsdp}={div}; use a multiple of {div}, "
                 f"e.g. --set data.batch_size={max(div, self.data.batch_size - self.data.batch_size % div)}")
         kd_sources = [s.name for s in self.data.sources if s.needs_teacher]
-        if kd_sources and not self.distill.cache:
+        if kd_sources and not self.distill.cache and not self.distill.online:
             raise ConfigError(f"data sources {', '.join(kd_sources)} distil from a teacher cache but distill.cache "
-                              "is empty; set --set distill.cache=DIR (write it with `bitjax cache-teacher`)")
+                              "is empty; set --set distill.cache=DIR (write it with `bitjax cache-teacher`), or "
+                              "run the teacher in the step with --set distill.online=true")
 
 
 def _key(cfg, name: str) -> str:

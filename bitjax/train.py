@@ -58,17 +58,24 @@ class Trainer:
     tx: optax.GradientTransformation
     mesh: jax.sharding.Mesh  # (data, fsdp, tensor); every array is placed by sharding.RULES
     objectives: objective.SourceObjectives   # per data source: objective and loss weight
+    teacher: Any = None      # an online_teacher.OnlineTeacher when distill.online (its params are a step argument)
 
     @classmethod
-    def create(cls, cfg: TrainConfig, devices=None) -> "Trainer":
-        """`devices` defaults to all devices of the run; fit-check passes compile-only TPU devices."""
+    def create(cls, cfg: TrainConfig, devices=None, *, load_teacher: bool = False) -> "Trainer":
+        """`devices` defaults to all devices of the run; fit-check passes compile-only TPU devices.
+        `load_teacher`: with distill.online, import the teacher and place it on the mesh (training does)."""
         abstract_model = nnx.eval_shape(lambda: Transformer(cfg.model, rngs=nnx.Rngs(cfg.seed)))
         graphdef, _, quant_vars = nnx.split(abstract_model, nnx.Param, QuantStrength)
         quant_vars = jax.tree.map(lambda v: jnp.ones(v.shape, v.dtype), quant_vars)
         mesh = sharding_lib.make_mesh(cfg.mesh, devices)
         sharding_lib.check_batch(cfg.data.batch_size, mesh)
+        teacher = None
+        if load_teacher and cfg.distill.online:
+            from bitjax import online_teacher
+
+            teacher = online_teacher.load(cfg.distill.teacher, cfg.model, mesh)
         return cls(cfg, graphdef, quant_vars, make_optimizer(cfg.optim, cfg.steps), mesh,
-                   objective.SourceObjectives.from_config(cfg))
+                   objective.SourceObjectives.from_config(cfg), teacher)
 
     # ---------------------------------------------------------------- state
 
@@ -116,16 +123,24 @@ class Trainer:
 
     # ---------------------------------------------------------------- steps
 
-    def loss(self, params: nnx.State, batch: dict, lam, step) -> tuple[jax.Array, dict]:
-        """Every row's loss by its source's objective (CE, KD against the cache, SFT, REDI); see bitjax.objective."""
+    def loss(self, params: nnx.State, batch: dict, lam, step, teacher_params=None) -> tuple[jax.Array, dict]:
+        """Every row's loss by its source's objective (CE, KD against the cache, SFT, REDI); see bitjax.objective.
+
+        With an online teacher its top-k fields are computed here, as a cache would hold them."""
+        if self.teacher is not None:
+            from bitjax import online_teacher
+
+            batch = {**batch, **online_teacher.topk_fields(self.teacher.model(teacher_params), batch,
+                                                           self.cfg.distill.k, loss_chunk=self.cfg.loss_chunk)}
         distill = self.cfg.distill if self.objectives.needs_teacher() else None
         logp_BL, kd_BL = fused_head.model_token_quantities(self.model(params, lam), batch, distill,
                                                           loss_chunk=self.cfg.loss_chunk, mesh=self.mesh)
         return objective.batch_loss(logp_BL, kd_BL, batch, self.objectives, self.cfg.distill, step)
 
-    def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    def train_step(self, state: TrainState, batch: dict, teacher_params=None) -> tuple[TrainState, dict]:
         lam = quant.lambda_schedule(state.step, self.cfg.quant_warmup_steps)
-        (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, batch, lam, state.step)
+        (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, batch, lam, state.step,
+                                                                        teacher_params)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "quant_lambda": lam,
@@ -135,8 +150,15 @@ class Trainer:
     def jit_train_step(self):
         """The one train step, jitted with explicit shardings; the old state's buffers are donated."""
         state_sh = self.state_shardings()
-        return jax.jit(self.train_step, in_shardings=(state_sh, sharding_lib.batch_sharding(self.mesh)),
+        if self.teacher is None:
+            return jax.jit(self.train_step, in_shardings=(state_sh, sharding_lib.batch_sharding(self.mesh)),
+                           out_shardings=(state_sh, sharding_lib.replicated(self.mesh)), donate_argnums=(0,))
+        # The teacher's parameters are an argument placed by the sharding table, not constants of the program.
+        teacher_sh = sharding_lib.tree_shardings(self.teacher.params, self.mesh)
+        step = jax.jit(self.train_step,
+                       in_shardings=(state_sh, sharding_lib.batch_sharding(self.mesh), teacher_sh),
                        out_shardings=(state_sh, sharding_lib.replicated(self.mesh)), donate_argnums=(0,))
+        return lambda state, batch: step(state, batch, self.teacher.params)
 
     def eval_loss(self, params: nnx.State, batch: dict) -> tuple[jax.Array, jax.Array]:
         """Summed CE and token count on one batch, fully quantized."""
@@ -178,8 +200,10 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
 
 
 def _train(cfg: TrainConfig, workdir: epath.Path, progress: bool, devices) -> dict:
-    trainer = Trainer.create(cfg, devices)
-    pipeline = data_lib.build_pipeline(cfg.data, teacher_cache=cfg.distill.cache, vocab_size=cfg.model.vocab_size)
+    trainer = Trainer.create(cfg, devices, load_teacher=True)
+    # an online teacher computes the top-k in the step: its "kd" sources stream plain text, no cache is read
+    cache = "" if cfg.distill.online else cfg.distill.cache
+    pipeline = data_lib.build_pipeline(cfg.data, teacher_cache=cache, vocab_size=cfg.model.vocab_size)
     if pipeline.vocab_size > cfg.model.vocab_size:
         raise ConfigError(
             f"tokenizer {pipeline.tokenizer_path} has {pipeline.vocab_size} tokens but "

@@ -8,7 +8,8 @@ prints this table before anything is trained, and `bitjax train` prints it at st
 Per source:
   drawn     positions the run reads from it (weight x steps x batch x seq_len)
   held      positions it holds: a text source's training tokens, a cache's sequences x seq_len, REDI pairs x
-            seq_len; a cache not written yet counts distill.cache_examples sequences
+            seq_len; a cache not written yet counts distill.cache_examples sequences (with an online teacher a
+            distilling source reads its text, like a text source)
   epochs    drawn / held
 and for a distilling source, the cache's size on disk and the teacher time to write it at a given throughput.
 """
@@ -52,7 +53,8 @@ def coverage(cfg, pipeline=None) -> list[SourceCoverage]:
     for name, weight in weights.items():
         if pipeline is None:
             src = next(s for s in cfg.data.sources if s.name == name)
-            planned = cfg.distill.cache_examples * cfg.data.seq_len if src.needs_teacher else None
+            cached = src.needs_teacher and not cfg.distill.online   # an online teacher reads the text itself
+            planned = cfg.distill.cache_examples * cfg.data.seq_len if cached else None
             rows.append(SourceCoverage(name, src.resolved_objective, weight, int(round(weight * positions)),
                                        planned, planned * per_position if planned else 0, planned is None))
             continue
@@ -63,7 +65,7 @@ def coverage(cfg, pipeline=None) -> list[SourceCoverage]:
         if p.cache is not None:
             held = len(p.cache) * cfg.data.seq_len
             cache_bytes = held * per_position
-        elif p.rows == "teacher_cache":      # distils, cache not opened (plan before cache-teacher)
+        elif p.rows == "teacher_cache" and not cfg.distill.online:   # cache not opened yet (plan first)
             held, written = cfg.distill.cache_examples * cfg.data.seq_len, False
             cache_bytes = held * per_position
         elif p.pairs is not None:
