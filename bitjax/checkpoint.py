@@ -178,8 +178,10 @@ class Checkpointer:
 
 def check_compatible(meta: dict, cfg: TrainConfig, tokenizer_fingerprint: str, workdir: Path) -> None:
     """Refuse to resume a checkpoint made for another model shape or tokenizer, with the fix in one line."""
-    # remat changes how the step is computed, not the parameters: a run may resume with it toggled.
-    saved_model = ModelConfig(**{**meta["config"]["model"], "remat": cfg.model.remat})
+    # remat and the attention kernel change how the step is computed, not the parameters: a run may resume
+    # with either changed.
+    saved_model = ModelConfig(**{**meta["config"]["model"], "remat": cfg.model.remat,
+                                 "attention": cfg.model.attention})
     if saved_model != cfg.model:
         diffs = [f"{f.name} {getattr(saved_model, f.name)} != {getattr(cfg.model, f.name)}"
                  for f in dataclasses.fields(ModelConfig)

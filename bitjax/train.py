@@ -111,11 +111,16 @@ class Trainer:
         quant_vars = jax.tree.map(lambda v: jnp.full_like(v, lam), self.quant_vars)
         return nnx.merge(self.graphdef, params, quant_vars)
 
+    def forward(self, params: nnx.State, batch: dict, lam: jax.Array | float = 1.0) -> jax.Array:
+        """Logits of a batch. The mesh is set for the trace so attention kernels run per device (bitjax.attention)."""
+        with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
+            return self.model(params, lam)(batch["inputs"], batch["segment_ids"], batch["positions"])
+
     # ---------------------------------------------------------------- steps
 
     def loss(self, params: nnx.State, batch: dict, lam, step) -> tuple[jax.Array, dict]:
         """Every row's loss by its source's objective (CE, KD against the cache, SFT, REDI); see bitjax.objective."""
-        logits_BLV = self.model(params, lam)(batch["inputs"], batch["segment_ids"], batch["positions"])
+        logits_BLV = self.forward(params, batch, lam)
         logits_BLV = sharding_lib.constrain(logits_BLV, "logits", self.mesh)
         return objective.batch_loss(logits_BLV, batch, self.objectives, self.cfg.distill, step)
 
@@ -136,7 +141,7 @@ class Trainer:
 
     def eval_loss(self, params: nnx.State, batch: dict) -> tuple[jax.Array, jax.Array]:
         """Summed CE and token count on one batch, fully quantized."""
-        logits_BLV = self.model(params, 1.0)(batch["inputs"], batch["segment_ids"], batch["positions"])
+        logits_BLV = self.forward(params, batch)
         return losses.summed_cross_entropy(logits_BLV, batch["targets"], batch["loss_mask"])
 
 
