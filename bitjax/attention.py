@@ -32,7 +32,7 @@ IMPLS = ("auto", "xla", "chunked", "splash", "cudnn")
 BATCH_AXES = ("data", "fsdp")   # as bitjax.sharding.BATCH; named here so the model needs no sharding import
 HEAD_AXIS = "tensor"
 CHUNK = 512                     # keys per block of the chunked kernel
-SPLASH_BLOCK = 512              # query and key tile of the splash kernel (a multiple of 128)
+SPLASH_TILES = (512, 256, 128)  # query and key tiles of the splash kernel: the largest that divides the length
 
 
 class AttentionMask(NamedTuple):
@@ -180,7 +180,7 @@ def _splash_rows(q_BLNH, k_BMKH, v_BMKH, segment_ids_BL, *, interpret: bool) -> 
 
     _, L, N, H = q_BLNH.shape
     M = k_BMKH.shape[1]
-    bq, bkv = min(SPLASH_BLOCK, L), min(SPLASH_BLOCK, M)
+    bq, bkv = _tile(L), _tile(M)
     blocks = sa.BlockSizes(block_q=bq, block_kv=bkv, block_kv_compute=bkv, block_q_dkv=bq, block_kv_dkv=bkv,
                            block_kv_dkv_compute=bkv, block_q_dq=bq, block_kv_dq=bkv)
     mask = sa.MultiHeadMask([sa.CausalMask((L, M)) for _ in range(N)])
@@ -192,3 +192,7 @@ def _splash_rows(q_BLNH, k_BMKH, v_BMKH, segment_ids_BL, *, interpret: bool) -> 
     segment_ids = sa.SegmentIds(q=segment_ids_BL, kv=segment_ids_BL)
     out_BNLH = jax.vmap(kernel)(q_BNLH, k_BKMH, v_BKMH, segment_ids)
     return out_BNLH.transpose(0, 2, 1, 3).astype(v_BMKH.dtype)
+
+
+def _tile(length: int) -> int:
+    return next(t for t in SPLASH_TILES if length % t == 0)

@@ -16,6 +16,7 @@ import os
 import re
 
 import jax
+from jax.sharding import Mesh
 
 from bitjax.config import ConfigError, TrainConfig
 
@@ -213,18 +214,10 @@ def fit_check(cfg: TrainConfig, topology_name: str, recipe: str = "recipe", teac
     When a source distils ("kd") the batch carries the cache's teacher fields (top `teacher_k` per
     position, default distill.k), so the KD loss is part of the compiled step, as in training.
     """
-    from bitjax import sharding as sharding_lib
-    from bitjax.train import Trainer
-
     topo = topology(topology_name)
-    devices = tpu_devices(topo)
-    trainer = Trainer.create(cfg, devices=devices)
-    batch_sharding = sharding_lib.batch_sharding(trainer.mesh)
-    abstract_batch = {name: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
-                      for name, (shape, dtype) in trainer.batch_shapes(teacher_k).items()}
-    common = dict(recipe=recipe, topology=topo, mesh=dict(trainer.mesh.shape), global_batch=cfg.data.batch_size,
+    lowered, mesh = lower_step(cfg, topo, teacher_k)
+    common = dict(recipe=recipe, topology=topo, mesh=dict(mesh.shape), global_batch=cfg.data.batch_size,
                   seq_len=cfg.data.seq_len, model_flops=model_flops_per_step(cfg))
-    lowered = trainer.jit_train_step().lower(trainer.abstract_state(), abstract_batch)
     try:
         compiled = lowered.compile()
     except jax.errors.JaxRuntimeError as e:
@@ -243,6 +236,18 @@ def fit_check(cfg: TrainConfig, topology_name: str, recipe: str = "recipe", teac
         flops_per_device=float(cost.get("flops", 0.0)),
         bytes_accessed_per_device=float(cost.get("bytes accessed", 0.0)),
     )
+
+
+def lower_step(cfg: TrainConfig, topo: Topology, teacher_k: int | None = None) -> tuple[jax.stages.Lowered, Mesh]:
+    """The train step of `cfg` lowered for the slice's compile-only devices, and the mesh it runs on."""
+    from bitjax import sharding as sharding_lib
+    from bitjax.train import Trainer
+
+    trainer = Trainer.create(cfg, devices=tpu_devices(topo))
+    batch_sharding = sharding_lib.batch_sharding(trainer.mesh)
+    abstract_batch = {name: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
+                      for name, (shape, dtype) in trainer.batch_shapes(teacher_k).items()}
+    return trainer.jit_train_step().lower(trainer.abstract_state(), abstract_batch), trainer.mesh
 
 
 def pin_cpu_platform() -> None:
