@@ -9,7 +9,8 @@ Kernels (`impl`):
   chunked  blockwise online softmax (flash-attention arithmetic in plain JAX): scores exist per key block only
   splash   TPU Pallas splash attention, run per device under `shard_map` over the batch (and head) mesh axes
   cudnn    cuDNN flash attention through `jax.nn.dot_product_attention` (NVIDIA GPUs)
-  auto     splash on TPU, cudnn on GPU, xla on CPU, judged by the devices the step is compiled for
+  auto     splash on TPU, cudnn on GPU, xla on CPU, judged by the devices the step is compiled for (xla where the
+           chosen kernel cannot take the shape or dtype: splash needs L % 128 == 0, cudnn 16-bit floats)
 
 The mesh comes from the surrounding trace (`jax.sharding.use_abstract_mesh`, set by the trainer); without
 one, the kernels run on unsplit arrays.
@@ -56,12 +57,18 @@ def platform() -> str:
     return device.platform if device is not None else jax.default_backend()
 
 
-def resolve(impl: str) -> str:
-    """`impl` with "auto" replaced by the kernel for `platform()`."""
+def resolve(impl: str, length: int = 128, dtype=jnp.bfloat16) -> str:
+    """`impl` with "auto" replaced by the kernel for `platform()`, where that kernel takes `length` and `dtype`
+    (splash: lengths divisible by 128; cudnn: 16-bit floats), else by the xla reference."""
     check_impl(impl)
     if impl != "auto":
         return impl
-    return {"tpu": "splash", "gpu": "cudnn", "cuda": "cudnn"}.get(platform(), "xla")
+    kind = platform()
+    if kind == "tpu" and length % 128 == 0:
+        return "splash"
+    if kind in ("gpu", "cuda") and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
+        return "cudnn"
+    return "xla"
 
 
 def segment_mask(segment_ids_BL: jax.Array) -> jax.Array:
@@ -79,7 +86,7 @@ def attend(q_BLNH: jax.Array, k_BMKH: jax.Array, v_BMKH: jax.Array, mask: Attent
     if mask.explicit_B11LM is not None:
         return masked_softmax(q_BLNH, k_BMKH, v_BMKH, mask.explicit_B11LM)
     segment_ids_BL = mask.segment_ids_BL
-    impl = resolve(impl)
+    impl = resolve(impl, q_BLNH.shape[1], q_BLNH.dtype)
     if impl == "xla":
         return masked_softmax(q_BLNH, k_BMKH, v_BMKH, segment_mask(segment_ids_BL))
     if impl == "chunked":
@@ -149,6 +156,9 @@ def cudnn(q_BLNH, k_BMKH, v_BMKH, segment_ids_BL) -> jax.Array:
     if platform() not in ("gpu", "cuda"):
         raise ConfigError(f"model.attention='cudnn' needs an NVIDIA GPU, not {platform()!r}; "
                           "use model.attention=auto (or xla)")
+    if jnp.dtype(q_BLNH.dtype) not in (jnp.bfloat16, jnp.float16):
+        raise ConfigError(f"model.attention='cudnn' needs model.dtype bfloat16 or float16, not {q_BLNH.dtype}; "
+                          "set model.dtype=bfloat16 or model.attention=auto")
     same_segment_B1LM = (segment_ids_BL[:, :, None] == segment_ids_BL[:, None, :])[:, None]
     return jax.nn.dot_product_attention(q_BLNH, k_BMKH, v_BMKH, mask=same_segment_B1LM, is_causal=True,
                                         implementation="cudnn")

@@ -138,7 +138,8 @@ def test_auto_follows_the_devices_of_the_trace():
         device = jax.sharding.AbstractDevice(device_kind="x", num_cores=None, platform=platform)
         mesh = jax.sharding.AbstractMesh((1, 1, 1), ("data", "fsdp", "tensor"), abstract_device=device)
         with jax.sharding.use_abstract_mesh(mesh):
-            assert attention.resolve("auto") == impl
+            assert attention.resolve("auto", 256, jnp.bfloat16) == impl
+            assert attention.resolve("auto", 200, jnp.float32) == "xla"   # neither kernel takes this
     assert attention.resolve("chunked") == "chunked"
 
 
@@ -153,8 +154,29 @@ def test_bad_settings_are_one_line_errors():
     q, k, v = qkv(B=1, L=128, K=1, G=1, H=8, dtype=np.float32)
     with pytest.raises(ConfigError, match=r"^model.attention='cudnn' needs an NVIDIA GPU, not 'cpu'"):
         run("cudnn", q, k, v, np.ones((1, 128), np.int32))
+    device = jax.sharding.AbstractDevice(device_kind="x", num_cores=None, platform="gpu")
+    with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((1,), ("data",), abstract_device=device)):
+        with pytest.raises(ConfigError, match=r"^model.attention='cudnn' needs model.dtype bfloat16 or float16"):
+            run("cudnn", q, k, v, np.ones((1, 128), np.int32))
     with pytest.raises(ConfigError, match=r"sequence length divisible by 128, not 40; choose data.seq_len"):
         run("splash", q[:, :40], k[:, :40], v[:, :40], np.ones((1, 40), np.int32), interpret=True)
+
+
+def test_cudnn_path_traces_forward_and_backward(monkeypatch):
+    """No GPU here: cuDNN's version and device checks are answered as on an H100, the platform as "gpu"; the
+    step must then trace (shapes, GQA, the segment mask and the backward wrapper are all checked while tracing)."""
+    from jax._src.cudnn import fused_attention_stablehlo as cudnn_lib
+
+    monkeypatch.setattr(cudnn_lib, "check_cudnn_version", lambda: 91000)
+    monkeypatch.setattr(cudnn_lib, "check_compute_capability", lambda capability: True)
+    monkeypatch.setattr(cudnn_lib, "is_cuda_compute_capability_equal", lambda capability: False)
+    monkeypatch.setattr(attention, "platform", lambda: "gpu")
+    q_BLNH, k_BMKH = jnp.zeros((2, 256, 4, 64), jnp.bfloat16), jnp.zeros((2, 256, 2, 64), jnp.bfloat16)
+    mask = AttentionMask(jnp.ones((2, 256), jnp.int32))
+    loss = lambda q, k, v: attend(q, k, v, mask, impl="auto").astype(jnp.float32).sum()  # noqa: E731
+    traced = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2))).trace(q_BLNH, k_BMKH, k_BMKH)
+    assert "dot_product_attention_bwd_wrapper" in str(traced.jaxpr)
+    assert [a.shape for a in traced.jaxpr.out_avals] == [(), (2, 256, 4, 64), (2, 256, 2, 64), (2, 256, 2, 64)]
 
 
 def test_changing_the_kernel_keeps_checkpoints_compatible(tmp_path):
