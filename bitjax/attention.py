@@ -147,7 +147,8 @@ def chunked(q_BLNH, k_BMKH, v_BMKH, segment_ids_BL, chunk: int = CHUNK) -> jax.A
 
     init = (jnp.full((B, K, G, L), -jnp.inf, acc), jnp.zeros((B, K, G, L), acc), jnp.zeros((B, K, G, L, H), acc))
     # Checkpointed: the backward pass recomputes each block's scores instead of saving all of them (L x L).
-    (_, sum_BKGL, out_BKGLH), _ = jax.lax.scan(jax.checkpoint(step), init, (jnp.arange(n_blocks), k_JBCKH, v_JBCKH, kv_seg_JBC))
+    blocks = (jnp.arange(n_blocks), k_JBCKH, v_JBCKH, kv_seg_JBC)
+    (_, sum_BKGL, out_BKGLH), _ = jax.lax.scan(jax.checkpoint(step), init, blocks)
     out_BKGLH = out_BKGLH / sum_BKGL[..., None]   # every query sees itself: the sum is at least exp(0) = 1
     return out_BKGLH.transpose(0, 3, 1, 2, 4).reshape(B, L, N, H).astype(v_BMKH.dtype)
 

@@ -193,6 +193,21 @@ def test_changing_the_kernel_keeps_checkpoints_compatible(tmp_path):
 SCORES = re.compile(r"f32\[(?:\d+,)+640,640\]")   # a score tensor of L = 640 (no model width is 640)
 
 
+def test_chunked_gradient_keeps_no_score_matrix():
+    """The backward pass recomputes each key block (a checkpointed scan) instead of saving them: its scratch
+    stays under one f32 (N, L, L) score tensor, which the xla kernel's exceeds (so the check can fail)."""
+    L, N = 1280, 2
+    q_BLNH, k_BMKH, seg_BL = jnp.zeros((1, L, N, 16)), jnp.zeros((1, L, 1, 16)), jnp.ones((1, L), jnp.int32)
+
+    def scratch_bytes(fn):
+        grad = jax.jit(jax.grad(lambda q, k, v: fn(q, k, v).sum(), argnums=(0, 1, 2)))
+        return grad.lower(q_BLNH, k_BMKH, k_BMKH).compile().memory_analysis().temp_size_in_bytes
+
+    scores = N * L * L * 4
+    assert scratch_bytes(lambda q, k, v: attention.chunked(q, k, v, seg_BL, chunk=128)) < scores / 2
+    assert scratch_bytes(lambda q, k, v: attend(q, k, v, AttentionMask(seg_BL), impl="xla")) > scores
+
+
 @needs_libtpu
 def test_compiled_tpu_step_has_no_score_matrix_with_splash(monkeypatch):
     """The tiny recipe's train step compiled for a v5e-4 slice: auto picks splash for TPU devices, which leaves
