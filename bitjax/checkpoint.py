@@ -24,7 +24,7 @@ from bitjax import state_checksum
 from bitjax.config import ConfigError, TrainConfig
 from bitjax.data import shards as shards_lib
 from bitjax.errors import BitjaxError, TrainingError
-from bitjax.model import ModelConfig
+from bitjax.model import COMPUTE_FIELDS, ModelConfig
 from bitjax.paths import absolute, user_path
 
 
@@ -192,9 +192,10 @@ def verify_values(state, meta: dict, step: int, directory: Path) -> None:
 
 def check_compatible(meta: dict, cfg: TrainConfig, tokenizer_fingerprint: str, workdir: Path) -> None:
     """Refuse to resume a checkpoint made for another model shape or tokenizer, with the fix in one line."""
-    # remat and int8_matmul change how the step is computed, not the parameters: a run may resume with them toggled.
-    saved_model = ModelConfig(**{**meta["config"]["model"], "remat": cfg.model.remat,
-                                 "int8_matmul": cfg.model.int8_matmul})
+    # How the step computes (remat, the int8 matmul, the attention kernel) is not what the parameters are:
+    # a run may resume with any of them changed.
+    saved_model = ModelConfig(**{**meta["config"]["model"],
+                                 **{f: getattr(cfg.model, f) for f in COMPUTE_FIELDS}})
     if saved_model != cfg.model:
         diffs = [f"{f.name} {getattr(saved_model, f.name)} != {getattr(cfg.model, f.name)}"
                  for f in dataclasses.fields(ModelConfig)

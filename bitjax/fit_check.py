@@ -18,6 +18,7 @@ import re
 import time
 
 import jax
+from jax.sharding import Mesh
 
 from bitjax import flops, hlo_facts
 from bitjax.config import ConfigError, TrainConfig
@@ -241,21 +242,13 @@ def fit_check(cfg: TrainConfig, topology_name: str, recipe: str = "recipe", teac
     `hlo_dir`: the TPU compiler also writes its HLO before and after optimisation, the buffer assignment
     and a memory-usage report there (XLA's own dump files).
     """
-    from bitjax import sharding as sharding_lib
-    from bitjax.train import Trainer
-
     topo = topology(topology_name)
-    devices = tpu_devices(topo)
-    trainer = Trainer.create(cfg, devices=devices)
-    batch_sharding = sharding_lib.batch_sharding(trainer.mesh)
-    abstract_batch = {name: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
-                      for name, (shape, dtype) in trainer.batch_shapes(teacher_k).items()}
     model_flops, hardware_flops = flops.step_flops(cfg.model, cfg.data.batch_size, cfg.data.seq_len)
-    common = dict(recipe=recipe, topology=topo, mesh=dict(trainer.mesh.shape), global_batch=cfg.data.batch_size,
-                  seq_len=cfg.data.seq_len, model_flops=model_flops, hardware_flops=hardware_flops)
     started = time.perf_counter()
-    lowered = trainer.jit_train_step().lower(trainer.abstract_state(), abstract_batch)
-    common["lower_seconds"] = time.perf_counter() - started
+    lowered, mesh = lower_step(cfg, topo, teacher_k)
+    common = dict(recipe=recipe, topology=topo, mesh=dict(mesh.shape), global_batch=cfg.data.batch_size,
+                  seq_len=cfg.data.seq_len, model_flops=model_flops, hardware_flops=hardware_flops,
+                  lower_seconds=time.perf_counter() - started)
     options = {"xla_dump_to": str(hlo_dir), "xla_dump_hlo_as_text": True} if hlo_dir else None
     started = time.perf_counter()
     try:
@@ -270,9 +263,9 @@ def fit_check(cfg: TrainConfig, topology_name: str, recipe: str = "recipe", teac
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    mesh = trainer.mesh.shape
-    rows = max(cfg.data.batch_size // (mesh["data"] * mesh["fsdp"]), 1)
-    vocab = cfg.model.vocab_size // mesh["tensor"] if cfg.model.vocab_size % mesh["tensor"] == 0 \
+    shape = mesh.shape
+    rows = max(cfg.data.batch_size // (shape["data"] * shape["fsdp"]), 1)
+    vocab = cfg.model.vocab_size // shape["tensor"] if cfg.model.vocab_size % shape["tensor"] == 0 \
         else cfg.model.vocab_size
     return FitReport(
         **common, compile_seconds=compile_seconds,
@@ -306,6 +299,18 @@ def render_sweep(key: str, rows: list[tuple[str, FitReport]]) -> str:
         lines.append(f"{value:>20} {_gib(r.argument_bytes):>11} {_gib(r.temp_bytes):>12} {_gib(r.total_bytes):>11} "
                      f"{r.step_seconds * 1e3:>7.1f} ms {r.mfu:>5.0%} {r.compile_seconds:>6.1f} s  {arrays}")
     return "\n".join(lines)
+
+
+def lower_step(cfg: TrainConfig, topo: Topology, teacher_k: int | None = None) -> tuple[jax.stages.Lowered, Mesh]:
+    """The train step of `cfg` lowered for the slice's compile-only devices, and the mesh it runs on."""
+    from bitjax import sharding as sharding_lib
+    from bitjax.train import Trainer
+
+    trainer = Trainer.create(cfg, devices=tpu_devices(topo))
+    batch_sharding = sharding_lib.batch_sharding(trainer.mesh)
+    abstract_batch = {name: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
+                      for name, (shape, dtype) in trainer.batch_shapes(teacher_k).items()}
+    return trainer.jit_train_step().lower(trainer.abstract_state(), abstract_batch), trainer.mesh
 
 
 def pin_cpu_platform() -> None:

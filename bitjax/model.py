@@ -25,6 +25,7 @@ from flax import nnx
 from jax.typing import ArrayLike
 from jaxtyping import Float, Int
 
+from bitjax.attention import AttentionMask, attend, check_impl
 from bitjax.errors import ConfigError
 from bitjax.int8_matmul import MAX_EXACT_IN_FEATURES
 from bitjax.layers import BitLinear, Linear, RMSNorm
@@ -56,6 +57,8 @@ class ModelConfig:
     # BitLinear forward as int8 x ternary int8 codes with int32 sums (bitjax.int8_matmul); needs quantization
     # strength 1 throughout (quant_warmup_steps=0). Same parameters and logits up to float rounding of the rescale.
     int8_matmul: bool = False
+    # Attention kernel (bitjax.attention): "auto" picks splash on TPU, cudnn on GPU, xla on CPU. Same parameters.
+    attention: Literal["auto", "xla", "chunked", "splash", "cudnn"] = "auto"
     # Architecture switches for models imported from elsewhere (bitjax.pretrained); BitNet has the defaults.
     sub_norms: bool = True          # SubLN: RMSNorm before o_proj and down_proj (False: LLaMA / Qwen2)
     attention_bias: bool = False    # biases on q/k/v (Qwen2)
@@ -88,6 +91,7 @@ class ModelConfig:
             raise ConfigError(f"model.dtype={self.dtype!r}; use one of {sorted(DTYPES)}")
         if self.dtype == "float64" and not jax.config.jax_enable_x64:
             raise ConfigError("model.dtype=float64 needs 64-bit JAX; run with JAX_ENABLE_X64=1")
+        check_impl(self.attention)
         if self.head_dim % 2:
             raise ConfigError(f"model.head_dim={self.head_dim} must be even for RoPE")
 
@@ -125,6 +129,10 @@ class ModelConfig:
         return jnp.float64 if self.dtype == "float64" else jnp.float32
 
 
+# Fields that say how a step computes, not what the model is: checkpoints ignore them (a run may resume with
+# any changed) and an online teacher takes the student's.
+COMPUTE_FIELDS = ("remat", "int8_matmul", "attention")
+
 PRESETS = {
     "tiny": ModelConfig.tiny,
     "bitnet_125m": ModelConfig.bitnet_125m,
@@ -144,17 +152,6 @@ def rope(x_BLNH: Float[ArrayLike, "B L N H"], positions_BL: Int[ArrayLike, "B L"
     x1, x2 = x_BLNH[..., :half].astype(acc), x_BLNH[..., half:].astype(acc)
     out = jnp.concatenate([x1 * cos_BL1H - x2 * sin_BL1H, x2 * cos_BL1H + x1 * sin_BL1H], axis=-1)
     return out.astype(x_BLNH.dtype)
-
-
-def attention_mask(segment_ids_BL: Int[ArrayLike, "B L"]) -> jax.Array:
-    """Causal mask that also stops attention across packed documents: (B, 1, 1, L, M) booleans.
-
-    Segment id 0 marks padding; a padding query still attends to itself so its softmax stays finite.
-    """
-    length = segment_ids_BL.shape[1]
-    causal_LM = jnp.tril(jnp.ones((length, length), dtype=bool))
-    same_segment_BLM = segment_ids_BL[:, :, None] == segment_ids_BL[:, None, :]
-    return (causal_LM[None] & same_segment_BLM)[:, None, None, :, :]
 
 
 class KVCache(NamedTuple):
@@ -177,7 +174,7 @@ class Attention(nnx.Module):
         self.attn_sub_norm = _norm(cfg, cfg.n_heads * cfg.head_dim) if cfg.sub_norms else None
         self.o_proj = dense(cfg.n_heads * cfg.head_dim, cfg.d_model)
 
-    def __call__(self, x_BLD, positions_BL, mask_B11LM, kv_cache: KVCache | None = None):
+    def __call__(self, x_BLD, positions_BL, mask: AttentionMask, kv_cache: KVCache | None = None):
         """Attention over the L new positions, or, with a cache, over the cache after writing them into it.
 
         Returns the output and the updated cache (None without one).
@@ -193,13 +190,8 @@ class Attention(nnx.Module):
             k_BMKH = jax.lax.dynamic_update_slice(kv_cache.k, k_BMKH.astype(kv_cache.k.dtype), at)
             v_BMKH = jax.lax.dynamic_update_slice(kv_cache.v, v_BMKH.astype(kv_cache.v.dtype), at)
             kv_cache = KVCache(k_BMKH, v_BMKH, kv_cache.index)
-        q_BLKGH = q_BLNH.reshape(B, L, K, G, H)
-        acc = at_least_f32(q_BLKGH.dtype)
-        logits_BKGLM = jnp.einsum("blkgh,bmkh->bkglm", q_BLKGH, k_BMKH).astype(acc) * H**-0.5
-        logits_BKGLM = jnp.where(mask_B11LM, logits_BKGLM, jnp.finfo(acc).min)
-        probs_BKGLM = jax.nn.softmax(logits_BKGLM, axis=-1).astype(v_BMKH.dtype)
-        out_BLKGH = jnp.einsum("bkglm,bmkh->blkgh", probs_BKGLM, v_BMKH)
-        return self.o_proj(_maybe(self.attn_sub_norm, out_BLKGH.reshape(B, L, K * G * H))), kv_cache
+        out_BLNH = attend(q_BLNH, k_BMKH, v_BMKH, mask, impl=cfg.attention)
+        return self.o_proj(_maybe(self.attn_sub_norm, out_BLNH.reshape(B, L, K * G * H))), kv_cache
 
 
 class MLP(nnx.Module):
@@ -226,8 +218,8 @@ class Block(nnx.Module):
         self.post_attention_layernorm = _norm(cfg, cfg.d_model)
         self.mlp = MLP(cfg, linear_cls, rngs=rngs)
 
-    def __call__(self, x_BLD, positions_BL, mask_B11LM, kv_cache: KVCache | None = None):
-        attn_BLD, kv_cache = self.self_attn(self.input_layernorm(x_BLD), positions_BL, mask_B11LM, kv_cache)
+    def __call__(self, x_BLD, positions_BL, mask: AttentionMask, kv_cache: KVCache | None = None):
+        attn_BLD, kv_cache = self.self_attn(self.input_layernorm(x_BLD), positions_BL, mask, kv_cache)
         h_BLD = x_BLD + attn_BLD
         return h_BLD + self.mlp(self.post_attention_layernorm(h_BLD)), kv_cache
 
@@ -268,11 +260,11 @@ class Transformer(nnx.Module):
             segment_ids_BL = jnp.ones((B, L), jnp.int32)
         if positions_BL is None:
             positions_BL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
-        mask_B11LM = attention_mask(segment_ids_BL)
+        mask = AttentionMask(segment_ids_BL=segment_ids_BL)
         x_BLD = self.embed_tokens(tokens_BL).astype(self.cfg.compute_dtype)
         call_block = nnx.remat(Block.__call__) if self.cfg.remat else Block.__call__
         for block in self.layers:
-            x_BLD, _ = call_block(block, x_BLD, positions_BL, mask_B11LM)
+            x_BLD, _ = call_block(block, x_BLD, positions_BL, mask)
         return self.norm(x_BLD)
 
     def head(self, x_BLD: Float[ArrayLike, "B L D"]) -> Float[ArrayLike, "B L V"]:
@@ -308,9 +300,10 @@ class Transformer(nnx.Module):
         after the last new token, and the updated caches.
         """
         x_BLD = self.embed_tokens(tokens_BL).astype(self.cfg.compute_dtype)
+        mask = AttentionMask(explicit_B11LM=mask_B11LT)
         updated = []
         for block, cache in zip(self.layers, caches):
-            x_BLD, cache = block(x_BLD, positions_BL, mask_B11LT, cache._replace(index=index))
+            x_BLD, cache = block(x_BLD, positions_BL, mask, cache._replace(index=index))
             updated.append(cache)
         return self.head(x_BLD[:, -1:])[:, 0], updated
 

@@ -27,8 +27,6 @@ from bitjax.fused_head import chunk_length
 from bitjax.layers import QuantStrength
 from bitjax.model import ModelConfig, Transformer
 
-COMPUTE_FIELDS = ("dtype", "remat", "attention")   # how a step computes, not what the teacher is
-
 
 @dataclasses.dataclass(frozen=True)
 class OnlineTeacher:
@@ -68,8 +66,9 @@ def load(spec: str, student: ModelConfig, mesh) -> OnlineTeacher:
         raise ConfigError(f"distill.teacher={spec}: the teacher has a vocabulary of {config.vocab_size} tokens, the "
                           f"student {student.vocab_size}; KD compares distributions over one vocabulary, so use "
                           "the teacher's tokenizer (data.tokenizer) and its vocabulary size for the student")
-    # The teacher computes like the student (dtype, attention kernel, remat); its weights stay as imported.
-    config = dataclasses.replace(config, **{f: getattr(student, f) for f in COMPUTE_FIELDS if hasattr(student, f)})
+    # The teacher computes like the student (dtype, attention kernel, remat); its weights stay as imported
+    # (a full-precision teacher has no int8 matmul to take).
+    config = dataclasses.replace(config, dtype=student.dtype, remat=student.remat, attention=student.attention)
     graphdef, _, quant_vars = nnx.split(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))),
                                         nnx.Param, QuantStrength)
     quant_vars = jax.tree.map(lambda v: jnp.ones(v.shape, v.dtype), quant_vars)

@@ -121,20 +121,25 @@ class Trainer:
         ternarize_once(model)   # int8 BitLinears: every kernel's codes and scale once per step, ahead of remat
         return model
 
+    def mesh_context(self):
+        """Set the run's mesh for the trace, so attention kernels run per device (bitjax.attention)."""
+        return jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh)
+
     # ---------------------------------------------------------------- steps
 
     def loss(self, params: nnx.State, batch: dict, lam, step, teacher_params=None) -> tuple[jax.Array, dict]:
         """Every row's loss by its source's objective (CE, KD against the cache, SFT, REDI); see bitjax.objective.
 
         With an online teacher its top-k fields are computed here, as a cache would hold them."""
-        if self.teacher is not None:
-            from bitjax import online_teacher
+        with self.mesh_context():
+            if self.teacher is not None:
+                from bitjax import online_teacher
 
-            batch = {**batch, **online_teacher.topk_fields(self.teacher.model(teacher_params), batch,
-                                                           self.cfg.distill.k, loss_chunk=self.cfg.loss_chunk)}
-        distill = self.cfg.distill if self.objectives.needs_teacher() else None
-        logp_BL, kd_BL = fused_head.model_token_quantities(self.model(params, lam), batch, distill,
-                                                          loss_chunk=self.cfg.loss_chunk, mesh=self.mesh)
+                batch = {**batch, **online_teacher.topk_fields(self.teacher.model(teacher_params), batch,
+                                                               self.cfg.distill.k, loss_chunk=self.cfg.loss_chunk)}
+            distill = self.cfg.distill if self.objectives.needs_teacher() else None
+            logp_BL, kd_BL = fused_head.model_token_quantities(self.model(params, lam), batch, distill,
+                                                              loss_chunk=self.cfg.loss_chunk, mesh=self.mesh)
         return objective.batch_loss(logp_BL, kd_BL, batch, self.objectives, self.cfg.distill, step)
 
     def train_step(self, state: TrainState, batch: dict, teacher_params=None) -> tuple[TrainState, dict]:
@@ -162,8 +167,9 @@ class Trainer:
 
     def eval_loss(self, params: nnx.State, batch: dict) -> tuple[jax.Array, jax.Array]:
         """Summed CE and token count on one batch, fully quantized."""
-        logp_BL, _ = fused_head.model_token_quantities(self.model(params, 1.0), batch, loss_chunk=self.cfg.loss_chunk,
-                                                       mesh=self.mesh)
+        with self.mesh_context():
+            logp_BL, _ = fused_head.model_token_quantities(self.model(params, 1.0), batch,
+                                                           loss_chunk=self.cfg.loss_chunk, mesh=self.mesh)
         return losses.summed_negative_logprob(logp_BL, batch["loss_mask"])
 
 
