@@ -1,9 +1,16 @@
-"""Train-step time of the ternary model against the same model with quant="none", side by side.
+"""Train-step time, side by side in one process: the step against its reference paths, KD against CE, and
+ternary against full precision.
 
-Both steps are built from the same recipe and shapes, compiled first, then timed in alternating
-rounds (so machine noise hits both alike); the figure is the median over rounds.
+Every variant is built from the same recipe and shapes and compiled first, then timed in alternating rounds
+(so machine noise hits them alike); figures are medians over rounds, ratios are taken within each round.
 
-    python -m benchmarks.step_time [--recipe recipes/tiny.py] [--rounds 7] [--steps-per-round 5]
+    python -m benchmarks.step_time [--recipe recipes/distill_tiny.py] [--rounds 7] [--steps-per-round 5]
+    python -m benchmarks.step_time --compare quant --recipe recipes/tiny.py
+
+--compare paths (default): "reference" is the step with the plain paths (REFERENCE below: XLA attention, the
+unchunked head and loss, the bf16 fake-quantized BitLinear), "default" the recipe as it runs; "ce" is the
+default step with every source's objective set to cross-entropy on the same batch (teacher fields included),
+so default/ce is what distillation costs. --compare quant: ternary against quant="none".
 """
 
 from __future__ import annotations
@@ -19,32 +26,36 @@ import numpy as np
 from bitjax.config_io import apply_overrides, load_recipe
 from bitjax.train import Trainer
 
+# The plain paths the accelerator-grade step replaced, as `--set` overrides.
+REFERENCE = ["model.attention=xla", "loss_chunk=1000000", "model.int8_matmul=false"]
+
 
 def synthetic_batch(cfg, teacher_k: int = 0) -> dict:
-    """Random tokens, one source; with `teacher_k` also random teacher top-k fields (recipes that distil)."""
+    """A batch of random tokens, every row from source 0, with teacher top-k fields when `teacher_k`."""
     rng = np.random.default_rng(0)
-    shape = (cfg.data.batch_size, cfg.data.seq_len)
-    tokens = rng.integers(0, cfg.model.vocab_size, size=(shape[0], shape[1] + 1), dtype=np.int32)
+    B, L, V = cfg.data.batch_size, cfg.data.seq_len, cfg.model.vocab_size
+    tokens = rng.integers(0, V, size=(B, L + 1), dtype=np.int32)
     batch = {
         "inputs": tokens[:, :-1], "targets": tokens[:, 1:],
-        "segment_ids": np.ones(shape, np.int32),
-        "positions": np.broadcast_to(np.arange(shape[1], dtype=np.int32), shape).copy(),
-        "loss_mask": np.ones(shape, np.int32),
-        "source_id": np.zeros(shape[:1], np.int32),
+        "segment_ids": np.ones((B, L), np.int32),
+        "positions": np.broadcast_to(np.arange(L, dtype=np.int32), (B, L)).copy(),
+        "loss_mask": np.ones((B, L), np.int32),
+        "source_id": np.zeros((B,), np.int32),
     }
     if teacher_k:
-        logp = np.sort(np.log(rng.dirichlet(np.ones(teacher_k + 1), size=shape)), -1)[..., ::-1]
-        batch.update(teacher_ids=rng.integers(0, cfg.model.vocab_size, size=(*shape, teacher_k), dtype=np.int32),
-                     teacher_logprobs=logp[..., :teacher_k].astype(np.float32),
-                     teacher_tail=logp[..., teacher_k].astype(np.float32))
+        ids = np.stack([rng.permutation(V)[:teacher_k] for _ in range(B * L)]).reshape(B, L, teacher_k)
+        logits = np.sort(rng.normal(size=(B, L, teacher_k)), axis=-1)[..., ::-1] * 2
+        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True)) - 0.1   # 0.1 nats left for the tail
+        batch.update(teacher_ids=ids.astype(np.uint16 if V <= 65536 else np.int32),
+                     teacher_logprobs=logp.astype(np.float16),
+                     teacher_tail=np.full((B, L), np.log(1 - np.exp(-0.1)), np.float32))
     return batch
 
 
-def build(cfg):
+def build(cfg, batch):
     trainer = Trainer.create(cfg)
     step = trainer.jit_train_step()
     state = trainer.init_state()
-    batch = synthetic_batch(cfg, cfg.distill.k if trainer.objectives.needs_teacher() else 0)
     state, m = step(state, batch)  # compile
     jax.block_until_ready(m)
     return step, state, batch
@@ -58,21 +69,40 @@ def time_steps(step, state, batch, n: int):
     return state, (time.perf_counter() - t0) / n
 
 
+def with_objective(cfg, objective: str):
+    sources = tuple(dataclasses.replace(s, objective=objective) for s in cfg.data.sources
+                    if s.reads == "text")
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, sources=sources))
+
+
+def variants(cfg, compare: str) -> dict:
+    if compare == "quant":
+        batch = synthetic_batch(cfg)
+        none = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, quant="none"))
+        return {"ternary": build(cfg, batch), "none": build(none, batch)}
+    kd = with_objective(cfg, "kd")
+    batch = synthetic_batch(kd, teacher_k=cfg.distill.k)
+    return {"reference": build(apply_overrides(kd, REFERENCE), batch), "default": build(kd, batch),
+            "ce": build(with_objective(cfg, "ce"), batch)}
+
+
+RATIOS = {"paths": [("default", "reference"), ("default", "ce"), ("reference", "ce")],
+          "quant": [("ternary", "none")]}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recipe", default="recipes/tiny.py")
+    ap.add_argument("--recipe", default="recipes/distill_tiny.py")
+    ap.add_argument("--compare", choices=tuple(RATIOS), default="paths")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps-per-round", type=int, default=5)
     args = ap.parse_args()
 
     cfg = apply_overrides(load_recipe(args.recipe), args.overrides)
-    runs = {
-        "ternary": build(cfg),
-        "none": build(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, quant="none"))),
-    }
+    runs = variants(cfg, args.compare)
     times = {k: [] for k in runs}
-    ratios = []
+    ratios = {pair: [] for pair in RATIOS[args.compare]}
     for _ in range(args.rounds):
         round_times = {}
         for name, (step, state, batch) in runs.items():
@@ -80,16 +110,18 @@ def main():
             runs[name] = (step, state, batch)
             times[name].append(dt)
             round_times[name] = dt
-        ratios.append(round_times["ternary"] / round_times["none"])
+        for a, b in ratios:
+            ratios[(a, b)].append(round_times[a] / round_times[b])
     tokens = cfg.data.batch_size * cfg.data.seq_len
     print(f"recipe {args.recipe}  model d={cfg.model.d_model} layers={cfg.model.n_layers} "
-          f"batch={cfg.data.batch_size}x{cfg.data.seq_len}  backend={jax.default_backend()} "
-          f"devices={jax.device_count()}")
+          f"vocab={cfg.model.vocab_size} batch={cfg.data.batch_size}x{cfg.data.seq_len}  "
+          f"backend={jax.default_backend()} devices={jax.device_count()}")
     for name in runs:
         med = statistics.median(times[name])
-        print(f"  quant={name:<8} median step {med * 1e3:8.1f} ms   {tokens / med:10.0f} tokens/s")
-    print(f"  ratio ternary/none: median {statistics.median(ratios):.3f} over {args.rounds} rounds "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
+        print(f"  {name:<10} median step {med * 1e3:8.1f} ms   {tokens / med:10.0f} tokens/s")
+    for (a, b), values in ratios.items():
+        print(f"  ratio {a}/{b}: median {statistics.median(values):.3f} over {args.rounds} rounds "
+              f"(min {min(values):.3f}, max {max(values):.3f})")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from jaxtyping import Float, Int
 
 from bitjax import losses
 from bitjax import sharding as sharding_lib
-from bitjax.errors import ConfigError
 from bitjax.quant import at_least_f32
 
 TEACHER_FIELDS = ("teacher_ids", "teacher_logprobs", "teacher_tail")
@@ -41,13 +40,9 @@ class TokenQuantities(NamedTuple):
 
 
 def chunk_length(seq_len: int, loss_chunk: int) -> int:
-    """The block length for sequences of `seq_len`: `loss_chunk`, or the whole sequence when shorter."""
-    if seq_len <= loss_chunk:
-        return seq_len
-    if seq_len % loss_chunk:
-        raise ConfigError(f"loss_chunk={loss_chunk} does not divide the sequence length {seq_len}; "
-                          "choose a loss_chunk dividing seq_len (or >= it)")
-    return loss_chunk
+    """The block length for sequences of `seq_len`: the largest divisor of seq_len that is at most `loss_chunk`
+    (the whole sequence when it is shorter)."""
+    return max(c for c in range(1, min(seq_len, loss_chunk) + 1) if seq_len % c == 0)
 
 
 def token_quantities(

@@ -217,7 +217,7 @@ def test_compiled_tpu_step_has_no_score_matrix_with_splash(monkeypatch):
 
     monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")   # libtpu's lock would refuse a second compiler here
     base = apply_overrides(load_recipe(ROOT / "recipes" / "tiny.py"),
-                           ["model.n_layers=1", "data.seq_len=640", "data.batch_size=4"])
+                           ["model.n_layers=1", "loss_chunk=128", "data.seq_len=640", "data.batch_size=4"])
     hlo = {}
     for impl, mesh in (("auto", ["mesh.tensor=2", "mesh.data=-1"]), ("xla", [])):
         cfg = apply_overrides(base, [f"model.attention={impl}", *mesh])

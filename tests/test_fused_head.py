@@ -15,7 +15,6 @@ import pytest
 from bitjax import fused_head, losses, objective
 from bitjax.config import SourceConfig
 from bitjax.config_io import apply_overrides, load_recipe
-from bitjax.errors import ConfigError
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
 B, L, D, V, K = 6, 8, 5, 16, 4
@@ -201,12 +200,14 @@ def test_k_equal_to_vocab_has_an_empty_tail_with_finite_gradients():
         np.testing.assert_allclose(got_dw, want_dw, **TOL, err_msg=str(case))
 
 
-def test_a_chunk_that_does_not_divide_the_sequence_is_refused():
-    with pytest.raises(ConfigError, match="loss_chunk=48 does not divide data.seq_len=64"):
-        apply_overrides(load_recipe(TINY), ["data.seq_len=64", "loss_chunk=48"])
-    with pytest.raises(ConfigError, match="loss_chunk=3 does not divide the sequence length 8"):
-        fused_head.chunk_length(8, 3)
+def test_the_block_is_the_largest_divisor_of_the_sequence_within_loss_chunk():
+    """Any sequence length works with any loss_chunk (set in any order on the command line): the block is the
+    longest that divides the sequence and is at most loss_chunk."""
     assert fused_head.chunk_length(8, 64) == 8 and fused_head.chunk_length(64, 16) == 16
+    assert fused_head.chunk_length(8, 3) == 2 and fused_head.chunk_length(640, 256) == 160
+    assert fused_head.chunk_length(7, 4) == 1                    # a prime length: one position per block
+    cfg = apply_overrides(load_recipe(TINY), ["data.seq_len=64", "loss_chunk=48"])
+    assert fused_head.chunk_length(cfg.data.seq_len, cfg.loss_chunk) == 32
 
 
 def _f32_shapes(hlo_text):
