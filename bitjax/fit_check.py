@@ -126,6 +126,7 @@ class FitReport:
     compiled_flops_per_device: float = 0.0   # the compiler's count (see bitjax.flops for what it misses)
     bytes_accessed_per_device: float = 0.0
     hlo: hlo_facts.HloFacts | None = None
+    width_equals_seq_len: bool = False   # d_model, d_ff or N*H equals L: the L x L check cannot tell them apart
     oom: str | None = None             # the compiler's out-of-memory message
     oom_required_bytes: int = 0        # what that message says the program needs
 
@@ -200,6 +201,9 @@ class FitReport:
             ]
             if self.hlo is not None:
                 lines.append(f"  compiled step: {hlo_facts.describe(self.hlo)}")
+                if self.width_equals_seq_len:
+                    lines.append(f"    (a model width equals L = {self.seq_len}: (B, L, width) activations match "
+                                 "the L x L pattern too)")
         if self.fits:
             lines.append(f"  FITS: {_gib(self.total_bytes)} of {_gib(chip.hbm_bytes)} per chip, "
                          f"{_gib(self.headroom_bytes)} ({self.headroom_bytes / chip.hbm_bytes:.0%}) to spare")
@@ -275,6 +279,8 @@ def fit_check(cfg: TrainConfig, topology_name: str, recipe: str = "recipe", teac
         compiled_flops_per_device=float(cost.get("flops", 0.0)),
         bytes_accessed_per_device=float(cost.get("bytes accessed", 0.0)),
         hlo=hlo_facts.facts(compiled.as_text(), seq_len=cfg.data.seq_len, vocab_size=vocab, rows=rows),
+        width_equals_seq_len=cfg.data.seq_len in (cfg.model.d_model, cfg.model.d_ff,
+                                                  cfg.model.n_heads * cfg.model.head_dim),
     )
 
 

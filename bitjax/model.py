@@ -21,11 +21,12 @@ from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.typing import ArrayLike
 from jaxtyping import Float, Int
 
-from bitjax.attention import AttentionMask, attend, check_impl
+from bitjax.attention import BATCH_AXES, AttentionMask, attend, check_impl
 from bitjax.errors import ConfigError
 from bitjax.int8_matmul import MAX_EXACT_IN_FEATURES
 from bitjax.layers import BitLinear, Linear, RMSNorm
@@ -261,10 +262,11 @@ class Transformer(nnx.Module):
         if positions_BL is None:
             positions_BL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
         mask = AttentionMask(segment_ids_BL=segment_ids_BL)
-        x_BLD = self.embed_tokens(tokens_BL).astype(self.cfg.compute_dtype)
+        x_BLD = batch_sharded(self.embed_tokens(tokens_BL).astype(self.cfg.compute_dtype))
         call_block = nnx.remat(Block.__call__) if self.cfg.remat else Block.__call__
         for block in self.layers:
             x_BLD, _ = call_block(block, x_BLD, positions_BL, mask)
+            x_BLD = batch_sharded(x_BLD)
         return self.norm(x_BLD)
 
     def head(self, x_BLD: Float[ArrayLike, "B L D"]) -> Float[ArrayLike, "B L V"]:
@@ -306,6 +308,20 @@ class Transformer(nnx.Module):
             x_BLD, cache = block(x_BLD, positions_BL, mask, cache._replace(index=index))
             updated.append(cache)
         return self.head(x_BLD[:, -1:])[:, 0], updated
+
+
+def batch_sharded(x_B: jax.Array) -> jax.Array:
+    """Keep activations split over the batch mesh axes, when the trace has a mesh (the trainer sets it).
+
+    Under FSDP the weights are split over the model width; left alone, the compiler may split the activations
+    that way too and have every device compute the whole global batch (seen in the compiled 125m step).
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    axes = tuple(a for a in BATCH_AXES if not mesh.empty and a in mesh.axis_names)
+    if not axes or x_B.shape[0] % int(np.prod([mesh.shape[a] for a in axes])):
+        return x_B
+    spec = jax.sharding.PartitionSpec(axes, *([None] * (x_B.ndim - 1)))
+    return jax.lax.with_sharding_constraint(x_B, jax.sharding.NamedSharding(mesh, spec))
 
 
 def _norm(cfg: ModelConfig, features: int) -> RMSNorm:
