@@ -18,6 +18,7 @@ from pathlib import Path
 import grain
 import orbax.checkpoint as ocp
 
+from bitjax import legacy_layers
 from bitjax.config import ConfigError, TrainConfig
 from bitjax.data import shards as shards_lib
 from bitjax.errors import BitjaxError, TrainingError
@@ -164,6 +165,9 @@ class Checkpointer:
 
     def restore_state(self, step: int, abstract_state):
         """Only the TrainState (for evaluation and export); the data position is left alone."""
+        item_dir = self.directory / str(step) / "state"
+        if legacy_layers.has_per_layer_names(item_dir):   # written before the blocks were stacked
+            return legacy_layers.restore_stacked(item_dir, abstract_state)
         restored = self.manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
         return restored["state"]
