@@ -174,7 +174,7 @@ class FitReport:
         else:
             lines.append(f"  DOES NOT FIT: needs {_gib(self.total_bytes)} per chip, {_gib(-self.headroom_bytes)} "
                          f"({-self.headroom_bytes / chip.hbm_bytes:.0%}) more than the {_gib(chip.hbm_bytes)} "
-                         "available; raise mesh.fsdp, lower data.batch_size, set model.remat=true, "
+                         "available; raise mesh.fsdp, lower data.batch_size, set model.remat=full, "
                          "or use a bigger slice")
         return "\n".join(lines)
 

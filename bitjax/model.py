@@ -54,7 +54,7 @@ class ModelConfig:
     # What the backward pass recomputes of each block (jax.checkpoint around the scanned body; see REMAT_POLICIES):
     # "none" keeps every activation, "full" recomputes the block (~1/3 more FLOPs, least memory), "dots_saveable"
     # keeps the weight matmuls' outputs and recomputes the rest. True / False (older configs) read as full / none.
-    remat: Literal["none", "full", "dots_saveable"] = "none"
+    remat: Literal["none", "full", "dots_saveable"] | bool = "none"
     # Architecture switches for models imported from elsewhere (bitjax.pretrained); BitNet has the defaults.
     sub_norms: bool = True          # SubLN: RMSNorm before o_proj and down_proj (False: LLaMA / Qwen2)
     attention_bias: bool = False    # biases on q/k/v (Qwen2)
