@@ -25,8 +25,7 @@ _PER_LAYER = re.compile(rf"(^|\.){PREFIX}\.(\d+)\.")
 
 def _saved_names(item_dir: Path) -> tuple[dict[str, Any], Any]:
     """{dotted name: saved key path} of an Orbax PyTree item, and its metadata tree (nothing is read)."""
-    metadata = ocp.PyTreeCheckpointer().metadata(item_dir)
-    tree = getattr(metadata, "item_metadata", metadata)
+    tree = ocp.PyTreeCheckpointHandler().metadata(Path(item_dir))
     return {path_name(p): p for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}, tree
 
 
