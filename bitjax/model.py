@@ -273,7 +273,7 @@ class Transformer(nnx.Module):
 
         policy = REMAT_POLICIES[self.cfg.remat]
         if policy is not None:
-            body = jax.checkpoint(body, policy=policy, prevent_cse=False)   # scan already keeps CSE apart
+            body = jax.checkpoint(body, policy=policy, prevent_cse=False)   # safe under scan (jax.checkpoint docs)
         x_BLD, _ = jax.lax.scan(body, x_BLD, layers_state)
         return self.head(x_BLD)
 
