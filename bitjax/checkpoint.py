@@ -20,7 +20,7 @@ import grain
 import orbax.checkpoint as ocp
 from etils import epath
 
-from bitjax import state_checksum
+from bitjax import legacy_layers, state_checksum
 from bitjax.config import ConfigError, TrainConfig
 from bitjax.data import shards as shards_lib
 from bitjax.errors import BitjaxError, TrainingError
@@ -169,6 +169,9 @@ class Checkpointer:
 
     def restore_state(self, step: int, abstract_state):
         """Only the TrainState (for evaluation and export); the data position is left alone."""
+        item_dir = self.directory / str(step) / "state"
+        if legacy_layers.has_per_layer_names(item_dir):   # written before the blocks were stacked
+            return legacy_layers.restore_stacked(item_dir, abstract_state)
         restored = self.manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
         verify_values(restored["state"], self.read_meta(step), step, self.directory)

@@ -107,10 +107,16 @@ def _convert(raw: str, hint, key: str):
         if raw not in choices:
             raise ConfigError(f"--set {key}={raw}: expected one of {', '.join(map(str, choices))}")
         return raw
-    if origin is typing.Union:  # Optional[X]
+    if origin is typing.Union:  # Optional[X], or Literal[...] | bool (a choice that also reads old booleans)
+        literals = [a for a in typing.get_args(hint) if typing.get_origin(a) is typing.Literal]
+        if any(raw in typing.get_args(a) for a in literals):
+            return raw
+        if literals and raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            choices = [c for a in literals for c in typing.get_args(a)]
+            raise ConfigError(f"--set {key}={raw}: expected one of {', '.join(map(str, choices))}")
         if raw.lower() in ("none", "null"):
             return None
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        hint = next(a for a in typing.get_args(hint) if a is not type(None) and a not in literals)
     try:
         if hint is bool:
             if raw.lower() in ("1", "true", "yes", "on"):

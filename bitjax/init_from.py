@@ -12,11 +12,10 @@ Its linears then train as BitLinear; with `quant_warmup_steps` the quantization 
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bitjax import sharding as sharding_lib
+from bitjax import layer_stack
 from bitjax.errors import ConfigError
 from bitjax.model import ModelConfig
 
@@ -37,8 +36,7 @@ def load_source(spec: str) -> tuple[ModelConfig, dict[str, np.ndarray]]:
         from bitjax.pretrained import load_hf
 
         cfg, params = load_hf(where)
-    flat = {sharding_lib.path_name(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
-    return cfg, flat
+    return cfg, layer_stack.flat_per_layer(params)
 
 
 def student_params(spec: str, student_abstract_params, student: ModelConfig):
@@ -49,8 +47,7 @@ def student_params(spec: str, student_abstract_params, student: ModelConfig):
                           f"student {student.vocab_size}; use the source's tokenizer (data.tokenizer) and "
                           f"model.vocab_size={source_cfg.vocab_size}")
 
-    def fill(path, leaf):
-        name = sharding_lib.path_name(path)
+    def fill(name, leaf):
         if name not in source:
             if name.endswith(("attn_sub_norm.scale", "ffn_sub_norm.scale")) and not source_cfg.sub_norms:
                 return jnp.ones(leaf.shape, leaf.dtype)        # SubLN inserted into a model without it
@@ -61,4 +58,4 @@ def student_params(spec: str, student_abstract_params, student: ModelConfig):
                               f"{tuple(leaf.shape)} in the student; give the student the source's shape")
         return jnp.asarray(source[name], leaf.dtype)
 
-    return jax.tree_util.tree_map_with_path(fill, student_abstract_params)
+    return layer_stack.map_per_layer(fill, student_abstract_params)

@@ -146,7 +146,10 @@ def ternarize_once(model: nnx.Module) -> None:
     """
     for _, module in nnx.iter_graph(model):
         if isinstance(module, BitLinear) and module.int8_matmul and module.quantize_activations:
-            module.ternary = nnx.data(TernaryKernel(quant.ternary_codes(module.kernel[...])))
+            kernel = module.kernel[...]
+            # a stacked kernel (layers, in, out) holds one tensor per layer: one scale each
+            codes = jax.vmap(quant.ternary_codes)(kernel) if kernel.ndim == 3 else quant.ternary_codes(kernel)
+            module.ternary = nnx.data(TernaryKernel(codes))
 
 
 class RMSNorm(nnx.Module):

@@ -4,7 +4,7 @@ Dimension glossary (suffixes on array names, e.g. `x_BLD`):
   B  batch                L  sequence length (queries)     M  sequence length (keys)
   D  model width          N  query heads                   K  key/value heads
   G  query heads per key/value head (N // K)               H  head width
-  F  feed-forward width   V  vocabulary size
+  F  feed-forward width   V  vocabulary size              S  layers (the stacked blocks' leading axis)
 
 Block (BitNet b1.58 2B4T; every BitLinear input is preceded by an RMSNorm, "SubLN"):
   h   = x + o_proj(attn_sub_norm(attention(q, k, v of input_layernorm(x))))
@@ -54,7 +54,10 @@ class ModelConfig:
     quantize_activations: bool = True
     dtype: str = "float32"  # compute dtype; parameters are float32 (float64 with "float64", a numerics check)
     init_std: float = 0.02
-    remat: bool = False     # recompute each block in the backward pass (jax.checkpoint): less memory, ~1/3 more FLOPs
+    # What the backward pass recomputes of each block (jax.checkpoint around the scanned body; see REMAT_POLICIES):
+    # "none" keeps every activation, "full" recomputes the block (~1/3 more FLOPs, least memory), "dots_saveable"
+    # keeps the weight matmuls' outputs and recomputes the rest. True / False (older configs) read as full / none.
+    remat: Literal["none", "full", "dots_saveable"] | bool = "none"
     # BitLinear forward as int8 x ternary int8 codes with int32 sums (bitjax.int8_matmul); needs quantization
     # strength 1 throughout (quant_warmup_steps=0). Same parameters and logits up to float rounding of the rescale.
     int8_matmul: bool = False
@@ -66,6 +69,10 @@ class ModelConfig:
     tie_embeddings: bool = True     # the LM head is the embedding (False: a separate lm_head)
 
     def __post_init__(self):
+        if isinstance(self.remat, bool):
+            object.__setattr__(self, "remat", "full" if self.remat else "none")
+        if self.remat not in REMAT_POLICIES:
+            raise ConfigError(f"model.remat={self.remat!r}; use one of {', '.join(map(repr, REMAT_POLICIES))}")
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "max_seq_len"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"model.{name}={getattr(self, name)} must be positive")
@@ -134,6 +141,13 @@ class ModelConfig:
 # any changed) and an online teacher takes the student's.
 COMPUTE_FIELDS = ("remat", "int8_matmul", "attention")
 
+# jax.checkpoint policy per `ModelConfig.remat` (None: no checkpoint at all).
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
 PRESETS = {
     "tiny": ModelConfig.tiny,
     "bitnet_125m": ModelConfig.bitnet_125m,
@@ -156,7 +170,8 @@ def rope(x_BLNH: Float[ArrayLike, "B L N H"], positions_BL: Int[ArrayLike, "B L"
 
 
 class KVCache(NamedTuple):
-    """One layer's keys and values for decoding: (B, T, K, H) each; `index` is the slot the next keys go to."""
+    """Keys and values for decoding: (B, T, K, H) each for one layer, (n_layers, B, T, K, H) for the stack;
+    `index` is the slot the next keys go to."""
 
     k: jax.Array
     v: jax.Array
@@ -234,7 +249,7 @@ class Transformer(nnx.Module):
         self.embed_tokens = nnx.Embed(
             cfg.vocab_size, cfg.d_model, embedding_init=nnx.initializers.normal(cfg.init_std),
             param_dtype=cfg.param_dtype, rngs=rngs)
-        self.layers = nnx.List([Block(cfg, linear_cls, rngs=rngs) for _ in range(cfg.n_layers)])
+        self.layers = stacked_blocks(cfg, linear_cls, rngs)
         self.norm = _norm(cfg, cfg.d_model)
         # A separate head is always full precision, like the embedding it replaces.
         self.lm_head = None if cfg.tie_embeddings else Linear(
@@ -263,10 +278,17 @@ class Transformer(nnx.Module):
             positions_BL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
         mask = AttentionMask(segment_ids_BL=segment_ids_BL)
         x_BLD = batch_sharded(self.embed_tokens(tokens_BL).astype(self.cfg.compute_dtype))
-        call_block = nnx.remat(Block.__call__) if self.cfg.remat else Block.__call__
-        for block in self.layers:
-            x_BLD, _ = call_block(block, x_BLD, positions_BL, mask)
-            x_BLD = batch_sharded(x_BLD)
+        graphdef, layers_state = nnx.split(self.layers)
+
+        def body(x_BLD, layer_state):
+            # positions and the mask are closed over: broadcast inputs, the same for every layer.
+            x_BLD, _ = nnx.merge(graphdef, layer_state)(x_BLD, positions_BL, mask)
+            return batch_sharded(x_BLD), None
+
+        policy = REMAT_POLICIES[self.cfg.remat]
+        if policy is not None:
+            body = jax.checkpoint(body, policy=policy, prevent_cse=False)   # safe under scan (jax.checkpoint docs)
+        x_BLD, _ = jax.lax.scan(body, x_BLD, layers_state)
         return self.norm(x_BLD)
 
     def head(self, x_BLD: Float[ArrayLike, "B L D"]) -> Float[ArrayLike, "B L V"]:
@@ -287,27 +309,43 @@ class Transformer(nnx.Module):
             return self.lm_head.kernel[...].astype(self.cfg.compute_dtype).T
         return self.embed_tokens.embedding[...].astype(self.cfg.compute_dtype)
 
-    def empty_cache(self, batch: int, length: int) -> list[KVCache]:
-        """Zeroed key/value caches of `length` slots for every layer (see bitjax.generate)."""
+    def empty_cache(self, batch: int, length: int) -> KVCache:
+        """Zeroed key/value caches of `length` slots for every layer, stacked (see bitjax.generate)."""
         cfg = self.cfg
-        shape = (batch, length, cfg.n_kv_heads, cfg.head_dim)
-        return [KVCache(jnp.zeros(shape, cfg.compute_dtype), jnp.zeros(shape, cfg.compute_dtype), 0)
-                for _ in range(cfg.n_layers)]
+        shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.head_dim)
+        return KVCache(jnp.zeros(shape, cfg.compute_dtype), jnp.zeros(shape, cfg.compute_dtype), 0)
 
     def decode(self, tokens_BL: Int[ArrayLike, "B L"], positions_BL: Int[ArrayLike, "B L"], mask_B11LT: jax.Array,
-               caches: list[KVCache], index) -> tuple[Float[ArrayLike, "B V"], list[KVCache]]:
+               caches: KVCache, index) -> tuple[Float[ArrayLike, "B V"], KVCache]:
         """Run L new tokens through the model, writing their keys and values at cache slot `index` onwards.
 
         `mask_B11LT` says which cache slots each new token may attend to. Returns the next-token logits
-        after the last new token, and the updated caches.
+        after the last new token, and the updated caches. The layers are scanned with their caches.
         """
         x_BLD = self.embed_tokens(tokens_BL).astype(self.cfg.compute_dtype)
         mask = AttentionMask(explicit_B11LM=mask_B11LT)
-        updated = []
-        for block, cache in zip(self.layers, caches):
-            x_BLD, cache = block(x_BLD, positions_BL, mask, cache._replace(index=index))
-            updated.append(cache)
-        return self.head(x_BLD[:, -1:])[:, 0], updated
+        graphdef, layers_state = nnx.split(self.layers)
+
+        def body(x_BLD, layer):
+            layer_state, k_BTKH, v_BTKH = layer
+            x_BLD, cache = nnx.merge(graphdef, layer_state)(
+                x_BLD, positions_BL, mask, KVCache(k_BTKH, v_BTKH, index))
+            return x_BLD, (cache.k, cache.v)
+
+        x_BLD, (k_SBTKH, v_SBTKH) = jax.lax.scan(body, x_BLD, (layers_state, caches.k, caches.v))
+        return self.head(x_BLD[:, -1:])[:, 0], KVCache(k_SBTKH, v_SBTKH, index)
+
+
+def stacked_blocks(cfg: ModelConfig, linear_cls, rngs: nnx.Rngs) -> Block:
+    """One Block whose variables carry a leading (n_layers,) axis: what `jax.lax.scan` walks.
+
+    Each layer is initialised as its own Block, drawing from `rngs` in layer order, then the layers' variables
+    are stacked; so every layer's random init is independent and the numbers match per-layer construction.
+    """
+    blocks = [Block(cfg, linear_cls, rngs=rngs) for _ in range(cfg.n_layers)]
+    graphdef, first = nnx.split(blocks[0])
+    states = [first] + [nnx.split(block)[1] for block in blocks[1:]]
+    return nnx.merge(graphdef, jax.tree.map(lambda *xs: jnp.stack(xs), *states))
 
 
 def batch_sharded(x_B: jax.Array) -> jax.Array:

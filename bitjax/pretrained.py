@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 from safetensors import safe_open
 
-from bitjax import sharding as sharding_lib
+from bitjax import layer_stack
 from bitjax.errors import ConfigError
 from bitjax.layers import QuantStrength
 from bitjax.model import ModelConfig, Transformer
@@ -105,8 +105,7 @@ def fill_params(cfg: ModelConfig, tensors: dict[str, np.ndarray], where: str) ->
     """The model's parameters from {bitjax parameter path: array}, every shape checked against `cfg`."""
     _, abstract_params, _ = _abstract_params(cfg)
 
-    def fill(path, leaf):
-        name = sharding_lib.path_name(path)
+    def fill(name, leaf):
         if name not in tensors:
             raise ConfigError(f"{where}: no tensor for {name}; the checkpoint does not match the architecture "
                               "its config describes")
@@ -115,7 +114,7 @@ def fill_params(cfg: ModelConfig, tensors: dict[str, np.ndarray], where: str) ->
                               f"implies {tuple(leaf.shape)}")
         return jnp.asarray(tensors[name], leaf.dtype)
 
-    return jax.tree_util.tree_map_with_path(fill, abstract_params)
+    return layer_stack.map_per_layer(fill, abstract_params)
 
 
 def merged_model(cfg: ModelConfig, params: nnx.State) -> Transformer:
@@ -131,8 +130,7 @@ def load_hf(model_dir: str | Path, cfg: ModelConfig | None = None) -> tuple[Mode
     tensors = hf_tensors(model_dir)
     _, abstract_params, _ = _abstract_params(cfg)
     ours = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]:
-        name = sharding_lib.path_name(path)
+    for name, leaf in layer_stack.per_layer_shapes(abstract_params).items():
         hf_name = _hf_name(name)
         if hf_name not in tensors:
             raise ConfigError(f"{model_dir}: tensor {hf_name} is missing; the checkpoint does not match its "

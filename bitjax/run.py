@@ -29,8 +29,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
+from bitjax import layer_stack, legacy_layers, state_checksum
 from bitjax import sharding as sharding_lib
-from bitjax import state_checksum
 from bitjax.config import MeshConfig, TrainConfig
 from bitjax.config_io import from_dict
 from bitjax.errors import ConfigError
@@ -163,8 +163,7 @@ class Run:
         if params is None:
             restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), self._abstract_params)
             params = restore_params(self.paths.checkpoints, self.step, self._abstract_params, restore_args)
-        return {sharding_lib.path_name(path): np.asarray(leaf)
-                for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+        return layer_stack.flat_per_layer(params)
 
 
 def restore_params(checkpoints: epath.Path, step: int, target_params, restore_args=None):
@@ -175,7 +174,11 @@ def restore_params(checkpoints: epath.Path, step: int, target_params, restore_ar
     manager = ocp.CheckpointManager(absolute(user_path(checkpoints, "checkpoint directory")),
                                     options=ocp.CheckpointManagerOptions(create=False))
     restore_args = restore_args or ocp.checkpoint_utils.construct_restore_args(target_params)
+    item_dir = Path(checkpoints).absolute() / str(step) / "state"
     try:
+        if legacy_layers.has_per_layer_names(item_dir):   # written before the blocks were stacked
+            to_host = any(getattr(x, "sharding", None) is None for x in jax.tree.leaves(target_params))
+            return legacy_layers.restore_stacked(item_dir, {"params": target_params}, to_host=to_host)["params"]
         restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
             item={"params": target_params}, restore_args={"params": restore_args}, partial_restore=True)))
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]

@@ -8,8 +8,8 @@ Mesh axes (`MeshConfig`):
 The batch is split over ("data", "fsdp") together, so data * fsdp must divide the global batch.
 
 `RULES` is the single table that places every array of a run. A parameter's path (e.g.
-`layers.3.mlp.gate_proj.kernel`) is matched against the patterns in order; optimizer moments carry the
-parameter's path as a suffix (`1.inner_state.0.mu.layers.3.mlp.gate_proj.kernel`), so the same row
+`layers.mlp.gate_proj.kernel`) is matched against the patterns in order; optimizer moments carry the
+parameter's path as a suffix (`1.inner_state.0.mu.layers.mlp.gate_proj.kernel`), so the same row
 places them; activations are named `batch.<field>` and `logits`. A dimension the mesh axis does not
 divide is left unsplit (replicated) rather than failing, so small models run on any mesh.
 """
@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from bitjax.config import ConfigError, MeshConfig
+from bitjax.layer_stack import is_stacked, path_name  # noqa: F401 - path_name: the dotted path of a key path
 
 AXES = ("data", "fsdp", "tensor")
 BATCH = ("data", "fsdp")        # the mesh axes the batch dimension is split over
@@ -58,8 +59,14 @@ def rule_for(path: str) -> tuple[str, P]:
 
 
 def spec_for(path: str, shape: tuple[int, ...], mesh: Mesh) -> P:
-    """The table's spec for `path`, trimmed to the array's rank, with axes that do not divide dropped."""
+    """The table's spec for `path`, trimmed to the array's rank, with axes that do not divide dropped.
+
+    A stacked block variable (`layers.mlp.gate_proj.kernel`, bitjax.layer_stack) gets the rule of its per-layer
+    name behind an unsplit leading layer axis: the scan walks that axis, so it is never split.
+    """
     pattern, spec = rule_for(path)
+    if is_stacked(path):
+        spec = P(None, *spec)
     if len(spec) > len(shape):
         raise ValueError(f"sharding rule {pattern!r} has rank {len(spec)} but {path} has shape {shape}")
     fitted = []
@@ -70,14 +77,6 @@ def spec_for(path: str, shape: tuple[int, ...], mesh: Mesh) -> P:
     while fitted and fitted[-1] is None:   # P("fsdp", None) == P("fsdp"): one canonical spelling
         fitted.pop()
     return P(*fitted)
-
-
-def path_name(key_path) -> str:
-    """`layers.3.mlp.gate_proj.kernel` for a pytree key path (nnx's trailing `.value` dropped)."""
-    parts = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in key_path]
-    if parts and parts[-1] == "value":
-        parts = parts[:-1]
-    return ".".join(parts)
 
 
 def tree_shardings(tree: Any, mesh: Mesh, prefix: str = "") -> Any:

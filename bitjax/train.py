@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from bitjax import checkpoint as ckpt_lib
 from bitjax import data as data_lib
-from bitjax import fused_head, losses, objective, quant, workdir_lock
+from bitjax import fused_head, layer_stack, losses, objective, quant, workdir_lock
 from bitjax import sharding as sharding_lib
 from bitjax.config import TrainConfig
 from bitjax.data import coverage, schema
@@ -174,11 +174,17 @@ class Trainer:
 
 
 def zero_fractions(params: nnx.State) -> dict[str, jax.Array]:
-    """Fraction of zero ternary codes in each BitLinear kernel, keyed by module path."""
+    """Fraction of zero ternary codes in each BitLinear kernel, keyed by per-layer module path (`layers.3.mlp...`)."""
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         name = sharding_lib.path_name(path)
-        if name.endswith(".kernel") and leaf.ndim == 2:
+        if not name.endswith(".kernel"):
+            continue
+        if layer_stack.is_stacked(name) and leaf.ndim == 3:   # one absmean scale per layer, as in the forward
+            zeros_S = jax.vmap(lambda kernel: jnp.mean(quant.ternary_codes(kernel)[0] == 0))(leaf)
+            for i in range(leaf.shape[0]):
+                out[name.removesuffix(".kernel").replace("layers.", f"layers.{i}.", 1)] = zeros_S[i]
+        elif leaf.ndim == 2:
             codes, _ = quant.ternary_codes(leaf)
             out[name.removesuffix(".kernel")] = jnp.mean(codes == 0)
     return out

@@ -42,7 +42,7 @@ PRESETS = {
 def get_config() -> TrainConfig:
     return TrainConfig(
         name="bitnet_125m",
-        model=ModelConfig.bitnet_125m(dtype="bfloat16", remat=True, int8_matmul=True),
+        model=ModelConfig.bitnet_125m(dtype="bfloat16", remat="full", int8_matmul=True),
         data=DataConfig(sources=SOURCES,
                         tokenizer="smollm2", vocab_size=49152, seq_len=2048, batch_size=64),
         distill=DistillConfig(cache=DISTILL_CACHE, teacher=TEACHER, cache_examples=65536, kind="forward_kl",

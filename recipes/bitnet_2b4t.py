@@ -42,7 +42,7 @@ PRESETS = {
 def get_config() -> TrainConfig:
     return TrainConfig(
         name="bitnet_2b4t",
-        model=ModelConfig.bitnet_2b4t(dtype="bfloat16", remat=True, int8_matmul=True),
+        model=ModelConfig.bitnet_2b4t(dtype="bfloat16", remat="full", int8_matmul=True),
         data=DataConfig(sources=SOURCES,
                         tokenizer=LLAMA3_TOKENIZER, vocab_size=128256, seq_len=4096, batch_size=64),
         distill=DistillConfig(cache=DISTILL_CACHE, teacher=TEACHER, cache_examples=131072, kind="forward_kl",

@@ -36,7 +36,7 @@ PRESETS = {
 def get_config() -> TrainConfig:
     return TrainConfig(
         name="bitnet_700m",
-        model=ModelConfig.bitnet_700m(dtype="bfloat16", remat=True, int8_matmul=True),
+        model=ModelConfig.bitnet_700m(dtype="bfloat16", remat="full", int8_matmul=True),
         data=DataConfig(sources=SOURCES,
                         tokenizer="smollm2", vocab_size=49152, seq_len=2048, batch_size=256),
         distill=DistillConfig(cache=DISTILL_CACHE, teacher=TEACHER, cache_examples=131072, kind="forward_kl",

@@ -79,7 +79,9 @@ def test_full_precision_model_has_same_parameters_as_ternary():
 
 def test_every_projection_is_bitlinear_and_embedding_is_not(model):
     linears = [m for _, m in nnx.iter_graph(model) if isinstance(m, Linear)]
-    assert len(linears) == 7 * CFG.n_layers and all(isinstance(m, BitLinear) for m in linears)
+    # the blocks are stacked: one module per projection, its kernel holding every layer
+    assert len(linears) == 7 and all(isinstance(m, BitLinear) for m in linears)
+    assert all(m.kernel[...].shape[0] == CFG.n_layers and m.kernel[...].ndim == 3 for m in linears)
     assert not isinstance(model.embed_tokens, Linear)
 
 

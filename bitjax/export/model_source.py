@@ -13,10 +13,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import jax
 import numpy as np
 
-from bitjax import quant
+from bitjax import layer_stack, quant
 from bitjax.export.common import ExportError
 from bitjax.model import ModelConfig
 from bitjax.run import Run
@@ -88,12 +87,8 @@ class TernaryModel:
 
 
 def flatten_params(params) -> dict[str, np.ndarray]:
-    """nnx.State -> {"layers.0.self_attn.q_proj.kernel": array, ...}."""
-    flat = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        keys = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
-        flat[".".join(k for k in keys if k != "value")] = np.asarray(leaf)
-    return flat
+    """nnx.State -> {"layers.0.self_attn.q_proj.kernel": array, ...}: the per-layer view of the stacked blocks."""
+    return layer_stack.flat_per_layer(params)
 
 
 def load_run(run_dir: str | Path) -> Run:
