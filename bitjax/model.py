@@ -63,6 +63,9 @@ class ModelConfig:
     int8_matmul: bool = False
     # Attention kernel (bitjax.attention): "auto" picks splash on TPU, cudnn on GPU, xla on CPU. Same parameters.
     attention: Literal["auto", "xla", "chunked", "splash", "cudnn"] = "auto"
+    # One block body looped over the layers (compile time independent of depth); False unrolls the loop into
+    # the program, which fit-check uses to count a step's bytes (XLA's cost analysis counts a loop body once).
+    scan_layers: bool = True
     # Architecture switches for models imported from elsewhere (bitjax.pretrained); BitNet has the defaults.
     sub_norms: bool = True          # SubLN: RMSNorm before o_proj and down_proj (False: LLaMA / Qwen2)
     attention_bias: bool = False    # biases on q/k/v (Qwen2)
@@ -139,7 +142,7 @@ class ModelConfig:
 
 # Fields that say how a step computes, not what the model is: checkpoints ignore them (a run may resume with
 # any changed) and an online teacher takes the student's.
-COMPUTE_FIELDS = ("remat", "int8_matmul", "attention")
+COMPUTE_FIELDS = ("remat", "int8_matmul", "attention", "scan_layers")
 
 # jax.checkpoint policy per `ModelConfig.remat` (None: no checkpoint at all).
 REMAT_POLICIES = {
@@ -288,7 +291,7 @@ class Transformer(nnx.Module):
         policy = REMAT_POLICIES[self.cfg.remat]
         if policy is not None:
             body = jax.checkpoint(body, policy=policy, prevent_cse=False)   # safe under scan (jax.checkpoint docs)
-        x_BLD, _ = jax.lax.scan(body, x_BLD, layers_state)
+        x_BLD, _ = jax.lax.scan(body, x_BLD, layers_state, unroll=not self.cfg.scan_layers)
         return self.norm(x_BLD)
 
     def head(self, x_BLD: Float[ArrayLike, "B L D"]) -> Float[ArrayLike, "B L V"]:
