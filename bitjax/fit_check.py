@@ -348,3 +348,6 @@ def lower_step(cfg: TrainConfig, topo: Topology, teacher_k: int | None = None) -
 def pin_cpu_platform() -> None:
     """With libtpu installed every JAX start looks for a TPU; fit-check runs on the CPU by design."""
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    # libtpu's lockfile keeps two processes off one TPU; compiling for a topology description touches no chip,
+    # so two fit-checks (or a test run beside one) may load it at once
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")

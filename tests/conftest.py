@@ -3,6 +3,7 @@ import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Derived artifacts (the trained BPE, token arrays) are cached once per test session.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")   # tests compile for TPU topologies in several processes
 os.environ.setdefault("BITJAX_CACHE", os.path.join(tempfile.gettempdir(), "bitjax-test-cache"))
 
 # Shape annotations (jaxtyping) are checked at run time in tests: a wrong shape or dtype at a public
