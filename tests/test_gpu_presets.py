@@ -25,7 +25,7 @@ GIB = 2**30
 TPU_FIT = {
     "bitnet_125m": ("v5e-16", 0.85, 4),
     "bitnet_700m": ("v5p-64", 4.00, 8),
-    "bitnet_2b4t": ("v5p-64", None, 2),
+    "bitnet_2b4t": ("v5p-64", 4.18, 2),
 }
 
 
