@@ -8,7 +8,7 @@ Every variant is built from the same recipe and shapes and compiled first, then 
     python -m benchmarks.step_time --compare quant --recipe recipes/tiny.py
 
 --compare paths (default): "reference" is the step with the plain paths (REFERENCE below: XLA attention, the
-unchunked head and loss, the bf16 fake-quantized BitLinear), "default" the recipe as it runs; "ce" is the
+head and loss in one block, the fake-quantized BitLinear, the layers unrolled), "default" the recipe as it runs; "ce" is the
 default step with every source's objective set to cross-entropy on the same batch (teacher fields included),
 so default/ce is what distillation costs. --compare quant: ternary against quant="none".
 """
@@ -27,7 +27,7 @@ from bitjax.config_io import apply_overrides, load_recipe
 from bitjax.train import Trainer
 
 # The plain paths the accelerator-grade step replaced, as `--set` overrides.
-REFERENCE = ["model.attention=xla", "loss_chunk=1000000", "model.int8_matmul=false"]
+REFERENCE = ["model.attention=xla", "loss_chunk=1000000", "model.int8_matmul=false", "model.scan_layers=false"]
 
 
 def synthetic_batch(cfg, teacher_k: int = 0) -> dict:

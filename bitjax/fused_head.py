@@ -84,8 +84,10 @@ def token_quantities(
         ids_BCK, t_logp_BCK, t_tail_BC = teacher_fields
         return logp_BC, _kd(z_BCV, lse_BC1, ids_BCK, t_logp_BCK, t_tail_BC, distill)
 
-    # prevent_cse=False: inside a loop the recomputation cannot be merged away anyway (jax.checkpoint docs).
-    out = jax.lax.map(jax.checkpoint(block, prevent_cse=False), xs)
+    if n == 1:   # one block is the whole sequence: recomputing it in the backward pass would save nothing
+        out = jax.tree.map(lambda a: a[None], block(jax.tree.map(lambda a: a[0], xs)))
+    else:        # prevent_cse=False: inside a loop the recomputation cannot be merged away (jax.checkpoint docs)
+        out = jax.lax.map(jax.checkpoint(block, prevent_cse=False), xs)
     if teacher is None:
         return TokenQuantities(unblock(out), None)
     return TokenQuantities(unblock(out[0]), unblock(out[1]))

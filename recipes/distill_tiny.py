@@ -35,6 +35,8 @@ def get_config() -> TrainConfig:
         name="distill_tiny",
         model=ModelConfig.tiny(vocab_size=49152, ffn_activation="silu"),
         data=DataConfig(sources=sources, tokenizer="smollm2", seq_len=512, batch_size=2),
+        # the LM head in one block: on a CPU memory is plentiful and a recomputed head would cost ~1/4 of the step
+        loss_chunk=512,
         distill=DistillConfig(cache="caches/distill_tiny-k32", teacher="gguf:smollm2", k=32, cache_examples=96,
                               kind="forward_kl", kd_weight=0.9, temperature=1.0),
         optim=OptimConfig(peak_lr=4e-3, stage2_peak_lr=2e-3, warmup_steps=30),
