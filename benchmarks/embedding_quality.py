@@ -11,6 +11,7 @@ embedding) is printed as the reference.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
             embed_mb = next(t.n_bytes for t in gguf.GGUFReader(path).tensors
                             if t.name == "token_embd.weight") / 1e6
             mark = " (default)" if embedding_type == DEFAULT_QUANTIZED else ""
-            print(f"| {embedding_type}{mark} | {path.stat().st_size / 1e6:.2f} | {embed_mb:.2f} | {ppl:.3f} | "
+            print(f"| {embedding_type}{mark} | {os.path.getsize(str(path)) / 1e6:.2f} | {embed_mb:.2f} | {ppl:.3f} | "
                   f"{(ppl - baseline) / baseline:+.3%} |")
             path.unlink()
 

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -101,9 +102,9 @@ def check_planned_sizes(scratch: Path, tokenizer_path: Path) -> None:
         for embedding_type in EMBEDDINGS:
             path = write_gguf(model, scratch / "check.gguf", gguf_type, embedding_type=embedding_type, force=True)
             planned, _ = planned_size(model, gguf_type, embedding_type, scratch)
-            if planned != path.stat().st_size:
+            if planned != os.path.getsize(str(path)):
                 raise AssertionError(f"tiny {gguf_type} + {embedding_type}: planned {planned} bytes, "
-                                     f"written {path.stat().st_size}")
+                                     f"written {os.path.getsize(str(path))}")
             path.unlink()
     print(f"planned sizes equal written sizes for {len(TYPES) * len(EMBEDDINGS)} tiny files", file=sys.stderr)
 
@@ -149,7 +150,8 @@ def decode_speed(scratch: Path, tokenizer_path: Path, cfg: ModelConfig, label: s
         t0 = time.perf_counter()
         paths[name] = write_gguf(model, scratch / f"decode-{gguf_type}-{embedding_type}.gguf", gguf_type,
                                  embedding_type=embedding_type)
-        print(f"wrote {label} {name}: {paths[name].stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.0f} s",
+        size_mb = os.path.getsize(str(paths[name])) / 1e6
+        print(f"wrote {label} {name}: {size_mb:.1f} MB in {time.perf_counter() - t0:.0f} s",
               file=sys.stderr)
     del model
     bandwidth = read_bandwidth(64 << 20 if cfg.d_model < 1024 else 512 << 20)
@@ -180,7 +182,7 @@ def decode_speed(scratch: Path, tokenizer_path: Path, cfg: ModelConfig, label: s
     for name, path in paths.items():
         per_token = tensor_bytes(path)
         ratios = [s / f for s, f in zip(speeds[name], speeds[base])]
-        print(f"| {name} | {path.stat().st_size / 1e6:.1f} | {per_token / 1e6:.1f} MB | {med[name]:.2f} | "
+        print(f"| {name} | {os.path.getsize(str(path)) / 1e6:.1f} | {per_token / 1e6:.1f} MB | {med[name]:.2f} | "
               f"{med[name] / med[base]:.2f}x ({statistics.median(ratios):.2f}x) | "
               f"{med[name] * per_token / bandwidth:.2f} | {', '.join(f'{s:.2f}' for s in speeds[name])} |")
     default = DECODE_FILES[2][0]

@@ -8,9 +8,9 @@ Every variant is built from the same recipe and shapes and compiled first, then 
     python -m benchmarks.step_time --compare quant --recipe recipes/tiny.py
 
 --compare paths (default): "reference" is the step with the plain paths (REFERENCE below: XLA attention, the
-head and loss in one block, the fake-quantized BitLinear, the layers unrolled), "default" the recipe as it runs; "ce" is the
-default step with every source's objective set to cross-entropy on the same batch (teacher fields included),
-so default/ce is what distillation costs. --compare quant: ternary against quant="none".
+head and loss in one block, the fake-quantized BitLinear, the layers unrolled), "default" the recipe as it
+runs; "ce" is the default step with every source's objective set to cross-entropy on the same batch
+(teacher fields included), so default/ce is what distillation costs. --compare quant: ternary against quant="none".
 """
 
 from __future__ import annotations

@@ -8,13 +8,13 @@ next save writes the stacked layout.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -23,15 +23,15 @@ from bitjax.layer_stack import PREFIX, path_name
 _PER_LAYER = re.compile(rf"(^|\.){PREFIX}\.(\d+)\.")
 
 
-def _saved_names(item_dir: Path) -> tuple[dict[str, Any], Any]:
+def _saved_names(item_dir: epath.Path) -> tuple[dict[str, Any], Any]:
     """{dotted name: saved key path} of an Orbax PyTree item, and its metadata tree (nothing is read)."""
-    tree = ocp.PyTreeCheckpointHandler().metadata(Path(item_dir))
+    tree = ocp.PyTreeCheckpointHandler().metadata(epath.Path(item_dir))
     return {path_name(p): p for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}, tree
 
 
-def has_per_layer_names(item_dir: str | Path) -> bool:
+def has_per_layer_names(item_dir: str | epath.Path) -> bool:
     """Whether an Orbax PyTree item (e.g. `checkpoints/100/state`) holds the per-layer layout."""
-    names, _ = _saved_names(Path(item_dir))
+    names, _ = _saved_names(epath.Path(item_dir))
     return any(_PER_LAYER.search(name) for name in names)
 
 
@@ -42,12 +42,12 @@ def _stacked_name(name: str) -> tuple[str, int] | None:
     return name[:match.start(2)] + name[match.end(2) + 1:], int(match.group(2))
 
 
-def restore_stacked(item_dir: str | Path, target: Any, *, to_host: bool = False) -> Any:
+def restore_stacked(item_dir: str | epath.Path, target: Any, *, to_host: bool = False) -> Any:
     """A per-layer item restored into `target`'s stacked tree (leaves: ShapeDtypeStructs with shardings).
 
     Only the names `target` holds are read (the rest of the item is skipped); `to_host` gives numpy arrays.
     """
-    item_dir = Path(item_dir)
+    item_dir = epath.Path(item_dir)  # may be a bucket
     saved, tree = _saved_names(item_dir)
     wanted = {path_name(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(target)[0]}
 

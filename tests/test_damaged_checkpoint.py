@@ -127,7 +127,26 @@ def test_a_flipped_value_bit_is_refused_by_eval_and_export_too(pristine, tmp_pat
     workdir = tmp_path / "run"
     shutil.copytree(pristine, workdir)
     # the file holds Adam's moments too, which eval and export never read: flip bits all over it
-    _flip_a_value_bit(workdir / "checkpoints" / "2", at=(0.3, 0.5, 0.6, 0.7, 0.9))
-    with pytest.raises(ConfigError, match=r"checkpoint step 2 .* do not match the checksums saved with them"):
+    _flip_a_value_bit(workdir / "checkpoints" / "2", at=[i / 20 for i in range(1, 20)])
+    # refused by the value checksums, or earlier where a flip lands in a compressed chunk
+    with pytest.raises(ConfigError, match=r"checkpoint step 2 .* is damaged"):
         Run(workdir, step=2).flat_params()
     assert len(Run(workdir, step=1).flat_params()) > 0   # the untouched step reads
+
+
+def test_checksums_catch_one_flipped_bit_in_any_dtype():
+    """Each of 2 x 32 single-bit flips in float32, bfloat16 and int8 arrays changes the saved sums."""
+    import jax.numpy as jnp
+
+    from bitjax import state_checksum
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, jnp.bfloat16, np.int8):
+        x = np.asarray(rng.normal(size=(7, 5)) * 10).astype(dtype)
+        meta = {state_checksum.META_KEY: state_checksum.checksums({"w": x})}
+        assert state_checksum.mismatches({"w": x}, meta) == []
+        raw = x.reshape(-1).view(np.uint8).copy()
+        for bit in range(0, raw.size * 8, max(raw.size * 8 // 64, 1)):
+            flipped = raw.copy()
+            flipped[bit // 8] ^= 1 << (bit % 8)
+            assert state_checksum.mismatches({"w": flipped.view(x.dtype).reshape(x.shape)}, meta) == ["w"], bit
