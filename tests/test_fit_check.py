@@ -51,8 +51,8 @@ def _fit_check(*args):
 
 @needs_libtpu
 def test_fits_on_its_slice_and_not_on_one_chip():
-    """The 125m recipe cut to 2 layers (to compile in about a minute here) fits its v5e-16 preset; the
-    same global batch on a single v5e chip does not, and the report says by how much."""
+    """The 125m recipe cut to 2 layers (to compile in about a minute here) fits its v5e-16 preset; 512 rows on
+    a single v5e chip do not, and the report says by how much."""
     fits = _fit_check(R125, "--topology", "v5e-16", "--set", "model.n_layers=2")
     assert fits.returncode == 0, fits.stderr[-3000:]
     assert "preset v5e-16" in fits.stdout and "16 v5e chips" in fits.stdout
@@ -60,7 +60,8 @@ def test_fits_on_its_slice_and_not_on_one_chip():
                   "estimated step time", "MFU", "compiled in", "compiled step: L x L score arrays", "FITS:"):
         assert field in fits.stdout, field
 
-    too_big = _fit_check(R125, "--topology", "v5e-1", "--set", "model.n_layers=2")
+    # 512 rows of 2048 tokens on one chip (the preset's 64 rows fit one v5e chip now: ~0.2 GiB a row)
+    too_big = _fit_check(R125, "--topology", "v5e-1", "--set", "model.n_layers=2", "--set", "data.batch_size=512")
     assert too_big.returncode == 1, too_big.stderr[-3000:]
     assert "DOES NOT FIT: needs" in too_big.stdout and "more than the 15.75 GiB available" in too_big.stdout
 
