@@ -21,7 +21,7 @@ def get_config() -> TrainConfig:
     )
     return TrainConfig(
         name="tiny",
-        model=ModelConfig.tiny(vocab_size=VOCAB, ffn_activation="silu"),
+        model=ModelConfig.tiny(vocab_size=VOCAB, ffn_activation="silu", int8_matmul=True),
         data=DataConfig(sources=sources, vocab_size=VOCAB, seq_len=128, batch_size=8),
         optim=OptimConfig(peak_lr=4e-3, stage2_peak_lr=2e-3, warmup_steps=30),
         checkpoint=CheckpointConfig(every=100),
