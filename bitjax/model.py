@@ -60,6 +60,7 @@ class ModelConfig:
     remat: Literal["none", "full", "dots_saveable"] | bool = "none"
     # BitLinear forward as int8 x ternary int8 codes with int32 sums (bitjax.int8_matmul); needs quantization
     # strength 1 throughout (quant_warmup_steps=0). Same parameters and logits up to float rounding of the rescale.
+    # A full-precision model (quant="none") has no BitLinear: there it changes nothing.
     int8_matmul: bool = False
     # Attention kernel (bitjax.attention): "auto" picks splash on TPU, cudnn on GPU, xla on CPU. Same parameters.
     attention: Literal["auto", "xla", "chunked", "splash", "cudnn"] = "auto"
@@ -90,9 +91,6 @@ class ModelConfig:
             raise ConfigError(f"model.ffn_activation={self.ffn_activation!r}; use 'relu2' or 'silu'")
         if self.quant not in ("ternary", "none"):
             raise ConfigError(f"model.quant={self.quant!r}; use 'ternary' or 'none'")
-        if self.int8_matmul and self.quant != "ternary":
-            raise ConfigError(f"model.int8_matmul=True needs model.quant='ternary' (got {self.quant!r}); "
-                              "set model.int8_matmul=false")
         widest = max(self.d_model, self.n_heads * self.head_dim, self.d_ff)
         if self.int8_matmul and widest > MAX_EXACT_IN_FEATURES:
             raise ConfigError(f"model.int8_matmul=True with a BitLinear input width {widest} > "
