@@ -160,8 +160,9 @@ def _student(**model):
     from bitjax.config_io import apply_overrides, load_recipe
 
     tiny = Path(__file__).resolve().parents[1] / "recipes" / "tiny.py"
+    # int8_matmul off: a converted student ramps the quantization strength, which the int8 path holds at 1
     shape = {**dict(vocab_size=128, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, d_ff=96,
-                    norm_eps=1e-5), **model}
+                    norm_eps=1e-5, int8_matmul=False), **model}
     return apply_overrides(load_recipe(tiny), [f"model.{k}={v}" for k, v in shape.items()])
 
 
