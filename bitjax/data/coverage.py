@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from bitjax.data import schema
+
 
 @dataclasses.dataclass(frozen=True)
 class SourceCoverage:
@@ -36,8 +38,8 @@ class SourceCoverage:
 
 def cache_bytes_per_position(k: int, vocab_size: int, logprob_bytes: int = 2) -> int:
     """Teacher bytes of one cached position: k ids (2 or 4 bytes), k log-probs, one float32 tail."""
-    id_bytes = 2 if vocab_size <= 65536 else 4
-    return k * (id_bytes + logprob_bytes) + 4 + 5 * 4   # the five int32 sequence fields ride along
+    id_bytes = schema.teacher_id_dtype(vocab_size).itemsize       # the cache's own rule (uint16 or int32)
+    return k * (id_bytes + logprob_bytes) + 4 + len(schema.SEQUENCE_FIELDS) * 4   # int32 sequence fields
 
 
 def coverage(cfg, pipeline=None) -> list[SourceCoverage]:
