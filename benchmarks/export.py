@@ -1,6 +1,6 @@
 """GGUF file sizes per ternary type and embedding type, and llama.cpp CPU decode speed at the 700m shape.
 
-    python -m benchmarks.export [--rounds 9] [--decode-tokens 8] [--threads 2]
+    python -m benchmarks.export [--rounds 9] [--decode-tokens 16] [--threads 2]
     python -m benchmarks.export --smoke          # tiny shapes, one round: checks the script end to end
 
 1. Sizes of --type tq1_0 / tq2_0 / f16 with every --embedding-type, at the bitnet_700m and bitnet_2b4t
@@ -40,7 +40,8 @@ EMBEDDINGS = ("f16", "q8_0", "q6_k", "q5_k", "q4_k")
 # (label, --type, --embedding-type) of the decode comparison
 DECODE_FILES = (("F16", "f16", "f16"), ("TQ2_0 + F16 emb", "tq2_0", "f16"),
                 (f"TQ2_0 + {DEFAULT_QUANTIZED.upper()} emb", "tq2_0", DEFAULT_QUANTIZED),
-                (f"TQ1_0 + {DEFAULT_QUANTIZED.upper()} emb", "tq1_0", DEFAULT_QUANTIZED))
+                (f"TQ1_0 + {DEFAULT_QUANTIZED.upper()} emb", "tq1_0", DEFAULT_QUANTIZED),
+                ("TQ2_0 + Q4_K emb", "tq2_0", "q4_k"))   # the smallest K-quant head, for comparison
 
 
 def make_tokenizer(directory: Path) -> Path:
@@ -192,7 +193,7 @@ def decode_speed(scratch: Path, tokenizer_path: Path, cfg: ModelConfig, label: s
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--decode-tokens", type=int, default=8)
+    parser.add_argument("--decode-tokens", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-decode", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, one round (checks the script runs)")
