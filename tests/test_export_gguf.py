@@ -92,12 +92,13 @@ def test_ternary_types_agree_with_training_forward(reports, gguf_type):
     # Q6_K head's own cost is benchmarks/embedding_quality.py's figure; with it this gap measured 0.07-0.10%).
     r = reports(gguf_type, files="f16_embedding")
     print("\n" + format_agreement(f"llama.cpp {gguf_type} vs bitjax A8", r["vs_a8"]))
-    # Measured on this 60-step model with an F16 embedding: 255/256 argmax (99.61%), perplexity 0.013% apart,
-    # mean |dlogit| 8.9e-3 (README's figures are of another run). The codes are exact; what differs is llama.cpp's
-    # int8 activation rounding and accumulation order, which flips near-tied argmaxes: the bounds allow 5 of 256
-    # and ~8x the measured perplexity gap, so a CPU with other SIMD kernels passes while a wrong scale or code
-    # does not.
+    # Measured on this 60-step model with an F16 embedding: 252-255 of 256 argmax (98.4-99.6% from run to run of
+    # the fixture), perplexity 0.013-0.025% apart, mean |dlogit| 4-9e-3 (README's figures are of another run). The
+    # codes are exact; what differs is llama.cpp's int8 activation rounding and accumulation order, which flips
+    # near-tied argmaxes (top-2 closer than ref.TIE_MARGIN) and only those: the bounds allow 5 of 256 and ~8x the
+    # measured perplexity gap, so a CPU with other SIMD kernels passes while a wrong scale or code does not.
     assert r["vs_a8"]["argmax_agreement"] >= 251 / 256
+    assert r["vs_a8"]["argmax_agreement_clear"] == 1.0
     assert r["vs_a8"]["ppl_rel_diff"] <= 1e-3
     assert r["vs_a8"]["mean_abs_logit_diff"] <= 3e-2
 
@@ -168,15 +169,14 @@ def embedding_files(trained_run, tmp_path_factory):
                           embedding_type=e)["path"] for e in OTHER_EMBEDDING_TYPES}
 
 
-@pytest.fixture(scope="module")
-def heldout_a8(run):
-    tokens = ref.heldout_tokens(run, 256)
-    return tokens, ref.bitjax_logits(run, tokens, quantize_activations=True)
+def stored_embedding(path) -> np.ndarray:
+    """token_embd of a GGUF file, dequantized: the embedding and tied head llama.cpp really computes with."""
+    tensor = next(t for t in gguf.GGUFReader(path).tensors if t.name == "token_embd.weight")
+    return gguf.quants.dequantize(tensor.data, tensor.tensor_type)
 
 
 @pytest.mark.parametrize("embedding_type", OTHER_EMBEDDING_TYPES)
-def test_every_embedding_type_keeps_codes_and_agrees_with_training_forward(run, embedding_files, heldout_a8,
-                                                                           embedding_type):
+def test_every_embedding_type_keeps_codes_and_agrees_with_training_forward(run, embedding_files, embedding_type):
     path = embedding_files[embedding_type]
     reader, codes, _ = read_ternary(path)
     types = {t.name: t.tensor_type for t in reader.tensors}
@@ -186,15 +186,22 @@ def test_every_embedding_type_keeps_codes_and_agrees_with_training_forward(run, 
     for name in ternary_names(run.config.model):
         np.testing.assert_array_equal(codes[gguf_name(name)], np.asarray(quant.ternary_codes(
             params[f"{name}.kernel"])[0]).T, err_msg=name)
-    tokens, a8 = heldout_a8
+    # Like with like: bitjax's training forward (A8) with the embedding the file holds, so the comparison sees
+    # the export's correctness, not the quantized head's own cost (that is benchmarks/embedding_quality.py's
+    # figure). On a 60-step model many next-token choices are near-ties, which a 4-bit head reorders.
+    tokens = ref.heldout_tokens(run, 256)
+    a8 = ref.bitjax_logits(run, tokens, quantize_activations=True, embedding_VD=stored_embedding(path))
     llm = llama_check.open_model(path, n_ctx=len(tokens) + 8)
     try:
         figures = ref.agreement(a8, llama_check.llama_logits(llm, tokens), tokens)
     finally:
         llm.close()
-    print("\n" + format_agreement(f"llama.cpp tq2_0 + {embedding_type} embedding vs bitjax A8", figures))
-    assert figures["argmax_agreement"] >= 0.95
-    assert figures["ppl_rel_diff"] <= 0.02
+    print("\n" + format_agreement(f"llama.cpp tq2_0 + {embedding_type} embedding vs bitjax A8 (same embedding)",
+                                  figures))
+    # the same bounds as the ternary types with an F16 embedding (test_ternary_types_agree_with_training_forward)
+    assert figures["argmax_agreement"] >= 251 / 256
+    assert figures["argmax_agreement_clear"] == 1.0
+    assert figures["ppl_rel_diff"] <= 1e-3
 
 
 def test_llama_cpp_quantizer_copies_ternary_tensors_byte_for_byte(gguf_files, embedding_files):

@@ -18,13 +18,16 @@ from bitjax.export.common import ExportError
 from bitjax.run import Run
 
 
-def _model(run: Run, quantize_activations: bool):
-    return run.model(quantize_activations=quantize_activations)
+def _model(run: Run, quantize_activations: bool, embedding_VD=None):
+    model = run.model(quantize_activations=quantize_activations)
+    if embedding_VD is not None:   # the embedding (and tied head) a file really holds, e.g. dequantized Q4_K
+        model.embed_tokens.embedding.value = jnp.asarray(embedding_VD, model.embed_tokens.embedding.value.dtype)
+    return model
 
 
-def bitjax_logits(run: Run, tokens_L, *, quantize_activations: bool = True) -> np.ndarray:
-    """(L, V) float32 logits of one sequence."""
-    model = _model(run, quantize_activations)
+def bitjax_logits(run: Run, tokens_L, *, quantize_activations: bool = True, embedding_VD=None) -> np.ndarray:
+    """(L, V) float32 logits of one sequence; `embedding_VD` replaces the run's tied embedding and head."""
+    model = _model(run, quantize_activations, embedding_VD)
     tokens_1L = jnp.asarray(np.asarray(tokens_L, np.int32)[None])
     return np.asarray(jax.jit(lambda t: model(t))(tokens_1L))[0]
 
@@ -66,13 +69,25 @@ def perplexity(logits_LV: np.ndarray, tokens_L: np.ndarray) -> float:
     return float(np.exp(-np.mean(logp[np.arange(len(tokens_L) - 1), tokens_L[1:]])))
 
 
+# A runtime that rounds activations differently (llama.cpp's 8-bit blocks) moves logits by a few hundredths, so
+# it may reorder the reference's top two where they are closer than this; a wrong code or scale moves clear
+# decisions too. Agreement is also reported over the positions whose top-2 margin is at least this.
+TIE_MARGIN = 0.1
+
+
 def agreement(reference_LV: np.ndarray, runtime_LV: np.ndarray, tokens_L: np.ndarray) -> dict[str, float]:
-    """Argmax agreement, logit differences and perplexities of a runtime against a reference forward."""
+    """Argmax agreement (over all positions, and over those that are no near-tie in the reference), logit
+    differences and perplexities of a runtime against a reference forward."""
     diff = np.abs(reference_LV.astype(np.float64) - runtime_LV.astype(np.float64))
     ppl_ref, ppl_run = perplexity(reference_LV, tokens_L), perplexity(runtime_LV, tokens_L)
+    top2_L2 = np.sort(reference_LV.astype(np.float64), axis=-1)[:, -2:]
+    clear_L = top2_L2[:, 1] - top2_L2[:, 0] >= TIE_MARGIN
+    same_L = reference_LV.argmax(-1) == runtime_LV.argmax(-1)
     return {
         "tokens": int(len(tokens_L)),
-        "argmax_agreement": float(np.mean(reference_LV.argmax(-1) == runtime_LV.argmax(-1))),
+        "argmax_agreement": float(np.mean(same_L)),
+        "clear_positions": int(clear_L.sum()),
+        "argmax_agreement_clear": float(np.mean(same_L[clear_L])) if clear_L.any() else 1.0,
         "max_abs_logit_diff": float(diff.max()),
         "mean_abs_logit_diff": float(diff.mean()),
         "ppl_reference": ppl_ref,

@@ -63,7 +63,8 @@ def transformers_report(run: Run | str | Path, packed_dir: str | Path, *, n_toke
 
 
 def format_agreement(label: str, figures: dict) -> str:
-    return (f"{label}: argmax agreement {figures['argmax_agreement']:.2%} over {figures['tokens']} tokens, "
+    return (f"{label}: argmax agreement {figures['argmax_agreement']:.2%} over {figures['tokens']} tokens "
+            f"({figures['argmax_agreement_clear']:.2%} of the {figures['clear_positions']} without a near-tie), "
             f"max |dlogit| {figures['max_abs_logit_diff']:.2e}, mean |dlogit| {figures['mean_abs_logit_diff']:.2e}, "
             f"perplexity {figures['ppl_runtime']:.3f} vs {figures['ppl_reference']:.3f} "
             f"({figures['ppl_rel_diff']:.3%} apart)")
