@@ -41,13 +41,22 @@ def _params(workdir, step):
     return [np.asarray(x) for x in jax.tree.leaves(state.params)]
 
 
-def _largest(directory: Path) -> Path:
-    return max((p for p in directory.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+def _data_files(step_dir: Path) -> list[Path]:
+    """Every file of array data in a step's state (OCDBT `d/` directories). How Orbax spreads the arrays over
+    them varies (one file here, several elsewhere), so damage goes to all of them: parameters are surely hit."""
+    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert files, f"no OCDBT data files under {step_dir / 'state'}"
+    return files
 
 
 def _truncate(step_dir):
-    f = _largest(step_dir / "state")
-    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    for f in _data_files(step_dir):
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _remove_data_files(step_dir):
+    for f in _data_files(step_dir):
+        f.unlink()
 
 
 def _remove_manifests(step_dir):
@@ -56,18 +65,18 @@ def _remove_manifests(step_dir):
 
 
 def _flip_a_value_bit(step_dir, at=(0.5,)):
-    """One bit at each fraction `at` of the biggest stored array file: it still decodes, to wrong values."""
-    f = _largest(step_dir / "state")
-    data = bytearray(f.read_bytes())
-    for fraction in at:
-        data[int(len(data) * fraction)] ^= 0x10
-    f.write_bytes(bytes(data))
+    """One bit at each fraction `at` of every stored array file: it still decodes, to wrong values."""
+    for f in _data_files(step_dir):
+        data = bytearray(f.read_bytes())
+        for fraction in at:
+            data[int(len(data) * fraction)] ^= 0x10
+        f.write_bytes(bytes(data))
 
 
 DAMAGE = {
     "flipped bit in an array value": _flip_a_value_bit,
     "truncated data file": _truncate,
-    "missing data file": lambda d: _largest(d / "state").unlink(),
+    "missing data files": _remove_data_files,
     "missing state metadata": lambda d: (d / "state" / "_METADATA").unlink(),
     "missing manifest": _remove_manifests,
     "meta not JSON": lambda d: (d / "meta" / "metadata").write_text("{not json"),
@@ -115,7 +124,7 @@ def test_asking_for_a_damaged_step_is_one_line_naming_it(pristine, tmp_path):
     from bitjax.run import Run
     workdir = tmp_path / "run"
     shutil.copytree(pristine, workdir)
-    _largest(workdir / "checkpoints" / "2" / "state").unlink()
+    _remove_data_files(workdir / "checkpoints" / "2")
     with pytest.raises(ConfigError, match=r"checkpoint step 2 .* is damaged") as info:
         Run(workdir, step=2).flat_params()
     assert "\n" not in str(info.value)
@@ -126,7 +135,7 @@ def test_a_flipped_value_bit_is_refused_by_eval_and_export_too(pristine, tmp_pat
     from bitjax.run import Run
     workdir = tmp_path / "run"
     shutil.copytree(pristine, workdir)
-    # the file holds Adam's moments too, which eval and export never read: flip bits all over it
+    # the files hold Adam's moments too, which eval and export never read: flip bits all over them
     _flip_a_value_bit(workdir / "checkpoints" / "2", at=[i / 20 for i in range(1, 20)])
     # refused by the value checksums, or earlier where a flip lands in a compressed chunk
     with pytest.raises(ConfigError, match=r"checkpoint step 2 .* is damaged"):

@@ -33,16 +33,27 @@ def test_causality(model):
         assert not np.allclose(out[0, t:], base[0, t:])
 
 
-def test_segments_are_isolated(model):
+@pytest.fixture
+def model_f64():
+    """The ternary model in float64: packed and alone sum in other orders, and in float32 such a difference
+    can move an int8 activation across a rounding boundary (a 5e-3 logit change on some CPUs); in float64 it
+    cannot, so the logits must agree to float64 precision."""
+    jax.config.update("jax_enable_x64", True)
+    yield Transformer(dataclasses.replace(CFG, dtype="float64"), rngs=nnx.Rngs(0))
+    jax.config.update("jax_enable_x64", False)
+
+
+def test_segments_are_isolated(model, model_f64):
     """Two documents packed in one row give the logits each would give alone."""
     a = jax.random.randint(jax.random.key(1), (1, 7), 0, CFG.vocab_size)
     b = jax.random.randint(jax.random.key(2), (1, 9), 0, CFG.vocab_size)
     packed = jnp.concatenate([a, b], axis=1)
     segment_ids = jnp.array([[1] * 7 + [2] * 9])
     positions = jnp.array([list(range(7)) + list(range(9))])
+    out64 = model_f64(packed, segment_ids, positions)
+    np.testing.assert_allclose(out64[:, :7], model_f64(a), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out64[:, 7:], model_f64(b), rtol=1e-12, atol=1e-12)
     out = model(packed, segment_ids, positions)
-    np.testing.assert_allclose(out[:, :7], model(a), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(out[:, 7:], model(b), rtol=1e-5, atol=1e-5)
     # changing document a never changes document b's logits
     other_a = (a + 5) % CFG.vocab_size
     out2 = model(jnp.concatenate([other_a, b], axis=1), segment_ids, positions)
