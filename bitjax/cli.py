@@ -251,7 +251,6 @@ def _plan(args) -> int:
     from bitjax.config_io import apply_overrides, load_recipe
     from bitjax.data import build_pipeline, coverage
     from bitjax.errors import BitjaxError
-
     from bitjax.paths import cache_location
 
     cfg = apply_overrides(load_recipe(args.recipe, args.preset), args.overrides)

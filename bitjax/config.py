@@ -52,7 +52,7 @@ class SourceConfig:
     def __post_init__(self):
         if self.on_cache_exhausted not in CACHE_EXHAUSTED:
             raise ConfigError(f"data source {self.name!r}: on_cache_exhausted={self.on_cache_exhausted!r} is not one "
-                              f"of {', '.join(CACHE_EXHAUSTED)} (read the cache again, or go on with the text under CE)")
+                              f"of {', '.join(CACHE_EXHAUSTED)} (read the cache again, or its text under CE)")
         if self.max_line_bytes <= 0:
             raise ConfigError(f"data source {self.name!r}: max_line_bytes={self.max_line_bytes} must be positive")
         if not self.name or "=" in self.name or "," in self.name or "/" in self.name:

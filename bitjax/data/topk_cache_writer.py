@@ -134,6 +134,7 @@ def write_cache(
         sink.discard()
         raise
     finally:
+        sink.close()
         bar.close()
     return finalize_manifest(directory, spec, num_shards)
 
@@ -208,6 +209,8 @@ class _ShardSink:
             self.writer.close()
             os.remove(self.tmp)
             self.shard, self.writer, self.tmp = None, None, None
+
+    def close(self) -> None:
         if self.tmp_dir:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
 

@@ -22,6 +22,7 @@ import jax
 from bitjax import data as data_lib
 from bitjax import sharding as sharding_lib
 from bitjax.config import ConfigError, TrainConfig
+from bitjax.data import coverage
 from bitjax.data.topk_cache import CacheSpec
 from bitjax.data.topk_cache_writer import write_cache
 from bitjax.paths import cache_location
@@ -31,14 +32,12 @@ BACKENDS = ("native", "jax")
 
 
 def examples_per_source(cfg: TrainConfig, n_examples: int) -> dict[str, int]:
-    """How many sequences to cache for each "kd" source: `n_examples` split by weight, at least one each."""
-    weights = cfg.data.mixture_weights()
-    kd = {s.name: weights[s.name] for s in cfg.data.sources if s.needs_teacher and weights[s.name] > 0}
-    if not kd:
+    """How many sequences to cache for each "kd" source (the plan `bitjax plan` prints, too)."""
+    counts = coverage.cache_examples_per_source(cfg, n_examples)
+    if not counts:
         raise ConfigError("the recipe has no data source with objective 'kd' to cache a teacher for; give a text "
                           "source SourceConfig(..., objective='kd')")
-    total = sum(kd.values())
-    return {name: max(1, round(n_examples * w / total)) for name, w in kd.items()}
+    return counts
 
 
 def cache_teacher(cfg: TrainConfig, teacher_spec: str, out: str | os.PathLike, *, k: int = 32,
