@@ -65,6 +65,8 @@ def cache_teacher(cfg: TrainConfig, teacher_spec: str, out: str | os.PathLike, *
     if backend == "jax":
         teacher = jax_teacher.JaxTeacher(teacher_spec, cfg, k)
         rows = teacher.row_teacher()
+        if progress:
+            print(f"teacher {teacher.name} on a {teacher.describe()}", flush=True)
     else:
         teacher = open_teacher(teacher_spec)
         if teacher.vocab_size != pipeline.vocab_size:

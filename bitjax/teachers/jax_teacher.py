@@ -95,6 +95,11 @@ class JaxTeacher:
         self._forward = jax.jit(self._rows, in_shardings=(sharding_lib.tree_shardings(self.teacher.params, self.mesh),
                                                           batch_sh), out_shardings=batch_sh)
 
+    def describe(self) -> str:
+        axes = ", ".join(f"{a} {n}" for a, n in self.mesh.shape.items())
+        return (f"({axes}) mesh of {self.mesh.size} devices in {jax.process_count()} process(es), "
+                f"{self.local_rows * jax.process_count()} rows per forward")
+
     def _rows(self, params, batch: dict[str, Int[jax.Array, "B L"]]
               ) -> tuple[Int[jax.Array, "B L K"], Float[jax.Array, "B L K"], Float[jax.Array, "B L"]]:
         with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):   # attention kernels run per device
