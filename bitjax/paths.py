@@ -105,11 +105,10 @@ def check_checkpoint_store(path: epath.Path, what: str) -> None:
 def cache_location(value: str | os.PathLike, what: str) -> epath.Path:
     """A teacher cache's directory: a local path or gs://, the two places ArrayRecord reads shards from (its
     reader opens gs:// objects itself; the writer writes each shard locally and uploads it)."""
-    path = user_path(value, what)
-    if is_remote(path) and not os.fspath(path).startswith("gs://"):
+    if is_remote(value) and not os.fspath(value).startswith("gs://"):
         raise ConfigError(f"{what} {os.fspath(value)}: teacher caches can be kept on a local path or gs:// only "
                           "(ArrayRecord reads those two); pass one of those")
-    return path
+    return user_path(value, what)
 
 
 def absolute(path: epath.Path) -> epath.Path:
