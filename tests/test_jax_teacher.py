@@ -145,13 +145,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_jax_processes_on_a_sharded_mesh_write_the_cache_one_process_writes(caches, hf_dir, tmp_path):
-    """Two processes joined by jax.distributed (2 CPU devices each, gloo), the teacher's parameters split over
-    fsdp and tensor, each process feeding its rows to the global forward and writing its own shards (three
-    shards: process 0 has twice the rows of process 1, which keeps step with padding rows): the cache equals
-    the one-process cache (ids equal; log-probs to 1e-5, as the mesh changes float32 summation order)."""
-    out = tmp_path / "two_processes"
-    cmd = [sys.executable, "-m", "bitjax.cli", "cache-teacher", KD_TINY, "--teacher", f"hf:{hf_dir}",
+def _two_processes(teacher: str, out: Path) -> None:
+    """`bitjax cache-teacher --backend jax` in two processes joined by jax.distributed, 2 CPU devices each."""
+    cmd = [sys.executable, "-m", "bitjax.cli", "cache-teacher", KD_TINY, "--teacher", teacher,
            "--backend", "jax", "--out", str(out), "--k", str(K), "--examples", "10", "--shards", "3",
            "--logprob-dtype", "float32"]
     for override in SMALL + ["mesh.data=1", "mesh.fsdp=2", "mesh.tensor=2"]:
@@ -165,5 +161,30 @@ def test_two_jax_processes_on_a_sharded_mesh_write_the_cache_one_process_writes(
     for p, output in zip(procs, outputs):
         assert p.returncode == 0, output[-3000:]
         assert "(data 1, fsdp 2, tensor 2) mesh of 4 devices in 2 process(es), 4 rows per forward" in output
+
+
+def test_two_jax_processes_on_a_sharded_mesh_write_the_cache_one_process_writes(caches, hf_dir, tmp_path):
+    """Two processes joined by jax.distributed (2 CPU devices each, gloo), the teacher's parameters split over
+    fsdp and tensor, each process feeding its rows to the global forward and writing its own shards (three
+    shards: process 0 has twice the rows of process 1, which keeps step with padding rows): the cache equals
+    the one-process cache (ids equal; log-probs to 1e-5, as the mesh changes float32 summation order)."""
+    _two_processes(f"hf:{hf_dir}", tmp_path / "two_processes")
     for source in ("natural", "rephrased"):
-        _assert_same_cache(TopKCache(caches / "jax" / source), TopKCache(out / source))
+        _assert_same_cache(TopKCache(caches / "jax" / source), TopKCache(tmp_path / "two_processes" / source))
+
+
+@pytest.mark.slow
+def test_two_jax_processes_with_a_bitjax_run_as_the_teacher(tmp_path):
+    """A `bitjax:RUN_DIR` teacher in two processes: each restores the run onto its own devices, reads it to the
+    host and places it on the global mesh (restoring onto all devices could not be read back to a host)."""
+    from bitjax.train import train
+
+    cfg = apply_overrides(load_recipe(KD_TINY), SMALL + ["model.n_layers=1"])
+    tiny = apply_overrides(load_recipe(ROOT / "recipes" / "tiny.py"), [
+        "model.quant=none", "model.n_layers=1", "data.seq_len=32", "data.batch_size=4", "steps=2", "eval_batches=1"])
+    train(tiny, tmp_path / "teacher", progress=False)
+    teacher = f"bitjax:{tmp_path / 'teacher'}"
+    cache_teacher(cfg, teacher, tmp_path / "one_process", backend="jax", **WRITE)
+    _two_processes(teacher, tmp_path / "two_processes")
+    for source in ("natural", "rephrased"):
+        _assert_same_cache(TopKCache(tmp_path / "one_process" / source), TopKCache(tmp_path / "two_processes" / source))
