@@ -166,3 +166,16 @@ def test_a_source_named_like_the_text_rows_of_another_is_refused():
     clash = SourceConfig("natural.ce", "tfds:shakespeare")
     with pytest.raises(ConfigError, match="duplicate names"):
         dataclasses.replace(cfg.data, sources=cfg.data.sources + (clash,))
+
+
+def test_resuming_with_another_choice_is_one_line_not_a_damaged_checkpoint(tmp_path):
+    """The data position saved with one choice cannot be restored into the other's stream: resuming so is
+    refused by name before anything is read (it would otherwise fail like a damaged checkpoint)."""
+    from bitjax.checkpoint import check_compatible, meta_for
+
+    saved = meta_for(_cfg("repeat"), "tok")
+    check_compatible(saved, _cfg("repeat", "unread", "distill.kd_weight=0.5"), "tok", tmp_path)
+    with pytest.raises(ConfigError, match=r"other on_cache_exhausted choices \(natural: repeat -> ce; rephrased: "
+                                          r"repeat -> ce\)") as e:
+        check_compatible(saved, _cfg("ce"), "tok", tmp_path)
+    assert "\n" not in str(e.value)
