@@ -206,6 +206,15 @@ def check_compatible(meta: dict, cfg: TrainConfig, tokenizer_fingerprint: str, w
         raise ConfigError(
             f"workdir {workdir} holds a checkpoint of a different model (checkpoint vs recipe: "
             f"{'; '.join(diffs)}); pass a new --workdir, or delete {workdir / 'checkpoints'} to start over")
+    # A kd source that goes on with its text after its cache reads another stream: the saved data position
+    # belongs to the choice it was saved with (restoring it into the other would look like a damaged checkpoint).
+    saved = {s["name"]: s.get("on_cache_exhausted", "repeat") for s in meta["config"]["data"]["sources"]}
+    changed = [f"{s.name}: {saved[s.name]} -> {s.on_cache_exhausted}" for s in cfg.data.sources
+               if s.needs_teacher and saved.get(s.name, s.on_cache_exhausted) != s.on_cache_exhausted]
+    if changed and not cfg.distill.online:
+        raise ConfigError(
+            f"workdir {workdir} was trained with other on_cache_exhausted choices ({'; '.join(changed)}); its saved "
+            "data position belongs to them: resume with the choices it was saved with, or pass a new --workdir")
     if meta.get("tokenizer_fingerprint") not in (None, tokenizer_fingerprint):
         raise ConfigError(
             f"workdir {workdir} was trained with tokenizer {meta['tokenizer_fingerprint']}, this run uses "

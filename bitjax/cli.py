@@ -31,6 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     cache.add_argument("--examples", type=int, default=None,
                        help="sequences to cache, split over the kd sources (default: distill.cache_examples)")
     cache.add_argument("--shards", type=int, default=4, help="ArrayRecord shards per source (default 4)")
+    cache.add_argument("--backend", default=None, choices=["native", "jax"],
+                       help="native: llama.cpp / CPU torch, one document at a time; jax: the teacher imported into "
+                       "bitjax, jitted and sharded over the recipe's mesh, data.batch_size rows per forward "
+                       "(default: distill.cache_backend)")
+    cache.add_argument("--preset", default=None, help="a launch preset of the recipe (its mesh and batch)")
+    cache.add_argument("--logprob-dtype", default="float16", choices=["float16", "float32"],
+                       help="storage of the top-k log-probabilities (default float16)")
     cache.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
     evaluate = sub.add_parser("eval", help="held-out perplexity of a trained run")
@@ -174,7 +181,7 @@ def _at_least(value: int | None, least: int, flag: str, what: str) -> None:
 def _train(args) -> int:
     from bitjax.config_io import apply_overrides, load_recipe
     from bitjax.errors import ConfigError
-    from bitjax.paths import check_checkpoint_store, local_path, user_path
+    from bitjax.paths import cache_location, check_checkpoint_store, local_path, user_path
 
     # a location that cannot be opened is refused here, before anything is read or written
     workdir = user_path(args.workdir or f"runs/{Path(args.recipe).stem}", "--workdir")
@@ -184,8 +191,8 @@ def _train(args) -> int:
     cfg = apply_overrides(load_recipe(args.recipe, args.preset), args.overrides)
     for source in cfg.data.sources:   # URIs are KIND:LOCATION; data is still read with local file operations
         local_path(source.uri.partition(":")[2], f"data source {source.name!r}")
-    if cfg.distill.cache:
-        local_path(cfg.distill.cache, "distill.cache")
+    if cfg.distill.cache and not cfg.distill.online:
+        cache_location(cfg.distill.cache, "distill.cache")
     from bitjax.train import train  # imported after the config is checked: a bad value fails in a second
 
     summary = train(cfg, workdir, progress=not args.no_progress)
@@ -196,22 +203,22 @@ def _train(args) -> int:
 def _cache_teacher(args) -> int:
     from bitjax.config import ConfigError
     from bitjax.config_io import apply_overrides, load_recipe
-    from bitjax.paths import local_path
+    from bitjax.paths import cache_location
     from bitjax.teachers.cache_writer import cache_teacher
 
     _at_least(args.examples, 1, "--examples", "the number of cached sequences")
     _at_least(args.shards, 1, "--shards", "the number of shards")
     _at_least(args.k, 1, "--k", "the top-k")
-    cfg = apply_overrides(load_recipe(args.recipe), args.overrides)
+    cfg = apply_overrides(load_recipe(args.recipe, args.preset), args.overrides)
     teacher, out = args.teacher or cfg.distill.teacher, args.out or cfg.distill.cache
     if not teacher or not out:
         raise ConfigError(f"recipe {args.recipe} names no distill.teacher / distill.cache; pass --teacher and --out")
-    local_path(out, "--out")
+    out = cache_location(out, "--out")   # an unknown scheme or bucket fails here, before anything is read
     manifests = cache_teacher(cfg, teacher, out, k=args.k if args.k is not None else cfg.distill.k,
                               n_examples=args.examples if args.examples is not None else cfg.distill.cache_examples,
-                              num_shards=args.shards)
+                              num_shards=args.shards, logprob_dtype=args.logprob_dtype, backend=args.backend)
     for name, m in manifests.items():
-        print(f"{name}: {m['records']} sequences x {m['seq_len']} positions in {Path(out) / name}, "
+        print(f"{name}: {m['records']} sequences x {m['seq_len']} positions in {out / name}, "
               f"{m['bytes_per_token']} bytes/token of teacher data "
               f"(full vocabulary in fp16: {2 * m['vocab_size']} bytes/token)")
     return 0
@@ -244,9 +251,11 @@ def _plan(args) -> int:
     from bitjax.config_io import apply_overrides, load_recipe
     from bitjax.data import build_pipeline, coverage
     from bitjax.errors import BitjaxError
+    from bitjax.paths import cache_location
 
     cfg = apply_overrides(load_recipe(args.recipe, args.preset), args.overrides)
-    cache = cfg.distill.cache if cfg.distill.cache and Path(cfg.distill.cache).is_dir() else ""
+    cache = cfg.distill.cache if cfg.distill.cache and cache_location(cfg.distill.cache, "distill.cache").is_dir() \
+        else ""
     try:
         pipeline = build_pipeline(cfg.data, teacher_cache=cache, vocab_size=cfg.model.vocab_size)
     except BitjaxError as e:   # the recipe's tokenizer or data are not on this machine: plan from the config

@@ -16,6 +16,9 @@ from bitjax.losses import Divergence, TailMode
 from bitjax.model import ModelConfig
 from bitjax.objective import DEFAULT_OBJECTIVE, OBJECTIVES, ObjectiveName
 
+CacheExhausted = Literal["repeat", "ce"]     # a "kd" source's choice when its teacher cache is used up
+CACHE_EXHAUSTED: tuple[str, ...] = typing.get_args(CacheExhausted)
+
 
 @dataclasses.dataclass(frozen=True)
 class SourceConfig:
@@ -30,6 +33,10 @@ class SourceConfig:
       distill.kd_weight), "sft" (CE on the completions of positive traces; the default for traces:) or
       "redi" (REDI on positive/negative trace pairs).
     loss_weight: multiplies this source's loss in the batch loss (see bitjax.objective).
+    on_cache_exhausted: what a "kd" source does once the run has read every sequence of its teacher cache
+      (bitjax.data.cache_stream): "repeat" reads the cached sequences again (another epoch of the cache, as
+      data.on_exhausted allows); "ce" continues with the source's text after the cached sequences, trained
+      with plain CE (its rows are tagged as the source `<name>.ce`, see `DataConfig.row_sources`).
     """
 
     name: str
@@ -40,8 +47,12 @@ class SourceConfig:
     objective: ObjectiveName = ""
     loss_weight: float = 1.0
     max_line_bytes: int = 64 << 20    # longest JSONL line read; a longer one is refused, naming the file
+    on_cache_exhausted: CacheExhausted = "repeat"
 
     def __post_init__(self):
+        if self.on_cache_exhausted not in CACHE_EXHAUSTED:
+            raise ConfigError(f"data source {self.name!r}: on_cache_exhausted={self.on_cache_exhausted!r} is not one "
+                              f"of {', '.join(CACHE_EXHAUSTED)} (read the cache again, or its text under CE)")
         if self.max_line_bytes <= 0:
             raise ConfigError(f"data source {self.name!r}: max_line_bytes={self.max_line_bytes} must be positive")
         if not self.name or "=" in self.name or "," in self.name or "/" in self.name:
@@ -70,6 +81,14 @@ class SourceConfig:
     @property
     def needs_teacher(self) -> bool:
         return OBJECTIVES[self.resolved_objective].teacher
+
+    @property
+    def text_after_cache(self) -> SourceConfig | None:
+        """The source its text rows after the teacher cache count as (on_cache_exhausted="ce"): `<name>.ce`,
+        objective "ce", the same data and loss weight; None for a source that does not continue that way."""
+        if not (self.needs_teacher and self.on_cache_exhausted == "ce"):
+            return None
+        return dataclasses.replace(self, name=f"{self.name}.ce", objective="ce", on_cache_exhausted="repeat")
 
 
 def _default_sources() -> tuple[SourceConfig, ...]:
@@ -105,12 +124,19 @@ class DataConfig:
             raise ConfigError(f"data.heldout_fraction={self.heldout_fraction} must lie in (0, 0.5)")
         if not self.sources:
             raise ConfigError("data.sources is empty; name at least one source")
-        names = [s.name for s in self.sources]
+        names = [s.name for s in self.row_sources()]
         if len(set(names)) != len(names):
-            raise ConfigError(f"data.sources has duplicate names: {names}")
+            raise ConfigError(f"data.sources has duplicate names: {names} (a \"kd\" source with "
+                              "on_cache_exhausted=\"ce\" also names its text rows <name>.ce); rename one")
         weights = self.mixture_weights()
         if sum(weights.values()) <= 0:
             raise ConfigError(f"data source weights {weights} are all zero; give at least one a positive weight")
+
+    def row_sources(self) -> tuple[SourceConfig, ...]:
+        """Every source a row can be tagged with, in `source_id` order: the data sources, then `<name>.ce` for
+        each "kd" source whose text continues under CE after its cache (SourceConfig.text_after_cache). The
+        loss reads each row's objective from this table; only the data sources are mixed by weight."""
+        return self.sources + tuple(t for t in (s.text_after_cache for s in self.sources) if t is not None)
 
     def mixture_weights(self) -> dict[str, float]:
         """The sources' weights after the `weights` override (not normalised)."""
@@ -203,7 +229,10 @@ class DistillConfig:
 
     A "kd" source's rows are trained on `w * KD + (1 - w) * CE`, w ramped from 0 to kd_weight over
     kd_warmup_steps. `cache` is the directory `bitjax cache-teacher` writes, one sub-cache per "kd" source;
-    `teacher`, `k` and `cache_examples` are that command's defaults for this recipe. With `online` the
+    `teacher`, `k`, `cache_examples` and `cache_backend` are that command's defaults for this recipe:
+    `cache_backend` "native" runs the teacher in its own runtime (llama.cpp for gguf:, CPU torch for hf:),
+    "jax" imports it into a full-precision bitjax model run jitted and sharded over the recipe's mesh
+    (bitjax.teachers.jax_teacher: the accelerators write the cache). With `online` the
     teacher runs inside the train step instead (bitjax.online_teacher): "kd" sources read plain text and
     their top-k is computed on the devices; no cache is read.
     """
@@ -212,6 +241,7 @@ class DistillConfig:
     teacher: str = ""                 # gguf:PATH | gguf:smollm2 | hf:DIR | bitjax:RUN_DIR, for cache-teacher
     k: int = 32                       # top-k entries per position in the cache
     cache_examples: int = 256         # sequences cached, split over the "kd" sources by their weights
+    cache_backend: Literal["native", "jax"] = "native"   # how cache-teacher runs `teacher` (its --backend)
     kind: Divergence = "forward_kl"   # a name in bitjax.losses.DIVERGENCES
     tail: TailMode = "bucket"
     temperature: float = 1.0
@@ -236,6 +266,9 @@ class DistillConfig:
         if not 0.0 <= self.redi_alpha <= 1.0:
             raise ConfigError(f"distill.redi_alpha={self.redi_alpha} must lie in [0, 1]")
         _positive(self, "k", "cache_examples")
+        if self.cache_backend not in ("native", "jax"):
+            raise ConfigError(f"distill.cache_backend={self.cache_backend!r}; use 'native' (llama.cpp / torch) or "
+                              "'jax' (the teacher imported and sharded over the mesh)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -121,8 +121,9 @@ class SourceObjectives:
 
     @classmethod
     def from_config(cls, cfg) -> "SourceObjectives":
-        """From a TrainConfig's data sources."""
-        src = cfg.data.sources
+        """From a TrainConfig's row sources (its data sources, then the `<name>.ce` rows of "kd" sources
+        whose text continues under CE after their cache: DataConfig.row_sources)."""
+        src = cfg.data.row_sources()
         return cls(tuple(s.name for s in src), tuple(s.resolved_objective for s in src),
                    tuple(float(s.loss_weight) for s in src))
 

@@ -48,7 +48,7 @@ def load(spec: str, student: ModelConfig, mesh) -> OnlineTeacher:
     if scheme == "bitjax":
         from bitjax.run import Run
 
-        run = Run(where)
+        run = Run(where, devices=jax.local_devices())   # read to the host below: this process's devices only
         config, params = run.config.model, jax.device_get(run.params)
     elif scheme == "gguf" and where:
         from bitjax.paths import embedded_gguf

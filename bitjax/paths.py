@@ -1,8 +1,8 @@
 """Locations: bitjax's cache directory, installed data packages, and the one way user-given locations are opened.
 
-Work directories, run directories and export outputs are `etils.epath` paths (`user_path`): local, or a bucket
-(`gs://`) served by fsspec. Data sources and teacher caches are still read with local file operations
-(`local_path` refuses a URL for them).
+Work directories, run directories, export outputs and teacher caches are `etils.epath` paths (`user_path`): local,
+or a bucket (`gs://`) served by fsspec. Data sources are still read with local file operations (`local_path`
+refuses a URL for them).
 """
 
 from __future__ import annotations
@@ -102,6 +102,15 @@ def check_checkpoint_store(path: epath.Path, what: str) -> None:
                           f"{_STORE_FIX['gs']}")
 
 
+def cache_location(value: str | os.PathLike, what: str) -> epath.Path:
+    """A teacher cache's directory: a local path or gs://, the two places ArrayRecord reads shards from (its
+    reader opens gs:// objects itself; the writer writes each shard locally and uploads it)."""
+    if is_remote(value) and not os.fspath(value).startswith("gs://"):
+        raise ConfigError(f"{what} {os.fspath(value)}: teacher caches can be kept on a local path or gs:// only "
+                          "(ArrayRecord reads those two); pass one of those")
+    return user_path(value, what)
+
+
 def absolute(path: epath.Path) -> epath.Path:
     """A local path made absolute (Orbax and TensorStore need one); a URL is absolute already."""
     return path if is_remote(path) else path.resolve()
@@ -143,8 +152,8 @@ def local_copy(path: epath.Path) -> Path:
 
 
 def local_path(value: str, what: str) -> Path:
-    """A location bitjax still reads or writes with local file operations (data sources, teacher caches,
-    which are memory-mapped); a URL (gs://, s3://, ...) is a one-line error instead of a local folder `gs:`."""
+    """A location bitjax still reads or writes with local file operations (data sources, which are
+    memory-mapped); a URL (gs://, s3://, ...) is a one-line error instead of a local folder `gs:`."""
     scheme, sep, _ = value.partition("://")
     if sep:
         raise ConfigError(f"{what} {value}: {scheme}:// locations are not supported for it (it is read with "

@@ -17,11 +17,14 @@ from bitjax.model import ModelConfig
 REPHRASED = Path(__file__).resolve().parent.parent / "data" / "rephrased" / "shakespeare.jsonl"
 # Natural 60% / rephrased 40% (BeyondWeb's split). The shipped corpora are small stand-ins so the recipe
 # runs offline; for a real run point these at your own `jsonl:`, `arrayrecord:` or `tokens:` data.
-# Every source distils ("kd"): training reads its cached sequences with the teacher's top-k.
+# Every source distils ("kd"): training reads its cached sequences with the teacher's top-k. The caches hold a
+# small part of what the run draws (`bitjax plan` prints how much), so each source reads its cache once and then
+# continues with its text after the cached sequences under plain CE (on_cache_exhausted="ce"), instead of
+# reading the same cached sequences dozens of times.
 SOURCES = (
-    SourceConfig("shakespeare", "tfds:shakespeare", weight=0.3, objective="kd"),
-    SourceConfig("kjv", "tfds:kjv", weight=0.3, objective="kd"),
-    SourceConfig("rephrased", f"jsonl:{REPHRASED}", weight=0.4, objective="kd"),
+    SourceConfig("shakespeare", "tfds:shakespeare", weight=0.3, objective="kd", on_cache_exhausted="ce"),
+    SourceConfig("kjv", "tfds:kjv", weight=0.3, objective="kd", on_cache_exhausted="ce"),
+    SourceConfig("rephrased", f"jsonl:{REPHRASED}", weight=0.4, objective="kd", on_cache_exhausted="ce"),
 )
 # The LLaMA-3 tokenizer (128256 tokens) is not shipped: save its tokenizer.json here (or --set data.tokenizer=PATH).
 LLAMA3_TOKENIZER = "tokenizers/llama-3/tokenizer.json"
@@ -46,6 +49,8 @@ def get_config() -> TrainConfig:
         data=DataConfig(sources=SOURCES,
                         tokenizer=LLAMA3_TOKENIZER, vocab_size=128256, seq_len=4096, batch_size=64),
         distill=DistillConfig(cache=DISTILL_CACHE, teacher=TEACHER, cache_examples=131072, kind="forward_kl",
+                              # the teacher runs on the accelerators the student trains on (--backend jax)
+                              cache_backend="jax",
                               kd_weight=0.9, kd_warmup_steps=1000),
         optim=OptimConfig(peak_lr=1.5e-3, stage2_peak_lr=5e-4, end_lr_ratio=0.1, warmup_steps=2000,
                           two_stage=True, stage_split=0.5, weight_decay=0.1),

@@ -25,7 +25,10 @@ def get_config() -> TrainConfig:
                           norm_eps=1e-5, sub_norms=True),
         init_from="gguf:smollm2",
         quant_warmup_steps=100,
-        data=DataConfig(sources=(SourceConfig("natural", "tfds:shakespeare", objective="kd"),),
+        # The 64 cached sequences (minutes of llama.cpp on a CPU) are read again and again over the 300 steps
+        # (`bitjax plan`: about 9 times): this small self-distillation keeps the teacher's signal on every step.
+        data=DataConfig(sources=(SourceConfig("natural", "tfds:shakespeare", objective="kd",
+                                              on_cache_exhausted="repeat"),),
                         tokenizer="smollm2", seq_len=256, batch_size=2),
         distill=DistillConfig(cache="caches/smollm2_ternary-k32", teacher="gguf:smollm2", k=32, cache_examples=64,
                               kind="forward_kl", kd_weight=0.9),

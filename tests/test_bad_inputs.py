@@ -185,9 +185,26 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str, list[Path]]]
                                cache=str(cache))
         add(f"cache-manifest-{name}", ["train", recipe, "--workdir", tmp / "w-c", *SMALL], "manifest.json", [cache])
 
+    rephrased = f"jsonl:{ROOT / 'data/rephrased/shakespeare.jsonl'}"
+    looping = source_recipe(tmp, rephrased, objective="kd", cache=str(tmp / "kd-cache"),
+                            source={"on_cache_exhausted": "loop"})
+    add("on-cache-exhausted-unknown", ["train", looping, "--workdir", tmp / "w-c", *SMALL],
+        ("on_cache_exhausted='loop'", "repeat, ce"))
+    for scheme in ("foo", "s3"):
+        add(f"cache-scheme-{scheme}", ["train", source_recipe(tmp, rephrased, objective="kd", cache=f"{scheme}://b/c"),
+                                       "--workdir", tmp / "w-c", *SMALL], f"{scheme}://b/c")
+
     # ----- cache-teacher arguments
-    kd = source_recipe(tmp, f"jsonl:{ROOT / 'data/rephrased/shakespeare.jsonl'}", objective="kd",
-                       cache=str(tmp / "kd-cache"))
+    kd = source_recipe(tmp, rephrased, objective="kd", cache=str(tmp / "kd-cache"))
+    other_vocab = tmp / "hf-vocab-100"   # a teacher's config.json alone: the vocabulary is checked before weights
+    other_vocab.mkdir()
+    (other_vocab / "config.json").write_text(json.dumps({
+        "model_type": "llama", "vocab_size": 100, "hidden_size": 32, "intermediate_size": 64,
+        "num_hidden_layers": 1, "num_attention_heads": 2}))
+    add("cache-teacher-jax-vocabulary", ["cache-teacher", kd, "--teacher", f"hf:{other_vocab}", "--backend", "jax"],
+        ("vocabulary of 100 tokens", "model.vocab_size"), [tmp / "kd-cache"])
+    add("cache-teacher-out-scheme", ["cache-teacher", kd, "--teacher", f"hf:{other_vocab}", "--out", "foo://b/c"],
+        "foo://b/c")
     for flag, value, needle in [("--examples", "0", "--examples"), ("--examples", "-3", "--examples"),
                                 ("--shards", "0", "--shards"), ("--k", "0", "--k"),
                                 ("--teacher", f"gguf:{tmp / 'nope.gguf'}", "nope.gguf"),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from test_topk_cache import SPEC, examples, fake_topk
 
-from bitjax.data import topk_cache
+from bitjax.data import topk_cache, topk_cache_writer
 from bitjax.data.tokenize import load_shard
 from bitjax.errors import BitjaxError, CacheError, DataError
 from bitjax.teachers import jsonl_output, traces
@@ -15,26 +15,26 @@ from bitjax.teachers import jsonl_output, traces
 
 def test_a_deleted_cache_shard_is_rewritten_by_rerunning_the_writer(tmp_path):
     exs = examples()
-    first = topk_cache.write_cache(tmp_path, SPEC, exs, fake_topk, num_shards=3, progress=False)
+    first = topk_cache_writer.write_cache(tmp_path, SPEC, exs, fake_topk, num_shards=3, progress=False)
     shard = tmp_path / topk_cache.shard_name(1, 3)
     original = shard.read_bytes()
     shard.unlink()   # its .done.json marker survives
     with pytest.raises(CacheError, match="missing; rerun `bitjax cache-teacher`"):
         topk_cache.TopKCache(tmp_path)
-    again = topk_cache.write_cache(tmp_path, SPEC, exs, fake_topk, num_shards=3, progress=False)
+    again = topk_cache_writer.write_cache(tmp_path, SPEC, exs, fake_topk, num_shards=3, progress=False)
     assert shard.read_bytes() == original and again["shards"] == first["shards"]
     assert len(topk_cache.TopKCache(tmp_path)) == 10
 
 
 def test_a_changed_cache_shard_is_rewritten_by_rerunning_the_writer(tmp_path):
     exs = examples()
-    topk_cache.write_cache(tmp_path, SPEC, exs, fake_topk, num_shards=2, progress=False)
+    topk_cache_writer.write_cache(tmp_path, SPEC, exs, fake_topk, num_shards=2, progress=False)
     shard = tmp_path / topk_cache.shard_name(0, 2)
     original = shard.read_bytes()
     shard.write_bytes(original[: len(original) // 2])
     with pytest.raises(CacheError, match="rerun `bitjax cache-teacher`"):
         topk_cache.TopKCache(tmp_path)
-    topk_cache.write_cache(tmp_path, SPEC, exs, fake_topk, num_shards=2, progress=False)
+    topk_cache_writer.write_cache(tmp_path, SPEC, exs, fake_topk, num_shards=2, progress=False)
     assert shard.read_bytes() == original
     assert len(topk_cache.TopKCache(tmp_path)) == 10
 
@@ -44,8 +44,8 @@ def test_a_nan_cached_tail_is_named_by_record(tmp_path, monkeypatch):
         ids, top, tail = fake_topk(tokens)
         return ids, top, np.full_like(tail, np.nan)
 
-    monkeypatch.setattr(topk_cache, "_check_finite", lambda *a: None)   # as if written by another tool
-    topk_cache.write_cache(tmp_path, SPEC, examples(2), nan_tail, num_shards=1, progress=False)
+    monkeypatch.setattr(topk_cache_writer, "_check_finite", lambda *a: None)   # as if written by another tool
+    topk_cache_writer.write_cache(tmp_path, SPEC, examples(2), nan_tail, num_shards=1, progress=False)
     with pytest.raises(CacheError, match="record 0 holds a NaN or positive tail"):
         topk_cache.TopKCache(tmp_path)[0]
 

@@ -3,7 +3,8 @@
 The bucket is a directory served under the `gs` protocol by a test fsspec filesystem, so every file bitjax
 and Orbax open through etils.epath takes the same route as on GCS (epath -> fsspec -> the `gs`
 implementation), and Orbax follows its gs:// code paths (commit-file checkpoints, no directory renames).
-Three things are put in place of GCS itself, each named where it is set:
+Three things are put in place of GCS itself, each named where it is set (a fourth, for teacher caches, in
+that test):
 - fsspec's `gs` implementation (gcsfs in production) is the directory-backed filesystem below;
 - TensorStore writes arrays with its own GCS driver, not fsspec: its kvstore is pointed at the same
   bucket directory through TensorStore's file driver;
@@ -15,6 +16,7 @@ import importlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fsspec import register_implementation
 from fsspec.implementations.dirfs import DirFileSystem
@@ -118,3 +120,44 @@ def test_a_live_lock_on_a_bucket_is_refused(bucket, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "host elsewhere" in err
     assert sorted(p.name for p in (bucket / "run").iterdir()) == ["train.lock"]
+
+
+def test_a_gs_teacher_cache_is_written_resumed_and_read_through_the_bucket(bucket, monkeypatch, tmp_path):
+    """A cache written to gs:// (shards written locally, then uploaded; markers after them) reads back as the
+    same cache written locally; a rerun after a lost shard rewrites that shard alone, and a truncated object is
+    caught by its size without reading the shards back. The fourth stand-in: ArrayRecord opens gs:// objects
+    with its own GCS reader (not fsspec), pointed here at the bucket directory."""
+    from array_record.python.array_record_module import ArrayRecordReader
+    from test_topk_cache import SPEC, examples, fake_topk
+
+    from bitjax.data import topk_cache
+    from bitjax.data.topk_cache import CacheError, TopKCache, shard_name
+    from bitjax.data.topk_cache_writer import write_cache
+
+    monkeypatch.setattr(topk_cache, "open_shard",
+                        lambda path: ArrayRecordReader(str(bucket.parent / str(path).removeprefix("gs://"))))
+    exs = examples(10)
+    write_cache(tmp_path / "local", SPEC, exs, fake_topk, num_shards=3, progress=False)
+    remote = "gs://bucket/caches/natural"
+    manifest = write_cache(remote, SPEC, exs, fake_topk, num_shards=3, progress=False)
+    assert manifest["records"] == 10
+    stored = bucket / "caches" / "natural"
+    shards = [shard_name(s, 3) for s in range(3)]
+    assert sorted(p.name for p in stored.iterdir()) == sorted(
+        ["manifest.json", "spec.json", *shards, *(s.replace(".arrayrecord", ".done.json") for s in shards)])
+    local, cache = TopKCache(tmp_path / "local"), TopKCache(remote)
+    assert len(cache) == 10
+    for i in range(10):
+        for field, value in local[i].items():
+            np.testing.assert_array_equal(cache[i][field], value, err_msg=f"record {i} {field}")
+
+    original = (stored / shards[1]).read_bytes()
+    (stored / shards[1]).unlink()                  # a lost object; its marker survives
+    with pytest.raises(CacheError, match="is missing"):
+        TopKCache(remote)
+    calls = []
+    write_cache(remote, SPEC, exs, lambda t: calls.append(1) or fake_topk(t), num_shards=3, progress=False)
+    assert len(calls) == 3 and (stored / shards[1]).read_bytes() == original   # shard 1's three examples only
+    (stored / shards[2]).write_bytes((stored / shards[2]).read_bytes()[:-40])
+    with pytest.raises(CacheError, match=r"has \d+ bytes, its marker says \d+ \(truncated or changed\)"):
+        TopKCache(remote)

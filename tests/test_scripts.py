@@ -32,6 +32,12 @@ def test_pipeline_benchmark_runs():
     assert "pipeline/consumption" in out
 
 
+def test_cache_switch_benchmark_runs():
+    out = _run("-m", "benchmarks.cache_switch", "--recipe", str(ROOT / "tests" / "recipes" / "kd_tiny.py"),
+               "--sequences", "2", "--repeats", "1")
+    assert "natural" in out and "ms of packing per step" in out
+
+
 def test_distill_benchmark_runs():
     out = _run("-m", "benchmarks.distill", "--rounds", "1", "--steps-per-round", "1", "--set", "model.n_layers=1",
                "--set", "data.seq_len=64", "--set", "data.batch_size=2")

@@ -9,7 +9,8 @@ Every source yields rows of one schema, whatever it holds, so Grain's `IterDatas
   text (objective "ce")  documents -> hold out the tail -> shard -> shuffle -> repeat -> pack (data.packing)
   text (objective "kd")  the sequences cached with the teacher's top-k (bitjax.data.topk_cache), with
                          teacher_ids / teacher_logprobs (B, L, K) and teacher_tail (B, L); other rows carry
-                         zeros there when any source distils
+                         zeros there when any source distils. Once they are used up: the cache again, or
+                         (on_cache_exhausted="ce") the text after them under CE (bitjax.data.cache_stream)
   traces, "sft"          positive traces as prompt/completion documents, packed first-fit (kept whole)
   traces, "redi"         one row per positive/negative pair: segment 1 the positive, segment 2 the negative
 Rows are tagged with their source's index (`source_id`), which selects the loss (bitjax.objective).
@@ -30,6 +31,7 @@ import numpy as np
 
 from bitjax import tokenizer as tokenizer_lib
 from bitjax.config import ConfigError, DataConfig, SourceConfig
+from bitjax.data import cache_stream
 from bitjax.data import mix as mix_lib
 from bitjax.data import shards as shards_lib
 from bitjax.data import sources as sources_lib
@@ -39,7 +41,7 @@ from bitjax.data.records import Fields
 from bitjax.data.tokenize import TokenShard, load_shard, save_shard, tokenize_documents
 from bitjax.errors import CacheError, DataError
 from bitjax.objective import OBJECTIVES
-from bitjax.paths import cache_dir
+from bitjax.paths import cache_dir, cache_location
 
 
 @dataclass
@@ -132,7 +134,7 @@ class Pipeline:
         self.vocab_size = tok.get_vocab_size()
         self.boundary_id = tokenizer_lib.eos_id(tok)
         self.weights = mix_lib.normalize_weights(cfg.mixture_weights())
-        self.source_names = [s.name for s in cfg.sources]
+        self.source_names = [s.name for s in cfg.row_sources()]   # a row's source_id indexes this
         self.sources: dict[str, PreparedSource] = {}
         for src in cfg.sources:
             if src.name not in self.weights or (text_only and _is_traces(src)):
@@ -142,7 +144,7 @@ class Pipeline:
         self.teacher_logprob_dtype = "float16"
         self.teacher_vocab_size = vocab_size or self.vocab_size
         if teacher_cache:
-            self._open_caches(Path(teacher_cache), vocab_size or self.vocab_size)
+            self._open_caches(cache_location(teacher_cache, "distill.cache"), vocab_size or self.vocab_size)
 
     def _prepare(self, src: SourceConfig, tok) -> PreparedSource:
         """Tokenize (or open) a source as its objective's rows need it."""
@@ -184,7 +186,7 @@ class Pipeline:
                   file=sys.stderr)
         return PreparedSource(src, pairs=pairs)
 
-    def _open_caches(self, root: Path, vocab_size: int) -> None:
+    def _open_caches(self, root, vocab_size: int) -> None:
         from bitjax.data import topk_cache
 
         for name, p in self.sources.items():
@@ -251,6 +253,8 @@ class Pipeline:
 
     def _source_stream(self, name: str, shard_index: int, num_shards: int) -> grain.IterDataset:
         p = self.sources[name]
+        if p.cache is not None and p.config.text_after_cache is not None:
+            return self._cache_then_text(name, shard_index, num_shards)
         repeat = self.cfg.on_exhausted == "repeat"
         if p.cache is not None:
             stream = self._row_stream(name, p.cache, shard_index=shard_index, num_shards=num_shards,
@@ -266,6 +270,23 @@ class Pipeline:
             stream = mix_lib.add_empty_teacher(stream, self.cfg.seq_len, self.teacher_k, self.teacher_vocab_size,
                                                self.teacher_logprob_dtype)
         return stream
+
+    def _cache_then_text(self, name: str, shard_index: int, num_shards: int) -> grain.IterDataset:
+        """A "kd" source's cached rows once, then its text after them under CE (bitjax.data.cache_stream)."""
+        p, index = self.sources[name], self.source_names.index(name)
+        records = grain.MapDataset.source(p.cache)[shard_index::num_shards]
+        cached = None
+        if len(records):   # more data shards than cached sequences: this one starts on the text
+            options = grain.ReadOptions(num_threads=CACHE_READ_THREADS, prefetch_buffer_size=4 * CACHE_READ_THREADS)
+            records = records.seed(self.cfg.shuffle_seed + 7919 * index).shuffle()
+            cached = mix_lib.tag_source(records.to_iter_dataset(options), index)
+        text = self._text_stream(name, p.train, shard_index=0, num_shards=1, shuffle=True,
+                                 repeat=self.cfg.on_exhausted == "repeat", packing=self.cfg.packing)
+        text = cache_stream.EveryNth(text, len(p.cache) + shard_index, num_shards)
+        text = mix_lib.tag_source(text, self.source_names.index(p.config.text_after_cache.name))
+        text = mix_lib.add_empty_teacher(text, self.cfg.seq_len, self.teacher_k, self.teacher_vocab_size,
+                                         self.teacher_logprob_dtype)
+        return cache_stream.CacheThenText(cached, text)
 
     def source_examples(self, name: str):
         """A text source's packed sequences in the order one data shard streams them (what a cache stores)."""

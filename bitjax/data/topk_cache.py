@@ -1,9 +1,11 @@
 """Teacher top-k caches: ArrayRecord shards of per-position top-k log-probabilities, plus a manifest.
 
-Layout of a cache directory:
+Layout of a cache directory (local, or gs://: every file goes through etils.epath, shards are read by
+ArrayRecord, which opens gs:// objects itself):
+  spec.json                          the CacheSpec every writing process agrees on (written first)
   manifest.json                      what the cache holds and how to check it (written last)
   shard-00000-of-00004.arrayrecord   records, each one token sequence (group_size 1: random access)
-  shard-00000-of-00004.done.json     a finished shard's record count and SHA-256 (its commit marker)
+  shard-00000-of-00004.done.json     a finished shard's record count, size and SHA-256 (its commit marker)
 
 A record is a safetensors blob (no pickle, self-describing) of one training example of L positions:
   inputs, targets, segment_ids, positions, loss_mask   (L,) int32   the example exactly as the student sees it
@@ -12,8 +14,10 @@ A record is a safetensors blob (no pickle, self-describing) of one training exam
   tail_logprob  (L,)    float32  log of the mass outside the top k (exact, from the full distribution)
 The teacher reads each packed document (segment) on its own, so it never conditions across documents.
 
-Writing is resumable: a shard is first written under a temporary name, renamed, then its `.done.json`
-marker is written; a shard without a marker (a killed run) is rewritten, a marked one is skipped.
+Of n cached examples (the first n sequences a source streams), shard s of S holds examples
+`shard_range(s, n, S)`, a contiguous run, so a writer streams its shards one after another (version 2;
+version 1 caches dealt example e to shard e % S, and are still read). Writing (bitjax.data.topk_cache_writer)
+is resumable: the `.done.json` marker is a shard's commit point.
 """
 
 from __future__ import annotations
@@ -22,20 +26,23 @@ import dataclasses
 import hashlib
 import json
 import os
-from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
-from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
+from array_record.python.array_record_module import ArrayRecordReader
+from etils import epath
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from bitjax.data import schema
 from bitjax.data.schema import SEQUENCE_FIELDS
 from bitjax.errors import CacheError
+from bitjax.paths import cache_location, is_remote
 
 FORMAT = "bitjax-topk-cache"
-VERSION = 1
+VERSION = 2          # 2: contiguous shards (shard_range); 1: example e in shard e % S
+MANIFEST = "manifest.json"
+SPEC_FILE = "spec.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +70,14 @@ def shard_name(index: int, count: int) -> str:
     return f"shard-{index:05d}-of-{count:05d}.arrayrecord"
 
 
+def marker_path(shard: epath.Path) -> epath.Path:
+    """A shard's commit marker, beside it: `shard-00000-of-00004.done.json`."""
+    return shard.with_suffix(".done.json")
+
+
+def shard_range(index: int, n_examples: int, count: int) -> range:
+    """The examples shard `index` of `count` holds (version 2): a contiguous run, the sizes differing by one."""
+    return range(index * n_examples // count, (index + 1) * n_examples // count)
 
 
 def encode_record(spec: CacheSpec, example: dict, ids_LK, logprobs_LK, tail_L) -> bytes:
@@ -78,144 +93,18 @@ def decode_record(blob: bytes) -> dict[str, np.ndarray]:
     return st_load(blob)
 
 
-def _sha256(path: Path) -> str:
+def sha256(path) -> str:
+    """The SHA-256 of a file (local or through epath), read in 1 MiB pieces."""
     h = hashlib.sha256()
-    with path.open("rb") as f:
+    with epath.Path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
-# --------------------------------------------------------------------------- writing
-
-TopKFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
-"""tokens (1, n) -> (ids (1, n, K), logprobs (1, n, K), tail_logprob (1, n)), e.g. `lambda t: teacher.topk(t, k)`"""
-
-
-def example_topk(topk_fn: TopKFn, example: dict, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Teacher top-k for every position of a packed example, one document (segment) at a time.
-
-    Padding (segment 0) gets id 0, log-prob 0 and tail -inf; it carries no loss.
-    """
-    inputs_L, segments_L = np.asarray(example["inputs"]), np.asarray(example["segment_ids"])
-    length = len(inputs_L)
-    ids_LK = np.zeros((length, k), np.int32)
-    logprobs_LK = np.zeros((length, k), np.float32)
-    tail_L = np.full((length,), -np.inf, np.float32)
-    for segment in np.unique(segments_L[segments_L > 0]):
-        where = np.flatnonzero(segments_L == segment)
-        ids, logprobs, tail = topk_fn(inputs_L[where][None])
-        ids_LK[where], logprobs_LK[where], tail_L[where] = ids[0], logprobs[0], tail[0]
-    return ids_LK, logprobs_LK, tail_L
-
-
-def write_cache(
-    directory: str | Path,
-    spec: CacheSpec,
-    examples: list[dict],
-    topk_fn: TopKFn,
-    *,
-    num_shards: int = 1,
-    process_index: int = 0,
-    process_count: int = 1,
-    progress: bool = True,
-) -> dict:
-    """Run the teacher over `examples` (dicts of (L,) int32 arrays) into `num_shards` shards.
-
-    Shard s holds examples s, s + num_shards, ... (so every shard has a similar mix); process p writes
-    the shards with s % process_count == p. The manifest is written once every shard is finished, and
-    returned (empty while other processes' shards are unfinished).
-    """
-    from tqdm import tqdm
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    _check_existing_spec(directory, spec)
-    (directory / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2))
-    todo = [s for s in range(num_shards) if s % process_count == process_index
-            and not _shard_is_done(directory / shard_name(s, num_shards))]
-    total = sum(len(range(s, len(examples), num_shards)) for s in todo)
-    bar = tqdm(total=total, disable=not progress, desc="teacher top-k", unit="seq")
-    for s in todo:
-        members = [examples[i] for i in range(s, len(examples), num_shards)]
-        _write_shard(directory, s, num_shards, spec, members, topk_fn, bar)
-    bar.close()
-    return finalize_manifest(directory, spec, num_shards)
-
-
-def _shard_is_done(path: Path) -> bool:
-    """A shard is finished when its marker is readable and the file matches the marker's size and checksum.
-
-    A marker alone is not enough: a shard deleted or damaged after it was written must be written again
-    when `bitjax cache-teacher` is rerun, which is the fix the reader's errors name. A stale marker is removed.
-    """
-    marker_path = path.with_suffix(".done.json")
-    if not marker_path.exists():
-        return False
-    try:
-        marker = json.loads(marker_path.read_text())
-        ok = path.is_file() and marker["file"] == path.name and _sha256(path) == marker["sha256"]
-    except (ValueError, KeyError, TypeError):
-        ok = False
-    if not ok:
-        marker_path.unlink()
-    return ok
-
-
-def _write_shard(directory, s, num_shards, spec, members, topk_fn, bar) -> None:
-    final = directory / shard_name(s, num_shards)
-    tmp = final.with_name(final.name + f".tmp{os.getpid()}")
-    writer = ArrayRecordWriter(str(tmp), "group_size:1")
-    try:
-        for index, example in enumerate(members):
-            ids, logprobs, tail = example_topk(topk_fn, example, spec.k)
-            _check_finite(logprobs, tail, final, index)
-            writer.write(encode_record(spec, example, ids, logprobs, tail))
-            bar.update(1)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    writer.close()
-    os.replace(tmp, final)
-    marker = {"file": final.name, "records": len(members), "sha256": _sha256(final)}
-    marker_tmp = final.with_suffix(".done.json.tmp")
-    marker_tmp.write_text(json.dumps(marker))
-    os.replace(marker_tmp, final.with_suffix(".done.json"))
-
-
-def _check_finite(logprobs, tail, path, record) -> None:
-    if not np.isfinite(np.asarray(logprobs, np.float32)).all() or np.isnan(np.asarray(tail)).any():
-        raise CacheError(
-            f"{path}: the teacher returned NaN/Inf log-probabilities for record {record}; "
-            "check the teacher model (and its dtype); nothing of this shard was kept")
-
-
-def _check_existing_spec(directory: Path, spec: CacheSpec) -> None:
-    path = directory / "spec.json"
-    if path.exists():
-        old = CacheSpec(**json.loads(path.read_text()))
-        if old != spec:
-            raise CacheError(
-                f"{path} describes a different cache ({old}); write to a new directory or delete this one")
-
-
-def finalize_manifest(directory: Path, spec: CacheSpec, num_shards: int) -> dict:
-    markers = []
-    for s in range(num_shards):
-        marker_path = (directory / shard_name(s, num_shards)).with_suffix(".done.json")
-        if not marker_path.exists():
-            return {}  # other processes still writing; the last one to finish writes the manifest
-        markers.append(json.loads(marker_path.read_text()))
-    manifest = {
-        "format": FORMAT, "version": VERSION, **dataclasses.asdict(spec),
-        "bytes_per_token": spec.bytes_per_token(),
-        "records": sum(m["records"] for m in markers), "shards": markers,
-    }
-    tmp = directory / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, directory / "manifest.json")
-    return manifest
+def open_shard(path: epath.Path) -> ArrayRecordReader:
+    """An ArrayRecord reader of a shard: a local file, or a gs:// object read by ArrayRecord's own GCS reader."""
+    return ArrayRecordReader(os.fspath(path))
 
 
 # --------------------------------------------------------------------------- reading
@@ -223,9 +112,11 @@ def finalize_manifest(directory: Path, spec: CacheSpec, num_shards: int) -> dict
 class TopKCache:
     """Random access to a finished cache, checked against the student it will train."""
 
-    def __init__(self, directory: str | Path, *, verify_checksums: bool = True):
-        self.directory = Path(directory)
-        manifest_path = self.directory / "manifest.json"
+    def __init__(self, directory: str | os.PathLike, *, verify_checksums: bool | None = None):
+        """`verify_checksums`: hash every shard against its SHA-256 (default: for local caches; a bucket's
+        shards are checked by size here, and by ArrayRecord's own chunk hashes as records are read)."""
+        self.directory = cache_location(directory, "teacher cache")
+        manifest_path = self.directory / MANIFEST
         if not self.directory.is_dir():
             raise CacheError(f"{self.directory} does not exist: write the teacher cache first with "
                              "`bitjax cache-teacher RECIPE` (it writes one sub-cache per distilled source)")
@@ -245,20 +136,20 @@ class TopKCache:
             isinstance(m, dict) and {"file", "records", "sha256"} <= m.keys() for m in self.manifest["shards"])
         if missing or bad_shards:
             raise CacheError(f"{manifest_path} lacks {', '.join(missing) or 'well-formed shard entries'}; {rerun}")
+        if self.manifest.get("version", 1) not in (1, VERSION):
+            raise CacheError(f"{manifest_path} is version {self.manifest.get('version')} of the cache format; "
+                             f"this bitjax reads versions 1 and {VERSION}: {rerun} into a new directory")
         try:
             self.spec = CacheSpec(**{name: self.manifest[name] for name in needed[:-1]})
         except (TypeError, ValueError) as e:
             raise CacheError(f"{manifest_path} holds an unusable cache description ({e}); {rerun}") from None
+        verify = not is_remote(self.directory) if verify_checksums is None else verify_checksums
         self._readers, self._offsets = [], [0]
         for shard in self.manifest["shards"]:
             path = self.directory / shard["file"]
-            if not path.exists():
-                raise CacheError(f"{path} is missing; rerun `bitjax cache-teacher` to rewrite it")
-            if verify_checksums and _sha256(path) != shard["sha256"]:
-                raise CacheError(f"{path} does not match its checksum (truncated or changed); rerun "
-                                 "`bitjax cache-teacher` with the same arguments: it rewrites such shards")
+            _check_shard_file(path, shard, verify)
             try:
-                reader = ArrayRecordReader(str(path))
+                reader = open_shard(path)
                 n = reader.num_records()
             except Exception as e:  # array_record raises plain RuntimeErrors on damaged files
                 raise CacheError(f"{path} cannot be read ({e}); rerun `bitjax cache-teacher` with the same "
@@ -269,7 +160,7 @@ class TopKCache:
             self._offsets.append(self._offsets[-1] + n)
 
     def check_compatible(self, tokenizer_fingerprint: str, vocab_size: int, seq_len: int) -> None:
-        where = self.directory / "manifest.json"
+        where = self.directory / MANIFEST
         if self.spec.tokenizer_fingerprint != tokenizer_fingerprint:
             raise CacheError(
                 f"{where}: cache tokenizer {self.spec.tokenizer_fingerprint} differs from the student's "
@@ -284,7 +175,7 @@ class TopKCache:
     def __len__(self) -> int:
         return self._offsets[-1]
 
-    def _locate(self, index: int) -> tuple[Path, object, int]:
+    def _locate(self, index: int) -> tuple[epath.Path, object, int]:
         if not 0 <= index < len(self):
             raise IndexError(index)
         shard = int(np.searchsorted(self._offsets, index, side="right")) - 1
@@ -306,7 +197,7 @@ class TopKCache:
             "teacher_tail": np.asarray(record["tail_logprob"], np.float32),
         }
 
-    def _check_record(self, record: dict, path: Path, local: int) -> None:
+    def _check_record(self, record: dict, path: epath.Path, local: int) -> None:
         """Every field the shape the manifest promises, ids inside the vocabulary, finite log-probabilities."""
         L, K = self.spec.seq_len, self.spec.k
         want = {**{name: (L,) for name in SEQUENCE_FIELDS}, "ids": (L, K), "logprobs": (L, K), "tail_logprob": (L,)}
@@ -327,7 +218,10 @@ class TopKCache:
                              f"{path.name} and rerun `bitjax cache-teacher`: it rewrites missing shards")
 
     def example(self, e: int) -> int:
-        """The record index of the e-th example written (`write_cache` deals examples to shards in turn)."""
+        """The record index of the e-th example written: e itself (contiguous shards), or for a version-1
+        cache, whose writer dealt examples to the shards in turn, record e // S of shard e % S."""
+        if self.manifest.get("version", 1) >= 2:
+            return e
         num_shards = len(self._readers)
         return self._offsets[e % num_shards] + e // num_shards
 
@@ -346,3 +240,15 @@ class TopKCache:
 
     def __repr__(self) -> str:  # Grain logs sources by repr
         return f"TopKCache({str(self.directory)!r}, n={len(self)})"
+
+
+def _check_shard_file(path: epath.Path, shard: dict, verify: bool) -> None:
+    """A shard the manifest lists: present, and matching its SHA-256 (`verify`) or at least its size."""
+    rerun = "rerun `bitjax cache-teacher` with the same arguments: it rewrites such shards"
+    if not path.exists():
+        raise CacheError(f"{path} is missing; rerun `bitjax cache-teacher` to rewrite it")
+    if verify and sha256(path) != shard["sha256"]:
+        raise CacheError(f"{path} does not match its checksum (truncated or changed); {rerun}")
+    if not verify and "bytes" in shard and path.stat().length != shard["bytes"]:
+        raise CacheError(f"{path} has {path.stat().length} bytes, its marker says {shard['bytes']} (truncated or "
+                         f"changed); {rerun}")

@@ -1,6 +1,7 @@
 """Everything that runs a teacher or a generator model, on the teacher's side of the data.
 
   backends      teacher models behind one interface (GGUF via llama.cpp, transformers, a bitjax run)
+  jax_teacher   any of them imported into bitjax, jitted and sharded over a mesh (cache-teacher --backend jax)
   cache_writer  `bitjax cache-teacher`: a teacher's top-k over a recipe's distilled sources
   traces        `bitjax traces`: sample reasoning traces and label them by their verified answer
   rephrase      `bitjax rephrase`: BeyondWeb-style rewriting of natural documents
