@@ -4,7 +4,8 @@ For data shard j of S, a streamed source's documents come from this Grain pipeli
   files[j::S] (sorted by path)      in a new order every epoch (MapDataset.shuffle, then repeat)
   -> per file: its chunks (bitjax.data.text_files), read and tokenized on `data.read_threads` Grain threads
      with the `tokenizers` batch encoder (which itself runs on every core), then one document at a time
-  -> InterleaveIterDataset: FILES_OPEN files read at once, their documents alternating
+  -> InterleaveIterDataset: FILES_OPEN files read at once, their documents alternating (one at a time, in
+     stored order, when not shuffled: held-out documents)
   -> WindowShuffleIterDataset: `data.shuffle_window` documents shuffled at a time
 and are then packed and mixed like every source (bitjax.data.pipeline). Each stage's iterator state is a few
 integers (file in the epoch, chunk, document in the chunk, window position), so the data position saved in a
@@ -71,7 +72,7 @@ class StreamedText:
                             f"{self.heldout_fraction} (held out by a hash of the text); raise the fraction or add "
                             "documents")
         files = grain.MapDataset.source(self.files[shard_index::num_shards])
-        cycle = min(FILES_OPEN, len(files))
+        cycle = min(FILES_OPEN, len(files)) if shuffle else 1   # unshuffled: in stored order, file by file
         if shuffle:
             files = files.seed(self.seed).shuffle()   # a new file order every epoch
         files = files.repeat(None if repeat else 1).map(functools.partial(self._file_documents, split))

@@ -57,12 +57,13 @@ class TokenShard:
 def tokenize_documents(docs: list[dict], tok: Tokenizer, source: str, fingerprint: str | None = None) -> TokenShard:
     """Encode `{"text", "prompt"}` documents with `tok` (batched, multi-threaded in Rust); pass `tok`'s
     `fingerprint` when tokenizing many small lists (it hashes the whole tokenizer definition)."""
+    encode = tok.encode_batch_fast   # the same ids, without character offsets (about 1.4x faster)
     pieces, lengths, prompt_lengths = [], [], []
     for start in range(0, len(docs), _BATCH):
         chunk = docs[start:start + _BATCH]
-        texts = tok.encode_batch([d["text"] for d in chunk], add_special_tokens=False)
+        texts = encode([d["text"] for d in chunk], add_special_tokens=False)
         prompts = [d.get("prompt", "") for d in chunk]
-        prompt_enc = tok.encode_batch(prompts, add_special_tokens=False) if any(prompts) else [None] * len(chunk)
+        prompt_enc = encode(prompts, add_special_tokens=False) if any(prompts) else [None] * len(chunk)
         for text_enc, p_enc in zip(texts, prompt_enc):
             ids = np.asarray(text_enc.ids, np.int32)
             p_ids = np.asarray(p_enc.ids, np.int32) if p_enc is not None else np.zeros(0, np.int32)
