@@ -85,8 +85,8 @@ def expand_glob(pattern: str, what: str) -> list[epath.Path]:
         if not _is_file(path, pattern, what):
             raise DataError(f"{what}: {pattern}: no such file; fix the path in the recipe")
         return [path]
-    base_text = "/".join(parts[:first]) or ("/" if pattern.startswith("/") else ".")
-    base = user_path(base_text, what)
+    user_path(pattern, what)   # opens a bucket's filesystem: one line if it cannot be
+    base = epath.Path("/".join(parts[:first]) or ("/" if pattern.startswith("/") else "."))
     try:
         found = sorted((p for p in base.glob("/".join(parts[first:])) if _is_file(p, pattern, what)), key=str)
     except OSError as e:   # listing a bucket without the right (e.g. a 403 from gcsfs)

@@ -205,7 +205,7 @@ def test_a_tfds_dataset_with_a_data_dir_streams_and_loads(tokenizer):
     src = dict(uri="tfds:bitjax_kjv", data_dir=str(tfds_corpora.data_dir()))
     assert len(sources.load_documents(src["uri"], data_dir=src["data_dir"])) == 1189
     cfg = DataConfig(sources=(SourceConfig("kjv", **src, stream=True),), tokenizer=str(tokenizer), seq_len=32,
-                     batch_size=4)
+                     batch_size=4, shuffle_window=256)   # not 4096: 1,189 chapters would fill it 3.4 times over
     pipeline = build_pipeline(cfg)
     assert next(pipeline.train_iterator())["inputs"].shape == (4, 32)
     stream = pipeline.sources["kjv"].stream

@@ -99,7 +99,7 @@ def text_files(uri: str, fields: Fields = Fields(), data_dir: str = "") -> list:
         return tfds_files(name, data_dir, fields)
     if kind not in FILE_READERS:
         raise ConfigError(f"data source {uri!r} has no plain documents (pre-tokenized or traces)")
-    paths, reader = expand_glob(location, f"data source {uri}"), FILE_READERS[kind]
+    paths, reader = expand_glob(location, f"{kind} data source"), FILE_READERS[kind]
     with ThreadPoolExecutor(16) as pool:   # each reads its file's metadata: a bucket answers them in parallel
         return list(pool.map(lambda path: reader(path, fields), paths))
 
@@ -111,9 +111,9 @@ def load_documents(uri: str, fields: Fields = Fields(), data_dir: str = "") -> l
         from bitjax.data import tfds_corpora
         docs = tfds_corpora.read(_tfds_name(location, data_dir))
     elif kind == "jsonl":   # whole files: errors name the line number
-        docs = [d for path in expand_glob(location, f"data source {uri}") for d in read_jsonl(path, fields)]
+        docs = [d for path in expand_glob(location, f"{kind} data source") for d in read_jsonl(path, fields)]
     elif kind == "arrayrecord":
-        docs = [d for path in expand_glob(location, f"data source {uri}") for d in read_arrayrecord(path, fields)]
+        docs = [d for path in expand_glob(location, f"{kind} data source") for d in read_arrayrecord(path, fields)]
     else:
         docs = [d for file in text_files(uri, fields, data_dir) for k in range(file.num_chunks())
                 for d in file.read_chunk(k)]
@@ -143,7 +143,7 @@ def content_key(uri: str, fields: Fields = Fields(), data_dir: str = "") -> str:
     if kind == "tfds":
         listing = [(f.path, f.size()) for f in text_files(uri, fields, data_dir)]
     else:
-        listing = [_identity(path) for path in expand_glob(location, f"data source {uri}")]
+        listing = [_identity(path) for path in expand_glob(location, f"{kind} data source")]
     digest = hashlib.sha256(repr(listing).encode()).hexdigest()[:16]
     return f"{kind}-{location}-{digest}-{fields}"
 
