@@ -225,8 +225,9 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str, list[Path]]]
     unfinished = tmp / "tokens-unfinished"
     unfinished.mkdir()
     (unfinished / "shard-00000.done").write_text("{}")
-    add("tokens-unfinished", ["train", source_recipe(tmp, f"tokens:{unfinished}", tokenizer=str(run / "tokenizer.json")),
-                              "--workdir", tmp / "w-t", *SMALL], (unfinished.name, "has not finished"), [unfinished])
+    unfinished_recipe = source_recipe(tmp, f"tokens:{unfinished}", tokenizer=str(run / "tokenizer.json"))
+    add("tokens-unfinished", ["train", unfinished_recipe, "--workdir", tmp / "w-t", *SMALL],
+        (unfinished.name, "has not finished"), [unfinished])
 
     # ----- teacher caches
     for name, manifest in [("not-json", "{oops"), ("no-key", json.dumps({"format": "bitjax-topk-v1"}))]:
