@@ -117,7 +117,7 @@ def _tokenized(src: SourceConfig, tok, fingerprint: str) -> TokenShard | ShardSe
                           lambda: _text_documents(src), tok, fingerprint, src.uri)
 
 
-def _split_heldout(shard, fraction: float, name: str):
+def _split_heldout(shard: TokenShard | ShardSet, fraction: float, name: str) -> tuple:
     n = len(shard)
     n_heldout = max(1, math.ceil(n * fraction))
     if n - n_heldout < 1:

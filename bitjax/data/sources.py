@@ -100,7 +100,7 @@ def text_files(uri: str, fields: Fields = Fields(), data_dir: str = "") -> list:
     if kind not in FILE_READERS:
         raise ConfigError(f"data source {uri!r} has no plain documents (pre-tokenized or traces)")
     paths, reader = expand_glob(location, f"{kind} data source"), FILE_READERS[kind]
-    with ThreadPoolExecutor(16) as pool:   # each reads its file's metadata: a bucket answers them in parallel
+    with ThreadPoolExecutor(16) as pool:   # each reads its file's metadata, a round trip to a bucket
         return list(pool.map(lambda path: reader(path, fields), paths))
 
 

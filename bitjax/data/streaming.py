@@ -90,7 +90,7 @@ class StreamedText:
     def _read_chunk(self, split: str, file, k: int) -> list[dict]:
         heldout = split == "heldout"
         docs = [d for d in file.read_chunk(k) if is_heldout(d["text"], self.heldout_fraction) == heldout]
-        examples = DocumentExamples(tokenize_documents(docs, self.tok, file.path, self.fingerprint),
+        examples = DocumentExamples(tokenize_documents(docs, self.tok, str(file.path), self.fingerprint),
                                     self.boundary_id)
         return [examples[i] for i in range(len(examples))]
 
@@ -104,8 +104,8 @@ class StreamedText:
         """Training tokens estimated from file metadata (bitjax.data.text_files sizes) and one tokenized chunk."""
         sample = self.files[0]
         docs = sample.read_chunk(0)
-        tokens = tokenize_documents(docs, self.tok, sample.path, self.fingerprint).n_tokens
-        with ThreadPoolExecutor(16) as pool:   # a bucket answers one metadata read at a time per request
+        tokens = tokenize_documents(docs, self.tok, str(sample.path), self.fingerprint).n_tokens
+        with ThreadPoolExecutor(16) as pool:   # each is a round trip to a bucket: run them side by side
             total = sum(pool.map(lambda f: f.size(), self.files))
         return int(tokens / max(sample.chunk_size(0), 1) * total * (1 - self.heldout_fraction))
 
