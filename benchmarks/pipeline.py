@@ -12,7 +12,8 @@
    corpus of each size, each in a fresh process (docs/data.md quotes it).
 
     python -m benchmarks.pipeline [--batches 200] [--packing concat_then_split] [--model-125m]
-                                  [--stream-docs 4000] [--read-threads 1,2] [--rss-docs 20000,200000]
+                                  [--stream-docs 4000] [--read-threads 1,2] [--rounds 5]
+                                  [--rss-docs 20000,200000]
 """
 
 from __future__ import annotations
@@ -67,8 +68,7 @@ def write_parquet_corpus(directory: str | Path, n_docs: int, *, n_files: int = 4
 
 
 def pipeline_tokens_per_sec(cfg_data, batches: int, warmup: int = 10) -> tuple[float, float]:
-    """Tokens/s of the train iterator after `warmup` batches (0: timed from the first, read-ahead buffers
-    empty: a streamed source's threads would otherwise have filled them before the clock starts)."""
+    """Tokens/s of the train iterator over `batches` batches after `warmup` ones."""
     from bitjax.data import build_pipeline
 
     pipeline = build_pipeline(cfg_data)   # tokenizes once and caches the token shards (not timed)
@@ -87,13 +87,18 @@ def pipeline_tokens_per_sec(cfg_data, batches: int, warmup: int = 10) -> tuple[f
 
 
 def streamed_config(corpora: list[Path], tokenizer: str, read_threads: int, **kw):
-    """Two streamed Parquet sources mixed 60/40, 8 x 1024 tokens per batch."""
+    """Two streamed Parquet sources mixed 60/40, 8 x 1024 tokens per batch.
+
+    The shuffle window is 256 documents (not the default 4,096): a window is filled before its first document
+    comes out, so the timed batches must span several windows of each source to measure the steady state
+    rather than the first fill or reads from an already filled window.
+    """
     from bitjax.config import DataConfig, SourceConfig
 
     sources = tuple(SourceConfig(f"web_{i}", f"parquet:{corpus}/*.parquet", weight)
                     for i, (corpus, weight) in enumerate(zip(corpora, (0.6, 0.4))))
     return DataConfig(sources=sources, tokenizer=tokenizer, seq_len=1024, batch_size=8, read_threads=read_threads,
-                      **kw)
+                      shuffle_window=256, **kw)
 
 
 def encoder_tokens_per_sec(corpora: list[Path], tokenizer: str) -> dict[str, float]:
@@ -173,23 +178,35 @@ def train_tokens_per_sec(cfg, steps: int) -> float:
 
 
 def streamed(args, workdir: Path) -> None:
+    """Streamed pipeline and encoder alone, alternating for --rounds rounds: medians, and the median of the
+    per-round ratios (load that hits both alike cancels)."""
     from bitjax import tokenizer as tokenizer_lib
     from bitjax.paths import cache_dir
 
     tokenizer = str(tokenizer_lib.resolve(args.tokenizer, 4096, lambda: iter(WORDS), cache_dir(), "benchmark"))
     # documents of 200-1400 words (about 1,000 tokens on average, like FineWeb-Edu's): per-document costs
     # (packing, Grain's bookkeeping) weigh as they would on a web corpus
-    corpora = [write_parquet_corpus(workdir / name, args.stream_docs // 2, n_files=2, rows_per_group=256,
+    corpora = [write_parquet_corpus(workdir / name, args.stream_docs // 2, n_files=2, rows_per_group=32,
                                     words=(200, 1400), seed=seed) for seed, name in enumerate(("a", "b"))]
-    encoder = encoder_tokens_per_sec(corpora, tokenizer)
-    print(f"tokenizers batch encoder alone ({args.tokenizer}, 256 documents per call, 1 core): "
-          f"{encoder['encode_batch']:,.0f} tokens/s (encode_batch_fast: {encoder['encode_batch_fast']:,.0f})")
+    threads = [int(t) for t in args.read_threads.split(",")]
+    encoder, fast, pipes = [], [], {t: [] for t in threads}
+    for _ in range(args.rounds):
+        rates = encoder_tokens_per_sec(corpora, tokenizer)
+        encoder.append(rates["encode_batch"])
+        fast.append(rates["encode_batch_fast"])
+        for t in threads:
+            # 40 warm-up batches (327k tokens) fill each source's first window; the timed ones span several
+            pipes[t].append(pipeline_tokens_per_sec(streamed_config(corpora, tokenizer, t), args.batches, 40)[0])
+    print(f"tokenizers batch encoder alone ({args.tokenizer}, 256 documents per call, 1 core, median of "
+          f"{args.rounds}): encode_batch {np.median(encoder):,.0f} tokens/s, encode_batch_fast (what bitjax "
+          f"calls) {np.median(fast):,.0f} tokens/s")
     need = RECIPE_700M_BATCH * RECIPE_700M_SEQ / V5P_64_HOSTS / RECIPE_700M_STEP_S
-    for threads in (int(t) for t in args.read_threads.split(",")):
-        tps, fill = pipeline_tokens_per_sec(streamed_config(corpora, tokenizer, threads), args.batches, 0)
-        print(f"streamed Parquet -> tokenize -> pack -> mix 0.6/0.4 (8 x 1024, read_threads={threads}, 1 core): "
-              f"{tps:,.0f} tokens/s ({fill:.1%} non-padding), {tps / encoder['encode_batch']:.2f} of the encoder's;"
-              f" a v5p-64 host at bitnet_700m's {need:,.0f} tokens/s needs {int(np.ceil(need / tps))} such core(s)")
+    for t in threads:
+        tps = float(np.median(pipes[t]))
+        ratio = np.median(np.asarray(pipes[t]) / np.asarray(fast))
+        print(f"streamed Parquet -> tokenize -> pack -> mix 0.6/0.4 (8 x 1024, read_threads={t}, 1 core): "
+              f"{tps:,.0f} tokens/s, {ratio:.2f} of encode_batch_fast alone (median per-round ratio); a v5p-64 "
+              f"host at bitnet_700m's {need:,.0f} tokens/s needs {int(np.ceil(need / tps))} such core(s)")
     for n_docs in (int(n) for n in filter(None, args.rss_docs.split(","))):
         result = peak_rss_of_a_pass(n_docs, tokenizer, workdir)
         print(f"one pass over {n_docs:,} streamed documents ({result['tokens']:,} tokens, {result['batches']:,} "
@@ -205,6 +222,7 @@ def main() -> None:
     parser.add_argument("--model-125m", action="store_true", help="also time a bitnet_125m step (slow on CPU)")
     parser.add_argument("--stream-docs", type=int, default=4000, help="documents of the streamed corpora (0: skip)")
     parser.add_argument("--read-threads", default="1,2", help="data.read_threads values to time, comma-separated")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of the streamed measurements")
     parser.add_argument("--rss-docs", default="", help="corpus sizes for the peak-RSS passes, e.g. 20000,200000")
     parser.add_argument("--tokenizer", default="smollm2", help="the streamed part's tokenizer (default: smollm2, "
                         "the 700m recipe's)")
