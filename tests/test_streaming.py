@@ -165,6 +165,16 @@ def test_fewer_files_than_data_shards_is_one_line(small, tokenizer):
         build_pipeline(config(small, tokenizer, num_shards=8, batch_size=8)).train_iterator(0, 1)
 
 
+def test_a_source_without_held_out_documents_or_one_that_cannot_stream_is_refused(tmp_path, tokenizer):
+    tiny = write_parquet_corpus(tmp_path / "tiny", 9, n_files=3, words=(5, 10))
+    assert not any(streaming.is_heldout(t, 0.01) for t in stored_texts(tiny))
+    pipeline = build_pipeline(config(tiny, tokenizer, heldout_fraction=0.01))
+    with pytest.raises(DataError, match="'web': none of its documents is held out at data.heldout_fraction=0.01"):
+        pipeline.heldout_batches(1)
+    with pytest.raises(ConfigError, match="cannot stream"):
+        SourceConfig("pre", "tokens:somewhere", stream=True)
+
+
 def test_the_coverage_table_estimates_a_streamed_source_from_metadata(corpus, tokenizer):
     from bitjax.config import TrainConfig
 
