@@ -40,6 +40,16 @@ def main(argv: list[str] | None = None) -> int:
                        help="storage of the top-k log-probabilities (default float16)")
     cache.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    tok = sub.add_parser("tokenize", help="pre-tokenize a recipe's text sources into token shards, one per input "
+                         "file (distributed over processes, resumable); read them back with tokens:DIR")
+    tok.add_argument("recipe", help="the recipe whose text sources and tokenizer to use")
+    tok.add_argument("--out", default=None, help="output directory, one sub-directory per source (default: "
+                     "tokens/<recipe name>); a local path or gs://")
+    tok.add_argument("--process-index", type=int, default=None, help="this process's index (default: "
+                     "jax.process_index() after the recipe's multi-host start)")
+    tok.add_argument("--process-count", type=int, default=None, help="how many processes share the inputs")
+    tok.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
     evaluate = sub.add_parser("eval", help="held-out perplexity of a trained run")
     evaluate.add_argument("run_dir", help="a run directory written by `bitjax train`")
     evaluate.add_argument("--batches", type=int, default=16, help="held-out batches to score (default 16)")
@@ -142,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             return _eval(args)
         if args.command == "cache-teacher":
             return _cache_teacher(args)
+        if args.command == "tokenize":
+            return _tokenize(args)
         if args.command == "fit-check":
             return _fit_check(args)
         if args.command == "plan":
@@ -181,7 +193,7 @@ def _at_least(value: int | None, least: int, flag: str, what: str) -> None:
 def _train(args) -> int:
     from bitjax.config_io import apply_overrides, load_recipe
     from bitjax.errors import ConfigError
-    from bitjax.paths import cache_location, check_checkpoint_store, local_path, user_path
+    from bitjax.paths import cache_location, check_checkpoint_store, user_path
 
     # a location that cannot be opened is refused here, before anything is read or written
     workdir = user_path(args.workdir or f"runs/{Path(args.recipe).stem}", "--workdir")
@@ -189,8 +201,9 @@ def _train(args) -> int:
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError(f"--workdir {workdir} is a file, not a directory; pass a new or existing run directory")
     cfg = apply_overrides(load_recipe(args.recipe, args.preset), args.overrides)
-    for source in cfg.data.sources:   # URIs are KIND:LOCATION; data is still read with local file operations
-        local_path(source.uri.partition(":")[2], f"data source {source.name!r}")
+    from bitjax.data.sources import check_location
+    for source in cfg.data.sources:   # a bucket without credentials fails here, in one line
+        check_location(source)
     if cfg.distill.cache and not cfg.distill.online:
         cache_location(cfg.distill.cache, "distill.cache")
     from bitjax.train import train  # imported after the config is checked: a bad value fails in a second
@@ -221,6 +234,19 @@ def _cache_teacher(args) -> int:
         print(f"{name}: {m['records']} sequences x {m['seq_len']} positions in {out / name}, "
               f"{m['bytes_per_token']} bytes/token of teacher data "
               f"(full vocabulary in fp16: {2 * m['vocab_size']} bytes/token)")
+    return 0
+
+
+def _tokenize(args) -> int:
+    from bitjax.config_io import apply_overrides, load_recipe
+    from bitjax.data.pretokenize import process_slot, tokenize_recipe
+    from bitjax.paths import user_path
+
+    cfg = apply_overrides(load_recipe(args.recipe), args.overrides)
+    out = user_path(args.out or f"tokens/{Path(args.recipe).stem}", "--out")
+    index, count = process_slot(cfg.mesh, args.process_index, args.process_count)
+    for name, summary in tokenize_recipe(cfg, out, index, count).items():
+        print(f"{name}: {summary}")
     return 0
 
 

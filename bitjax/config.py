@@ -24,10 +24,14 @@ CACHE_EXHAUSTED: tuple[str, ...] = typing.get_args(CacheExhausted)
 class SourceConfig:
     """One named training source, its mixing weight, and what the student learns from it.
 
-    uri: tfds:shakespeare | tfds:kjv | jsonl:PATH | arrayrecord:PATH | tokens:DIR (text; see bitjax.data.sources)
-         or traces:PATH (teacher traces written by `bitjax traces`).
-    text_field / prompt_field: the JSON fields of a text document; with a prompt field (prompt/completion
-      pairs) the prompt is part of the input but not trained on.
+    uri: tfds:NAME | parquet:GLOB | jsonl:GLOB | arrayrecord:GLOB | tokens:DIR (text; see bitjax.data.sources)
+         or traces:PATH (teacher traces written by `bitjax traces`). Paths may be bucket URLs (gs://...).
+    text_field / prompt_field: the fields (JSON keys, Parquet columns) of a text document; with a prompt field
+      (prompt/completion pairs) the prompt is part of the input but not trained on.
+    data_dir: where a `tfds:NAME` dataset other than the shipped corpora was built (TFDS's data_dir).
+    stream: read the source lazily (files sharded over the data shards, tokenized on the fly, window-shuffled;
+      bitjax.data.streaming) instead of tokenizing it whole once; None takes the kind's default (parquet
+      streams, the others are tokenized once: see bitjax.data.sources.SOURCE_KINDS).
     objective: a name in bitjax.objective.OBJECTIVES: "ce" (next-token cross-entropy; the default for text),
       "kd" (distillation from the teacher top-k cache `distill.cache/<name>`, mixed with CE by
       distill.kd_weight), "sft" (CE on the completions of positive traces; the default for traces:) or
@@ -48,11 +52,16 @@ class SourceConfig:
     loss_weight: float = 1.0
     max_line_bytes: int = 64 << 20    # longest JSONL line read; a longer one is refused, naming the file
     on_cache_exhausted: CacheExhausted = "repeat"
+    data_dir: str = ""
+    stream: bool | None = None
 
     def __post_init__(self):
         if self.on_cache_exhausted not in CACHE_EXHAUSTED:
             raise ConfigError(f"data source {self.name!r}: on_cache_exhausted={self.on_cache_exhausted!r} is not one "
                               f"of {', '.join(CACHE_EXHAUSTED)} (read the cache again, or its text under CE)")
+        if self.stream and self.uri.partition(":")[0] in ("tokens", "traces"):
+            raise ConfigError(f"data source {self.name!r} ({self.uri}) cannot stream: only text files do; "
+                              "leave stream unset")
         if self.max_line_bytes <= 0:
             raise ConfigError(f"data source {self.name!r}: max_line_bytes={self.max_line_bytes} must be positive")
         if not self.name or "=" in self.name or "," in self.name or "/" in self.name:
@@ -115,9 +124,13 @@ class DataConfig:
     heldout_fraction: float = 0.02    # tail documents of each source kept out of training, for eval
     shuffle_seed: int = 0
     num_shards: int = 0               # data shards of the global stream; 0 = one per process (bitjax.data.shards)
+    # Streamed sources (bitjax.data.streaming): documents shuffled at a time (host memory holds this many per
+    # source and data shard), and Grain threads reading and tokenizing each open file's chunks.
+    shuffle_window: int = 4096
+    read_threads: int = 2
 
     def __post_init__(self):
-        _positive(self, "seq_len", "batch_size", "vocab_size")
+        _positive(self, "seq_len", "batch_size", "vocab_size", "shuffle_window", "read_threads")
         if self.num_shards < 0:
             raise ConfigError(f"data.num_shards={self.num_shards} must be >= 0 (0: one shard per process)")
         if not 0.0 < self.heldout_fraction < 0.5:

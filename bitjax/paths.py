@@ -1,8 +1,8 @@
 """Locations: bitjax's cache directory, installed data packages, and the one way user-given locations are opened.
 
-Work directories, run directories, export outputs and teacher caches are `etils.epath` paths (`user_path`): local,
-or a bucket (`gs://`) served by fsspec. Data sources are still read with local file operations (`local_path`
-refuses a URL for them).
+Work directories, run directories, export outputs, text data sources and teacher caches are `etils.epath`
+paths (`user_path`, `expand_glob`): local, or a bucket (`gs://`) served by fsspec. Pre-tokenized shards are
+memory-mapped, so they are read with local file operations (`local_path` refuses a URL for them).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from etils import epath
 
-from bitjax.errors import ConfigError
+from bitjax.errors import ConfigError, DataError
 
 
 def cache_dir() -> Path:
@@ -59,13 +59,54 @@ def user_path(value: str | os.PathLike, what: str) -> epath.Path:
         found = bucket.exists()
     except Exception as e:   # noqa: BLE001 - each filesystem package fails in its own way; all mean "cannot open"
         reason = ("no filesystem is registered for it" if isinstance(e, KeyError)
-                  else (str(e).strip().splitlines() or [type(e).__name__])[0][:200])
+                  else _first_line(e))
         raise ConfigError(f"{what} {text}: cannot open {scheme}:// locations here ({reason}); "
                           f"{_STORE_FIX.get(scheme, 'use a local path or a gs:// / s3:// location')}") from None
     if not found:   # else gcsfs's makedirs would try to create the bucket
         raise ConfigError(f"{what} {text}: bucket {bucket} does not exist or is not visible with these "
                           "credentials; create it (`gcloud storage buckets create`) or fix the name")
     return path
+
+
+_GLOB_CHARS = "*?["
+
+
+def expand_glob(pattern: str, what: str) -> list[epath.Path]:
+    """The files a path or glob names, sorted by path: local or in a bucket, through etils.epath.
+
+    The part before the first wildcard is the directory listed (`gs://b/fineweb/*/*.parquet` lists
+    `gs://b/fineweb`); a pattern that matches nothing, or a path with no wildcard that is not a file, is
+    a one-line DataError. A location whose filesystem cannot be opened fails in `user_path`.
+    """
+    parts = pattern.split("/")
+    first = next((i for i, part in enumerate(parts) if any(c in part for c in _GLOB_CHARS)), None)
+    if first is None:
+        path = user_path(pattern, what)
+        if not _is_file(path, pattern, what):
+            raise DataError(f"{what}: {pattern}: no such file; fix the path in the recipe")
+        return [path]
+    user_path(pattern, what)   # opens a bucket's filesystem: one line if it cannot be
+    base = epath.Path("/".join(parts[:first]) or ("/" if pattern.startswith("/") else "."))
+    try:
+        found = sorted((p for p in base.glob("/".join(parts[first:])) if _is_file(p, pattern, what)), key=str)
+    except OSError as e:   # listing a bucket without the right (e.g. a 403 from gcsfs)
+        raise DataError(f"{what}: cannot list {pattern} ({_first_line(e)}); check the credentials and the "
+                        "path") from None
+    if not found:
+        raise DataError(f"{what}: {pattern} matches no file; fix the path or the pattern in the recipe")
+    return found
+
+
+def _is_file(path: epath.Path, pattern: str, what: str) -> bool:
+    try:
+        return path.is_file()
+    except OSError as e:
+        raise DataError(f"{what}: cannot read {pattern} ({_first_line(e)}); check the credentials and the "
+                        "path") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 _STORE_FIX = {

@@ -16,7 +16,8 @@ from bitjax.model import ModelConfig
 
 REPHRASED = Path(__file__).resolve().parent.parent / "data" / "rephrased" / "shakespeare.jsonl"
 # Natural 60% / rephrased 40% (BeyondWeb's split). The shipped corpora are small stand-ins so the recipe
-# runs offline; for a real run point these at your own `jsonl:`, `arrayrecord:` or `tokens:` data.
+# runs offline; for a real run point these at your own `parquet:`, `jsonl:`, `arrayrecord:` or `tokens:`
+# data (paths or globs, local or gs://).
 # Every source distils ("kd"): training reads its cached sequences with the teacher's top-k. The caches hold a
 # small part of what the run draws (`bitjax plan` prints how much), so each source reads its cache once and then
 # continues with its text after the cached sequences under plain CE (on_cache_exhausted="ce"), instead of
@@ -25,6 +26,12 @@ SOURCES = (
     SourceConfig("shakespeare", "tfds:shakespeare", weight=0.3, objective="kd", on_cache_exhausted="ce"),
     SourceConfig("kjv", "tfds:kjv", weight=0.3, objective="kd", on_cache_exhausted="ce"),
     SourceConfig("rephrased", f"jsonl:{REPHRASED}", weight=0.4, objective="kd", on_cache_exhausted="ce"),
+    # A web-scale corpus streams from a bucket (files sharded over the data shards, tokenized on the fly; at
+    # least as many files as data shards). FineWeb-Edu's sample is Parquet files with a `text` column:
+    #   SourceConfig("fineweb_edu", "parquet:gs://BUCKET/fineweb-edu/sample/10BT/*.parquet", weight=0.6),
+    # (objective "ce": plain text; a "kd" source reads its teacher cache, then its text under CE as above).
+    # Or tokenize it once (`bitjax tokenize recipes/bitnet_125m.py --out tokens`, each host its share of the
+    # files) and read `tokens:tokens/fineweb_edu` from local disk or a gcsfuse mount.
 )
 
 # The embedded SmolLM2-135M-Instruct shares the 49152-token vocabulary; any bigger SmolLM2 GGUF works too.

@@ -1,8 +1,9 @@
 """bitnet_700m with a SiLU-gated FFN: the 700M student that every llama.cpp `bitnet` build runs.
 
-Same shape, data, teacher cache, optimizer and launch presets as recipes/bitnet_700m.py; only
-`model.ffn_activation` differs. bitnet_700m keeps relu2 (BitNet b1.58 2B4T's FFN), which llama.cpp's
-`bitnet` graph does not compute: train this variant when the student is meant to ship as GGUF.
+Same shape, data (and the commented `parquet:` FineWeb-Edu source to stream instead), teacher cache,
+optimizer and launch presets as recipes/bitnet_700m.py; only `model.ffn_activation` differs. bitnet_700m
+keeps relu2 (BitNet b1.58 2B4T's FFN), which llama.cpp's `bitnet` graph does not compute: train this
+variant when the student is meant to ship as GGUF.
 
     bitjax train recipes/bitnet_700m_silu.py --preset v5p-64
     bitjax export runs/bitnet_700m_silu student.gguf --format gguf

@@ -35,6 +35,21 @@ def get_config():
 """
 
 
+# Appended to a recipe: what gcsfs does without credentials, every request to the bucket refused (no GCS here).
+NO_CREDENTIALS = """
+import fsspec
+from fsspec.spec import AbstractFileSystem
+class NoCredentials(AbstractFileSystem):
+    protocol = ("gs", "gcs")
+    def refuse(self, *args, **kwargs):
+        raise PermissionError("Anonymous caller does not have storage.objects.list access to the Google Cloud "
+                              "Storage bucket. Permission 'storage.objects.list' denied on resource. (403)")
+    info = ls = exists = glob = _open = refuse
+for protocol in ("gs", "gcs"):   # epath asks for "gcs"
+    fsspec.register_implementation(protocol, NoCredentials, clobber=True)
+"""
+
+
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
     return subprocess.run([sys.executable, "-m", "bitjax.cli", *args], capture_output=True, text=True, env=env,
@@ -175,6 +190,44 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str, list[Path]]]
     (unreadable / "offsets.npy").write_bytes(b"not numpy")
     add("tokens-unreadable", ["train", source_recipe(tmp, f"tokens:{unreadable}", tokenizer=tok), "--workdir",
                               tmp / "w-t", *SMALL], unreadable.name, [unreadable])
+
+    # ----- streamed and globbed text sources, buckets, pre-tokenized directories
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from benchmarks.pipeline import write_parquet_corpus
+
+    parquet = tmp / "parquet"
+    parquet.mkdir()
+    pq.write_table(pa.table({"body": ["a document without a text column"] * 20}), parquet / "no_text.parquet")
+    (parquet / "corrupt.parquet").write_bytes(b"PAR1" + b"\x00 not parquet" * 100 + b"PAR1")
+    three = write_parquet_corpus(tmp / "three_files", 300, n_files=3, rows_per_group=50)
+    for case, uri, needle, guarded in [
+            ("glob-matches-nothing", f"parquet:{tmp / 'nowhere'}/*.parquet", ("nowhere/*.parquet", "matches no file"),
+             []),
+            ("parquet-without-text-column", f"parquet:{parquet / 'no_text.parquet'}",
+             ("no_text.parquet", "no column 'text'", "text_field"), [parquet]),
+            ("parquet-corrupt", f"parquet:{parquet}/corrupt.parquet", ("corrupt.parquet", "not a readable Parquet"),
+             [parquet]),
+            ("unknown-scheme", "parquet:foo://bucket/fineweb/*.parquet", ("foo://bucket", "cannot open foo://"), [])]:
+        add(case, ["train", source_recipe(tmp, uri), "--workdir", tmp / "w-p", *SMALL], needle, guarded)
+    add("fewer-files-than-shards", ["train", source_recipe(tmp, f"parquet:{three}/*.parquet"), "--workdir",
+                                    tmp / "w-p", "--set", "data.num_shards=4", *SMALL],
+        ("has 3 file(s), fewer than the 4 data shards", "data.num_shards"), [three])
+    denied = Path(source_recipe(tmp, "parquet:gs://bucket/fineweb/*.parquet"))
+    denied.write_text(denied.read_text() + NO_CREDENTIALS)
+    add("bucket-without-credentials", ["train", denied, "--workdir", tmp / "w-p", *SMALL],
+        ("gs://bucket/fineweb/*.parquet", "storage.objects.list", "log in"))
+    add("tokenize-bucket-without-credentials", ["tokenize", denied, "--out", tmp / "tok-out", "--process-index",
+                                                "0", "--process-count", "1"], ("gs://bucket/fineweb", "log in"))
+    add("tokenize-process-index", ["tokenize", TINY, "--out", tmp / "tok-out", "--process-index", "2",
+                                   "--process-count", "2"], "--process-index 2")
+    unfinished = tmp / "tokens-unfinished"
+    unfinished.mkdir()
+    (unfinished / "shard-00000.done").write_text("{}")
+    unfinished_recipe = source_recipe(tmp, f"tokens:{unfinished}", tokenizer=str(run / "tokenizer.json"))
+    add("tokens-unfinished", ["train", unfinished_recipe, "--workdir", tmp / "w-t", *SMALL],
+        (unfinished.name, "has not finished"), [unfinished])
 
     # ----- teacher caches
     for name, manifest in [("not-json", "{oops"), ("no-key", json.dumps({"format": "bitjax-topk-v1"}))]:

@@ -256,7 +256,7 @@ def test_a_source_that_runs_dry_repeats_or_stops_by_config(tmp_path):
 
 def test_unknown_source_kind_is_a_config_error():
     with pytest.raises(ConfigError, match="KIND:LOCATION"):
-        build_pipeline(DataConfig(sources=(SourceConfig("a", "parquet:x"),)))
+        build_pipeline(DataConfig(sources=(SourceConfig("a", "hdf5:x"),)))
 
 
 def test_weights_are_set_from_the_command_line_and_sources_from_recipes():

@@ -28,8 +28,9 @@ def test_step_time_benchmark_runs():
 
 
 def test_pipeline_benchmark_runs():
-    out = _run("-m", "benchmarks.pipeline", "--batches", "2", "--train-steps", "1")
-    assert "pipeline/consumption" in out
+    out = _run("-m", "benchmarks.pipeline", "--batches", "2", "--train-steps", "1", "--stream-docs", "40",
+               "--read-threads", "1", "--rounds", "1", "--rss-docs", "30")
+    assert "pipeline/consumption" in out and "streamed Parquet" in out and "peak RSS" in out
 
 
 def test_cache_switch_benchmark_runs():

@@ -9,7 +9,8 @@ Per source:
   drawn     positions the run reads from it (weight x steps x batch x seq_len)
   held      positions it holds: a text source's training tokens, a cache's sequences x seq_len, REDI pairs x
             seq_len; a cache not written yet counts distill.cache_examples sequences (with an online teacher a
-            distilling source reads its text, like a text source)
+            distilling source reads its text, like a text source); a streamed source's tokens are estimated
+            (marked ~) from its files' metadata and one tokenized chunk, never by reading it
   epochs    drawn / held; for a cache that continues with its text (on_cache_exhausted="ce") at most 1
 and for a distilling source, the cache's size on disk and the teacher time to write it at a given throughput.
 Below the table, each cached "kd" source's choice (SourceConfig.on_cache_exhausted) and what the run will do
@@ -34,6 +35,7 @@ class SourceCoverage:
     cache_written: bool = True
     on_cache_exhausted: str = ""   # a cached "kd" source's choice once its cache is read ("repeat" | "ce")
     text_held: int | None = None   # its text's training positions ("ce" continues there; None: unknown)
+    estimated: bool = False    # `held` is an estimate (a streamed source: bitjax.data.streaming)
 
     @property
     def epochs(self) -> float | None:
@@ -111,7 +113,7 @@ def coverage(cfg, pipeline=None) -> list[SourceCoverage]:
         p = pipeline.sources.get(name)
         if p is None:
             continue
-        cache_bytes, written = 0, True
+        cache_bytes, written, estimated = 0, True, False
         if p.cache is not None:
             held = len(p.cache) * cfg.data.seq_len
             cache_bytes = held * per_position
@@ -120,11 +122,13 @@ def coverage(cfg, pipeline=None) -> list[SourceCoverage]:
             cache_bytes = held * per_position
         elif p.pairs is not None:
             held = len(p.pairs) * cfg.data.seq_len
+        elif p.stream is not None:
+            held, estimated = p.stream.estimated_tokens(), True
         else:
             held = p.train.n_tokens
         text = p.train.n_tokens if cached and p.train is not None else None
         rows.append(SourceCoverage(name, p.objective, weight, drawn, int(held), int(cache_bytes), written, choice,
-                                   text))
+                                   text, estimated))
     return rows
 
 
@@ -135,7 +139,7 @@ def render(rows: list[SourceCoverage], steps: int, on_exhausted: str,
              f"{'cache':>11}" + ("   teacher time" if teacher_tokens_per_s else "")]
     for r in rows:
         cache = _size(r.cache_bytes) + ("" if r.cache_written else "*") if r.cache_bytes else "-"
-        held = "?" if r.held is None else f"{r.held:,}"
+        held = "?" if r.held is None else ("~" if r.estimated else "") + f"{r.held:,}"
         epochs = "?" if r.epochs is None else f"{r.epochs:.2f}"
         line = f"  {r.name:<14}{r.objective:<10}{r.weight:>7.2f}{r.drawn:>16,}{held:>16}{epochs:>9}{cache:>11}"
         if teacher_tokens_per_s and r.cache_bytes:
@@ -143,6 +147,9 @@ def render(rows: list[SourceCoverage], steps: int, on_exhausted: str,
         lines.append(line)
     if any(not r.cache_written for r in rows):
         lines.append("  * planned size: its share of distill.cache_examples sequences (the cache is not written yet)")
+    if any(r.estimated for r in rows):
+        lines.append("  ~ estimated from the files' metadata (Parquet column sizes, file sizes, record counts) and "
+                     "one tokenized chunk")
     if any(r.held is None for r in rows):
         lines.append("  ? this machine cannot read that source (tokenizer or data missing): sizes unknown")
     kd = [r for r in rows if r.on_cache_exhausted]

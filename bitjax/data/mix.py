@@ -32,7 +32,7 @@ def normalize_weights(weights: Mapping[str, float]) -> dict[str, float]:
 
 
 class _RaiseWhenDryIterator(grain.DatasetIterator):
-    def __init__(self, parent: grain.DatasetIterator, name: str, n_docs: int):
+    def __init__(self, parent: grain.DatasetIterator, name: str, n_docs: int | None):
         super().__init__(parent)
         self._name, self._n_docs = name, n_docs
 
@@ -40,8 +40,9 @@ class _RaiseWhenDryIterator(grain.DatasetIterator):
         try:
             return next(self._parent)
         except StopIteration:
+            count = "" if self._n_docs is None else f"{self._n_docs} "   # None: a streamed source, uncounted
             raise DataError(
-                f"data source {self._name!r} ran dry after one pass over its {self._n_docs} documents; "
+                f"data source {self._name!r} ran dry after one pass over its {count}documents; "
                 "set data.on_exhausted=repeat to start another epoch, add data, or train for fewer steps") from None
 
     def get_state(self):
@@ -54,7 +55,7 @@ class _RaiseWhenDryIterator(grain.DatasetIterator):
 class RaiseWhenDry(grain.IterDataset):
     """Turns the end of a finite source into a DataError naming it (instead of silently ending the mix)."""
 
-    def __init__(self, parent: grain.IterDataset, name: str, n_docs: int):
+    def __init__(self, parent: grain.IterDataset, name: str, n_docs: int | None):
         super().__init__(parent)
         self._name, self._n_docs = name, n_docs
 

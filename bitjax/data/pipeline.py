@@ -6,7 +6,9 @@
     counts = pipeline.token_counts(batch)   # {source name: tokens in this batch}
 
 Every source yields rows of one schema, whatever it holds, so Grain's `IterDataset.mix` can mix them:
-  text (objective "ce")  documents -> hold out the tail -> shard -> shuffle -> repeat -> pack (data.packing)
+  text (objective "ce")  documents -> hold out the tail -> shard -> shuffle -> repeat -> pack (data.packing);
+                         a streamed text source (bitjax.data.streaming) instead shards its files, tokenizes
+                         them on the fly, holds out by a hash of the text and shuffles within a window
   text (objective "kd")  the sequences cached with the teacher's top-k (bitjax.data.topk_cache), with
                          teacher_ids / teacher_logprobs (B, L, K) and teacher_tail (B, L); other rows carry
                          zeros there when any source distils. Once they are used up: the cache again, or
@@ -37,7 +39,8 @@ from bitjax.data import shards as shards_lib
 from bitjax.data import sources as sources_lib
 from bitjax.data import traces_file as traces_lib
 from bitjax.data.pack import DocumentExamples, PairExamples, pack
-from bitjax.data.records import Fields
+from bitjax.data.streaming import StreamedText
+from bitjax.data.token_set import ShardSet, load_tokens
 from bitjax.data.tokenize import TokenShard, load_shard, save_shard, tokenize_documents
 from bitjax.errors import CacheError, DataError
 from bitjax.objective import OBJECTIVES
@@ -47,8 +50,9 @@ from bitjax.paths import cache_dir, cache_location
 @dataclass
 class PreparedSource:
     config: SourceConfig
-    train: TokenShard | None = None                        # text and "sft" documents
-    heldout: TokenShard | None = None                      # text: the held-out tail, for evaluation
+    train: TokenShard | ShardSet | None = None             # text and "sft" documents, tokenized whole
+    heldout: TokenShard | ShardSet | None = None           # text: the held-out tail, for evaluation
+    stream: StreamedText | None = None                     # a streamed text source (instead of the two above)
     pairs: PairExamples | None = None                      # "redi"
     cache: object | None = None                            # "kd" while training: a bitjax.data.topk_cache.TopKCache
 
@@ -62,8 +66,7 @@ class PreparedSource:
         return OBJECTIVES[self.objective].rows
 
 
-def _fields(src: SourceConfig) -> Fields:
-    return Fields(text=src.text_field, prompt=src.prompt_field, max_line_bytes=src.max_line_bytes)
+_fields = sources_lib.fields_of
 
 
 def _is_traces(src: SourceConfig) -> bool:
@@ -71,19 +74,28 @@ def _is_traces(src: SourceConfig) -> bool:
 
 
 def _text_documents(src: SourceConfig) -> list[dict]:
-    return sources_lib.load_documents(src.uri, _fields(src))
+    return sources_lib.load_documents(src.uri, _fields(src), src.data_dir)
 
 
-def _tokenizer_path(cfg: DataConfig) -> Path:
-    text_sources = [s for s in cfg.sources if sources_lib.parse_uri(s.uri)[0] not in ("tokens", "traces")]
+# A BPE trained on the text sources reads this many documents of a streamed source (its first, in file
+# order), not the whole corpus; a real run names a tokenizer instead.
+BPE_SAMPLE_DOCUMENTS = 20_000
+
+
+def resolve_tokenizer(cfg: DataConfig) -> Path:
+    """The tokenizer.json of a data config: named, converted from a GGUF, or a BPE trained on its text."""
+    text_sources = [s for s in cfg.sources if sources_lib.parse_uri(s.uri)[0] in sources_lib.TEXT_KINDS]
     if cfg.tokenizer == "bpe" and not text_sources:
         raise ConfigError("data.tokenizer=bpe needs at least one text source to train on; "
                           "name the tokenizer.json the token shards were made with")
-    corpus_key = "|".join(sources_lib.content_key(s.uri, _fields(s)) for s in text_sources)
+    corpus_key = ("|".join(sources_lib.content_key(s.uri, _fields(s), s.data_dir) for s in text_sources)
+                  if cfg.tokenizer == "bpe" else "")
 
     def texts():
         for s in text_sources:
-            for doc in _text_documents(s):
+            docs = (sources_lib.sample_documents(s.uri, _fields(s), s.data_dir, BPE_SAMPLE_DOCUMENTS)
+                    if sources_lib.streams(s) else _text_documents(s))
+            for doc in docs:
                 yield doc.get("prompt", "") + doc["text"]
 
     return tokenizer_lib.resolve(cfg.tokenizer, cfg.vocab_size, texts, cache_dir(), corpus_key)
@@ -98,16 +110,16 @@ def _cached_tokens(name: str, key: str, documents, tok, fingerprint: str, label:
     return load_shard(directory, fingerprint, derived=True)
 
 
-def _tokenized(src: SourceConfig, tok, fingerprint: str) -> TokenShard:
-    """A text source's tokens: a `tokens:` shard as given, or text tokenized once and cached."""
+def _tokenized(src: SourceConfig, tok, fingerprint: str) -> TokenShard | ShardSet:
+    """A text source's tokens: a `tokens:` directory as given, or text tokenized once and cached."""
     kind, location = sources_lib.parse_uri(src.uri)
     if kind == "tokens":
-        return load_shard(location, fingerprint, vocab_size=tok.get_vocab_size())
-    return _cached_tokens(src.name, sources_lib.content_key(src.uri, _fields(src)), lambda: _text_documents(src),
-                          tok, fingerprint, src.uri)
+        return load_tokens(location, fingerprint, vocab_size=tok.get_vocab_size())
+    return _cached_tokens(src.name, sources_lib.content_key(src.uri, _fields(src), src.data_dir),
+                          lambda: _text_documents(src), tok, fingerprint, src.uri)
 
 
-def _split_heldout(shard: TokenShard, fraction: float, name: str) -> tuple[TokenShard, TokenShard]:
+def _split_heldout(shard: TokenShard | ShardSet, fraction: float, name: str) -> tuple:
     n = len(shard)
     n_heldout = max(1, math.ceil(n * fraction))
     if n - n_heldout < 1:
@@ -128,7 +140,7 @@ class Pipeline:
     def __init__(self, cfg: DataConfig, *, teacher_cache: str = "", vocab_size: int | None = None,
                  text_only: bool = False):
         self.cfg = cfg
-        self.tokenizer_path = _tokenizer_path(cfg)
+        self.tokenizer_path = resolve_tokenizer(cfg)
         tok = tokenizer_lib.load(self.tokenizer_path)
         self.tokenizer_fingerprint = tokenizer_lib.fingerprint(tok)
         self.vocab_size = tok.get_vocab_size()
@@ -153,6 +165,13 @@ class Pipeline:
         return prepare[OBJECTIVES[src.resolved_objective].rows](src, tok)
 
     def _prepare_text(self, src: SourceConfig, tok) -> PreparedSource:
+        if sources_lib.streams(src):
+            files = sources_lib.text_files(src.uri, _fields(src), src.data_dir)
+            seed = self.cfg.shuffle_seed + 7919 * self.source_names.index(src.name)
+            return PreparedSource(src, stream=StreamedText(
+                src.name, files, tok, self.tokenizer_fingerprint, self.boundary_id, seed=seed,
+                heldout_fraction=self.cfg.heldout_fraction, shuffle_window=self.cfg.shuffle_window,
+                read_threads=self.cfg.read_threads))
         train, heldout = _split_heldout(_tokenized(src, tok, self.tokenizer_fingerprint),
                                         self.cfg.heldout_fraction, src.name)
         return PreparedSource(src, train=train, heldout=heldout)
@@ -211,15 +230,26 @@ class Pipeline:
 
     # ---------------------------------------------------------------- streams
 
-    def _text_stream(self, name: str, shard: TokenShard, *, shard_index: int, num_shards: int, shuffle: bool,
-                     repeat: bool, packing: str) -> grain.IterDataset:
+    def _documents(self, name: str, split: str, *, shard_index: int, num_shards: int, shuffle: bool,
+                   repeat: bool) -> tuple[grain.IterDataset, int | None, int]:
+        """A text source's document pairs in one data shard of a split ("train" or "heldout"): the stream,
+        how many documents a pass holds (None when streamed) and the longest one's tokens (for packing)."""
+        p = self.sources[name]
+        if p.stream is not None:   # files sharded, tokenized on the fly, shuffled within a window
+            docs = p.stream.documents(split, shard_index, num_shards, shuffle=shuffle, repeat=repeat)
+            return docs, None, self.cfg.seq_len
+        shard = p.train if split == "train" else p.heldout
         ds = grain.MapDataset.source(DocumentExamples(shard, self.boundary_id))
         ds = self._shard_shuffle_repeat(name, ds, shard_index, num_shards, shuffle, repeat, shard)
-        doc_lengths = np.diff(shard.offsets)
         # Reading a document is a slice of a memory-mapped array: prefetch threads would only add locking.
-        stream = pack(ds.to_iter_dataset(grain.ReadOptions(num_threads=0)), self.cfg.seq_len, packing,
-                      max_doc_tokens=int(doc_lengths.max()), seed=self.cfg.shuffle_seed)
-        return self._dry_check(stream, name, repeat, len(ds))
+        return ds.to_iter_dataset(grain.ReadOptions(num_threads=0)), len(ds), shard.max_doc_tokens
+
+    def _text_stream(self, name: str, split: str, *, shard_index: int, num_shards: int, shuffle: bool,
+                     repeat: bool, packing: str) -> grain.IterDataset:
+        docs, n, max_doc_tokens = self._documents(name, split, shard_index=shard_index, num_shards=num_shards,
+                                                  shuffle=shuffle, repeat=repeat)
+        stream = pack(docs, self.cfg.seq_len, packing, max_doc_tokens=max_doc_tokens, seed=self.cfg.shuffle_seed)
+        return self._dry_check(stream, name, repeat, n)
 
     def _row_stream(self, name: str, rows, *, shard_index: int, num_shards: int,
                     read_threads: int = 0) -> grain.IterDataset:
@@ -263,7 +293,7 @@ class Pipeline:
             stream = self._row_stream(name, p.pairs, shard_index=shard_index, num_shards=num_shards)
         else:  # text, or trace completions packed first-fit so that a trace keeps its prompt
             packing = "first_fit" if p.rows == "packed_completions" else self.cfg.packing
-            stream = self._text_stream(name, p.train, shard_index=shard_index, num_shards=num_shards,
+            stream = self._text_stream(name, "train", shard_index=shard_index, num_shards=num_shards,
                                        shuffle=True, repeat=repeat, packing=packing)
         stream = mix_lib.tag_source(stream, self.source_names.index(name))
         if self.teacher_k and p.cache is None:
@@ -291,9 +321,9 @@ class Pipeline:
     def source_examples(self, name: str):
         """A text source's packed sequences in the order one data shard streams them (what a cache stores)."""
         p = self.sources[name]
-        if p.train is None or _is_traces(p.config):
+        if (p.train is None and p.stream is None) or _is_traces(p.config):
             raise ConfigError(f"data source {name!r} is not a text source")
-        return iter(self._text_stream(name, p.train, shard_index=0, num_shards=1, shuffle=True, repeat=True,
+        return iter(self._text_stream(name, "train", shard_index=0, num_shards=1, shuffle=True, repeat=True,
                                       packing=self.cfg.packing))
 
     def train_dataset(self, shard_index: int = 0, num_shards: int = 1) -> grain.IterDataset:
@@ -318,7 +348,7 @@ class Pipeline:
 
     def text_sources(self) -> list[str]:
         """Sources of natural-language text (not traces): what held-out perplexity is measured on."""
-        return [n for n, p in self.sources.items() if p.heldout is not None]
+        return [n for n, p in self.sources.items() if p.heldout is not None or p.stream is not None]
 
     def heldout_batches(self, n_batches: int) -> list[dict[str, np.ndarray]]:
         """The first n_batches of the text sources' held-out documents, mixed by weight, in stored order."""
@@ -326,8 +356,8 @@ class Pipeline:
         if not names:
             return []
         weights = mix_lib.normalize_weights({n: self.weights[n] for n in names})
-        packed = {name: self._text_stream(name, self.sources[name].heldout, shard_index=0, num_shards=1,
-                                          shuffle=False, repeat=True, packing=self.cfg.packing)
+        packed = {name: self._text_stream(name, "heldout", shard_index=0, num_shards=1, shuffle=False,
+                                          repeat=True, packing=self.cfg.packing)
                   for name in names}
         it = iter(mix_lib.mix(packed, weights).batch(self.cfg.batch_size, drop_remainder=True))
         return [next(it) for _ in range(n_batches)]
@@ -338,12 +368,11 @@ class Pipeline:
         For runtimes that read one plain sequence (llama.cpp, transformers); defaults to the first text source.
         """
         name = source or self.text_sources()[0]
-        shard = self.sources[name].heldout
+        docs, _, _ = self._documents(name, "heldout", shard_index=0, num_shards=1, shuffle=False, repeat=False)
         pieces, total = [], 0
-        for index in range(len(shard)):
-            ids, _ = shard.document(index)
-            pieces += [np.asarray([self.boundary_id], np.int32), np.asarray(ids, np.int32)]
-            total += len(ids) + 1
+        for doc in docs:   # in stored order, one pass
+            pieces.append(doc["inputs"])   # [BOS] + the document's ids
+            total += len(doc["inputs"])
             if total >= n_tokens:
                 break
         return np.concatenate(pieces)[:n_tokens]

@@ -42,6 +42,7 @@ class ShardGroupIterator(grain.DatasetIterator):
     def __init__(self, make_shard: Callable[[int], grain.IterDataset], shards: range, num_shards: int):
         self._shards = list(shards)
         self._num_shards = num_shards
+        self._closed = True   # until built: if a shard's pipeline raises, the finalizer has nothing to close
         super().__init__([iter(make_shard(j)) for j in self._shards])
 
     def __next__(self) -> dict[str, np.ndarray]:

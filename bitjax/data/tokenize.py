@@ -42,6 +42,10 @@ class TokenShard:
     def n_tokens(self) -> int:
         return int(self.offsets[-1] - self.offsets[0])
 
+    @property
+    def max_doc_tokens(self) -> int:
+        return int(np.diff(self.offsets).max(initial=0))
+
     def document(self, index: int) -> tuple[np.ndarray, int]:
         return self.tokens[self.offsets[index]:self.offsets[index + 1]], int(self.prompt_lengths[index])
 
@@ -50,14 +54,16 @@ class TokenShard:
                           self.source)
 
 
-def tokenize_documents(docs: list[dict], tok: Tokenizer, source: str) -> TokenShard:
-    """Encode `{"text", "prompt"}` documents with `tok` (batched, multi-threaded in Rust)."""
+def tokenize_documents(docs: list[dict], tok: Tokenizer, source: str, fingerprint: str | None = None) -> TokenShard:
+    """Encode `{"text", "prompt"}` documents with `tok` (batched, multi-threaded in Rust); pass `tok`'s
+    `fingerprint` when tokenizing many small lists (it hashes the whole tokenizer definition)."""
+    encode = tok.encode_batch_fast   # the same ids, without character offsets (about 1.4x faster)
     pieces, lengths, prompt_lengths = [], [], []
     for start in range(0, len(docs), _BATCH):
         chunk = docs[start:start + _BATCH]
-        texts = tok.encode_batch([d["text"] for d in chunk], add_special_tokens=False)
+        texts = encode([d["text"] for d in chunk], add_special_tokens=False)
         prompts = [d.get("prompt", "") for d in chunk]
-        prompt_enc = tok.encode_batch(prompts, add_special_tokens=False) if any(prompts) else [None] * len(chunk)
+        prompt_enc = encode(prompts, add_special_tokens=False) if any(prompts) else [None] * len(chunk)
         for text_enc, p_enc in zip(texts, prompt_enc):
             ids = np.asarray(text_enc.ids, np.int32)
             p_ids = np.asarray(p_enc.ids, np.int32) if p_enc is not None else np.zeros(0, np.int32)
@@ -66,7 +72,8 @@ def tokenize_documents(docs: list[dict], tok: Tokenizer, source: str) -> TokenSh
             prompt_lengths.append(len(p_ids))
     tokens = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
     offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-    return TokenShard(tokens, offsets, np.asarray(prompt_lengths, np.int32), tokenizer_lib.fingerprint(tok), source)
+    return TokenShard(tokens, offsets, np.asarray(prompt_lengths, np.int32),
+                      fingerprint or tokenizer_lib.fingerprint(tok), source)
 
 
 def save_shard(shard: TokenShard, directory: str | Path) -> None:
@@ -87,16 +94,18 @@ def save_shard(shard: TokenShard, directory: str | Path) -> None:
 
 
 def load_shard(directory: str | Path, expected_fingerprint: str | None = None, *, vocab_size: int | None = None,
-               derived: bool = False) -> TokenShard:
+               derived: bool = False, scan_tokens: bool = True, fix: str = "") -> TokenShard:
     """Read a shard directory (memory-mapped) and check it: a different tokenizer fingerprint, offsets that do
     not index the tokens, non-integer ids or ids outside the vocabulary (`vocab_size`) are errors.
 
     `derived`: the shard is bitjax's own cache of tokenized text, so the fix is to delete it; a user's
-    `tokens:` shard is never to be deleted, so its errors say how to rewrite it instead.
+    `tokens:` shard is never to be deleted, so its errors say how to rewrite it instead (or `fix` says).
+    `scan_tokens=False` leaves out the one check that reads every token (their range): a many-shard directory
+    records each shard's largest id instead (bitjax.data.token_set).
     """
     directory = Path(directory)
-    fix = (f"delete the derived cache {directory} and rerun to rebuild it" if derived else
-           "rewrite the shard (bitjax.data.tokenize.save_shard writes the layout)")
+    fix = fix or (f"delete the derived cache {directory} and rerun to rebuild it" if derived else
+                  "rewrite the shard (bitjax.data.tokenize.save_shard writes the layout)")
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
         raise DataError(f"{directory}: not a token shard (no meta.json); write one with bitjax.data.tokenize")
@@ -108,7 +117,7 @@ def load_shard(directory: str | Path, expected_fingerprint: str | None = None, *
         raise DataError(f"{directory}: unreadable token shard ({e}); {fix}") from None
     if expected_fingerprint is not None:
         tokenizer_lib.check_fingerprint(meta.get("tokenizer_fingerprint"), expected_fingerprint, directory)
-    _check_arrays(directory, arrays, vocab_size, fix)
+    _check_arrays(directory, arrays, vocab_size, fix, scan_tokens)
     shard = TokenShard(arrays["tokens"], arrays["offsets"], arrays["prompt_lengths"],
                        meta.get("tokenizer_fingerprint"), meta.get("source", str(directory)))
     if len(shard) == 0:
@@ -116,7 +125,8 @@ def load_shard(directory: str | Path, expected_fingerprint: str | None = None, *
     return shard
 
 
-def _check_arrays(directory: Path, arrays: dict[str, np.ndarray], vocab_size: int | None, fix: str) -> None:
+def _check_arrays(directory: Path, arrays: dict[str, np.ndarray], vocab_size: int | None, fix: str,
+                  scan_tokens: bool = True) -> None:
     """Shapes, dtypes and ranges of a shard's arrays: wrong ones would otherwise train silently on garbage."""
     tokens, offsets, prompt_lengths = arrays["tokens"], arrays["offsets"], arrays["prompt_lengths"]
     for name, array in arrays.items():
@@ -131,6 +141,6 @@ def _check_arrays(directory: Path, arrays: dict[str, np.ndarray], vocab_size: in
             prompt_lengths > np.diff(offsets)):
         raise DataError(f"{directory}/prompt_lengths.npy: expected {len(offsets) - 1} lengths each within its "
                         f"document; {fix}")
-    if len(tokens) and (tokens.min() < 0 or (vocab_size is not None and tokens.max() >= vocab_size)):
+    if scan_tokens and len(tokens) and (tokens.min() < 0 or (vocab_size is not None and tokens.max() >= vocab_size)):
         raise DataError(f"{directory}/tokens.npy holds ids {int(tokens.min())}..{int(tokens.max())}, outside the "
                         f"tokenizer's vocabulary of {vocab_size}; tokenize with the run's tokenizer; {fix}")
