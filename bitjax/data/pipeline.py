@@ -33,7 +33,7 @@ import numpy as np
 
 from bitjax import tokenizer as tokenizer_lib
 from bitjax.config import ConfigError, DataConfig, SourceConfig
-from bitjax.data import cache_stream
+from bitjax.data import cache_stream, epoch_shuffle
 from bitjax.data import mix as mix_lib
 from bitjax.data import shards as shards_lib
 from bitjax.data import sources as sources_lib
@@ -238,7 +238,7 @@ class Pipeline:
         if p.stream is not None:   # files sharded, tokenized on the fly, shuffled within a window
             docs = p.stream.documents(split, shard_index, num_shards, shuffle=shuffle, repeat=repeat)
             return docs, None, self.cfg.seq_len
-        shard = p.train if split == "train" else p.heldout
+        shard = {"train": p.train, "heldout": p.heldout}[split]
         ds = grain.MapDataset.source(DocumentExamples(shard, self.boundary_id))
         ds = self._shard_shuffle_repeat(name, ds, shard_index, num_shards, shuffle, repeat, shard)
         # Reading a document is a slice of a memory-mapped array: prefetch threads would only add locking.
@@ -274,7 +274,7 @@ class Pipeline:
             raise DataError(f"data source {name!r} has {len(what)} training examples, fewer than the "
                             f"{num_shards} data shards; add data or use fewer shards (data.num_shards)")
         if shuffle:
-            ds = ds.seed(self.cfg.shuffle_seed + 7919 * self.source_names.index(name)).shuffle()
+            ds = epoch_shuffle.shuffle(ds, self.cfg.shuffle_seed + 7919 * self.source_names.index(name))
         return ds.repeat(None if repeat else 1)
 
     @staticmethod
@@ -308,9 +308,9 @@ class Pipeline:
         cached = None
         if len(records):   # more data shards than cached sequences: this one starts on the text
             options = grain.ReadOptions(num_threads=CACHE_READ_THREADS, prefetch_buffer_size=4 * CACHE_READ_THREADS)
-            records = records.seed(self.cfg.shuffle_seed + 7919 * index).shuffle()
+            records = epoch_shuffle.shuffle(records, self.cfg.shuffle_seed + 7919 * index)
             cached = mix_lib.tag_source(records.to_iter_dataset(options), index)
-        text = self._text_stream(name, p.train, shard_index=0, num_shards=1, shuffle=True,
+        text = self._text_stream(name, "train", shard_index=0, num_shards=1, shuffle=True,
                                  repeat=self.cfg.on_exhausted == "repeat", packing=self.cfg.packing)
         text = cache_stream.EveryNth(text, len(p.cache) + shard_index, num_shards)
         text = mix_lib.tag_source(text, self.source_names.index(p.config.text_after_cache.name))
