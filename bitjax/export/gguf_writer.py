@@ -17,6 +17,7 @@ twice, and the file is written under a temporary name, read back, checked, then 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +25,7 @@ import gguf
 import numpy as np
 from tqdm import tqdm
 
-from bitjax.export import checks
+from bitjax.export import checks, padding
 from bitjax.export import embedding_quant as emb_quant
 from bitjax.export.common import ExportError, atomic_file
 from bitjax.export.gguf_tokenizer import GGUFVocab, add_tokenizer, read_vocab
@@ -160,8 +161,8 @@ def write_gguf(model: TernaryModel, out: str | Path, gguf_type: str, *, embeddin
     embedding_type = embedding_type or emb_quant.default_embedding_type(gguf_type)
     out = user_path(out, "output")
     problems = checks.head_shape_problems(model.config)
-    if gguf_type.startswith("tq"):
-        problems += checks.tq_width_problems(model, gguf_type, {n: gguf_name(n) for n in model.ternary})
+    if gguf_type.startswith("tq") and not problems:
+        model, problems = _tq_widths(model, gguf_type)
     if problems:
         raise ExportError(problems[0])
     emb_quant.check_embedding_type(embedding_type, model.config.d_model)
@@ -186,6 +187,24 @@ def write_gguf(model: TernaryModel, out: str | Path, gguf_type: str, *, embeddin
                 staged.unlink(missing_ok=True)
         verify_gguf(tmp, model, gguf_type, vocab, embedding_type)
     return out
+
+
+def _tq_widths(model: TernaryModel, gguf_type: str) -> tuple[TernaryModel, list[str]]:
+    """The model as the TQ type can hold it: as it is, zero-padded to wider widths (said on stderr), or not at
+    all (the problems, naming a tensor)."""
+    problems = checks.tq_width_problems(model, gguf_type, {n: gguf_name(n) for n in model.ternary})
+    if not problems:
+        return model, []
+    shape = padding.padded_shape(model.config)
+    if shape is None:
+        return model, [problems[0] + " (no common zero-padding ratio up to 2x makes them so)"]
+    old_codes = sum(t.codes_OI.size for t in model.ternary.values())
+    padded = padding.pad_model(model, shape)
+    growth = sum(t.codes_OI.size for t in padded.ternary.values()) / old_codes
+    print(f"bitjax: note: {gguf_type} stores rows in blocks of {checks.TQ_BLOCK}; writing this model zero-padded "
+          f"({shape.describe(model.config)}, norm epsilon x{shape.ratio.denominator}/{shape.ratio.numerator}), the "
+          f"same network with {growth:.2f}x the ternary codes (see docs/export.md)", file=sys.stderr, flush=True)
+    return padded, []
 
 
 def _write_plan(path: Path, model: TernaryModel, gguf_type: str, embedding_type: str, vocab: GGUFVocab,
