@@ -72,6 +72,7 @@ def test_llama_cpp_agrees_like_an_all_ternary_export(fp_run, exports):
     r = llama_cpp_report(fp_run, exports / "tq2_0.gguf", n_tokens=256, n_greedy=16)
     print(format_agreement("llama.cpp TQ2_0 (block 0 F16) vs bitjax A8", r["vs_a8"]))
     assert r["vs_a8"]["argmax_agreement"] >= 251 / 256
+    assert r["vs_a8"]["argmax_agreement_clear"] == 1.0
     assert r["vs_a8"]["ppl_rel_diff"] <= 1e-3
 
 
@@ -79,6 +80,7 @@ def test_transformers_agrees_like_an_all_ternary_export(fp_run, exports):
     r = transformers_report(fp_run, exports / "packed", n_tokens=256)
     print("\n" + format_agreement("transformers (block 0 nn.Linear) vs bitjax A8", r["vs_a8"]))
     assert r["vs_a8"]["argmax_agreement"] >= 0.99
+    assert r["vs_a8"]["argmax_agreement_clear"] == 1.0
     assert r["vs_a8"]["ppl_rel_diff"] <= 0.01
 
 

@@ -112,4 +112,5 @@ def test_padded_tq2_0_export_agrees_with_the_training_forward_like_any_other(pad
     r = llama_cpp_report(padded_run, out, n_tokens=256, n_greedy=16)
     print("\n" + format_agreement("llama.cpp padded tq2_0 vs bitjax A8 (unpadded)", r["vs_a8"]))
     assert r["vs_a8"]["argmax_agreement"] >= 251 / 256
+    assert r["vs_a8"]["argmax_agreement_clear"] == 1.0
     assert r["vs_a8"]["ppl_rel_diff"] <= 1e-3
