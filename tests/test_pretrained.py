@@ -242,8 +242,9 @@ def test_init_from_refuses_another_vocabulary_or_shape_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_smollm2_ternary_recipe_converts_and_distils(tmp_path):
-    """The recipe end to end at a few steps: cache the teacher, start from the dequantized GGUF, ramp lambda."""
+def test_smollm2_ternary_recipe_converts_distils_exports_and_runs(tmp_path, capsys):
+    """The recipe end to end at a few steps: cache the teacher, start from the dequantized GGUF, ramp lambda; then
+    export TQ2_0 (SmolLM2's widths zero-padded to multiples of 256) and run it in llama.cpp."""
     pytest.importorskip("llama_cpp")
     from pathlib import Path
 
@@ -258,3 +259,17 @@ def test_smollm2_ternary_recipe_converts_and_distils(tmp_path):
                  "--set", "eval_batches=1", "--set", "quant_warmup_steps=2"]) == 0
     steps, lambdas = loss_series(read_history(tmp_path / "run" / "metrics.jsonl"), "quant_lambda")
     assert steps == [1, 2, 3] and lambdas == [0.0, 0.5, 1.0]
+
+    from bitjax.export.runtime_report import format_agreement, llama_cpp_report
+
+    gguf = tmp_path / "student-tq2_0.gguf"
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "run"), str(gguf), "--format", "gguf", "--type", "tq2_0",
+                 "--embedding-type", "f16"]) == 0
+    assert "zero-padded (d_model 576 -> 768, d_ff 1536 -> 2048, heads 9/3 -> 12/4" in capsys.readouterr().err
+    assert main(["generate", str(gguf), "--prompt", "ROMEO:", "--max-new-tokens", "8", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.strip()
+    r = llama_cpp_report(tmp_path / "run", gguf, n_tokens=256, n_greedy=8)
+    with capsys.disabled():
+        print("\n" + format_agreement("converted SmolLM2, 3 steps, padded tq2_0 vs bitjax A8", r["vs_a8"]))
+    assert r["vs_a8"]["argmax_agreement_clear"] == 1.0 and r["vs_a8"]["ppl_rel_diff"] <= 0.01
