@@ -65,10 +65,9 @@ def teacher_heldout(cfg) -> float:
     return total / count
 
 
-def seconds_per_step(workdir: Path, tokens_per_step: int) -> float:
-    """From the last logged throughput, which covers the steps after the first (the compile)."""
-    records = [r for r in read_history(workdir / "metrics.jsonl") if "tokens_per_sec" in r]
-    return tokens_per_step / records[-1]["tokens_per_sec"]
+def last_train_record(workdir: Path) -> dict:
+    """The last logged training scalars; their throughput covers the steps after the first (the compile)."""
+    return [r for r in read_history(workdir / "metrics.jsonl") if "tokens_per_sec" in r][-1]
 
 
 def smoke_source(directory: Path) -> list[str]:
@@ -122,9 +121,12 @@ def main():
                 cfg = apply_overrides(base, arm_overrides(arm, args.steps, args.relation_weight) + [f"seed={seed}"])
                 workdir = Path(tmp) / f"{arm}-{seed}"
                 summary = train(cfg, workdir, progress=False)
+                last = last_train_record(workdir)
                 results[arm].append(summary["heldout_loss"])
-                seconds[arm].append(seconds_per_step(workdir, tokens_per_step))
-                print(f"  {ARMS[arm]}, seed {seed}: held-out {summary['heldout_loss']:.3f} nats/token", flush=True)
+                seconds[arm].append(tokens_per_step / last["tokens_per_sec"])
+                parts = ", ".join(f"{k} {last[k]:.4f}" for k in ("kd", "relation") if k in last)
+                print(f"  {ARMS[arm]}, seed {seed}: held-out {summary['heldout_loss']:.3f} nats/token "
+                      f"(last step: {parts})", flush=True)
 
     students = ("smoke: 2-layer students of a random Llama" if args.smoke
                 else "SmolLM2-135M-shaped ternary students of gguf:smollm2")
