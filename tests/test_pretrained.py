@@ -260,7 +260,7 @@ def test_smollm2_ternary_recipe_converts_distils_exports_and_runs(tmp_path, caps
     steps, lambdas = loss_series(read_history(tmp_path / "run" / "metrics.jsonl"), "quant_lambda")
     assert steps == [1, 2, 3] and lambdas == [0.0, 0.5, 1.0]
 
-    from bitjax.export.runtime_report import format_agreement, llama_cpp_report
+    from bitjax.export.runtime_report import format_agreement
 
     gguf = tmp_path / "student-tq2_0.gguf"
     capsys.readouterr()
@@ -269,7 +269,34 @@ def test_smollm2_ternary_recipe_converts_distils_exports_and_runs(tmp_path, caps
     assert "zero-padded (d_model 576 -> 768, d_ff 1536 -> 2048, heads 9/3 -> 12/4" in capsys.readouterr().err
     assert main(["generate", str(gguf), "--prompt", "ROMEO:", "--max-new-tokens", "8", "--temperature", "0"]) == 0
     assert capsys.readouterr().out.strip()
-    r = llama_cpp_report(tmp_path / "run", gguf, n_tokens=256, n_greedy=8)
+    # The padding is exact on this student: llama.cpp's float path on the padded network computes bitjax's
+    # unpadded A16 forward (measured: every argmax, perplexity 0.02% apart, as the unpadded F32 file).
+    from bitjax.export import gguf_writer, llama_check
+    from bitjax.export import reference as ref
+    from bitjax.export.model_source import TernaryModel
+    from bitjax.export.padding import pad_model, padded_shape
+    from bitjax.run import Run
+
+    run = Run(tmp_path / "run")
+    tokens = ref.heldout_tokens(run, 128)
+    model = TernaryModel.from_run(run)
+    gguf_writer.write_gguf(pad_model(model, padded_shape(model.config)), tmp_path / "padded-f32.gguf", "f32")
+
+    def llama_cpp(path):
+        llm = llama_check.open_model(path, n_ctx=len(tokens) + 8)
+        try:
+            return llama_check.llama_logits(llm, tokens)
+        finally:
+            llm.close()
+
+    a16, a8 = (ref.bitjax_logits(run, tokens, quantize_activations=q) for q in (False, True))
+    padded_f32 = ref.agreement(a16, llama_cpp(tmp_path / "padded-f32.gguf"), tokens)
+    # Printed, not held: three steps with lambda ramped to 1 leave a student whose predictions hang on how its
+    # activations are rounded (bitjax's own A8 and A16 forwards agree at about two thirds of the positions), and
+    # llama.cpp's TQ2_0 rounds them in 8-bit blocks of 256, finer than bitjax's per-token int8.
     with capsys.disabled():
-        print("\n" + format_agreement("converted SmolLM2, 3 steps, padded tq2_0 vs bitjax A8", r["vs_a8"]))
-    assert r["vs_a8"]["argmax_agreement_clear"] == 1.0 and r["vs_a8"]["ppl_rel_diff"] <= 0.01
+        print("\n" + "\n".join(format_agreement(label, figures) for label, figures in (
+            ("llama.cpp padded F32 vs bitjax A16", padded_f32),
+            ("llama.cpp padded TQ2_0 vs bitjax A8", ref.agreement(a8, llama_cpp(gguf), tokens)),
+            ("bitjax A8 vs bitjax A16", ref.agreement(a16, a8, tokens)))))
+    assert padded_f32["argmax_agreement"] == 1.0 and padded_f32["ppl_rel_diff"] <= 1e-3
