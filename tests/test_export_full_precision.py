@@ -52,6 +52,8 @@ def test_full_precision_linears_are_plain_weights_in_both_files(fp_run, exports)
     np.testing.assert_array_equal(np.asarray(types["blk.0.ffn_down.weight"].data),
                                   params["layers.0.mlp.down_proj.kernel"].T.astype(np.float16))
 
+    card = (exports / "packed" / "README.md").read_text()
+    assert "| full-precision blocks | 0: float32 weights and activations" in card
     config = json.loads((exports / "packed" / "config.json").read_text())
     assert config["quantization_config"]["modules_to_not_convert"] == ["lm_head", "model.layers.0"]
     _, codes, _ = hf_packed.read_packed(exports / "packed")
