@@ -134,7 +134,9 @@ class Trainer:
         With an online teacher its top-k fields are computed here, as a cache would hold them, and with
         distill.relation_weight > 0 both models' q/k/v of one block give the attention-relation loss."""
         d = self.cfg.distill
-        layer = d.relation_layer if d.relation_weight > 0 else None
+        # the relation loss needs the teacher's q/k/v of this batch: only a loaded online teacher has them (a
+        # trainer built without it, as fit-check's, compiles the step a cache would feed)
+        layer = d.relation_layer if d.relation_weight > 0 and self.teacher is not None else None
         with self.mesh_context():
             teacher_inputs = None
             if self.teacher is not None:
