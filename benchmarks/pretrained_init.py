@@ -1,15 +1,18 @@
 """What starting from a pretrained model buys: SmolLM2-135M-shaped ternary students at equal tokens.
 
-    (a) random   random init, KD from the teacher (a from-scratch learning rate)
-    (b) converted  init_from the embedded SmolLM2-135M-Instruct GGUF, quantization ramped in over the first third
-                 of the steps, KD from the same model (recipes/smollm2_ternary.py)
+    (a) random     random init, KD from the teacher (a from-scratch learning rate)
+    (b) converted  init_from the embedded SmolLM2-135M-Instruct GGUF (SubLN inserted), quantization ramped in
+                   over the first third of the steps, KD from the same model (recipes/smollm2_ternary.py)
+    (c) relation   (b) plus BitDistill's attention-relation loss on the last block (distill.relation_weight)
 
-Both distil online (the teacher runs in the train step, bitjax.online_teacher) on the same natural Shakespeare
-stream, with two seeds each. Held-out nats/token (the run's held-out split, fully quantized student) of each
-arm and of the teacher itself; "gap closed" is (a - b) / (a - teacher). The attention-relation loss arm of
-BitDistill is not built.
+Every arm distils online (the teacher runs in the train step, bitjax.online_teacher) on the same natural
+Shakespeare stream, for each seed of `--seeds`. Printed: held-out nats/token (the run's held-out split, fully
+quantized student) of each arm and of the teacher itself, "gap closed" = (a - x) / (a - teacher), and the
+seconds per step after the first (compile excluded; the teacher's forward included).
 
     python -m benchmarks.pretrained_init [--steps 40] [--seq-len 128] [--batch-size 2] [--seeds 0,1]
+    python -m benchmarks.pretrained_init --smoke     # the plumbing on a 2-layer random Llama of SmolLM2's
+                                                     # vocabulary instead of SmolLM2 (tests/test_scripts.py)
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import jax
@@ -26,16 +28,23 @@ import jax.numpy as jnp
 from bitjax import data as data_lib
 from bitjax import losses, online_teacher
 from bitjax.config_io import apply_overrides, load_recipe
+from bitjax.run_outputs import read_history
 from bitjax.train import Trainer, train
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "smollm2_ternary.py"
+ARMS = {
+    "random": "(a) random init + KD",
+    "converted": "(b) converted + KD",
+    "relation": "(c) converted + KD + relation",
+}
 
 
-def arm_overrides(arm: str, steps: int) -> list[str]:
+def arm_overrides(arm: str, steps: int, relation_weight: float) -> list[str]:
     if arm == "random":
         return ["init_from=", "quant_warmup_steps=0", "optim.peak_lr=1e-3", "optim.stage2_peak_lr=5e-4"]
-    return [f"quant_warmup_steps={max(steps // 3, 1)}"]
+    ramp = [f"quant_warmup_steps={max(steps // 3, 1)}"]
+    return ramp + ([f"distill.relation_weight={relation_weight}"] if arm == "relation" else [])
 
 
 def teacher_heldout(cfg) -> float:
@@ -56,6 +65,28 @@ def teacher_heldout(cfg) -> float:
     return total / count
 
 
+def last_train_record(workdir: Path) -> dict:
+    """The last logged training scalars; their throughput covers the steps after the first (the compile)."""
+    return [r for r in read_history(workdir / "metrics.jsonl") if "tokens_per_sec" in r][-1]
+
+
+def smoke_source(directory: Path) -> list[str]:
+    """A 2-layer random Llama with SmolLM2's vocabulary written by transformers, standing in for SmolLM2 as the
+    init_from source and the teacher, and the student shape that matches it."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                                      max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=True)
+    transformers.LlamaForCausalLM(config).save_pretrained(directory, safe_serialization=True)
+    shape = dict(d_model=64, n_layers=2, n_kv_heads=1, n_heads=2, head_dim=32, d_ff=128, max_seq_len=256,
+                 rope_theta=10000.0)
+    source = [f"init_from=hf:{directory}", f"distill.teacher=hf:{directory}", "distill.relation_heads=2"]
+    return [f"model.{k}={v}" for k, v in shape.items()] + source
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=40)
@@ -63,33 +94,56 @@ def main():
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--eval-batches", type=int, default=4)
     ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--relation-weight", type=float, default=1.0, help="distill.relation_weight of arm (c)")
+    ap.add_argument("--arms", default=",".join(ARMS), help=f"a subset of {','.join(ARMS)}")
+    ap.add_argument("--smoke", action="store_true", help="a 2-layer random Llama instead of SmolLM2, 2 steps")
     args = ap.parse_args()
+    arms = [a for a in args.arms.split(",") if a]
+    if unknown := [a for a in arms if a not in ARMS]:
+        ap.error(f"--arms: {', '.join(unknown)} unknown; choose from {', '.join(ARMS)}")
+    if args.smoke:
+        args.steps, args.seq_len, args.eval_batches, args.seeds = 2, 32, 1, "0"
 
-    common = [f"steps={args.steps}", f"data.seq_len={args.seq_len}", f"data.batch_size={args.batch_size}",
-              f"eval_batches={args.eval_batches}", f"eval_every={args.steps}", f"log_every={args.steps}",
-              "distill.online=true", "distill.k=32", f"loss_chunk={args.seq_len}",
-              f"checkpoint.every={args.steps}", "optim.warmup_steps=5"]
-    base = apply_overrides(load_recipe(RECIPE), common)
-    teacher = teacher_heldout(base)
-    results: dict[str, list[float]] = {"random": [], "converted": []}
-    seconds: dict[str, list[float]] = {"random": [], "converted": []}
     with tempfile.TemporaryDirectory() as tmp:
+        common = [f"steps={args.steps}", f"data.seq_len={args.seq_len}", f"data.batch_size={args.batch_size}",
+                  f"eval_batches={args.eval_batches}", f"eval_every={args.steps}", f"log_every={args.steps}",
+                  "distill.online=true", "distill.k=32", f"loss_chunk={args.seq_len}",
+                  f"checkpoint.every={args.steps}", "optim.warmup_steps=5"]
+        if args.smoke:
+            common += smoke_source(Path(tmp) / "smoke-source")
+        base = apply_overrides(load_recipe(RECIPE), common)
+        teacher = teacher_heldout(base)
+        results: dict[str, list[float]] = {arm: [] for arm in arms}
+        seconds: dict[str, list[float]] = {arm: [] for arm in arms}
+        tokens_per_step = args.batch_size * args.seq_len
         for seed in [int(s) for s in args.seeds.split(",")]:
-            for arm in results:
-                cfg = apply_overrides(base, arm_overrides(arm, args.steps) + [f"seed={seed}"])
-                t0 = time.perf_counter()
-                summary = train(cfg, Path(tmp) / f"{arm}-{seed}", progress=False)
-                seconds[arm].append((time.perf_counter() - t0) / args.steps)
+            for arm in arms:
+                cfg = apply_overrides(base, arm_overrides(arm, args.steps, args.relation_weight) + [f"seed={seed}"])
+                workdir = Path(tmp) / f"{arm}-{seed}"
+                summary = train(cfg, workdir, progress=False)
+                last = last_train_record(workdir)
                 results[arm].append(summary["heldout_loss"])
-                print(f"  {arm:<10} seed {seed}: held-out {summary['heldout_loss']:.3f} nats/token", flush=True)
-    print(f"SmolLM2-135M-shaped ternary students, {args.steps} steps x {args.batch_size} x {args.seq_len} tokens, "
-          f"online KD from gguf:smollm2 (k=32); held-out nats/token")
-    print(f"  teacher (full precision)      {teacher:.3f}")
-    for arm, values in results.items():
-        print(f"  {arm:<10} seeds {args.seeds}: {', '.join(f'{v:.3f}' for v in values)} "
-              f"(mean {statistics.mean(values):.3f}; {statistics.mean(seconds[arm]):.1f} s/step incl. compile)")
-    a, b = statistics.mean(results["random"]), statistics.mean(results["converted"])
-    print(f"  gap closed by converting: (a - b) / (a - teacher) = {(a - b) / (a - teacher):.1%}")
+                seconds[arm].append(tokens_per_step / last["tokens_per_sec"])
+                parts = ", ".join(f"{k} {last[k]:.4f}" for k in ("kd", "relation") if k in last)
+                print(f"  {ARMS[arm]}, seed {seed}: held-out {summary['heldout_loss']:.3f} nats/token "
+                      f"(last step: {parts})", flush=True)
+
+    students = ("smoke: 2-layer students of a random Llama" if args.smoke
+                else "SmolLM2-135M-shaped ternary students of gguf:smollm2")
+    print(f"\n{students}, {args.steps} steps x {args.batch_size} x {args.seq_len} tokens, online KD (k=32), "
+          f"relation weight {args.relation_weight}; held-out nats/token\n")
+    print("| student | " + " | ".join(f"seed {s}" for s in args.seeds.split(",")) + " | mean | gap closed | "
+          "s/step |")
+    print("|---|" + "---|" * (len(args.seeds.split(",")) + 3))
+    print(f"| teacher (full precision) | {' | '.join(f'{teacher:.3f}' for _ in args.seeds.split(','))} | "
+          f"{teacher:.3f} | | |")
+    base_mean = statistics.mean(results["random"]) if "random" in results else None
+    for arm in arms:
+        mean = statistics.mean(results[arm])
+        closed = (f"{(base_mean - mean) / (base_mean - teacher):.1%}"
+                  if base_mean is not None and arm != "random" and base_mean != teacher else "")
+        print(f"| {ARMS[arm]} | {' | '.join(f'{v:.3f}' for v in results[arm])} | {mean:.3f} | {closed} | "
+              f"{statistics.median(seconds[arm]):.2f} |")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import math
 import typing
 from typing import Literal
 
+from bitjax import relation_loss
 from bitjax.errors import ConfigError
 from bitjax.losses import Divergence, TailMode
 from bitjax.model import ModelConfig
@@ -264,12 +265,22 @@ class DistillConfig:
     skew: float = 0.1                 # skew-KL mixing weight (DistiLLM)
     redi_alpha: float = 0.8           # REDI: weight of the negative traces' log-likelihood
     online: bool = False              # run `teacher` in the train step (full precision, frozen) instead of a cache
+    # BitDistill's attention-relation loss (bitjax.relation_loss): Q-Q, K-K, V-V relations of one block against
+    # the online teacher's, added to each "kd" source's loss with this weight (0: off).
+    relation_weight: float = 0.0
+    relation_layer: int = -1          # the block, in both models (negative: from the end; -1 the last)
+    relation_heads: int = 8           # relation heads the query and key/value widths are split into
 
     def __post_init__(self):
         if self.online and not self.teacher:
             raise ConfigError("distill.online=true needs a teacher: set distill.teacher=hf:DIR, gguf:PATH, "
                               "gguf:smollm2 or bitjax:RUN_DIR")
-        _finite(self, "temperature", "kd_weight", "beta", "skew", "redi_alpha")
+        _finite(self, "temperature", "kd_weight", "beta", "skew", "redi_alpha", "relation_weight")
+        if not self.relation_weight >= 0:
+            raise ConfigError(f"distill.relation_weight={self.relation_weight} must be >= 0 (0 turns it off)")
+        if self.relation_weight > 0 and not self.online:
+            raise ConfigError(f"distill.relation_weight={self.relation_weight} needs the teacher's attention in the "
+                              "same step: set distill.online=true (and distill.teacher), or distill.relation_weight=0")
         if not 0.0 <= self.kd_weight <= 1.0:
             raise ConfigError(f"distill.kd_weight={self.kd_weight} must lie in [0, 1]")
         if self.temperature <= 0:
@@ -278,7 +289,7 @@ class DistillConfig:
             raise ConfigError("distill.beta and distill.skew must lie in (0, 1)")
         if not 0.0 <= self.redi_alpha <= 1.0:
             raise ConfigError(f"distill.redi_alpha={self.redi_alpha} must lie in [0, 1]")
-        _positive(self, "k", "cache_examples")
+        _positive(self, "k", "cache_examples", "relation_heads")
         if self.cache_backend not in ("native", "jax"):
             raise ConfigError(f"distill.cache_backend={self.cache_backend!r}; use 'native' (llama.cpp / torch) or "
                               "'jax' (the teacher imported and sharded over the mesh)")
@@ -328,6 +339,12 @@ class TrainConfig:
                 f"mesh.data*mesh.fsdp={self.mesh.data}*{self.mesh.fsdp}={div}; use a multiple of {div}, "
                 f"e.g. --set data.batch_size={max(div, self.data.batch_size - self.data.batch_size % div)}")
         kd_sources = [s.name for s in self.data.sources if s.needs_teacher]
+        if self.distill.relation_weight > 0:
+            if not kd_sources:
+                raise ConfigError(f"distill.relation_weight={self.distill.relation_weight} applies to \"kd\" sources, "
+                                  "and no data source has objective \"kd\"; give one objective=\"kd\" or set "
+                                  "distill.relation_weight=0")
+            relation_loss.check_model(self.model, self.distill.relation_layer, self.distill.relation_heads, "student")
         if kd_sources and not self.distill.cache and not self.distill.online:
             raise ConfigError(f"data sources {', '.join(kd_sources)} distil from a teacher cache but distill.cache "
                               "is empty; set --set distill.cache=DIR (write it with `bitjax cache-teacher`), or "

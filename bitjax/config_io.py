@@ -117,6 +117,11 @@ def _convert(raw: str, hint, key: str):
         if raw.lower() in ("none", "null"):
             return None
         hint = next(a for a in typing.get_args(hint) if a is not type(None) and a not in literals)
+    if origin is tuple and typing.get_args(hint)[0] is int:   # tuple[int, ...]: "0,29", or "" for none
+        try:
+            return tuple(int(x) for x in raw.split(",") if x.strip())
+        except ValueError:
+            raise ConfigError(f"--set {key}={raw}: expected integers separated by commas, e.g. 0,29") from None
     try:
         if hint is bool:
             if raw.lower() in ("1", "true", "yes", "on"):

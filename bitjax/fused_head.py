@@ -109,6 +109,10 @@ def _kd(z_BCV, lse_BC1, ids_BCK, t_logp_BCK, t_tail_BC, distill):
 def model_token_quantities(model, batch: dict, distill=None, *, loss_chunk: int, mesh=None) -> TokenQuantities:
     """`token_quantities` of a bitjax Transformer on a batch; the KD part when `distill` is given."""
     x_BLD = model.hidden_states(batch["inputs"], batch["segment_ids"], batch["positions"])
-    teacher = {f: batch[f] for f in TEACHER_FIELDS} if distill is not None else None
-    return token_quantities(x_BLD, model.head_matrix_VD(), batch["targets"], teacher, distill,
+    return token_quantities(x_BLD, model.head_matrix_VD(), batch["targets"], teacher_fields(batch, distill), distill,
                             loss_chunk=loss_chunk, mesh=mesh)
+
+
+def teacher_fields(batch: dict, distill=None) -> dict | None:
+    """The batch's teacher fields when the KD part is wanted (`distill` given), else None."""
+    return {f: batch[f] for f in TEACHER_FIELDS} if distill is not None else None

@@ -16,8 +16,7 @@ layers: a full-precision teacher or baseline with identical parameter names and 
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,135 +25,11 @@ from flax import nnx
 from jax.typing import ArrayLike
 from jaxtyping import Float, Int
 
-from bitjax.attention import BATCH_AXES, AttentionMask, attend, check_impl
-from bitjax.errors import ConfigError
-from bitjax.int8_matmul import MAX_EXACT_IN_FEATURES
+from bitjax import layer_stack
+from bitjax.attention import BATCH_AXES, AttentionMask, attend
 from bitjax.layers import BitLinear, Linear, RMSNorm
+from bitjax.model_config import COMPUTE_FIELDS, DTYPES, PRESETS, REMAT_POLICIES, ModelConfig  # noqa: F401
 from bitjax.quant import at_least_f32
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Shape and numerics of a decoder. Presets: `tiny`, `bitnet_125m`, `bitnet_700m`, `bitnet_2b4t`."""
-
-    vocab_size: int = 4096
-    d_model: int = 256
-    n_layers: int = 4
-    n_heads: int = 4
-    n_kv_heads: int = 2
-    head_dim: int = 64
-    d_ff: int = 768
-    ffn_activation: Literal["relu2", "silu"] = "silu"
-    max_seq_len: int = 2048
-    rope_theta: float = 10_000.0
-    norm_eps: float = 1e-5
-    quant: Literal["ternary", "none"] = "ternary"
-    quantize_activations: bool = True
-    dtype: str = "float32"  # compute dtype; parameters are float32 (float64 with "float64", a numerics check)
-    init_std: float = 0.02
-    # What the backward pass recomputes of each block (jax.checkpoint around the scanned body; see REMAT_POLICIES):
-    # "none" keeps every activation, "full" recomputes the block (~1/3 more FLOPs, least memory), "dots_saveable"
-    # keeps the weight matmuls' outputs and recomputes the rest. True / False (older configs) read as full / none.
-    remat: Literal["none", "full", "dots_saveable"] | bool = "none"
-    # BitLinear forward as int8 x ternary int8 codes with int32 sums (bitjax.int8_matmul); needs quantization
-    # strength 1 throughout (quant_warmup_steps=0). Same parameters and logits up to float rounding of the rescale.
-    # A full-precision model (quant="none") has no BitLinear: there it changes nothing.
-    int8_matmul: bool = False
-    # Attention kernel (bitjax.attention): "auto" picks splash on TPU, cudnn on GPU, xla on CPU. Same parameters.
-    attention: Literal["auto", "xla", "chunked", "splash", "cudnn"] = "auto"
-    # One block body looped over the layers (compile time independent of depth); False unrolls the loop into
-    # the program, which fit-check uses to count a step's bytes (XLA's cost analysis counts a loop body once).
-    scan_layers: bool = True
-    # Architecture switches for models imported from elsewhere (bitjax.pretrained); BitNet has the defaults.
-    sub_norms: bool = True          # SubLN: RMSNorm before o_proj and down_proj (False: LLaMA / Qwen2)
-    attention_bias: bool = False    # biases on q/k/v (Qwen2)
-    tie_embeddings: bool = True     # the LM head is the embedding (False: a separate lm_head)
-
-    def __post_init__(self):
-        if isinstance(self.remat, bool):
-            object.__setattr__(self, "remat", "full" if self.remat else "none")
-        if self.remat not in REMAT_POLICIES:
-            raise ConfigError(f"model.remat={self.remat!r}; use one of {', '.join(map(repr, REMAT_POLICIES))}")
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "max_seq_len"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"model.{name}={getattr(self, name)} must be positive")
-        for name in ("rope_theta", "norm_eps", "init_std"):
-            if not 0 < getattr(self, name) < float("inf"):   # NaN fails too
-                raise ConfigError(f"model.{name}={getattr(self, name)} must be a positive finite number")
-        if self.n_heads % self.n_kv_heads:
-            raise ConfigError(
-                f"model.n_heads={self.n_heads} is not a multiple of model.n_kv_heads={self.n_kv_heads}; "
-                "choose n_kv_heads dividing n_heads")
-        if self.ffn_activation not in ("relu2", "silu"):
-            raise ConfigError(f"model.ffn_activation={self.ffn_activation!r}; use 'relu2' or 'silu'")
-        if self.quant not in ("ternary", "none"):
-            raise ConfigError(f"model.quant={self.quant!r}; use 'ternary' or 'none'")
-        widest = max(self.d_model, self.n_heads * self.head_dim, self.d_ff)
-        if self.int8_matmul and widest > MAX_EXACT_IN_FEATURES:
-            raise ConfigError(f"model.int8_matmul=True with a BitLinear input width {widest} > "
-                              f"{MAX_EXACT_IN_FEATURES} (int32 sums no longer exact in float32); "
-                              "set model.int8_matmul=false")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"model.dtype={self.dtype!r}; use one of {sorted(DTYPES)}")
-        if self.dtype == "float64" and not jax.config.jax_enable_x64:
-            raise ConfigError("model.dtype=float64 needs 64-bit JAX; run with JAX_ENABLE_X64=1")
-        check_impl(self.attention)
-        if self.head_dim % 2:
-            raise ConfigError(f"model.head_dim={self.head_dim} must be even for RoPE")
-
-    @classmethod
-    def tiny(cls, **kw) -> "ModelConfig":
-        """A few-million-parameter model for tests and CPU recipes. Widths are multiples of 256 (GGUF TQ types)."""
-        return cls(**kw)
-
-    @classmethod
-    def bitnet_125m(cls, **kw) -> "ModelConfig":
-        """GPT-2-small-sized student sharing SmolLM2's 49152-token vocabulary."""
-        return cls(**{**dict(vocab_size=49152, d_model=768, n_layers=12, n_heads=12, n_kv_heads=4,
-                             head_dim=64, d_ff=2048, ffn_activation="relu2", max_seq_len=2048), **kw})
-
-    @classmethod
-    def bitnet_700m(cls, **kw) -> "ModelConfig":
-        """The 700M shape of the BitNet b1.58 paper (1536 wide, 24 layers, 16 heads, FFN 4096)."""
-        return cls(**{**dict(vocab_size=49152, d_model=1536, n_layers=24, n_heads=16, n_kv_heads=4,
-                             head_dim=96, d_ff=4096, ffn_activation="relu2", max_seq_len=2048), **kw})
-
-    @classmethod
-    def bitnet_2b4t(cls, **kw) -> "ModelConfig":
-        """BitNet b1.58 2B4T exactly: 2560 wide, 30 layers, 20/5 heads of 128, FFN 6912, relu2, LLaMA-3 vocab."""
-        return cls(**{**dict(vocab_size=128256, d_model=2560, n_layers=30, n_heads=20, n_kv_heads=5,
-                             head_dim=128, d_ff=6912, ffn_activation="relu2", max_seq_len=4096,
-                             rope_theta=500_000.0), **kw})
-
-    @property
-    def compute_dtype(self):
-        return DTYPES[self.dtype]
-
-    @property
-    def param_dtype(self):
-        """Latent parameters: float32, as AdamW needs; float64 only for float64 numerics checks."""
-        return jnp.float64 if self.dtype == "float64" else jnp.float32
-
-
-# Fields that say how a step computes, not what the model is: checkpoints ignore them (a run may resume with
-# any changed) and an online teacher takes the student's.
-COMPUTE_FIELDS = ("remat", "int8_matmul", "attention", "scan_layers")
-
-# jax.checkpoint policy per `ModelConfig.remat` (None: no checkpoint at all).
-REMAT_POLICIES = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
-
-PRESETS = {
-    "tiny": ModelConfig.tiny,
-    "bitnet_125m": ModelConfig.bitnet_125m,
-    "bitnet_700m": ModelConfig.bitnet_700m,
-    "bitnet_2b4t": ModelConfig.bitnet_2b4t,
-}
 
 
 def rope(x_BLNH: Float[ArrayLike, "B L N H"], positions_BL: Int[ArrayLike, "B L"],
@@ -168,6 +43,14 @@ def rope(x_BLNH: Float[ArrayLike, "B L N H"], positions_BL: Int[ArrayLike, "B L"
     x1, x2 = x_BLNH[..., :half].astype(acc), x_BLNH[..., half:].astype(acc)
     out = jnp.concatenate([x1 * cos_BL1H - x2 * sin_BL1H, x2 * cos_BL1H + x1 * sin_BL1H], axis=-1)
     return out.astype(x_BLNH.dtype)
+
+
+class AttentionInputs(NamedTuple):
+    """One block's queries (B, L, N, H) and keys and values (B, L, K, H), as attention reads them (after RoPE)."""
+
+    q_BLNH: jax.Array
+    k_BLKH: jax.Array
+    v_BLKH: jax.Array
 
 
 class KVCache(NamedTuple):
@@ -196,19 +79,24 @@ class Attention(nnx.Module):
 
         Returns the output and the updated cache (None without one).
         """
-        cfg = self.cfg
         B, L, _ = x_BLD.shape
-        K, G, H = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads, cfg.head_dim
-        q_BLNH = rope(self.q_proj(x_BLD).reshape(B, L, K * G, H), positions_BL, cfg.rope_theta)
-        k_BMKH = rope(self.k_proj(x_BLD).reshape(B, L, K, H), positions_BL, cfg.rope_theta)
-        v_BMKH = self.v_proj(x_BLD).reshape(B, L, K, H)
+        q_BLNH, k_BMKH, v_BMKH = self.inputs(x_BLD, positions_BL)
         if kv_cache is not None:   # M becomes the cache length T; the new keys land at slots index..index+L-1
             at = (0, kv_cache.index, 0, 0)
             k_BMKH = jax.lax.dynamic_update_slice(kv_cache.k, k_BMKH.astype(kv_cache.k.dtype), at)
             v_BMKH = jax.lax.dynamic_update_slice(kv_cache.v, v_BMKH.astype(kv_cache.v.dtype), at)
             kv_cache = KVCache(k_BMKH, v_BMKH, kv_cache.index)
-        out_BLNH = attend(q_BLNH, k_BMKH, v_BMKH, mask, impl=cfg.attention)
-        return self.o_proj(_maybe(self.attn_sub_norm, out_BLNH.reshape(B, L, K * G * H))), kv_cache
+        out_BLNH = attend(q_BLNH, k_BMKH, v_BMKH, mask, impl=self.cfg.attention)
+        return self.o_proj(_maybe(self.attn_sub_norm, out_BLNH.reshape(B, L, -1))), kv_cache
+
+    def inputs(self, x_BLD, positions_BL) -> AttentionInputs:
+        """The queries, keys and values of the L positions (RoPE applied to queries and keys)."""
+        cfg = self.cfg
+        B, L, _ = x_BLD.shape
+        K, H = cfg.n_kv_heads, cfg.head_dim
+        return AttentionInputs(rope(self.q_proj(x_BLD).reshape(B, L, cfg.n_heads, H), positions_BL, cfg.rope_theta),
+                               rope(self.k_proj(x_BLD).reshape(B, L, K, H), positions_BL, cfg.rope_theta),
+                               self.v_proj(x_BLD).reshape(B, L, K, H))
 
 
 class MLP(nnx.Module):
@@ -229,11 +117,15 @@ class MLP(nnx.Module):
 
 
 class Block(nnx.Module):
-    def __init__(self, cfg: ModelConfig, linear_cls, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, linear_cls, *, rngs: nnx.Rngs, full_precision: bool = False):
         self.input_layernorm = _norm(cfg, cfg.d_model)
         self.self_attn = Attention(cfg, linear_cls, rngs=rngs)
         self.post_attention_layernorm = _norm(cfg, cfg.d_model)
         self.mlp = MLP(cfg, linear_cls, rngs=rngs)
+        if full_precision:   # a block of model.full_precision_layers: its BitLinears at strength 0
+            for _, module in nnx.iter_graph(self):
+                if isinstance(module, BitLinear):
+                    module.quant_strength[...] = jnp.zeros_like(module.quant_strength[...])
 
     def __call__(self, x_BLD, positions_BL, mask: AttentionMask, kv_cache: KVCache | None = None):
         attn_BLD, kv_cache = self.self_attn(self.input_layernorm(x_BLD), positions_BL, mask, kv_cache)
@@ -272,6 +164,20 @@ class Transformer(nnx.Module):
         positions_BL: Int[ArrayLike, "B L"] | None = None,
     ) -> Float[ArrayLike, "B L D"]:
         """The output of the final norm (compute dtype): what the LM head multiplies, see `head_matrix_VD`."""
+        return self.hidden_states_and_inputs(tokens_BL, segment_ids_BL, positions_BL)[0]
+
+    def hidden_states_and_inputs(
+        self,
+        tokens_BL: Int[ArrayLike, "B L"],
+        segment_ids_BL: Int[ArrayLike, "B L"] | None = None,
+        positions_BL: Int[ArrayLike, "B L"] | None = None,
+        layer: int | None = None,
+    ) -> tuple[Float[ArrayLike, "B L D"], AttentionInputs | None]:
+        """`hidden_states`, and with `layer` (negative: from the end) that block's attention inputs.
+
+        The scan carries the block's input out of the loop (a select per layer, no per-layer outputs); the
+        block's input norm and q/k/v projections then run once more on it, outside the scan.
+        """
         B, L = tokens_BL.shape
         if segment_ids_BL is None:
             segment_ids_BL = jnp.ones((B, L), jnp.int32)
@@ -280,17 +186,27 @@ class Transformer(nnx.Module):
         mask = AttentionMask(segment_ids_BL=segment_ids_BL)
         x_BLD = batch_sharded(self.embed_tokens(tokens_BL).astype(self.cfg.compute_dtype))
         graphdef, layers_state = nnx.split(self.layers)
+        index = None if layer is None else range(self.cfg.n_layers)[layer]
 
-        def body(x_BLD, layer_state):
+        def body(carry, xs):
             # positions and the mask are closed over: broadcast inputs, the same for every layer.
+            (x_BLD, kept_BLD), (i, layer_state) = carry, xs
+            if index is not None:
+                kept_BLD = jnp.where(i == index, x_BLD, kept_BLD)
             x_BLD, _ = nnx.merge(graphdef, layer_state)(x_BLD, positions_BL, mask)
-            return batch_sharded(x_BLD), None
+            return (batch_sharded(x_BLD), kept_BLD), None
 
         policy = REMAT_POLICIES[self.cfg.remat]
         if policy is not None:
             body = jax.checkpoint(body, policy=policy, prevent_cse=False)   # safe under scan (jax.checkpoint docs)
-        x_BLD, _ = jax.lax.scan(body, x_BLD, layers_state, unroll=not self.cfg.scan_layers)
-        return self.norm(x_BLD)
+        layer_ids = None if index is None else jnp.arange(self.cfg.n_layers)
+        kept_BLD = None if index is None else jnp.zeros_like(x_BLD)
+        (x_BLD, kept_BLD), _ = jax.lax.scan(body, (x_BLD, kept_BLD), (layer_ids, layers_state),
+                                            unroll=not self.cfg.scan_layers)
+        if index is None:
+            return self.norm(x_BLD), None
+        block = nnx.merge(graphdef, jax.tree.map(lambda a: a[index], layers_state))
+        return self.norm(x_BLD), block.self_attn.inputs(block.input_layernorm(kept_BLD), positions_BL)
 
     def head(self, x_BLD: Float[ArrayLike, "B L D"]) -> Float[ArrayLike, "B L V"]:
         """Final norm and the LM head (the embedding, unless the model has a separate one)."""
@@ -343,10 +259,24 @@ def stacked_blocks(cfg: ModelConfig, linear_cls, rngs: nnx.Rngs) -> Block:
     Each layer is initialised as its own Block, drawing from `rngs` in layer order, then the layers' variables
     are stacked; so every layer's random init is independent and the numbers match per-layer construction.
     """
-    blocks = [Block(cfg, linear_cls, rngs=rngs) for _ in range(cfg.n_layers)]
+    blocks = [Block(cfg, linear_cls, rngs=rngs, full_precision=i in cfg.full_precision_layers)
+              for i in range(cfg.n_layers)]
     graphdef, first = nnx.split(blocks[0])
     states = [first] + [nnx.split(block)[1] for block in blocks[1:]]
     return nnx.merge(graphdef, jax.tree.map(lambda *xs: jnp.stack(xs), *states))
+
+
+def quant_strengths(cfg: ModelConfig, quant_vars, lam: ArrayLike = 1.0):
+    """Values for a model's QuantStrength variables (abstract or not): the gradual-quantization `lam` in every
+    block, 0 in `cfg.full_precision_layers`. Everything that merges a model with a strength goes through here."""
+    keep_S = np.asarray([0.0 if i in cfg.full_precision_layers else 1.0 for i in range(cfg.n_layers)], np.float32)
+
+    def one(key_path, v):
+        if layer_stack.is_stacked(layer_stack.path_name(key_path)):   # (n_layers,): one strength per block
+            return jnp.asarray(lam, v.dtype) * jnp.asarray(keep_S, v.dtype)
+        return jnp.full(v.shape, lam, v.dtype)
+
+    return jax.tree_util.tree_map_with_path(one, quant_vars)
 
 
 def batch_sharded(x_B: jax.Array) -> jax.Array:

@@ -2,8 +2,9 @@
 
 Each row carries the index of its source (`source_id`). Per source s present in the batch:
   "ce", "sft"  L_s = mean next-token cross-entropy over the source's trained tokens (prompts are masked)
-  "kd"         L_s = w * KD_s + (1 - w) * CE_s, KD_s the mean divergence from the cached teacher top-k
-               (bitjax.losses), w = distill.kd_weight ramped over distill.kd_warmup_steps
+  "kd"         L_s = w * KD_s + (1 - w) * CE_s (+ distill.relation_weight * REL_s), KD_s the mean divergence
+               from the teacher's top-k (bitjax.losses), w = distill.kd_weight ramped over
+               distill.kd_warmup_steps; REL_s the mean attention-relation loss (bitjax.relation_loss), online only
   "redi"       L_s = mean over the source's pair rows of REDI (arXiv 2505.24850):
                -log p(y_w | x) / |y_w| + alpha * log p(y_l | x) / |y_l|, segment 1 = y_w, segment 2 = y_l
 and the batch loss is  sum_s loss_weight_s * (rows_s / B) * L_s.  With one "ce" source this is plain
@@ -47,6 +48,7 @@ class BatchView:
     onehot_BS: jax.Array        # row -> source
     distill: object             # the run's DistillConfig
     step: ArrayLike             # the train step (drives the KD weight ramp)
+    relation_BL: jax.Array | None = None   # attention-relation loss per token (online teacher, relation_weight > 0)
 
     @property
     def tokens_S(self) -> jax.Array:
@@ -74,7 +76,12 @@ def _distillation(v: BatchView, is_S) -> tuple[jax.Array, dict]:
     kd_S = v.token_mean_S(v.kd_BL)
     w = losses.kd_weight(v.step, d.kd_weight, d.kd_warmup_steps)
     loss_S = w * kd_S + (1.0 - w) * v.token_mean_S(-v.logp_BL)
-    return loss_S, {"kd": _weighted_mean(kd_S, is_S * v.tokens_S), "kd_weight": w}
+    metrics = {"kd": _weighted_mean(kd_S, is_S * v.tokens_S), "kd_weight": w}
+    if v.relation_BL is not None:
+        relation_S = v.token_mean_S(v.relation_BL)
+        loss_S = loss_S + d.relation_weight * relation_S
+        metrics["relation"] = _weighted_mean(relation_S, is_S * v.tokens_S)
+    return loss_S, metrics
 
 
 def _redi(v: BatchView, is_S) -> tuple[jax.Array, dict]:
@@ -160,16 +167,19 @@ def batch_loss_from_logits(logits_BLV: Float[ArrayLike, "B L V"], batch: dict, t
 
 
 def batch_loss(logp_BL: Float[ArrayLike, "B L"], kd_BL: Float[ArrayLike, "B L"] | None, batch: dict,
-               table: SourceObjectives, distill_cfg, step) -> tuple[jax.Array, dict[str, jax.Array]]:
+               table: SourceObjectives, distill_cfg, step, relation_BL: Float[ArrayLike, "B L"] | None = None
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The batch loss and its parts: `ce`, each objective's metrics (`kd`, `redi`, ...) and `loss/<source>`.
 
     `logp_BL`: log p(target) per token; `kd_BL`: the per-token KD divergence times T^2, present when the
     batch has teacher fields (bitjax.fused_head computes both without full logits). `distill_cfg`: the run's
-    DistillConfig. A part whose rows are absent from the batch is NaN (the trainer leaves it out of the
-    logs); the loss itself is always finite for finite inputs.
+    DistillConfig. `relation_BL`: the attention-relation loss per token (bitjax.relation_loss), when used.
+    A part whose rows are absent from the batch is NaN (the trainer leaves it out of the logs); the loss
+    itself is always finite for finite inputs.
     """
     view = BatchView(batch, logp_BL, kd_BL, jnp.asarray(batch["loss_mask"], jnp.float32),
-                     jax.nn.one_hot(batch["source_id"], len(table.names), dtype=jnp.float32), distill_cfg, step)
+                     jax.nn.one_hot(batch["source_id"], len(table.names), dtype=jnp.float32), distill_cfg, step,
+                     relation_BL)
     token_level_S = table.mask(lambda o: OBJECTIVES[o].token_level)
     metrics = {"ce": _weighted_mean(view.token_mean_S(-view.logp_BL), token_level_S * view.tokens_S)}
     loss_S = jnp.zeros(len(table.names), jnp.float32)

@@ -21,11 +21,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bitjax import relation_loss
 from bitjax import sharding as sharding_lib
 from bitjax.errors import ConfigError
 from bitjax.fused_head import chunk_length
 from bitjax.layers import QuantStrength
-from bitjax.model import ModelConfig, Transformer
+from bitjax.model import AttentionInputs, ModelConfig, Transformer, quant_strengths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +43,7 @@ class OnlineTeacher:
         return nnx.merge(self.graphdef, params, self.quant_vars)
 
 
-def load(spec: str, student: ModelConfig, mesh) -> OnlineTeacher:
+def load(spec: str, student: ModelConfig, mesh, student_relation: tuple[int, int] | None = None) -> OnlineTeacher:
     """Import the teacher named by `spec` in full precision and place it on `mesh` (one-line errors)."""
     scheme, _, where = spec.partition(":")
     if scheme == "bitjax":
@@ -66,15 +67,26 @@ def load(spec: str, student: ModelConfig, mesh) -> OnlineTeacher:
         raise ConfigError(f"distill.teacher={spec}: the teacher has a vocabulary of {config.vocab_size} tokens, the "
                           f"student {student.vocab_size}; KD compares distributions over one vocabulary, so use "
                           "the teacher's tokenizer (data.tokenizer) and its vocabulary size for the student")
+    if student_relation is not None:   # (distill.relation_layer, distill.relation_heads) of a relation loss
+        relation_loss.check_model(config, *student_relation, f"teacher {spec}")
     # The teacher computes like the student (dtype, attention kernel, remat); its weights stay as imported
     # (a full-precision teacher has no int8 matmul to take).
     config = dataclasses.replace(config, dtype=student.dtype, remat=student.remat, attention=student.attention)
     graphdef, _, quant_vars = nnx.split(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))),
                                         nnx.Param, QuantStrength)
-    quant_vars = jax.tree.map(lambda v: jnp.ones(v.shape, v.dtype), quant_vars)
+    quant_vars = quant_strengths(config, quant_vars)
     shardings = sharding_lib.tree_shardings(params, mesh)
     params = jax.tree.map(lambda x, s: jax.device_put(jnp.asarray(x, config.param_dtype), s), params, shardings)
     return OnlineTeacher(spec, config, graphdef, params, quant_vars)
+
+
+def forward(model: Transformer, batch: dict, k: int, *, loss_chunk: int, relation_layer: int | None = None
+            ) -> tuple[dict[str, jax.Array], AttentionInputs | None]:
+    """The teacher's one forward pass in the step: its top-k fields (`topk_fields`), and with `relation_layer`
+    that block's queries, keys and values (the attention-relation loss's teacher side). No gradient."""
+    x_BLD, inputs = jax.lax.stop_gradient(model.hidden_states_and_inputs(
+        batch["inputs"], batch["segment_ids"], batch["positions"], relation_layer))
+    return _topk(x_BLD, jax.lax.stop_gradient(model.head_matrix_VD()), k, loss_chunk), inputs
 
 
 def topk_fields(model: Transformer, batch: dict, k: int, *, loss_chunk: int) -> dict[str, jax.Array]:
@@ -83,8 +95,11 @@ def topk_fields(model: Transformer, batch: dict, k: int, *, loss_chunk: int) -> 
     teacher_ids (B, L, K) int32, teacher_logprobs (B, L, K) float32, teacher_tail (B, L) float32: the log of
     the mass outside the top k (-inf when the top k hold everything).
     """
-    x_BLD = jax.lax.stop_gradient(model.hidden_states(batch["inputs"], batch["segment_ids"], batch["positions"]))
-    head_VD = jax.lax.stop_gradient(model.head_matrix_VD())
+    return forward(model, batch, k, loss_chunk=loss_chunk)[0]
+
+
+def _topk(x_BLD, head_VD, k: int, loss_chunk: int) -> dict[str, jax.Array]:
+    """The top-k fields from the final hidden states and the head, block by block over the sequence."""
     B, L, _ = x_BLD.shape
     C = chunk_length(L, loss_chunk)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -25,7 +24,7 @@ from safetensors import safe_open
 from bitjax import layer_stack
 from bitjax.errors import ConfigError
 from bitjax.layers import QuantStrength
-from bitjax.model import ModelConfig, Transformer
+from bitjax.model import ModelConfig, Transformer, quant_strengths
 
 ARCHITECTURES = {   # model_type -> the ModelConfig fields that architecture fixes
     "llama": dict(sub_norms=False, ffn_activation="silu"),
@@ -120,8 +119,7 @@ def fill_params(cfg: ModelConfig, tensors: dict[str, np.ndarray], where: str) ->
 def merged_model(cfg: ModelConfig, params: nnx.State) -> Transformer:
     """A callable Transformer of `cfg` holding `params`."""
     graphdef, _, quant_vars = _abstract_params(cfg)
-    quant_vars = jax.tree.map(lambda v: jnp.ones(v.shape, v.dtype), quant_vars)
-    return nnx.merge(graphdef, params, quant_vars)
+    return nnx.merge(graphdef, params, quant_strengths(cfg, quant_vars))
 
 
 def load_hf(model_dir: str | Path, cfg: ModelConfig | None = None) -> tuple[ModelConfig, nnx.State]:

@@ -23,7 +23,6 @@ import functools
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
@@ -35,7 +34,7 @@ from bitjax.config import MeshConfig, TrainConfig
 from bitjax.config_io import from_dict
 from bitjax.errors import ConfigError
 from bitjax.layers import QuantStrength
-from bitjax.model import Transformer
+from bitjax.model import Transformer, quant_strengths
 from bitjax.paths import absolute, local_copy, user_path
 
 
@@ -124,7 +123,7 @@ class Run:
         abstract = nnx.eval_shape(lambda: Transformer(self.config.model, rngs=nnx.Rngs(0)))
         self.graphdef, abstract_params, quant_vars = nnx.split(abstract, nnx.Param, QuantStrength)
         self._abstract_params = abstract_params
-        self._quant_vars = jax.tree.map(lambda v: jnp.ones(v.shape, v.dtype), quant_vars)
+        self._quant_vars = quant_vars
 
     @property
     def name(self) -> str:
@@ -147,7 +146,7 @@ class Run:
         if cfg != self.config.model:
             graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))), nnx.Param,
                                  QuantStrength)[0]
-        quant_vars = jax.tree.map(lambda v: jnp.full_like(v, lam), self._quant_vars)
+        quant_vars = quant_strengths(cfg, self._quant_vars, lam)
         return lambda params: nnx.merge(graphdef, params, quant_vars)
 
     def model(self, *, quantize_activations: bool = True, lam: float = 1.0) -> Transformer:

@@ -28,13 +28,13 @@ from tqdm import tqdm
 
 from bitjax import checkpoint as ckpt_lib
 from bitjax import data as data_lib
-from bitjax import fused_head, layer_stack, losses, objective, quant, workdir_lock
+from bitjax import fused_head, layer_stack, losses, objective, quant, relation_loss, workdir_lock
 from bitjax import sharding as sharding_lib
 from bitjax.config import TrainConfig
 from bitjax.data import coverage, schema
 from bitjax.errors import ConfigError, TrainingError
 from bitjax.layers import QuantStrength, ternarize_once
-from bitjax.model import Transformer, count_params
+from bitjax.model import Transformer, count_params, quant_strengths
 from bitjax.optim import current_hyperparams, make_optimizer
 from bitjax.paths import cache_dir, check_checkpoint_store, user_path, write_atomic
 from bitjax.run import RunPaths
@@ -66,14 +66,16 @@ class Trainer:
         `load_teacher`: with distill.online, import the teacher and place it on the mesh (training does)."""
         abstract_model = nnx.eval_shape(lambda: Transformer(cfg.model, rngs=nnx.Rngs(cfg.seed)))
         graphdef, _, quant_vars = nnx.split(abstract_model, nnx.Param, QuantStrength)
-        quant_vars = jax.tree.map(lambda v: jnp.ones(v.shape, v.dtype), quant_vars)
+        quant_vars = quant_strengths(cfg.model, quant_vars)
         mesh = sharding_lib.make_mesh(cfg.mesh, devices)
         sharding_lib.check_batch(cfg.data.batch_size, mesh)
         teacher = None
         if load_teacher and cfg.distill.online:
             from bitjax import online_teacher
 
-            teacher = online_teacher.load(cfg.distill.teacher, cfg.model, mesh)
+            d = cfg.distill
+            relation = (d.relation_layer, d.relation_heads) if d.relation_weight > 0 else None
+            teacher = online_teacher.load(d.teacher, cfg.model, mesh, student_relation=relation)
         return cls(cfg, graphdef, quant_vars, make_optimizer(cfg.optim, cfg.steps), mesh,
                    objective.SourceObjectives.from_config(cfg), teacher)
 
@@ -116,8 +118,7 @@ class Trainer:
         return schema.batch_fields(self.cfg.data.batch_size, self.cfg.data.seq_len, k, self.cfg.model.vocab_size)
 
     def model(self, params: nnx.State, lam: jax.Array | float = 1.0) -> Transformer:
-        quant_vars = jax.tree.map(lambda v: jnp.full_like(v, lam), self.quant_vars)
-        model = nnx.merge(self.graphdef, params, quant_vars)
+        model = nnx.merge(self.graphdef, params, quant_strengths(self.cfg.model, self.quant_vars, lam))
         ternarize_once(model)   # int8 BitLinears: every kernel's codes and scale once per step, ahead of remat
         return model
 
@@ -130,17 +131,30 @@ class Trainer:
     def loss(self, params: nnx.State, batch: dict, lam, step, teacher_params=None) -> tuple[jax.Array, dict]:
         """Every row's loss by its source's objective (CE, KD against the cache, SFT, REDI); see bitjax.objective.
 
-        With an online teacher its top-k fields are computed here, as a cache would hold them."""
+        With an online teacher its top-k fields are computed here, as a cache would hold them, and with
+        distill.relation_weight > 0 both models' q/k/v of one block give the attention-relation loss."""
+        d = self.cfg.distill
+        # the relation loss needs the teacher's q/k/v of this batch: only a loaded online teacher has them (a
+        # trainer built without it, as fit-check's, compiles the step a cache would feed)
+        layer = d.relation_layer if d.relation_weight > 0 and self.teacher is not None else None
         with self.mesh_context():
+            teacher_inputs = None
             if self.teacher is not None:
                 from bitjax import online_teacher
 
-                batch = {**batch, **online_teacher.topk_fields(self.teacher.model(teacher_params), batch,
-                                                               self.cfg.distill.k, loss_chunk=self.cfg.loss_chunk)}
-            distill = self.cfg.distill if self.objectives.needs_teacher() else None
-            logp_BL, kd_BL = fused_head.model_token_quantities(self.model(params, lam), batch, distill,
-                                                              loss_chunk=self.cfg.loss_chunk, mesh=self.mesh)
-        return objective.batch_loss(logp_BL, kd_BL, batch, self.objectives, self.cfg.distill, step)
+                fields, teacher_inputs = online_teacher.forward(self.teacher.model(teacher_params), batch, d.k,
+                                                                loss_chunk=self.cfg.loss_chunk, relation_layer=layer)
+                batch = {**batch, **fields}
+            model = self.model(params, lam)
+            x_BLD, student_inputs = model.hidden_states_and_inputs(batch["inputs"], batch["segment_ids"],
+                                                                   batch["positions"], layer)
+            distill = d if self.objectives.needs_teacher() else None
+            logp_BL, kd_BL = fused_head.token_quantities(
+                x_BLD, model.head_matrix_VD(), batch["targets"], fused_head.teacher_fields(batch, distill), distill,
+                loss_chunk=self.cfg.loss_chunk, mesh=self.mesh)
+            relation_BL = None if layer is None else relation_loss.relation_kl_per_token(
+                student_inputs, teacher_inputs, batch["segment_ids"], d.relation_heads)
+        return objective.batch_loss(logp_BL, kd_BL, batch, self.objectives, d, step, relation_BL)
 
     def train_step(self, state: TrainState, batch: dict, teacher_params=None) -> tuple[TrainState, dict]:
         lam = quant.lambda_schedule(state.step, self.cfg.quant_warmup_steps)

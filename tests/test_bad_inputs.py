@@ -91,6 +91,55 @@ def write_tokens(directory: Path, tokens: np.ndarray, offsets: np.ndarray, token
     return directory
 
 
+def llama_hf_dir(directory: Path, vocab: int = 2048, **config) -> Path:
+    """A one-layer Hugging Face Llama directory (config.json + model.safetensors, zero weights) whose tensors have
+    the shapes of `vocab` and the default widths; `config` overrides config.json's fields only."""
+    from safetensors.numpy import save_file
+
+    d, f = 64, 96
+    shapes = {"model.embed_tokens.weight": (vocab, d), "model.norm.weight": (d,), "lm_head.weight": (vocab, d)}
+    for name, shape in {"input_layernorm": (d,), "post_attention_layernorm": (d,), "self_attn.q_proj": (d, d),
+                        "self_attn.k_proj": (d // 2, d), "self_attn.v_proj": (d // 2, d),
+                        "self_attn.o_proj": (d, d), "mlp.gate_proj": (f, d), "mlp.up_proj": (f, d),
+                        "mlp.down_proj": (d, f)}.items():
+        shapes[f"model.layers.0.{name}.weight"] = shape
+    directory.mkdir(parents=True)
+    save_file({name: np.zeros(shape, np.float32) for name, shape in shapes.items()},
+              str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(json.dumps({
+        "model_type": "llama", "vocab_size": vocab, "hidden_size": d, "intermediate_size": f,
+        "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": False, **config}))
+    return directory
+
+
+def llama_gguf(path: Path, arch: str = "llama", weight_type=None) -> Path:
+    """A one-layer GGUF of `arch` whose attn_q weight is stored as `weight_type` (raw zero bytes) when given."""
+    import gguf
+
+    d, f, vocab = 256, 512, 2048
+    writer = gguf.GGUFWriter(str(path), arch)
+    for key, value in {"embedding_length": d, "block_count": 1, "feed_forward_length": f,
+                       "attention.head_count": 4, "attention.head_count_kv": 2, "context_length": 256}.items():
+        writer.add_uint32(f"{arch}.{key}", value)
+    writer.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)
+    tensors = {"token_embd.weight": (vocab, d), "output_norm.weight": (d,), "blk.0.attn_norm.weight": (d,),
+               "blk.0.ffn_norm.weight": (d,), "blk.0.attn_q.weight": (d, d), "blk.0.attn_k.weight": (d // 2, d),
+               "blk.0.attn_v.weight": (d // 2, d), "blk.0.attn_output.weight": (d, d),
+               "blk.0.ffn_gate.weight": (f, d), "blk.0.ffn_up.weight": (f, d), "blk.0.ffn_down.weight": (d, f)}
+    for name, shape in tensors.items():
+        if name == "blk.0.attn_q.weight" and weight_type is not None:
+            block, size = gguf.GGML_QUANT_SIZES[weight_type]
+            writer.add_tensor(name, np.zeros((shape[0], shape[1] // block * size), np.uint8), raw_dtype=weight_type)
+        else:
+            writer.add_tensor(name, np.zeros(shape, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A run directory trained for two steps (one subprocess, the same command a user types)."""
@@ -291,6 +340,28 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str, list[Path]]]
         add(f"export-config-{name}", ["export", broken, tmp / f"out-{name}.gguf", "--format", "gguf"],
             "config.json", [broken / "config.json", run])
     add("export-of-missing-run", ["export", tmp / "no-run", outside, "--format", "gguf"], "no-run")
+
+    # ----- pretrained models: init_from (the student's first parameters) and the online teacher
+    import gguf
+
+    pre = tmp / "pretrained"
+    gpt2 = llama_hf_dir(pre / "hf-gpt2", model_type="gpt2")
+    shapes = llama_hf_dir(pre / "hf-shapes", intermediate_size=80)
+    vocab = llama_hf_dir(pre / "hf-vocab-128", vocab=128)
+    q8_k = llama_gguf(pre / "q8_k.gguf", weight_type=gguf.GGMLQuantizationType.Q8_K)   # llama.cpp's activation type
+    for case, spec, needle, guarded in [
+            ("init-from-hf-architecture", f"hf:{gpt2}", ("config.json", "model_type 'gpt2' is not supported"), gpt2),
+            ("init-from-hf-shapes", f"hf:{shapes}", ("hf-shapes", "down_proj.weight has shape (64, 96), config.json "
+                                                    "implies (64, 80)"), shapes),
+            ("init-from-hf-vocabulary", f"hf:{vocab}", ("vocabulary of 128 tokens, the student 2048",), vocab),
+            ("init-from-gguf-architecture", f"gguf:{llama_gguf(pre / 'gpt2.gguf', arch='gpt2')}",
+             ("gpt2.gguf", "architecture 'gpt2' is not supported"), pre / "gpt2.gguf"),
+            ("init-from-gguf-tensor-type", f"gguf:{q8_k}", ("q8_k.gguf", "blk.0.attn_q.weight has type Q8_K"), q8_k)]:
+        add(case, ["train", TINY, "--workdir", tmp / "w-init", "--set", f"init_from={spec}", *SMALL], needle,
+            [guarded])
+    add("online-teacher-vocabulary", ["train", TINY, "--workdir", tmp / "w-teacher", "--set",
+                                      f"distill.teacher=hf:{vocab}", "--set", "distill.online=true", *SMALL],
+        ("teacher has a vocabulary of 128 tokens, the student 2048",), [vocab])
 
     # ----- traces and rephrase outputs that are someone else's file
     foreign = tmp / "notes.txt"

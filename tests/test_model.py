@@ -1,5 +1,6 @@
 import dataclasses
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from bitjax.errors import ConfigError
 from bitjax.layers import BitLinear, Linear
 from bitjax.model import ModelConfig, Transformer, count_params
 
@@ -99,3 +101,41 @@ def test_every_projection_is_bitlinear_and_embedding_is_not(model):
 def test_invalid_config_is_rejected():
     with pytest.raises(ValueError, match="n_kv_heads"):
         ModelConfig.tiny(n_heads=4, n_kv_heads=3)
+
+
+def test_full_precision_layers_compute_the_unquantized_block():
+    """Every block in model.full_precision_layers: the ternary model equals the full-precision one exactly (weights
+    and activations unquantized); one block of two: it differs from both, and the trainer's gradual lambda
+    leaves that block at 0."""
+    from bitjax.config_io import apply_overrides, load_recipe
+    from bitjax.layers import QuantStrength
+    from bitjax.model import quant_strengths
+
+    cfg = dataclasses.replace(CFG, int8_matmul=False)
+    tokens = jax.random.randint(jax.random.key(3), (2, 12), 0, CFG.vocab_size)
+    params = nnx.state(Transformer(cfg, rngs=nnx.Rngs(0)), nnx.Param)
+
+    def logits(**kw):
+        graphdef, _, quant = nnx.split(Transformer(dataclasses.replace(cfg, **kw), rngs=nnx.Rngs(0)), nnx.Param,
+                                       QuantStrength)
+        return np.asarray(nnx.merge(graphdef, params, quant)(tokens))
+
+    full = logits(quant="none")
+    np.testing.assert_array_equal(logits(full_precision_layers=(0, 1)), full)
+    first_only, ternary = logits(full_precision_layers=(0,)), logits()
+    assert not np.allclose(first_only, full, atol=1e-3) and not np.allclose(first_only, ternary, atol=1e-3)
+    _, _, quant = nnx.split(Transformer(dataclasses.replace(cfg, full_precision_layers=(1,)), rngs=nnx.Rngs(0)),
+                            nnx.Param, QuantStrength)
+    strengths = quant_strengths(dataclasses.replace(cfg, full_precision_layers=(1,)), quant, 0.25)
+    assert {tuple(np.asarray(v).tolist()) for v in jax.tree.leaves(strengths)} == {(0.25, 0.0)}
+    tiny = Path(__file__).resolve().parents[1] / "recipes" / "tiny.py"
+    set_ = apply_overrides(load_recipe(tiny), ["model.int8_matmul=false", "model.full_precision_layers=0,3"])
+    assert set_.model.full_precision_layers == (0, 3)
+
+
+def test_full_precision_layers_are_checked_in_one_line():
+    with pytest.raises(ConfigError, match=r"full_precision_layers=\(0, 2\): give distinct block indices in 0..1"):
+        ModelConfig.tiny(n_layers=2, int8_matmul=False, full_precision_layers=(0, 2))
+    with pytest.raises(ConfigError, match=r"full_precision_layers=\(0,\) with model.int8_matmul=True: .* set "
+                                          "model.int8_matmul=false"):
+        ModelConfig.tiny(n_layers=2, int8_matmul=True, full_precision_layers=(0,))

@@ -2,6 +2,7 @@
 cache would hold, and the same loss as the cached path."""
 
 import dataclasses
+import json
 from pathlib import Path
 
 import jax
@@ -102,3 +103,65 @@ def test_a_teacher_with_another_vocabulary_is_one_line(teacher_run):
 def test_online_without_a_teacher_is_one_line():
     with pytest.raises(ConfigError, match="distill.online=true needs a teacher"):
         apply_overrides(load_recipe(TINY), ["distill.online=true"])
+
+
+def _relation_student(teacher_run, *extra):
+    return apply_overrides(_student(teacher_run, *extra), ["distill.relation_weight=0.5", "distill.relation_heads=4"])
+
+
+def test_relation_loss_is_zero_for_the_teacher_itself_and_adds_its_weight(teacher_run):
+    """A student holding the teacher's own parameters (full precision) has relation 0 (and KD 0); a ternary
+    student has a positive relation loss, and the batch loss grows by exactly relation_weight times it."""
+    cfg = _relation_student(teacher_run, "model.quant=none")
+    trainer = Trainer.create(cfg, load_teacher=True)
+    batch = _batch(cfg, seed=2)
+    loss_fn = jax.jit(trainer.loss)
+    _, parts = loss_fn(trainer.teacher.params, batch, 1.0, 100, trainer.teacher.params)
+    assert abs(float(parts["relation"])) < 1e-6 and abs(float(parts["kd"])) < 1e-5
+
+    ternary = Trainer.create(_relation_student(teacher_run), load_teacher=True)
+    params = ternary.init_state().params
+    loss, parts = jax.jit(ternary.loss)(params, batch, 1.0, 100, ternary.teacher.params)
+    off = Trainer.create(_student(teacher_run), load_teacher=True)
+    loss_off, parts_off = jax.jit(off.loss)(params, batch, 1.0, 100, off.teacher.params)
+    assert float(parts["relation"]) > 1e-3 and "relation" not in parts_off
+    # one "kd" source holds every row, loss weight 1: the relation term enters the loss once, times its weight
+    np.testing.assert_allclose(float(loss) - float(loss_off), 0.5 * float(parts["relation"]), rtol=1e-4)
+
+
+def _tensorboard_tags(tb_dir: Path) -> set[str]:
+    """Scalar tags of tensorboardX event files (TFRecord framing: length, crc, Event proto, crc)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    tags = set()
+    for path in tb_dir.iterdir():
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):
+            n = int.from_bytes(data[at:at + 8], "little")
+            event = Event.FromString(data[at + 12:at + 12 + n])
+            tags |= {v.tag for v in event.summary.value}
+            at += 12 + n + 4
+    return tags
+
+
+def test_training_with_the_relation_loss_logs_it(teacher_run, tmp_path):
+    cfg = _relation_student(teacher_run, "steps=2", "model.int8_matmul=false", "model.full_precision_layers=0")
+    train(cfg, tmp_path / "student", progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
+    assert all(line["relation"] > 0 for line in lines if "loss" in line)
+    assert "train/relation" in _tensorboard_tags(tmp_path / "student" / "tb")
+
+
+def test_relation_loss_settings_are_checked_in_one_line(teacher_run):
+    with pytest.raises(ConfigError, match="relation_weight=0.5 needs the teacher's attention in the same step: "
+                                          "set distill.online=true") as e:
+        apply_overrides(load_recipe(TINY), ["distill.relation_weight=0.5"])
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="no data source has objective \"kd\""):
+        apply_overrides(load_recipe(TINY), [f"distill.teacher=bitjax:{teacher_run}", "distill.online=true",
+                                            "distill.relation_weight=0.5"])
+    with pytest.raises(ConfigError, match="relation_heads=5 does not divide the student's query width"):
+        apply_overrides(_student(teacher_run), ["distill.relation_weight=0.5", "distill.relation_heads=5"])
+    with pytest.raises(ConfigError, match=r"relation_layer=7 is outside the student's 2 layers"):
+        apply_overrides(_student(teacher_run), ["distill.relation_weight=0.5", "distill.relation_layer=7"])

@@ -97,12 +97,32 @@ def _perplexity(logits_LV, ids_L) -> float:
     return float(np.exp(-np.mean(logp[np.arange(len(ids_L) - 1), ids_L[1:]])))
 
 
-def test_embedded_smollm2_gguf_imports_and_agrees_with_llama_cpp():
-    """The Q4_1/Q8_0 SmolLM2-135M GGUF, dequantized into bitjax, against llama.cpp on 256 tokens of real text.
+def _dequantized_copy(src, dst) -> None:
+    """The GGUF `src` with every tensor dequantized to F32 by the gguf library: same names, stored layout (llama's
+    permuted q/k included) and metadata, so llama.cpp computes the same network in float."""
+    import gguf
 
-    llama.cpp quantizes activations to 8 bits inside its Q4_1 matmuls, so near-ties may flip: every top-1
-    disagreement must be one (teacher margin under 0.25 nats), and perplexity must agree within 1%.
-    """
+    reader = gguf.GGUFReader(str(src))
+    writer = gguf.GGUFWriter(str(dst), reader.get_field("general.architecture").contents())
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "general.file_type",
+                                                             "general.quantization_version"):
+            continue
+        sub_type = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), field.types[0], sub_type=sub_type)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    for t in reader.tensors:
+        writer.add_tensor(t.name, np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def smollm2_logits(tmp_path_factory):
+    """256 held-out Shakespeare ids and the logits of bitjax's import of the embedded SmolLM2 GGUF (Q4_1 weights,
+    Q8_0 embedding, dequantized), of llama.cpp on the same file, and of llama.cpp on its F32 dequantized copy."""
     pytest.importorskip("llama_cpp")
     from bitjax.paths import embedded_gguf
     from bitjax.pretrained_gguf import gguf_model, gguf_model_config
@@ -112,11 +132,32 @@ def test_embedded_smollm2_gguf_imports_and_agrees_with_llama_cpp():
     assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.sub_norms) == (30, 576, 9, 3, False)
     ids = _heldout_ids(256)
     ours = np.asarray(gguf_model(embedded_gguf())(ids[None]))[0]
-    theirs = GGUFTeacher("smollm2").logits(ids[None])[0]
-    top2 = np.sort(theirs, axis=-1)[:, -2:]
-    disagree = ours.argmax(-1) != theirs.argmax(-1)
-    assert disagree.mean() <= 0.10 and np.all(top2[disagree, 1] - top2[disagree, 0] < 0.25)
-    assert abs(_perplexity(ours, ids) / _perplexity(theirs, ids) - 1) < 0.01
+    f32 = tmp_path_factory.mktemp("smollm2") / "smollm2-f32.gguf"
+    _dequantized_copy(embedded_gguf(), f32)
+    return ids, ours, GGUFTeacher(embedded_gguf()).logits(ids[None])[0], GGUFTeacher(f32).logits(ids[None])[0]
+
+
+def _top1(a_LV, b_LV) -> float:
+    return float(np.mean(a_LV.argmax(-1) == b_LV.argmax(-1)))
+
+
+def test_embedded_smollm2_import_equals_llama_cpp_on_the_same_dequantized_weights(smollm2_logits):
+    """llama.cpp on an F32 copy of the dequantized weights computes in float like bitjax: the comparison of the
+    import itself, with nothing left to the CPU's kernels (measured: 256/256 top-1, perplexity 82.629 vs 82.633)."""
+    ids, ours, _, f32 = smollm2_logits
+    print(f"\nbitjax vs llama.cpp F32 copy: top-1 {_top1(ours, f32):.2%}, perplexity {_perplexity(ours, ids):.3f} vs "
+          f"{_perplexity(f32, ids):.3f}, max |dlogit| {np.abs(ours - f32).max():.2e}")
+    assert _top1(ours, f32) >= 0.99
+    assert abs(_perplexity(ours, ids) / _perplexity(f32, ids) - 1) < 0.01
+
+
+def test_embedded_smollm2_import_and_llama_cpp_on_the_q4_1_file_agree_in_perplexity(smollm2_logits):
+    """On the Q4_1 file llama.cpp quantizes the activations to 8 bits inside its matmuls, so its near-ties flip
+    by the CPU's kernels: only the perplexity is held (within 1%); the top-1 rate is printed."""
+    ids, ours, q4_1, _ = smollm2_logits
+    print(f"\nbitjax vs llama.cpp Q4_1: top-1 {_top1(ours, q4_1):.2%}, perplexity {_perplexity(ours, ids):.3f} vs "
+          f"{_perplexity(q4_1, ids):.3f}")
+    assert abs(_perplexity(ours, ids) / _perplexity(q4_1, ids) - 1) < 0.01
 
 
 def test_an_exported_bitjax_gguf_imports_back_to_the_same_network(trained_run, tmp_path):
@@ -201,8 +242,9 @@ def test_init_from_refuses_another_vocabulary_or_shape_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_smollm2_ternary_recipe_converts_and_distils(tmp_path):
-    """The recipe end to end at a few steps: cache the teacher, start from the dequantized GGUF, ramp lambda."""
+def test_smollm2_ternary_recipe_converts_distils_exports_and_runs(tmp_path, capsys):
+    """The recipe end to end at a few steps: cache the teacher, start from the dequantized GGUF, ramp lambda; then
+    export TQ2_0 (SmolLM2's widths zero-padded to multiples of 256) and run it in llama.cpp."""
     pytest.importorskip("llama_cpp")
     from pathlib import Path
 
@@ -217,3 +259,44 @@ def test_smollm2_ternary_recipe_converts_and_distils(tmp_path):
                  "--set", "eval_batches=1", "--set", "quant_warmup_steps=2"]) == 0
     steps, lambdas = loss_series(read_history(tmp_path / "run" / "metrics.jsonl"), "quant_lambda")
     assert steps == [1, 2, 3] and lambdas == [0.0, 0.5, 1.0]
+
+    from bitjax.export.runtime_report import format_agreement
+
+    gguf = tmp_path / "student-tq2_0.gguf"
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "run"), str(gguf), "--format", "gguf", "--type", "tq2_0",
+                 "--embedding-type", "f16"]) == 0
+    assert "zero-padded (d_model 576 -> 768, d_ff 1536 -> 2048, heads 9/3 -> 12/4" in capsys.readouterr().err
+    assert main(["generate", str(gguf), "--prompt", "ROMEO:", "--max-new-tokens", "8", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.strip()
+    # The padding is exact on this student: llama.cpp's float path on the padded network computes bitjax's
+    # unpadded A16 forward (measured: every argmax, perplexity 0.02% apart, as the unpadded F32 file).
+    from bitjax.export import gguf_writer, llama_check
+    from bitjax.export import reference as ref
+    from bitjax.export.model_source import TernaryModel
+    from bitjax.export.padding import pad_model, padded_shape
+    from bitjax.run import Run
+
+    run = Run(tmp_path / "run")
+    tokens = ref.heldout_tokens(run, 128)
+    model = TernaryModel.from_run(run)
+    gguf_writer.write_gguf(pad_model(model, padded_shape(model.config)), tmp_path / "padded-f32.gguf", "f32")
+
+    def llama_cpp(path):
+        llm = llama_check.open_model(path, n_ctx=len(tokens) + 8)
+        try:
+            return llama_check.llama_logits(llm, tokens)
+        finally:
+            llm.close()
+
+    a16, a8 = (ref.bitjax_logits(run, tokens, quantize_activations=q) for q in (False, True))
+    padded_f32 = ref.agreement(a16, llama_cpp(tmp_path / "padded-f32.gguf"), tokens)
+    # Printed, not held: three steps with lambda ramped to 1 leave a student whose predictions hang on how its
+    # activations are rounded (bitjax's own A8 and A16 forwards agree at about two thirds of the positions), and
+    # llama.cpp's TQ2_0 rounds them in 8-bit blocks of 256, finer than bitjax's per-token int8.
+    with capsys.disabled():
+        print("\n" + "\n".join(format_agreement(label, figures) for label, figures in (
+            ("llama.cpp padded F32 vs bitjax A16", padded_f32),
+            ("llama.cpp padded TQ2_0 vs bitjax A8", ref.agreement(a8, llama_cpp(gguf), tokens)),
+            ("bitjax A8 vs bitjax A16", ref.agreement(a16, a8, tokens)))))
+    assert padded_f32["argmax_agreement"] == 1.0 and padded_f32["ppl_rel_diff"] <= 1e-3

@@ -54,6 +54,12 @@ def test_distill_results_benchmark_runs(tmp_path):
     assert "| (c) |" in out and "| (d) |" in out
 
 
+def test_pretrained_init_benchmark_runs():
+    pytest.importorskip("transformers")
+    out = _run("-m", "benchmarks.pretrained_init", "--smoke")
+    assert "| teacher (full precision) |" in out and "| (c) converted + KD + relation |" in out
+
+
 def test_export_scripts_run(trained_run, tmp_path):
     pytest.importorskip("llama_cpp")
     pytest.importorskip("transformers")

@@ -8,6 +8,8 @@ Tensors (row-major (out, in) here; GGUF lists dimensions innermost first):
                               ternary codes in {-1, 0, 1}, stored as the chosen type; for TQ2_0/TQ1_0 every
                               block scale `d` is 1 (or 0 for an all-zero block), so codes are exact
   blk.N.<same>.scale          (1,) F32: the exact absmean scale; llama.cpp multiplies the matmul by it
+  the same linears of a block in `model.full_precision_layers`: the latent weights as F16 (F32 for --type f32),
+                              no scale; llama.cpp then multiplies unquantized activations, as bitjax does there
 The tensors are streamed (`add_tensor_info`, then `write_tensor_data`), so a 2B model never sits in memory
 twice, and the file is written under a temporary name, read back, checked, then renamed.
 """
@@ -15,6 +17,7 @@ twice, and the file is written under a temporary name, read back, checked, then 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +25,7 @@ import gguf
 import numpy as np
 from tqdm import tqdm
 
-from bitjax.export import checks
+from bitjax.export import checks, padding
 from bitjax.export import embedding_quant as emb_quant
 from bitjax.export.common import ExportError, atomic_file
 from bitjax.export.gguf_tokenizer import GGUFVocab, add_tokenizer, read_vocab
@@ -112,14 +115,19 @@ def plan_tensors(model: TernaryModel, gguf_type: str, embedding_type: str | None
                 plan.append(PlannedTensor(f"{gguf_name(path)}.scale", (1,), np.float32, None,
                                           lambda s=tensor.scale: np.asarray([s], np.float32)))
             else:
-                plan.append(_dense_plan(model, path))
+                plan.append(_dense_plan(model, path, full_precision_dtype(gguf_type, path, model)))
     return plan
 
 
-def _dense_plan(model: TernaryModel, path: str) -> PlannedTensor:
+def full_precision_dtype(gguf_type: str, path: str, model: TernaryModel) -> type:
+    """A dense tensor's numpy type in the file: F16 for a full-precision block's linears (F32 with --type f32),
+    F32 for the norms."""
+    return np.float16 if path in model.full_precision and gguf_type != "f32" else np.float32
+
+
+def _dense_plan(model: TernaryModel, path: str, np_dtype: type = np.float32) -> PlannedTensor:
     array = model.dense[path]
-    return PlannedTensor(f"{gguf_name(path)}.weight", array.shape, np.float32, None,
-                         lambda: array.astype(np.float32))
+    return PlannedTensor(f"{gguf_name(path)}.weight", array.shape, np_dtype, None, lambda: array.astype(np_dtype))
 
 
 def add_hyperparameters(writer: gguf.GGUFWriter, model: TernaryModel, gguf_type: str,
@@ -153,8 +161,8 @@ def write_gguf(model: TernaryModel, out: str | Path, gguf_type: str, *, embeddin
     embedding_type = embedding_type or emb_quant.default_embedding_type(gguf_type)
     out = user_path(out, "output")
     problems = checks.head_shape_problems(model.config)
-    if gguf_type.startswith("tq"):
-        problems += checks.tq_width_problems(model, gguf_type, {n: gguf_name(n) for n in model.ternary})
+    if gguf_type.startswith("tq") and not problems:
+        model, problems = _tq_widths(model, gguf_type)
     if problems:
         raise ExportError(problems[0])
     emb_quant.check_embedding_type(embedding_type, model.config.d_model)
@@ -179,6 +187,24 @@ def write_gguf(model: TernaryModel, out: str | Path, gguf_type: str, *, embeddin
                 staged.unlink(missing_ok=True)
         verify_gguf(tmp, model, gguf_type, vocab, embedding_type)
     return out
+
+
+def _tq_widths(model: TernaryModel, gguf_type: str) -> tuple[TernaryModel, list[str]]:
+    """The model as the TQ type can hold it: as it is, zero-padded to wider widths (said on stderr), or not at
+    all (the problems, naming a tensor)."""
+    problems = checks.tq_width_problems(model, gguf_type, {n: gguf_name(n) for n in model.ternary})
+    if not problems:
+        return model, []
+    shape = padding.padded_shape(model.config)
+    if shape is None:
+        return model, [problems[0] + " (no common zero-padding ratio up to 2x makes them so)"]
+    old_codes = sum(t.codes_OI.size for t in model.ternary.values())
+    padded = padding.pad_model(model, shape)
+    growth = sum(t.codes_OI.size for t in padded.ternary.values()) / old_codes
+    print(f"bitjax: note: {gguf_type} stores rows in blocks of {checks.TQ_BLOCK}; writing this model zero-padded "
+          f"({shape.describe(model.config)}, norm epsilon x{shape.ratio.denominator}/{shape.ratio.numerator}), the "
+          f"same network with {growth:.2f}x the ternary codes (see docs/export.md)", file=sys.stderr, flush=True)
+    return padded, []
 
 
 def _write_plan(path: Path, model: TernaryModel, gguf_type: str, embedding_type: str, vocab: GGUFVocab,
@@ -229,6 +255,13 @@ def verify_gguf(path: Path, model: TernaryModel, gguf_type: str, vocab: GGUFVoca
             raise ExportError(f"{path}: {bad} codes of {name} ({gguf_type}) read back differ from the quantizer's")
         if scales[name] != tensor.scale:
             raise ExportError(f"{path}: {name}.scale reads back as {scales[name]}, not {tensor.scale}")
+    stored = {t.name: t for t in reader.tensors}
+    for module in model.full_precision:
+        name, want = f"{gguf_name(module)}.weight", model.dense[module].astype(full_precision_dtype(gguf_type, module,
+                                                                                                     model))
+        got = np.asarray(stored[name].data) if name in stored else None
+        if got is None or got.shape != want.shape or not np.array_equal(got, want):
+            raise ExportError(f"{path}: {name} (a full-precision block's linear) reads back different")
     tokens = reader.get_field(gguf.Keys.Tokenizer.LIST)
     if tokens is None or len(tokens.data) != len(vocab.tokens):
         raise ExportError(f"{path}: tokenizer tokens missing or truncated on read-back")

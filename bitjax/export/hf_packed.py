@@ -3,8 +3,10 @@
 A directory holding:
   model.safetensors      `model.<module path>.weight` uint8 (ceil(out/4), in), 2-bit packed (see packing.py),
                          `model.<module path>.weight_scale` float32 (1,) = mean(|W|) (autobitlinear offline);
-                         `model.embed_tokens.weight` (V, D) and every RMSNorm `.weight` in float32
-  config.json            model_type "bitnet", the shape, `hidden_act`, `quantization_config`
+                         `model.embed_tokens.weight` (V, D) and every RMSNorm `.weight` in float32; the
+                         linears of full-precision blocks as plain float32 (out, in) `.weight`s
+  config.json            model_type "bitnet", the shape, `hidden_act`, `quantization_config` (listing the
+                         full-precision blocks in `modules_to_not_convert`)
   tokenizer.json         the run's tokenizer, and tokenizer_config.json naming its special tokens and chat template
   README.md              the model card (model_card.py): architecture, training, how to load it
 export/FORMAT.md documents every byte.
@@ -37,6 +39,17 @@ def hf_name(module_path: str) -> str:
     return f"model.{module_path}"
 
 
+def quantization_config(model: TernaryModel) -> dict:
+    """transformers' BitNet quantization config; the blocks of `model.full_precision_layers` (and the tied head,
+    which transformers leaves alone only while the list is unset) in `modules_to_not_convert`: their linears
+    stay `nn.Linear` with plain float weights."""
+    layers = model.config.full_precision_layers
+    if not layers:
+        return dict(QUANTIZATION_CONFIG)
+    return {**QUANTIZATION_CONFIG, "modules_to_not_convert": ["lm_head"] + [hf_name(f"layers.{i}") for i in
+                                                                            sorted(layers)]}
+
+
 def hf_config(model: TernaryModel, eos_id: int) -> dict:
     cfg = model.config
     return {
@@ -58,7 +71,7 @@ def hf_config(model: TernaryModel, eos_id: int) -> dict:
         "bos_token_id": eos_id,
         "eos_token_id": eos_id,
         "dtype": "float32",
-        "quantization_config": dict(QUANTIZATION_CONFIG),
+        "quantization_config": quantization_config(model),
     }
 
 

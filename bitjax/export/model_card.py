@@ -68,7 +68,11 @@ def render(model: TernaryModel, facts: TrainingFacts | None) -> str:
              f"| vocabulary, context | {cfg.vocab_size}, {cfg.max_seq_len} tokens (RoPE theta {cfg.rope_theta:g}) |",
              "| weights | ternary {-1, 0, 1}, 2 bits each, one absmean scale per tensor (`autobitlinear`, "
              "offline); embedding and norms in float32 |",
-             "| activations | int8 per token (absmax), as in training |", ""]
+             "| activations | int8 per token (absmax), as in training |"]
+    if cfg.full_precision_layers:
+        lines += [f"| full-precision blocks | {', '.join(map(str, sorted(cfg.full_precision_layers)))}: float32 "
+                  "weights and activations (`modules_to_not_convert`) |"]
+    lines += [""]
     lines += ["## Training", ""]
     if facts is None:
         lines += ["Not recorded: this directory was exported without its run directory.", ""]

@@ -5,7 +5,8 @@ BitLinear kernel with `bitjax.quant.ternary_codes`, the quantizer the training f
 export can never drift from training.
 
 Names are bitjax module paths: `embed_tokens`, `norm`, `layers.N.input_layernorm`,
-`layers.N.self_attn.q_proj`, ..., `layers.N.mlp.ffn_sub_norm`.
+`layers.N.self_attn.q_proj`, ..., `layers.N.mlp.ffn_sub_norm`. The linears of `model.full_precision_layers` are
+not ternarized: they are dense tensors, written as plain weights by both formats.
 """
 
 from __future__ import annotations
@@ -24,13 +25,23 @@ ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 
 
-def ternary_names(cfg: ModelConfig) -> list[str]:
-    """Module paths of every BitLinear, in file order."""
+def linear_names(cfg: ModelConfig, layers=None) -> list[str]:
+    """Module paths of every block linear (of `layers` only, when given), in file order."""
     names = []
-    for i in range(cfg.n_layers):
+    for i in range(cfg.n_layers) if layers is None else layers:
         names += [f"layers.{i}.self_attn.{p}" for p in ATTENTION_PROJECTIONS]
         names += [f"layers.{i}.mlp.{p}" for p in MLP_PROJECTIONS]
     return names
+
+
+def ternary_names(cfg: ModelConfig) -> list[str]:
+    """Module paths of every ternary BitLinear (not in `model.full_precision_layers`), in file order."""
+    return linear_names(cfg, [i for i in range(cfg.n_layers) if i not in cfg.full_precision_layers])
+
+
+def full_precision_names(cfg: ModelConfig) -> list[str]:
+    """Module paths of the linears of `model.full_precision_layers`: exported as plain weights."""
+    return linear_names(cfg, sorted(cfg.full_precision_layers))
 
 
 def norm_names(cfg: ModelConfig) -> list[str]:
@@ -50,11 +61,17 @@ class TernaryTensor:
 @dataclasses.dataclass(frozen=True)
 class TernaryModel:
     config: ModelConfig
-    dense: dict[str, np.ndarray]          # float32: embed_tokens (V, D) and every RMSNorm scale
+    dense: dict[str, np.ndarray]          # float32: embed_tokens (V, D), every RMSNorm scale, and the linears of
+                                          # full-precision blocks as (out, in) (`full_precision_names`)
     ternary: dict[str, TernaryTensor]     # every BitLinear, by module path
     tokenizer_path: Path | None = None
     step: int | None = None
     name: str = "bitjax"
+
+    @property
+    def full_precision(self) -> list[str]:
+        """The module paths of the linears kept in full precision (dense, not ternary)."""
+        return full_precision_names(self.config)
 
     @classmethod
     def from_run(cls, run: Run) -> "TernaryModel":
@@ -83,6 +100,8 @@ class TernaryModel:
         dense = {"embed_tokens": np.asarray(flat_params["embed_tokens.embedding"], np.float32)}
         for name in norm_names(cfg):
             dense[name] = np.asarray(flat_params[f"{name}.scale"], np.float32)
+        for name in full_precision_names(cfg):   # runtime (row = output) order, like the ternary codes
+            dense[name] = np.ascontiguousarray(np.asarray(flat_params[f"{name}.kernel"], np.float32).T)
         return cls(cfg, dense, ternary, **kw)
 
 
