@@ -41,6 +41,7 @@ EMBEDDINGS = ("f16", "q8_0", "q6_k", "q5_k", "q4_k")
 DECODE_FILES = (("F16", "f16", "f16"), ("TQ2_0 + F16 emb", "tq2_0", "f16"),
                 (f"TQ2_0 + {DEFAULT_QUANTIZED.upper()} emb", "tq2_0", DEFAULT_QUANTIZED),
                 (f"TQ1_0 + {DEFAULT_QUANTIZED.upper()} emb", "tq1_0", DEFAULT_QUANTIZED),
+                ("TQ2_0 + Q8_0 emb", "tq2_0", "q8_0"),   # the cheapest quantized dot product, for comparison
                 ("TQ2_0 + Q4_K emb", "tq2_0", "q4_k"))   # the smallest K-quant head, for comparison
 
 
