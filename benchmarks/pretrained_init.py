@@ -10,7 +10,7 @@ Shakespeare stream, for each seed of `--seeds`. Printed: held-out nats/token (th
 quantized student) of each arm and of the teacher itself, "gap closed" = (a - x) / (a - teacher), and the
 seconds per step after the first (compile excluded; the teacher's forward included).
 
-    python -m benchmarks.pretrained_init [--steps 40] [--seq-len 128] [--batch-size 2] [--seeds 0,1]
+    python -m benchmarks.pretrained_init [--steps 40] [--seq-len 128] [--batch-size 2] [--seeds 0,1] [--keep DIR]
     python -m benchmarks.pretrained_init --smoke     # the plumbing on a 2-layer random Llama of SmolLM2's
                                                      # vocabulary instead of SmolLM2 (tests/test_scripts.py)
 """
@@ -97,6 +97,8 @@ def main():
     ap.add_argument("--relation-weight", type=float, default=1.0, help="distill.relation_weight of arm (c)")
     ap.add_argument("--arms", default=",".join(ARMS), help=f"a subset of {','.join(ARMS)}")
     ap.add_argument("--smoke", action="store_true", help="a 2-layer random Llama instead of SmolLM2, 2 steps")
+    ap.add_argument("--keep", default=None, metavar="DIR", help="write the runs to DIR/<arm>-<seed> and keep them "
+                    "(to export or evaluate a student afterwards); default: a temporary directory")
     args = ap.parse_args()
     arms = [a for a in args.arms.split(",") if a]
     if unknown := [a for a in arms if a not in ARMS]:
@@ -104,7 +106,8 @@ def main():
     if args.smoke:
         args.steps, args.seq_len, args.eval_batches, args.seeds = 2, 32, 1, "0"
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or scratch
         common = [f"steps={args.steps}", f"data.seq_len={args.seq_len}", f"data.batch_size={args.batch_size}",
                   f"eval_batches={args.eval_batches}", f"eval_every={args.steps}", f"log_every={args.steps}",
                   "distill.online=true", "distill.k=32", f"loss_chunk={args.seq_len}",
