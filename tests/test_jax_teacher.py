@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KD_TINY = str(ROOT / "tests" / "recipes" / "kd_tiny.py")
 SMALL = ["data.seq_len=32", "data.batch_size=4", "loss_chunk=8"]   # four rows per forward, four head blocks
 K, V, L = 4, 2048, 32                                               # V: kd_tiny's vocabulary
-WRITE = dict(k=K, n_examples=10, num_shards=2, logprob_dtype="float32", progress=False)
+WRITE = dict(k=K, n_examples=20, num_shards=2, logprob_dtype="float32", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -100,12 +100,13 @@ def test_one_forward_over_packed_rows_reads_each_document_alone(hf_dir):
 
 def test_the_jax_cache_equals_the_hf_backends_cache(caches, hf_dir):
     """Every record of both sources: the same sequences, top-k ids equal, log-probs and tail within 1e-5."""
+    multi = []
     for source in ("natural", "rephrased"):
         native, jax_cache = TopKCache(caches / "native" / source), TopKCache(caches / "jax" / source)
         assert jax_cache.spec.teacher == f"jax:hf:{hf_dir.name}" and native.spec.teacher == f"hf:{hf_dir.name}"
         assert {**vars(jax_cache.spec), "teacher": ""} == {**vars(native.spec), "teacher": ""}
         _assert_same_cache(native, jax_cache)
-    multi = [i for i in range(len(jax_cache)) if jax_cache[i]["segment_ids"].max() > 1]
+        multi += [(source, i) for i in range(len(jax_cache)) if jax_cache[i]["segment_ids"].max() > 1]
     assert multi, "no cached row packs two documents: the comparison would not cover segment masking"
 
 
@@ -148,8 +149,8 @@ def _free_port() -> int:
 def _two_processes(teacher: str, out: Path) -> None:
     """`bitjax cache-teacher --backend jax` in two processes joined by jax.distributed, 2 CPU devices each."""
     cmd = [sys.executable, "-m", "bitjax.cli", "cache-teacher", KD_TINY, "--teacher", teacher,
-           "--backend", "jax", "--out", str(out), "--k", str(K), "--examples", "10", "--shards", "3",
-           "--logprob-dtype", "float32"]
+           "--backend", "jax", "--out", str(out), "--k", str(K), "--examples", str(WRITE["n_examples"]),
+           "--shards", "3", "--logprob-dtype", "float32"]
     for override in SMALL + ["mesh.data=1", "mesh.fsdp=2", "mesh.tensor=2"]:
         cmd += ["--set", override]
     address = f"127.0.0.1:{_free_port()}"
