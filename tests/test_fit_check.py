@@ -49,6 +49,7 @@ def _fit_check(*args):
                           capture_output=True, text=True, timeout=1800)
 
 
+@pytest.mark.slow   # about 3 minutes; CI runs this file's slow lane (.ci/run), the default suite does not
 @needs_libtpu
 def test_fits_on_its_slice_and_not_on_one_chip():
     """The 125m recipe cut to 2 layers (to compile in about a minute here) fits its v5e-16 preset; 512 rows on
