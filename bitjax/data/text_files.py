@@ -86,23 +86,34 @@ class ParquetText:
         return docs
 
 
-class JsonlText:
+class _EqualChunks:
+    """A file whose chunks are `_per_chunk` units (bytes, records) of its `_total`, the last one shorter."""
+
+    _total: int
+    _per_chunk: int   # units per chunk (a property of each kind)
+
+    def num_chunks(self) -> int:
+        return -(-self._total // self._per_chunk)
+
+    def size(self) -> int:
+        return self._total
+
+    def chunk_size(self, k: int) -> int:
+        return min(self._per_chunk, self._total - k * self._per_chunk)
+
+
+class JsonlText(_EqualChunks):
     """A JSON-lines file, read CHUNK_BYTES at a time from a seek (no line index is needed)."""
+
+    @property
+    def _per_chunk(self) -> int:
+        return CHUNK_BYTES   # read when used: tests cut files into small chunks by setting it
 
     def __init__(self, path: epath.Path, fields: Fields):
         self.path, self.fields = path, fields
-        self._size = path.stat().length
-        if self._size == 0:
+        self._total = path.stat().length
+        if self._total == 0:
             raise DataError(f"{path}: the file is empty; remove it or fill it with JSON lines")
-
-    def num_chunks(self) -> int:
-        return -(-self._size // CHUNK_BYTES)
-
-    def size(self) -> int:
-        return self._size
-
-    def chunk_size(self, k: int) -> int:
-        return min(CHUNK_BYTES, self._size - k * CHUNK_BYTES)
 
     def read_chunk(self, k: int) -> list[dict]:
         start, end = k * CHUNK_BYTES, (k + 1) * CHUNK_BYTES
@@ -126,8 +137,12 @@ class JsonlText:
         return docs
 
 
-class ArrayRecordText:
+class ArrayRecordText(_EqualChunks):
     """An ArrayRecord file of UTF-8 JSON records."""
+
+    @property
+    def _per_chunk(self) -> int:
+        return RECORDS_PER_CHUNK
 
     def __init__(self, path: epath.Path, fields: Fields):
         import grain
@@ -135,21 +150,12 @@ class ArrayRecordText:
         self.path, self.fields = path, fields
         try:   # array_record raises bare RuntimeErrors on damaged files
             self._source = grain.sources.ArrayRecordDataSource([str(path)])
-            self._n = len(self._source)
+            self._total = len(self._source)
         except Exception as e:   # noqa: BLE001
             raise DataError(f"{path}: not a readable ArrayRecord file ({_first_line(e)}); rewrite it with "
                             "bitjax.data.records.write_arrayrecord") from None
-        if self._n == 0:
+        if self._total == 0:
             raise DataError(f"{path}: the file holds no records")
-
-    def num_chunks(self) -> int:
-        return -(-self._n // RECORDS_PER_CHUNK)
-
-    def size(self) -> int:
-        return self._n
-
-    def chunk_size(self, k: int) -> int:
-        return min(RECORDS_PER_CHUNK, self._n - k * RECORDS_PER_CHUNK)
 
     def read_chunk(self, k: int) -> list[dict]:
         docs = []
@@ -164,21 +170,16 @@ class ArrayRecordText:
         return docs
 
 
-class TfdsText:
+class TfdsText(_EqualChunks):
     """One array_record file of a TFDS split, read through `tfds.data_source` (records decoded by TFDS)."""
+
+    @property
+    def _per_chunk(self) -> int:
+        return RECORDS_PER_CHUNK
 
     def __init__(self, source, path: str, start: int, count: int, fields: Fields):
         self.path, self.fields = path, fields
-        self._source, self._start, self._n = source, start, count
-
-    def num_chunks(self) -> int:
-        return -(-self._n // RECORDS_PER_CHUNK)
-
-    def size(self) -> int:
-        return self._n
-
-    def chunk_size(self, k: int) -> int:
-        return min(RECORDS_PER_CHUNK, self._n - k * RECORDS_PER_CHUNK)
+        self._source, self._start, self._total = source, start, count
 
     def read_chunk(self, k: int) -> list[dict]:
         first = self._start + k * RECORDS_PER_CHUNK
