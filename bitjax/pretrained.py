@@ -53,9 +53,7 @@ def hf_model_config(model_dir: str | Path) -> ModelConfig:
     if ACTIVATIONS.get(act) != arch["ffn_activation"]:
         raise ConfigError(f"{path}: hidden_act {act!r} is not supported for {model_type} (expected "
                           f"{arch['ffn_activation']!r})")
-    if (hf.get("rope_scaling") or {}).get("rope_type", "default") != "default":
-        raise ConfigError(f"{path}: rope_scaling {hf['rope_scaling']} is not implemented by bitjax's decoder; "
-                          "import a model without RoPE scaling")
+    rope_theta = _rope_theta(hf, path)
     if hf.get("sliding_window") and hf.get("use_sliding_window", model_type == "mistral"):
         raise ConfigError(f"{path}: sliding_window={hf['sliding_window']} is not implemented; bitjax attends to "
                           "the whole context")
@@ -68,9 +66,21 @@ def hf_model_config(model_dir: str | Path) -> ModelConfig:
         vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=heads,
         n_kv_heads=hf.get("num_key_value_heads") or heads,
         head_dim=hf.get("head_dim") or hf["hidden_size"] // heads, d_ff=hf["intermediate_size"],
-        max_seq_len=hf.get("max_position_embeddings", 2048), rope_theta=float(hf.get("rope_theta", 10_000.0)),
+        max_seq_len=hf.get("max_position_embeddings", 2048), rope_theta=rope_theta,
         norm_eps=float(hf.get("rms_norm_eps", 1e-6)), tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
         quant="none", **arch)
+
+
+def _rope_theta(hf: dict, path: Path) -> float:
+    """RoPE's base from either spelling transformers writes: `rope_theta` (+ `rope_scaling`) up to v4,
+    one `rope_parameters` dict (theta and scaling together) from v5. Any scaling is refused: the decoder
+    rotates with plain RoPE, and a scaled model imported without its scaling computes something else."""
+    params = hf.get("rope_parameters") or {}
+    scaling = hf.get("rope_scaling") or params
+    if (kind := scaling.get("rope_type", scaling.get("type", "default"))) != "default":
+        raise ConfigError(f"{path}: RoPE scaling {kind!r} is not implemented by bitjax's decoder (only plain "
+                          "RoPE); import a model without RoPE scaling")
+    return float(params.get("rope_theta", hf.get("rope_theta", 10_000.0)))
 
 
 def hf_tensors(model_dir: str | Path) -> dict[str, np.ndarray]:

@@ -64,6 +64,10 @@ def gguf_model_config(path: str | Path, reader=None) -> ModelConfig:
     if arch == "bitnet":
         fixed["ffn_activation"] = _field(reader, "bitnet.hidden_activation", path, "silu")   # llama.cpp's default
     names = {t.name for t in reader.tensors}
+    scaling = _field(reader, f"{arch}.rope.scaling.type", path, "none")
+    if scaling != "none" or "rope_freqs.weight" in names:   # rope_freqs: Llama 3.x's per-frequency factors
+        raise ConfigError(f"{path}: RoPE scaling {'llama3' if scaling == 'none' else scaling!r} is not implemented "
+                          "by bitjax's decoder (only plain RoPE); import a model without RoPE scaling")
     heads = int(_field(reader, f"{arch}.attention.head_count", path))
     d_model = int(_field(reader, f"{arch}.embedding_length", path))
     return ModelConfig(

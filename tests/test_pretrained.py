@@ -16,12 +16,14 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 SMALL = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=10000.0)
+             num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5)
+ROPE_THETA = 50_000.0   # not the default 10,000, so that a theta read from the wrong config field shows
 
 
 def _save(tmp_path, config_cls, model_cls, **kw):
     torch.manual_seed(0)
     config = getattr(transformers, config_cls)(**{**SMALL, **kw})
+    config.rope_parameters = {"rope_type": "default", "rope_theta": ROPE_THETA}
     model = getattr(transformers, model_cls)(config).eval()
     with torch.no_grad():   # random biases and norm scales, so that a wrong mapping shows in the logits
         for name, p in model.named_parameters():
@@ -47,6 +49,29 @@ def test_imported_logits_equal_transformers(tmp_path, config_cls, model_cls, kw)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
     cfg = hf_model_config(tmp_path)
     assert cfg.quant == "none" and cfg.tie_embeddings == kw["tie_word_embeddings"]
+    assert cfg.rope_theta == ROPE_THETA
+
+
+@pytest.mark.parametrize("spelling", ["v5", "v4"])
+def test_rope_theta_and_scaling_are_read_from_either_config_spelling(tmp_path, spelling):
+    """transformers 5 writes `rope_parameters` {rope_type, rope_theta, ...}; 4.x wrote `rope_theta` and
+    `rope_scaling` at the top level. Both give the theta, and scaling in either is refused."""
+    from bitjax.pretrained import hf_model_config
+
+    _save(tmp_path, "LlamaConfig", "LlamaForCausalLM")
+    config = {k: v for k, v in json.loads((tmp_path / "config.json").read_text()).items()
+              if k not in ("rope_parameters", "rope_theta", "rope_scaling")}
+    llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+              "original_max_position_embeddings": 32}
+    plain = ({"rope_parameters": {"rope_type": "default", "rope_theta": 123_456.0}} if spelling == "v5"
+             else {"rope_theta": 123_456.0})
+    scaled = ({"rope_parameters": {**llama3, "rope_theta": 123_456.0}} if spelling == "v5"
+              else {"rope_theta": 123_456.0, "rope_scaling": llama3})
+    (tmp_path / "config.json").write_text(json.dumps({**config, **plain}))
+    assert hf_model_config(tmp_path).rope_theta == 123_456.0
+    (tmp_path / "config.json").write_text(json.dumps({**config, **scaled}))
+    with pytest.raises(ConfigError, match="RoPE scaling 'llama3' is not implemented"):
+        hf_model_config(tmp_path)
 
 
 def test_unsupported_architecture_and_mismatched_shapes_are_one_line(tmp_path):
@@ -56,9 +81,6 @@ def test_unsupported_architecture_and_mismatched_shapes_are_one_line(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
     with pytest.raises(ConfigError, match="model_type 'gpt2' is not supported; bitjax imports llama"):
-        hf_model_config(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({**config, "rope_scaling": {"rope_type": "llama3"}}))
-    with pytest.raises(ConfigError, match="rope_scaling .* is not implemented"):
         hf_model_config(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({**config, "intermediate_size": 80}))
     with pytest.raises(ConfigError, match=r"tensor model.layers.0.mlp.down_proj.weight has shape \(64, 96\), "
@@ -193,6 +215,29 @@ def test_a_gguf_of_another_architecture_or_not_gguf_is_one_line(tmp_path):
         load_gguf(tmp_path / "text.gguf")
     with pytest.raises(ConfigError, match="missing.gguf does not exist"):
         load_gguf(tmp_path / "missing.gguf")
+
+
+@pytest.mark.parametrize("scaling", ["yarn", "llama3"])
+def test_a_gguf_with_rope_scaling_is_one_line(tmp_path, scaling):
+    """A scaled RoPE (a `rope.scaling.type`, or Llama 3.x's `rope_freqs` tensor) is refused, not dropped."""
+    import gguf
+
+    from bitjax.pretrained_gguf import load_gguf
+
+    path = tmp_path / "scaled.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(1)
+    if scaling == "yarn":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+    else:
+        writer.add_tensor("rope_freqs.weight", np.ones(8, np.float32))
+    writer.add_tensor("token_embd.weight", np.zeros((8, 16), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ConfigError, match=f"scaled.gguf: RoPE scaling '{scaling}' is not implemented"):
+        load_gguf(path)
 
 
 def _student(**model):
