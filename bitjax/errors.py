@@ -8,6 +8,11 @@ field or value at fault and the fix.
 from __future__ import annotations
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of a library's exception message (at most 200 characters), to quote inside one of ours."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
 class BitjaxError(Exception):
     """Base class: a one-line, user-facing reason a command cannot go on, naming the fix."""
 

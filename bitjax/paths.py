@@ -16,7 +16,7 @@ from pathlib import Path
 
 from etils import epath
 
-from bitjax.errors import ConfigError, DataError
+from bitjax.errors import ConfigError, DataError, first_line
 
 
 def cache_dir() -> Path:
@@ -59,7 +59,7 @@ def user_path(value: str | os.PathLike, what: str) -> epath.Path:
         found = bucket.exists()
     except Exception as e:   # noqa: BLE001 - each filesystem package fails in its own way; all mean "cannot open"
         reason = ("no filesystem is registered for it" if isinstance(e, KeyError)
-                  else _first_line(e))
+                  else first_line(e))
         raise ConfigError(f"{what} {text}: cannot open {scheme}:// locations here ({reason}); "
                           f"{_STORE_FIX.get(scheme, 'use a local path or a gs:// / s3:// location')}") from None
     if not found:   # else gcsfs's makedirs would try to create the bucket
@@ -90,7 +90,7 @@ def expand_glob(pattern: str, what: str) -> list[epath.Path]:
     try:
         found = sorted((p for p in base.glob("/".join(parts[first:])) if _is_file(p, pattern, what)), key=str)
     except OSError as e:   # listing a bucket without the right (e.g. a 403 from gcsfs)
-        raise DataError(f"{what}: cannot list {pattern} ({_first_line(e)}); check the credentials and the "
+        raise DataError(f"{what}: cannot list {pattern} ({first_line(e)}); check the credentials and the "
                         "path") from None
     if not found:
         raise DataError(f"{what}: {pattern} matches no file; fix the path or the pattern in the recipe")
@@ -101,12 +101,8 @@ def _is_file(path: epath.Path, pattern: str, what: str) -> bool:
     try:
         return path.is_file()
     except OSError as e:
-        raise DataError(f"{what}: cannot read {pattern} ({_first_line(e)}); check the credentials and the "
+        raise DataError(f"{what}: cannot read {pattern} ({first_line(e)}); check the credentials and the "
                         "path") from None
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 _STORE_FIX = {

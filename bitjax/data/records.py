@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bitjax.errors import DataError
+from bitjax.errors import DataError, first_line
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,17 @@ def record_to_document(record, fields: Fields, where: str, keep: tuple[str, ...]
            "prompt": record[fields.prompt] if fields.prompt else ""}
     doc.update({k: record[k] for k in keep if k in record})
     return doc
+
+
+def json_to_document(raw: bytes, fields: Fields, where: str) -> dict:
+    """One UTF-8 JSON record (a JSONL line, an ArrayRecord record) as a document."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{where}: invalid UTF-8 at byte {e.start}; re-encode the file as UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    return record_to_document(record, fields, where)
 
 
 def read_jsonl(path: str | Path, fields: Fields = Fields(), keep: tuple[str, ...] = ()) -> Iterator[dict]:
@@ -81,7 +92,7 @@ def read_arrayrecord(path: str | Path, fields: Fields = Fields()) -> Iterator[di
         source = grain.sources.ArrayRecordDataSource([str(path)])
         n = len(source)
     except Exception as e:
-        raise DataError(f"{path}: not a readable ArrayRecord file ({_first_line(e)}); rewrite it with "
+        raise DataError(f"{path}: not a readable ArrayRecord file ({first_line(e)}); rewrite it with "
                         "bitjax.data.records.write_arrayrecord") from None
     if n == 0:
         raise DataError(f"{path}: the file holds no records")
@@ -90,19 +101,9 @@ def read_arrayrecord(path: str | Path, fields: Fields = Fields()) -> Iterator[di
         try:
             blob = source[index]
         except Exception as e:
-            raise DataError(f"{where}: cannot be read ({_first_line(e)}); the file is truncated or damaged, "
+            raise DataError(f"{where}: cannot be read ({first_line(e)}); the file is truncated or damaged, "
                             "rewrite it") from None
-        try:
-            record = json.loads(blob.decode("utf-8"))
-        except UnicodeDecodeError as e:
-            raise DataError(f"{where}: invalid UTF-8 at byte {e.start}") from None
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not valid JSON ({e.msg})") from None
-        yield record_to_document(record, fields, where)
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        yield json_to_document(blob, fields, where)
 
 
 def write_arrayrecord(path: str | Path, records: list[dict]) -> None:

@@ -17,19 +17,14 @@ tokens without reading it (`bitjax plan`).
 from __future__ import annotations
 
 import functools
-import json
 
 from etils import epath
 
-from bitjax.data.records import Fields, record_to_document
-from bitjax.errors import DataError
+from bitjax.data.records import Fields, json_to_document, record_to_document
+from bitjax.errors import DataError, first_line
 
 CHUNK_BYTES = 8 << 20        # a JSONL chunk
 RECORDS_PER_CHUNK = 4096     # an ArrayRecord / TFDS chunk
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 class ParquetText:
@@ -53,7 +48,7 @@ class ParquetText:
             with self.path.open("rb") as f:
                 return pq.ParquetFile(f).metadata
         except Exception as e:   # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError... for a damaged file
-            raise DataError(f"{self.path}: not a readable Parquet file ({_first_line(e)}); re-download or "
+            raise DataError(f"{self.path}: not a readable Parquet file ({first_line(e)}); re-download or "
                             "rewrite it") from None
 
     def num_chunks(self) -> int:
@@ -76,7 +71,7 @@ class ParquetText:
             with self.path.open("rb") as f:   # the cached footer: only this group's column chunks are read
                 table = pq.ParquetFile(f, metadata=self._metadata).read_row_group(k, columns=self._columns)
         except Exception as e:   # noqa: BLE001
-            raise DataError(f"{where} cannot be read ({_first_line(e)}); the file is damaged, re-download or "
+            raise DataError(f"{where} cannot be read ({first_line(e)}); the file is damaged, re-download or "
                             "rewrite it") from None
         columns = {name: table.column(name).to_pylist() for name in self._columns}
         docs = []
@@ -133,7 +128,7 @@ class JsonlText(_EqualChunks):
                     raise DataError(f"{where} is longer than {self.fields.max_line_bytes} bytes; split the "
                                     "document or raise the source's max_line_bytes")
                 if raw.strip():
-                    docs.append(_json_document(raw, self.fields, where))
+                    docs.append(json_to_document(raw, self.fields, where))
         return docs
 
 
@@ -152,7 +147,7 @@ class ArrayRecordText(_EqualChunks):
             self._source = grain.sources.ArrayRecordDataSource([str(path)])
             self._total = len(self._source)
         except Exception as e:   # noqa: BLE001
-            raise DataError(f"{path}: not a readable ArrayRecord file ({_first_line(e)}); rewrite it with "
+            raise DataError(f"{path}: not a readable ArrayRecord file ({first_line(e)}); rewrite it with "
                             "bitjax.data.records.write_arrayrecord") from None
         if self._total == 0:
             raise DataError(f"{path}: the file holds no records")
@@ -164,9 +159,9 @@ class ArrayRecordText(_EqualChunks):
             try:
                 blob = self._source[index]
             except Exception as e:   # noqa: BLE001
-                raise DataError(f"{where} cannot be read ({_first_line(e)}); the file is truncated or damaged, "
+                raise DataError(f"{where} cannot be read ({first_line(e)}); the file is truncated or damaged, "
                                 "rewrite it") from None
-            docs.append(_json_document(blob, self.fields, where))
+            docs.append(json_to_document(blob, self.fields, where))
         return docs
 
 
@@ -198,7 +193,7 @@ def tfds_files(name: str, data_dir: str, fields: Fields, split: str = "train") -
     try:
         source = tfds.data_source(name, data_dir=data_dir, split=split, download=False)
     except Exception as e:   # noqa: BLE001 - TFDS raises its own errors for a missing or unbuilt dataset
-        raise DataError(f"tfds:{name}: no {split} split built under data_dir {data_dir} ({_first_line(e)}); "
+        raise DataError(f"tfds:{name}: no {split} split built under data_dir {data_dir} ({first_line(e)}); "
                         "build it there (tfds build, or the dataset's builder with file_format=array_record)"
                         ) from None
     files, start = [], 0
@@ -208,16 +203,6 @@ def tfds_files(name: str, data_dir: str, fields: Fields, split: str = "train") -
     if not files:
         raise DataError(f"tfds:{name} in {data_dir} has no {split} records")
     return files
-
-
-def _json_document(raw: bytes, fields: Fields, where: str) -> dict:
-    try:
-        record = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise DataError(f"{where}: invalid UTF-8 at byte {e.start}; re-encode the file as UTF-8") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-    return record_to_document(record, fields, where)
 
 
 FILE_READERS = {"parquet": ParquetText, "jsonl": JsonlText, "arrayrecord": ArrayRecordText}
