@@ -9,8 +9,9 @@ the same model's cached top-32 on Shakespeare:
     bitjax train recipes/smollm2_ternary.py
     bitjax eval runs/smollm2_ternary
 
-Widths are multiples of 64 but not of 256 (576, 1536): GGUF TQ types need 256, so this student exports with
-`--format packed` (transformers) or `--format gguf --type f16`.
+Widths are multiples of 64 but not of 256 (576, 1536): `bitjax export ... --format gguf` (TQ2_0) zero-pads them
+(576 -> 768, 1536 -> 2048), which computes the same network in llama.cpp (docs/export.md, "Padded widths");
+`--format packed` writes them as they are for transformers.
 """
 
 from bitjax.config import CheckpointConfig, DataConfig, DistillConfig, OptimConfig, SourceConfig, TrainConfig
