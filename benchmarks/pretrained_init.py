@@ -6,11 +6,14 @@
     (c) relation   (b) plus BitDistill's attention-relation loss on the last block (distill.relation_weight)
 
 Every arm distils online (the teacher runs in the train step, bitjax.online_teacher) on the same natural
-Shakespeare stream, for each seed of `--seeds`. Printed: held-out nats/token (the run's held-out split, fully
-quantized student) of each arm and of the teacher itself, "gap closed" = (a - x) / (a - teacher), and the
-seconds per step after the first (compile excluded; the teacher's forward included).
+Shakespeare stream, for each seed of `--seeds` (a seed sets the init and the data order). Printed: held-out
+nats/token (the run's held-out split, fully quantized student) of each arm and of the teacher itself, "gap
+closed" = (a - x) / (a - teacher), and the seconds per step after the first (compile excluded; the teacher's
+forward included). (a) trains at a from-scratch peak learning rate, 1e-3; (b) and (c) at the recipe's (also
+1e-3) unless `--converted-lr` sets theirs.
 
-    python -m benchmarks.pretrained_init [--steps 40] [--seq-len 128] [--batch-size 2] [--seeds 0,1] [--keep DIR]
+    python -m benchmarks.pretrained_init [--steps 40] [--seq-len 128] [--batch-size 2] [--seeds 0,1]
+                                         [--converted-lr LR] [--keep DIR]
     python -m benchmarks.pretrained_init --smoke     # the plumbing on a 2-layer random Llama of SmolLM2's
                                                      # vocabulary instead of SmolLM2 (tests/test_scripts.py)
 """
@@ -40,10 +43,17 @@ ARMS = {
 }
 
 
-def arm_overrides(arm: str, steps: int, relation_weight: float) -> list[str]:
+RANDOM_LR = 1e-3   # a from-scratch peak learning rate; the converted arms use the recipe's unless --converted-lr
+
+
+def _lr(peak: float) -> list[str]:
+    return [f"optim.peak_lr={peak}", f"optim.stage2_peak_lr={peak / 2}"]
+
+
+def arm_overrides(arm: str, steps: int, relation_weight: float, converted_lr: float | None) -> list[str]:
     if arm == "random":
-        return ["init_from=", "quant_warmup_steps=0", "optim.peak_lr=1e-3", "optim.stage2_peak_lr=5e-4"]
-    ramp = [f"quant_warmup_steps={max(steps // 3, 1)}"]
+        return ["init_from=", "quant_warmup_steps=0", *_lr(RANDOM_LR)]
+    ramp = [f"quant_warmup_steps={max(steps // 3, 1)}"] + (_lr(converted_lr) if converted_lr else [])
     return ramp + ([f"distill.relation_weight={relation_weight}"] if arm == "relation" else [])
 
 
@@ -95,6 +105,8 @@ def main():
     ap.add_argument("--eval-batches", type=int, default=4)
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--relation-weight", type=float, default=1.0, help="distill.relation_weight of arm (c)")
+    ap.add_argument("--converted-lr", type=float, default=None,
+                    help="peak learning rate of arms (b) and (c) (default: the recipe's)")
     ap.add_argument("--arms", default=",".join(ARMS), help=f"a subset of {','.join(ARMS)}")
     ap.add_argument("--smoke", action="store_true", help="a 2-layer random Llama instead of SmolLM2, 2 steps")
     ap.add_argument("--keep", default=None, metavar="DIR", help="write the runs to DIR/<arm>-<seed> and keep them "
@@ -121,7 +133,9 @@ def main():
         tokens_per_step = args.batch_size * args.seq_len
         for seed in [int(s) for s in args.seeds.split(",")]:
             for arm in arms:
-                cfg = apply_overrides(base, arm_overrides(arm, args.steps, args.relation_weight) + [f"seed={seed}"])
+                overrides = arm_overrides(arm, args.steps, args.relation_weight, args.converted_lr)
+                # the data order as well as the init: a converted student has no random init of its own
+                cfg = apply_overrides(base, overrides + [f"seed={seed}", f"data.shuffle_seed={seed}"])
                 workdir = Path(tmp) / f"{arm}-{seed}"
                 summary = train(cfg, workdir, progress=False)
                 last = last_train_record(workdir)
@@ -134,7 +148,8 @@ def main():
     students = ("smoke: 2-layer students of a random Llama" if args.smoke
                 else "SmolLM2-135M-shaped ternary students of gguf:smollm2")
     print(f"\n{students}, {args.steps} steps x {args.batch_size} x {args.seq_len} tokens, online KD (k=32), "
-          f"relation weight {args.relation_weight}; held-out nats/token\n")
+          f"relation weight {args.relation_weight}, peak lr {RANDOM_LR} (a) and "
+          f"{args.converted_lr or base.optim.peak_lr} (b, c); held-out nats/token\n")
     print("| student | " + " | ".join(f"seed {s}" for s in args.seeds.split(",")) + " | mean | gap closed | "
           "s/step |")
     print("|---|" + "---|" * (len(args.seeds.split(",")) + 3))
