@@ -20,6 +20,10 @@ from bitjax.errors import ConfigError
 from bitjax.model import ModelConfig
 
 SCHEMES = ("gguf", "hf")
+# Settings that change what the copied tensors compute without changing any tensor's shape: a student that
+# differs from its source in one of them would start from a silently different network.
+SAME_AS_SOURCE = ("n_heads", "n_kv_heads", "head_dim", "rope_theta", "norm_eps", "ffn_activation",
+                  "attention_bias", "tie_embeddings")
 
 
 def load_source(spec: str) -> tuple[ModelConfig, dict[str, np.ndarray]]:
@@ -39,6 +43,17 @@ def load_source(spec: str) -> tuple[ModelConfig, dict[str, np.ndarray]]:
     return cfg, layer_stack.flat_per_layer(params)
 
 
+def _check_same_function(spec: str, source: ModelConfig, student: ModelConfig) -> None:
+    def differs(name):
+        a, b = getattr(source, name), getattr(student, name)
+        return not np.isclose(a, b, rtol=1e-6, atol=0) if isinstance(a, float) else a != b   # GGUF floats are f32
+
+    if wrong := [name for name in SAME_AS_SOURCE if differs(name)]:
+        raise ConfigError(f"init_from={spec}: the student's " + ", ".join(
+            f"{n}={getattr(student, n)!r}" for n in wrong) + " differ from the source's; set " + " ".join(
+            f"model.{n}={getattr(source, n)!r}" for n in wrong))
+
+
 def student_params(spec: str, student_abstract_params, student: ModelConfig):
     """The student's parameter tree filled from the source named by `spec` (inserted SubLN scales are ones)."""
     source_cfg, source = load_source(spec)
@@ -46,6 +61,8 @@ def student_params(spec: str, student_abstract_params, student: ModelConfig):
         raise ConfigError(f"init_from={spec}: the source has a vocabulary of {source_cfg.vocab_size} tokens, the "
                           f"student {student.vocab_size}; use the source's tokenizer (data.tokenizer) and "
                           f"model.vocab_size={source_cfg.vocab_size}")
+
+    _check_same_function(spec, source_cfg, student)
 
     def fill(name, leaf):
         if name not in source:

@@ -248,7 +248,7 @@ def _student(**model):
     tiny = Path(__file__).resolve().parents[1] / "recipes" / "tiny.py"
     # int8_matmul off: a converted student ramps the quantization strength, which the int8 path holds at 1
     shape = {**dict(vocab_size=128, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, d_ff=96,
-                    norm_eps=1e-5, int8_matmul=False), **model}
+                    norm_eps=1e-5, rope_theta=ROPE_THETA, int8_matmul=False), **model}
     return apply_overrides(load_recipe(tiny), [f"model.{k}={v}" for k, v in shape.items()])
 
 
@@ -282,6 +282,11 @@ def test_init_from_refuses_another_vocabulary_or_shape_in_one_line(tmp_path):
         Trainer.create(_student(vocab_size=256)).init_state(f"hf:{tmp_path}")
     with pytest.raises(ConfigError, match=r"mlp.down_proj.kernel is \(96, 64\) in the source and \(128, 64\)"):
         Trainer.create(_student(d_ff=128)).init_state(f"hf:{tmp_path}")
+    # same tensor shapes, another function: heads split differently, another RoPE base
+    with pytest.raises(ConfigError, match=r"the student's n_heads=2, head_dim=32, rope_theta=10000.0 differ from "
+                                          r"the source's; set model.n_heads=4 model.head_dim=16 "
+                                          r"model.rope_theta=50000.0$"):
+        Trainer.create(_student(rope_theta=10000.0, n_heads=2, head_dim=32)).init_state(f"hf:{tmp_path}")
     with pytest.raises(ConfigError, match="init_from='onnx:x': write gguf:PATH"):
         Trainer.create(_student()).init_state("onnx:x")
 
