@@ -41,7 +41,7 @@ def record_to_document(record, fields: Fields, where: str, keep: tuple[str, ...]
     return doc
 
 
-def json_to_document(raw: bytes, fields: Fields, where: str) -> dict:
+def json_to_document(raw: bytes, fields: Fields, where: str, keep: tuple[str, ...] = ()) -> dict:
     """One UTF-8 JSON record (a JSONL line, an ArrayRecord record) as a document."""
     try:
         record = json.loads(raw.decode("utf-8"))
@@ -49,7 +49,7 @@ def json_to_document(raw: bytes, fields: Fields, where: str) -> dict:
         raise DataError(f"{where}: invalid UTF-8 at byte {e.start}; re-encode the file as UTF-8") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-    return record_to_document(record, fields, where)
+    return record_to_document(record, fields, where, keep)
 
 
 def read_jsonl(path: str | Path, fields: Fields = Fields(), keep: tuple[str, ...] = ()) -> Iterator[dict]:
@@ -66,17 +66,8 @@ def read_jsonl(path: str | Path, fields: Fields = Fields(), keep: tuple[str, ...
             if len(raw) > fields.max_line_bytes:
                 raise DataError(f"{where}: the line is longer than {fields.max_line_bytes} bytes; split the "
                                 "document or raise the source's max_line_bytes")
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{where}: invalid UTF-8 at byte {e.start}; re-encode the file as UTF-8") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-            yield record_to_document(record, fields, where, keep)
+            if raw.strip():
+                yield json_to_document(raw, fields, where, keep)
 
 
 def read_arrayrecord(path: str | Path, fields: Fields = Fields()) -> Iterator[dict]:
