@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
 
-    from bitjax.config_io import apply_overrides, load_recipe
+    from bitjax.config.recipes import apply_overrides, load_recipe
     from bitjax.data import build_pipeline
     from bitjax.data.coverage import cache_examples_per_source
 

@@ -18,9 +18,9 @@ import jax
 import numpy as np
 
 from benchmarks.step_time import synthetic_batch
-from bitjax.config_io import apply_overrides, load_recipe
-from bitjax.data.topk_cache import CacheSpec
-from bitjax.train import Trainer
+from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.data.teacher_files.topk_cache import CacheSpec
+from bitjax.training.trainer import Trainer
 
 
 def storage_table(ks=(8, 32, 64), vocabs=(2048, 49152, 128256)):

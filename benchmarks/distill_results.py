@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 
 from bitjax import data as data_lib
-from bitjax.config_io import apply_overrides, load_recipe
-from bitjax.data import traces_file as traces_lib
-from bitjax.evaluate import evaluate
+from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.data.teacher_files import traces as traces_lib
+from bitjax.evaluation.heldout import evaluate
 from bitjax.teachers.backends import open_teacher, teacher_perplexity
-from bitjax.teachers.cache_writer import cache_teacher
-from bitjax.train import train
+from bitjax.teachers.cache_teacher import cache_teacher
+from bitjax.training.trainer import train
 
 NO_TRACES = "data.weights=sft=0,redi=0"
 STUDENTS = {

@@ -33,7 +33,7 @@ from bitjax.export.embedding_quant import DEFAULT_QUANTIZED
 from bitjax.export.gguf_tokenizer import add_tokenizer, read_vocab
 from bitjax.export.gguf_writer import ARCH_NAME, add_hyperparameters, plan_tensors, write_gguf
 from bitjax.export.model_source import TernaryModel, TernaryTensor, norm_names, ternary_names
-from bitjax.model import ModelConfig
+from bitjax.nn.model_config import ModelConfig
 
 TYPES = ("tq1_0", "tq2_0", "f16")
 EMBEDDINGS = ("f16", "q8_0", "q6_k", "q5_k", "q4_k")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from bitjax import data as data_lib
 from bitjax.config import SourceConfig
-from bitjax.config_io import load_recipe
+from bitjax.config.recipes import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 KEPT = ROOT / "data" / "rephrased" / "shakespeare.jsonl"
@@ -85,7 +85,7 @@ def arm_config(base, arm: str, out: Path, budget: Budget, *, kd: bool, seed: int
 
 def natural_heldout_loss(run_dir: Path, n_batches: int) -> tuple[float, int]:
     """Token-mean CE of a run's model on the natural source's held-out tail (the same tokens for every arm)."""
-    from bitjax.evaluate import summed_loss
+    from bitjax.evaluation.heldout import summed_loss
     from bitjax.run import Run
 
     run = Run(run_dir)
@@ -99,7 +99,7 @@ def write_caches(base, arm: str, out: Path, budget: Budget, kept: Path) -> None:
     """The teacher's top-k for an arm. The natural sequences are cached once, for the natural arm, and shared:
     the natural source streams the same sequences in every arm (same place in the source list, same shuffle),
     so every arm draws on one pool of natural sequences and the mixed arms add rephrased ones."""
-    from bitjax.teachers.cache_writer import cache_teacher
+    from bitjax.teachers.cache_teacher import cache_teacher
 
     natural_cfg = arm_config(base, "natural", out, budget, kd=True, seed=0, kept=kept)
     cache_teacher(natural_cfg, natural_cfg.distill.teacher, natural_cfg.distill.cache, k=natural_cfg.distill.k,
@@ -128,7 +128,7 @@ def read_results(out: Path) -> dict:
 
 def run_grid(base, out: Path, budget: Budget, *, kept: Path = KEPT, rejected: Path = REJECTED,
              arms: tuple[str, ...] = ARMS) -> dict:
-    from bitjax.train import train
+    from bitjax.training.trainer import train
 
     out.mkdir(parents=True, exist_ok=True)
     ungated_file(out, kept, rejected)

@@ -93,7 +93,7 @@ def streamed_config(corpora: list[Path], tokenizer: str, read_threads: int, **kw
     comes out, so the timed batches must span several windows of each source to measure the steady state
     rather than the first fill or reads from an already filled window.
     """
-    from bitjax.config import DataConfig, SourceConfig
+    from bitjax.config.train import DataConfig, SourceConfig
 
     sources = tuple(SourceConfig(f"web_{i}", f"parquet:{corpus}/*.parquet", weight)
                     for i, (corpus, weight) in enumerate(zip(corpora, (0.6, 0.4))))
@@ -122,7 +122,7 @@ def encoder_tokens_per_sec(corpora: list[Path], tokenizer: str) -> dict[str, flo
 
 def one_pass(corpus_glob: str, tokenizer: str) -> dict:
     """One full pass of the train iterator over one streamed source; RSS sampled along the way (MB)."""
-    from bitjax.config import DataConfig, SourceConfig
+    from bitjax.config.train import DataConfig, SourceConfig
     from bitjax.data import build_pipeline
     from bitjax.errors import DataError
 
@@ -162,7 +162,7 @@ def train_tokens_per_sec(cfg, steps: int) -> float:
     import jax
 
     from benchmarks.step_time import synthetic_batch
-    from bitjax.train import Trainer
+    from bitjax.training.trainer import Trainer
 
     trainer = Trainer.create(cfg)
     state = trainer.init_state()
@@ -232,8 +232,8 @@ def main() -> None:
         print(json.dumps(one_pass(args.one_pass, args.tokenizer)))
         return
 
-    from bitjax.config_io import load_recipe
-    from bitjax.model import ModelConfig
+    from bitjax.config.recipes import load_recipe
+    from bitjax.nn.model_config import ModelConfig
 
     tiny = load_recipe(ROOT / "recipes" / "tiny.py")
     data_1024 = dataclasses.replace(tiny.data, seq_len=1024, batch_size=8, packing=args.packing)

@@ -29,10 +29,11 @@ import jax
 import jax.numpy as jnp
 
 from bitjax import data as data_lib
-from bitjax import losses, online_teacher
-from bitjax.config_io import apply_overrides, load_recipe
-from bitjax.run_outputs import read_history
-from bitjax.train import Trainer, train
+from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.losses import terms as losses
+from bitjax.run.metrics import read_history
+from bitjax.teachers import online as online_teacher
+from bitjax.training.trainer import Trainer, train
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "smollm2_ternary.py"

@@ -48,10 +48,10 @@ def _reset_peak() -> None:
 def measure(what: str, run_dir: Path) -> dict:
     import jax
 
-    from bitjax.checkpoint import Checkpointer
     from bitjax.cli import main
     from bitjax.run import Run, load_run_config
-    from bitjax.train import Trainer
+    from bitjax.training.checkpointer import Checkpointer
+    from bitjax.training.trainer import Trainer
 
     jax.devices()
     baseline = _rss_bytes()
@@ -76,11 +76,11 @@ def write_checkpoint(preset: str, run_dir: Path) -> int:
     import orbax.checkpoint as ocp
 
     from bitjax import tokenizer as tokenizer_lib
-    from bitjax.checkpoint import dump_meta, meta_for
-    from bitjax.config_io import load_recipe
-    from bitjax.model import ModelConfig
+    from bitjax.config.recipes import load_recipe
+    from bitjax.nn.model_config import ModelConfig
     from bitjax.paths import cache_dir
-    from bitjax.train import Trainer
+    from bitjax.training.checkpointer import dump_meta, meta_for
+    from bitjax.training.trainer import Trainer
 
     cfg = load_recipe(ROOT / "recipes" / "tiny.py")
     model = getattr(ModelConfig, preset)(vocab_size=49152)

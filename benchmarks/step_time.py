@@ -23,8 +23,8 @@ import time
 import jax
 import numpy as np
 
-from bitjax.config_io import apply_overrides, load_recipe
-from bitjax.train import Trainer
+from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.training.trainer import Trainer
 
 # The plain paths the accelerator-grade step replaced, as `--set` overrides.
 REFERENCE = ["model.attention=xla", "loss_chunk=1000000", "model.int8_matmul=false", "model.scan_layers=false"]

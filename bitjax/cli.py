@@ -191,7 +191,7 @@ def _at_least(value: int | None, least: int, flag: str, what: str) -> None:
 
 
 def _train(args) -> int:
-    from bitjax.config_io import apply_overrides, load_recipe
+    from bitjax.config.recipes import apply_overrides, load_recipe
     from bitjax.errors import ConfigError
     from bitjax.paths import cache_location, check_checkpoint_store, user_path
 
@@ -201,12 +201,12 @@ def _train(args) -> int:
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError(f"--workdir {workdir} is a file, not a directory; pass a new or existing run directory")
     cfg = apply_overrides(load_recipe(args.recipe, args.preset), args.overrides)
-    from bitjax.data.sources import check_location
+    from bitjax.data.sources.uris import check_location
     for source in cfg.data.sources:   # a bucket without credentials fails here, in one line
         check_location(source)
     if cfg.distill.cache and not cfg.distill.online:
         cache_location(cfg.distill.cache, "distill.cache")
-    from bitjax.train import train  # imported after the config is checked: a bad value fails in a second
+    from bitjax.training.trainer import train  # imported after the config is checked: a bad value fails in a second
 
     summary = train(cfg, workdir, progress=not args.no_progress)
     # SIGTERM (preemption) saved a checkpoint: success; Ctrl-C saved one too, but the run is not done: 130
@@ -214,10 +214,10 @@ def _train(args) -> int:
 
 
 def _cache_teacher(args) -> int:
-    from bitjax.config import ConfigError
-    from bitjax.config_io import apply_overrides, load_recipe
+    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.config.train import ConfigError
     from bitjax.paths import cache_location
-    from bitjax.teachers.cache_writer import cache_teacher
+    from bitjax.teachers.cache_teacher import cache_teacher
 
     _at_least(args.examples, 1, "--examples", "the number of cached sequences")
     _at_least(args.shards, 1, "--shards", "the number of shards")
@@ -238,7 +238,7 @@ def _cache_teacher(args) -> int:
 
 
 def _tokenize(args) -> int:
-    from bitjax.config_io import apply_overrides, load_recipe
+    from bitjax.config.recipes import apply_overrides, load_recipe
     from bitjax.data.pretokenize import process_slot, tokenize_recipe
     from bitjax.paths import user_path
 
@@ -251,9 +251,9 @@ def _tokenize(args) -> int:
 
 
 def _fit_check(args) -> int:
-    from bitjax import fit_check
-    from bitjax.config_io import apply_overrides, load_recipe, recipe_presets
+    from bitjax.config.recipes import apply_overrides, load_recipe, recipe_presets
     from bitjax.errors import ConfigError
+    from bitjax.fit_check import check as fit_check
 
     fit_check.pin_cpu_platform()
     fit_check.topology(args.topology)  # an unknown name fails here, before anything is compiled
@@ -274,7 +274,7 @@ def _fit_check(args) -> int:
 
 
 def _plan(args) -> int:
-    from bitjax.config_io import apply_overrides, load_recipe
+    from bitjax.config.recipes import apply_overrides, load_recipe
     from bitjax.data import build_pipeline, coverage
     from bitjax.errors import BitjaxError
     from bitjax.paths import cache_location
@@ -293,7 +293,7 @@ def _plan(args) -> int:
 
 
 def _eval(args) -> int:
-    from bitjax.evaluate import evaluate, print_report
+    from bitjax.evaluation.heldout import evaluate, print_report
     from bitjax.paths import user_path
 
     user_path(args.run_dir, "RUN_DIR")
@@ -327,7 +327,7 @@ def _export(args) -> int:
 
 
 def _generate(args) -> int:
-    from bitjax.text_generation import Sampling, generate
+    from bitjax.evaluation.generation import Sampling, generate
 
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
     for piece in generate(args.model, args.prompt, sampling, chat=args.chat, n_threads=args.threads):
@@ -380,8 +380,8 @@ def _rephrase(args) -> int:
 def _traces(args) -> int:
     import json
 
-    from bitjax.data import traces_file
-    from bitjax.teachers import traces
+    from bitjax.data.teacher_files import traces as traces_file
+    from bitjax.teachers import trace_sampler as traces
     from bitjax.teachers.chat_models import open_chat_model
 
     _at_least(args.prompts, 1, "--prompts", "the number of problems")

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from bitjax.config import ConfigError, MeshConfig
-from bitjax.layer_stack import is_stacked, path_name  # noqa: F401 - path_name: the dotted path of a key path
+from bitjax.errors import ConfigError
+from bitjax.nn.layer_stack import is_stacked, path_name  # noqa: F401 - path_name: the dotted path of a key path
+
+if TYPE_CHECKING:   # the mesh's settings are read, never built here: sharding sits below the config layer
+    from bitjax.config import MeshConfig
 
 AXES = ("data", "fsdp", "tensor")
 BATCH = ("data", "fsdp")        # the mesh axes the batch dimension is split over

@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 
 from bitjax.config import TrainConfig
-from bitjax.config_io import load_recipe, recipe_presets
+from bitjax.config.recipes import load_recipe, recipe_presets
 
 BASE = Path(__file__).resolve().with_name("bitnet_125m.py")
 PRESETS = recipe_presets(BASE)

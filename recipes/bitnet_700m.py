@@ -7,8 +7,15 @@ Sequences of 2048 tokens, blocks rematerialised, parameters and optimizer state 
 
 from pathlib import Path
 
-from bitjax.config import CheckpointConfig, DataConfig, DistillConfig, OptimConfig, SourceConfig, TrainConfig
-from bitjax.model import ModelConfig
+from bitjax.config import (
+    CheckpointConfig,
+    DataConfig,
+    DistillConfig,
+    ModelConfig,
+    OptimConfig,
+    SourceConfig,
+    TrainConfig,
+)
 
 REPHRASED = Path(__file__).resolve().parent.parent / "data" / "rephrased" / "shakespeare.jsonl"
 # Natural 60% / rephrased 40% (BeyondWeb's split). The shipped corpora are small stand-ins so the recipe

@@ -17,8 +17,15 @@ multiples of 256 and the FFN is SiLU-gated, so the student exports to GGUF TQ1_0
 
 from pathlib import Path
 
-from bitjax.config import CheckpointConfig, DataConfig, DistillConfig, OptimConfig, SourceConfig, TrainConfig
-from bitjax.model import ModelConfig
+from bitjax.config import (
+    CheckpointConfig,
+    DataConfig,
+    DistillConfig,
+    ModelConfig,
+    OptimConfig,
+    SourceConfig,
+    TrainConfig,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 TRACES = DATA / "traces" / "train.jsonl"

@@ -14,8 +14,15 @@ Widths are multiples of 64 but not of 256 (576, 1536): `bitjax export ... --form
 `--format packed` writes them as they are for transformers.
 """
 
-from bitjax.config import CheckpointConfig, DataConfig, DistillConfig, OptimConfig, SourceConfig, TrainConfig
-from bitjax.model import ModelConfig
+from bitjax.config import (
+    CheckpointConfig,
+    DataConfig,
+    DistillConfig,
+    ModelConfig,
+    OptimConfig,
+    SourceConfig,
+    TrainConfig,
+)
 
 
 def get_config() -> TrainConfig:

@@ -7,8 +7,7 @@ the variant every llama.cpp `bitnet` build runs.
 
 from pathlib import Path
 
-from bitjax.config import CheckpointConfig, DataConfig, OptimConfig, SourceConfig, TrainConfig
-from bitjax.model import ModelConfig
+from bitjax.config import CheckpointConfig, DataConfig, ModelConfig, OptimConfig, SourceConfig, TrainConfig
 
 VOCAB = 2048
 REPHRASED = Path(__file__).resolve().parent.parent / "data" / "rephrased" / "shakespeare.jsonl"

@@ -12,9 +12,9 @@ from jaxtyping import install_import_hook  # noqa: E402
 
 with install_import_hook(["bitjax.quant", "bitjax.layers", "bitjax.model", "bitjax.losses", "bitjax.objective"],
                          "beartype.beartype"):
-    import bitjax.losses  # noqa: E402, F401
-    import bitjax.model  # noqa: E402, F401
-    import bitjax.objective  # noqa: E402, F401
+    import bitjax.losses.objectives  # noqa: E402, F401
+    import bitjax.losses.terms  # noqa: E402, F401
+    import bitjax.nn.transformer  # noqa: E402, F401
 
 import jax  # noqa: E402
 
@@ -32,8 +32,8 @@ def trained_run(tmp_path_factory):
     """Run directory of a briefly trained tiny SiLU model (about 30 s on 2 cores)."""
     from pathlib import Path
 
-    from bitjax.config_io import apply_overrides, load_recipe
-    from bitjax.train import train
+    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.training.trainer import train
 
     workdir = tmp_path_factory.mktemp("trained_run")
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny.py"

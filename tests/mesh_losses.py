@@ -10,9 +10,9 @@ from pathlib import Path
 
 import jax
 
-from bitjax.config_io import apply_overrides, load_recipe
-from bitjax.run_outputs import loss_series, read_history
-from bitjax.train import train
+from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.run.metrics import loss_series, read_history
+from bitjax.training.trainer import train
 
 TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny.py"
 

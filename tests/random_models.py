@@ -3,7 +3,8 @@
 from flax import nnx
 
 from bitjax.export.model_source import TernaryModel, flatten_params
-from bitjax.model import ModelConfig, Transformer
+from bitjax.nn.model_config import ModelConfig
+from bitjax.nn.transformer import Transformer
 
 
 def random_model(tokenizer_path=None, **config) -> tuple[ModelConfig, Transformer, TernaryModel]:

@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax import attention
-from bitjax.attention import AttentionMask, attend
 from bitjax.errors import ConfigError
+from bitjax.nn import attention
+from bitjax.nn.attention import AttentionMask, attend
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu is not installed")
@@ -121,8 +121,8 @@ def test_splash_gradients_match_xla_in_float32():
 def test_model_logits_do_not_depend_on_the_kernel(x64):
     from flax import nnx
 
-    from bitjax.model import ModelConfig, Transformer
-
+    from bitjax.nn.model_config import ModelConfig
+    from bitjax.nn.transformer import Transformer
     cfg = ModelConfig.tiny(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64,
                            dtype="float64", attention="xla")
     tokens_BL = jnp.asarray(np.random.default_rng(5).integers(0, 64, (2, 24)), jnp.int32)
@@ -144,8 +144,8 @@ def test_auto_follows_the_devices_of_the_trace():
 
 
 def test_bad_settings_are_one_line_errors():
-    from bitjax.config import TrainConfig
-    from bitjax.config_io import apply_overrides
+    from bitjax.config.recipes import apply_overrides
+    from bitjax.config.train import TrainConfig
 
     with pytest.raises(ConfigError, match=r"model.attention=flash: expected one of auto, xla, chunked, splash, cudnn"):
         apply_overrides(TrainConfig(), ["model.attention=flash"])
@@ -180,8 +180,8 @@ def test_cudnn_path_traces_forward_and_backward(monkeypatch):
 
 
 def test_changing_the_kernel_keeps_checkpoints_compatible(tmp_path):
-    from bitjax.checkpoint import check_compatible, meta_for
-    from bitjax.config_io import apply_overrides, load_recipe
+    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.training.checkpointer import check_compatible, meta_for
 
     cfg = load_recipe(ROOT / "recipes" / "tiny.py")
     meta = meta_for(apply_overrides(cfg, ["model.attention=xla"]), "tok")
@@ -212,8 +212,8 @@ def test_chunked_gradient_keeps_no_score_matrix():
 def test_compiled_tpu_step_has_no_score_matrix_with_splash(monkeypatch):
     """The tiny recipe's train step compiled for a v5e-4 slice: auto picks splash for TPU devices, which leaves
     no f32 [.., L, L] buffer in the optimised HLO; the xla kernel has one (so the check can fail)."""
-    from bitjax import fit_check
-    from bitjax.config_io import apply_overrides, load_recipe
+    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.fit_check import check as fit_check
 
     monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")   # libtpu's lock would refuse a second compiler here
     base = apply_overrides(load_recipe(ROOT / "recipes" / "tiny.py"),

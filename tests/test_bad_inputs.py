@@ -26,7 +26,7 @@ SOURCE_RECIPE = """
 import dataclasses, importlib.util
 spec = importlib.util.spec_from_file_location("tiny", {tiny!r})
 tiny = importlib.util.module_from_spec(spec); spec.loader.exec_module(tiny)
-from bitjax.config import SourceConfig
+from bitjax.config.train import SourceConfig
 def get_config():
     cfg = tiny.get_config()
     src = SourceConfig("src", {uri!r}, objective={objective!r}, **{source!r})
@@ -218,7 +218,7 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str, list[Path]]]
     for name, content in [("empty", b""), ("garbage", b"\x00garbage" * 50), ("truncated", None)]:
         path = tmp / f"{name}.arrayrecord"
         if content is None:
-            from bitjax.data.records import write_arrayrecord
+            from bitjax.data.sources.records import write_arrayrecord
             write_arrayrecord(path, [{"text": "a document " * 20}] * 50)
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
         else:

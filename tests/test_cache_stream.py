@@ -10,13 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax import objective
-from bitjax.config import ConfigError, SourceConfig
-from bitjax.config_io import apply_overrides, load_recipe
+from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config.train import ConfigError, SourceConfig
 from bitjax.data import build_pipeline
 from bitjax.data.schema import SEQUENCE_FIELDS
-from bitjax.data.topk_cache import CacheSpec, TopKCache
-from bitjax.data.topk_cache_writer import write_cache
+from bitjax.data.teacher_files.topk_cache import CacheSpec, TopKCache
+from bitjax.data.teacher_files.topk_cache_writer import write_cache
+from bitjax.losses import objectives as objective
 
 ROOT = Path(__file__).resolve().parents[1]
 KD_TINY = ROOT / "tests" / "recipes" / "kd_tiny.py"
@@ -171,7 +171,7 @@ def test_a_source_named_like_the_text_rows_of_another_is_refused():
 def test_resuming_with_another_choice_is_one_line_not_a_damaged_checkpoint(tmp_path):
     """The data position saved with one choice cannot be restored into the other's stream: resuming so is
     refused by name before anything is read (it would otherwise fail like a damaged checkpoint)."""
-    from bitjax.checkpoint import check_compatible, meta_for
+    from bitjax.training.checkpointer import check_compatible, meta_for
 
     saved = meta_for(_cfg("repeat"), "tok")
     check_compatible(saved, _cfg("repeat", "unread", "distill.kd_weight=0.5"), "tok", tmp_path)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
-from bitjax.checkpoint import Checkpointer, CheckpointWriteError
-from bitjax.config_io import apply_overrides, load_recipe
+from bitjax.config.recipes import apply_overrides, load_recipe
 from bitjax.errors import BitjaxError
-from bitjax.train import train
+from bitjax.training.checkpointer import Checkpointer, CheckpointWriteError
+from bitjax.training.trainer import train
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
 

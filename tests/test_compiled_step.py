@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bitjax import fit_check, hlo_facts
-from bitjax.config_io import apply_overrides, load_recipe
+from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.fit_check import check as fit_check
+from bitjax.fit_check import hlo_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="needs libtpu (.[tpu])")

@@ -2,8 +2,8 @@ import dataclasses
 
 import pytest
 
-from bitjax.config import ConfigError, TrainConfig
-from bitjax.config_io import apply_overrides, load_recipe
+from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config.train import ConfigError, TrainConfig
 
 
 def test_overrides_convert_types():
@@ -50,5 +50,5 @@ def test_configs_are_frozen():
 
 def test_config_round_trips_through_dict():
     cfg = apply_overrides(TrainConfig(), ["model.n_layers=3", "optim.peak_lr=1e-4"])
-    from bitjax.config_io import from_dict
+    from bitjax.config.recipes import from_dict
     assert from_dict(TrainConfig, dataclasses.asdict(cfg)) == cfg

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitjax.config_io import apply_overrides, load_recipe
+from bitjax.config.recipes import apply_overrides, load_recipe
 from bitjax.export import gguf_writer, hf_check, hf_packed, llama_check
 from bitjax.export import reference as ref
 from bitjax.export.model_source import TernaryModel, flatten_params
 from bitjax.export.runtime_report import format_agreement
-from bitjax.train import Trainer
+from bitjax.training.trainer import Trainer
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -29,8 +29,7 @@ SHAPES = {   # (hidden, intermediate, heads, kv heads): TQ-ready widths, and Smo
 def _shakespeare_ids(tokenizer_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Training ids (the first plays) and 256 held-out ids (the last one), in the export tests' tokenizer."""
     from bitjax import tokenizer as tokenizer_lib
-    from bitjax.data import corpora
-
+    from bitjax.data.sources import corpora
     tok = tokenizer_lib.load(tokenizer_path)
     docs = list(corpora.shakespeare_documents())
     train = np.asarray(tok.encode("\n\n".join(d["text"] for d in docs[:20])).ids, np.int64)

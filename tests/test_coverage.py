@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from bitjax import cli
-from bitjax.config_io import apply_overrides, load_recipe
+from bitjax.config.recipes import apply_overrides, load_recipe
 from bitjax.data import build_pipeline, coverage
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,10 +11,10 @@ import jax
 import numpy as np
 import pytest
 
-from bitjax.checkpoint import Checkpointer
-from bitjax.config import ConfigError
-from bitjax.config_io import apply_overrides, load_recipe
-from bitjax.train import Trainer, train
+from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config.train import ConfigError
+from bitjax.training.checkpointer import Checkpointer
+from bitjax.training.trainer import Trainer, train
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
 
@@ -147,8 +147,7 @@ def test_checksums_catch_one_flipped_bit_in_any_dtype():
     """Each of 2 x 32 single-bit flips in float32, bfloat16 and int8 arrays changes the saved sums."""
     import jax.numpy as jnp
 
-    from bitjax import state_checksum
-
+    from bitjax.run import checksums as state_checksum
     rng = np.random.default_rng(0)
     for dtype in (np.float32, jnp.bfloat16, np.int8):
         x = np.asarray(rng.normal(size=(7, 5)) * 10).astype(dtype)

@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitjax.config import ConfigError
-from bitjax.config_io import apply_overrides, load_recipe
-from bitjax.data.topk_cache import CacheError, TopKCache
-from bitjax.teachers.cache_writer import cache_teacher
-from bitjax.train import train
+from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config.train import ConfigError
+from bitjax.data.teacher_files.topk_cache import CacheError, TopKCache
+from bitjax.teachers.cache_teacher import cache_teacher
+from bitjax.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "recipes" / "tiny.py")
@@ -44,8 +44,8 @@ def _kd_over_the_whole_cache(cfg, workdir, cache_dir) -> float:
     batch: a fixed evaluation set, the same for every student whatever order training read it in."""
     import jax
 
-    from bitjax.checkpoint import Checkpointer
-    from bitjax.train import Trainer
+    from bitjax.training.checkpointer import Checkpointer
+    from bitjax.training.trainer import Trainer
 
     trainer = Trainer.create(cfg)
     params = Checkpointer(Path(workdir) / "checkpoints", cfg).restore_state(cfg.steps, trainer.abstract_state()).params
@@ -91,7 +91,7 @@ def test_cache_rows_and_plain_rows_share_a_batch(cache_dir, tmp_path):
     """One source distils, the other trains on CE: rows of both meet in each batch, each with its loss."""
     import dataclasses
 
-    from bitjax.train import train as train_fn
+    from bitjax.training.trainer import train as train_fn
     cfg = _kd(cache_dir, "steps=3", "distill.kd_weight=1.0")
     natural, rephrased = cfg.data.sources
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(
@@ -146,7 +146,7 @@ def test_kd_ce_sft_and_redi_rows_train_together(cache_dir, tmp_path):
     """The Grain mix takes cached-teacher rows, plain rows and both kinds of trace rows in one run."""
     import dataclasses
 
-    from bitjax.config import SourceConfig
+    from bitjax.config.train import SourceConfig
     traces = tmp_path / "traces.jsonl"
     rows = [{"prompt_id": f"q{p}", "prompt": f"Q{p}? ", "completion": f"so #### {a}", "gold": str(p),
              "label": "positive" if a == p else "negative", "id": f"q{p}#{a}"} for p in range(4) for a in (p, p + 1)]

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax import losses
+from bitjax.losses import terms as losses
 
 
 def _kl(a, b):

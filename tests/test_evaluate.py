@@ -4,11 +4,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitjax import evaluate as evaluate_lib
 from bitjax.cli import main
-from bitjax.config_io import apply_overrides, load_recipe
-from bitjax.evaluate import heldout_perplexity
-from bitjax.train import train
+from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.evaluation import heldout as evaluate_lib
+from bitjax.evaluation.heldout import heldout_perplexity
+from bitjax.training.trainer import train
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
 
@@ -82,7 +82,7 @@ def test_answer_accuracy_of_the_real_model_runs_end_to_end(run, tmp_path):
     completion = json.loads((workdir / "answers.jsonl").read_text())["completion"]
     assert len(completion) > 0
     # the exact score of that completion: an untrained model writes no "#### 2" (1 if it did, by the rule)
-    from bitjax.data import traces_file
+    from bitjax.data.teacher_files import traces as traces_file
     expected = traces_file.is_correct(traces_file.extract_answer(completion), "2")
     assert report["answer_accuracy"] == float(expected) and report["correct"] == int(expected)
     # a gold answer equal to what the model wrote scores 1: the scoring reads the real completion

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bitjax.config_io import load_recipe
+from bitjax.config.recipes import load_recipe
 from bitjax.export import checks, llama_check
 from bitjax.export import reference as ref
 from bitjax.export.embedding_quant import check_embedding_type
 from bitjax.export.gguf_writer import write_gguf
 from bitjax.export.model_source import TernaryModel, flatten_params
 from bitjax.export.runtime_report import format_agreement
-from bitjax.model import Transformer
+from bitjax.nn.transformer import Transformer
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

@@ -21,8 +21,8 @@ def fp_run(tmp_path_factory):
     """The export tests' tiny model with its first block kept in full precision (about 30 s on 2 cores)."""
     from pathlib import Path
 
-    from bitjax.config_io import apply_overrides, load_recipe
-    from bitjax.train import train
+    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.training.trainer import train
 
     workdir = tmp_path_factory.mktemp("fp_run")
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny.py"

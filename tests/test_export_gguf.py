@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from random_models import random_model
 
-from bitjax import quant
 from bitjax.errors import ConfigError
 from bitjax.export import GGUF_TYPES, ExportError, export_run, gguf_writer, llama_check
 from bitjax.export import embedding_quant as emb_quant
@@ -15,6 +14,7 @@ from bitjax.export import reference as ref
 from bitjax.export.gguf_writer import gguf_name, read_ternary, write_gguf
 from bitjax.export.model_source import TernaryModel, load_run, ternary_names
 from bitjax.export.runtime_report import format_agreement, llama_cpp_report
+from bitjax.nn import quant
 
 
 @pytest.fixture(scope="module")

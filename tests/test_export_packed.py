@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from random_models import random_model
 
-from bitjax import quant
 from bitjax.export import ExportError, export_run, hf_packed
 from bitjax.export.hf_check import hf_logits, load_model
 from bitjax.export.hf_packed import read_packed, write_packed
 from bitjax.export.model_source import load_run, ternary_names
 from bitjax.export.runtime_report import format_agreement, transformers_report
+from bitjax.nn import quant
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,11 @@ from bitjax.export import gguf_writer, llama_check
 from bitjax.export import reference as ref
 from bitjax.export.model_source import TernaryModel, flatten_params
 from bitjax.export.padding import pad_model, padded_shape
-from bitjax.model import ModelConfig, Transformer
 
 # SmolLM2-135M's widths, two blocks (the second kept in full precision), a small vocabulary
+from bitjax.nn.model_config import ModelConfig
+from bitjax.nn.transformer import Transformer
+
 SMOLLM2_WIDTHS = dict(vocab_size=2048, d_model=576, n_layers=2, n_heads=9, n_kv_heads=3, head_dim=64, d_ff=1536,
                       int8_matmul=False, full_precision_layers=(1,), init_std=0.05)
 
@@ -45,7 +47,7 @@ def test_padded_file_imports_back_as_the_unpadded_network(models, tmp_path, caps
     """`bitjax export`'s TQ2_0 file holds the padded codes (said on stderr); bitjax's own GGUF import of the
     padded network (codes times scales, padded norms and epsilon, the full-precision block in F32) gives the
     unpadded W1.58A16 forward: the padding changes the storage, not the function."""
-    from bitjax.pretrained_gguf import gguf_model, gguf_model_config
+    from bitjax.pretrained.gguf import gguf_model, gguf_model_config
 
     cfg, _, a16, ternary = models
     gguf_writer.write_gguf(ternary, tmp_path / "tq2_0.gguf", "tq2_0", embedding_type="f32")
@@ -89,8 +91,8 @@ def padded_run(tmp_path_factory):
 
     from conftest import EXPORT_RUN_OVERRIDES
 
-    from bitjax.config_io import apply_overrides, load_recipe
-    from bitjax.train import train
+    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.training.trainer import train
 
     workdir = tmp_path_factory.mktemp("padded_run")
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny.py"

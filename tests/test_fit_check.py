@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bitjax import cli, fit_check
+from bitjax import cli
+from bitjax.fit_check import check as fit_check
 
 ROOT = Path(__file__).resolve().parents[1]
 R125 = str(ROOT / "recipes" / "bitnet_125m.py")

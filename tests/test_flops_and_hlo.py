@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax import flops, hlo_facts
-from bitjax.model import ModelConfig, count_params
+from bitjax.fit_check import flops, hlo_facts
+from bitjax.nn.model_config import ModelConfig
+from bitjax.nn.transformer import count_params
 
 
 @pytest.mark.parametrize("preset", ["tiny", "bitnet_125m", "bitnet_700m", "bitnet_2b4t"])

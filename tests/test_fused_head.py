@@ -12,9 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax import fused_head, losses, objective
-from bitjax.config import SourceConfig
-from bitjax.config_io import apply_overrides, load_recipe
+from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config.train import SourceConfig
+from bitjax.losses import chunked_head as fused_head
+from bitjax.losses import objectives as objective
+from bitjax.losses import terms as losses
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
 B, L, D, V, K = 6, 8, 5, 16, 4
@@ -217,7 +219,7 @@ def _f32_shapes(hlo_text):
 def test_the_compiled_train_step_holds_no_float32_logits_of_the_whole_batch():
     """The optimized HLO of the jitted train step (CE and KD rows) has no f32 buffer of B * L * V or more
     elements with a V axis; with one block as long as the sequence (the control) it does."""
-    from bitjax.train import Trainer
+    from bitjax.training.trainer import Trainer
 
     jax.config.update("jax_enable_x64", False)   # the step as it trains
     b, seq, vocab = 4, 64, 512

@@ -5,9 +5,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from bitjax.config_io import apply_overrides, load_recipe
-from bitjax.generate import greedy_generate
-from bitjax.train import Trainer
+from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.nn.decode import greedy_generate
+from bitjax.training.trainer import Trainer
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bitjax.config_io import load_recipe, recipe_presets
-from bitjax.model import count_params
+from bitjax.config.recipes import load_recipe, recipe_presets
+from bitjax.nn.transformer import count_params
 
 ROOT = Path(__file__).resolve().parents[1]
 H100_BYTES = 80e9

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from test_topk_cache import SPEC, examples, fake_topk
 
-from bitjax.data import topk_cache, topk_cache_writer
-from bitjax.data.tokenize import load_shard
+from bitjax.data.sources.token_shard import load_shard
+from bitjax.data.teacher_files import topk_cache, topk_cache_writer
 from bitjax.errors import BitjaxError, CacheError, DataError
-from bitjax.teachers import jsonl_output, traces
+from bitjax.teachers import jsonl_output
+from bitjax.teachers import trace_sampler as traces
 
 
 def test_a_deleted_cache_shard_is_rewritten_by_rerunning_the_writer(tmp_path):

@@ -10,15 +10,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bitjax import checkpoint, quant
-from bitjax import train as train_lib
-from bitjax.config import TrainConfig
-from bitjax.config_io import load_recipe
+from bitjax.config.recipes import load_recipe
+from bitjax.config.train import TrainConfig
 from bitjax.errors import ConfigError
-from bitjax.int8_matmul import MAX_EXACT_IN_FEATURES, int8_bitlinear
-from bitjax.layers import BitLinear
-from bitjax.model import PRESETS, ModelConfig, Transformer
-from bitjax.train import Trainer
+from bitjax.nn import quant
+from bitjax.nn.int8_matmul import MAX_EXACT_IN_FEATURES, int8_bitlinear
+from bitjax.nn.layers import BitLinear
+from bitjax.nn.model_config import PRESETS, ModelConfig
+from bitjax.nn.transformer import Transformer
+from bitjax.training import checkpointer as checkpoint
+from bitjax.training import trainer as train_lib
+from bitjax.training.trainer import Trainer
 
 
 def _grid_kernel(key, shape, dtype):

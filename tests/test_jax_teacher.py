@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitjax.config import ConfigError
-from bitjax.config_io import apply_overrides, load_recipe
+from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config.train import ConfigError
 from bitjax.data.schema import SEQUENCE_FIELDS
-from bitjax.data.topk_cache import TopKCache, shard_name
-from bitjax.data.topk_cache_writer import example_topk
-from bitjax.teachers.cache_writer import cache_teacher
+from bitjax.data.teacher_files.topk_cache import TopKCache, shard_name
+from bitjax.data.teacher_files.topk_cache_writer import example_topk
+from bitjax.teachers.cache_teacher import cache_teacher
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -178,7 +178,7 @@ def test_two_jax_processes_on_a_sharded_mesh_write_the_cache_one_process_writes(
 def test_two_jax_processes_with_a_bitjax_run_as_the_teacher(tmp_path):
     """A `bitjax:RUN_DIR` teacher in two processes: each restores the run onto its own devices, reads it to the
     host and places it on the global mesh (restoring onto all devices could not be read back to a host)."""
-    from bitjax.train import train
+    from bitjax.training.trainer import train
 
     cfg = apply_overrides(load_recipe(KD_TINY), SMALL + ["model.n_layers=1"])
     tiny = apply_overrides(load_recipe(ROOT / "recipes" / "tiny.py"), [

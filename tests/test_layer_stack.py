@@ -13,13 +13,16 @@ from flax import nnx
 from jax.sharding import AbstractMesh
 from jax.sharding import PartitionSpec as P
 
-from bitjax import layer_stack, legacy_layers, sharding
-from bitjax.attention import AttentionMask
-from bitjax.config import TrainConfig
-from bitjax.config_io import apply_overrides
+from bitjax import sharding
+from bitjax.config.recipes import apply_overrides
+from bitjax.config.train import TrainConfig
 from bitjax.errors import ConfigError
-from bitjax.layers import QuantStrength
-from bitjax.model import REMAT_POLICIES, Block, ModelConfig, Transformer
+from bitjax.nn import layer_stack
+from bitjax.nn.attention import AttentionMask
+from bitjax.nn.layers import QuantStrength
+from bitjax.nn.model_config import REMAT_POLICIES, ModelConfig
+from bitjax.nn.transformer import Block, Transformer
+from bitjax.run import legacy_layers
 
 SMALL = dict(vocab_size=64, d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=48)
 
@@ -190,14 +193,14 @@ def test_a_per_layer_checkpoint_restores_into_the_stacked_state(tmp_path):
 
 
 def test_zero_fraction_metrics_keep_per_layer_names():
-    from bitjax.train import zero_fractions
+    from bitjax.training.trainer import zero_fractions
 
     params = nnx.state(_model(), nnx.Param)
     zeros = zero_fractions(params)
     assert sorted(zeros) == sorted(f"layers.{i}.{m}" for i in range(3) for m in (
         "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"))
-    from bitjax import quant
+    from bitjax.nn import quant
     kernel = params["layers"]["mlp"]["up_proj"]["kernel"][...][1]
     assert float(zeros["layers.1.mlp.up_proj"]) == float(jnp.mean(quant.ternary_codes(kernel)[0] == 0))
 

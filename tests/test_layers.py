@@ -3,8 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from bitjax import quant
-from bitjax.layers import BitLinear, Linear, RMSNorm
+from bitjax.nn import quant
+from bitjax.nn.layers import BitLinear, Linear, RMSNorm
 
 
 def _layer_and_input():

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax import losses
+from bitjax.losses import terms as losses
 
 B, L, V = 2, 5, 11
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import mix_ablation as ab
-from bitjax.config_io import load_recipe
+from bitjax.config.recipes import load_recipe
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "distill_tiny.py"
 

@@ -9,8 +9,9 @@ import pytest
 from flax import nnx
 
 from bitjax.errors import ConfigError
-from bitjax.layers import BitLinear, Linear
-from bitjax.model import ModelConfig, Transformer, count_params
+from bitjax.nn.layers import BitLinear, Linear
+from bitjax.nn.model_config import ModelConfig
+from bitjax.nn.transformer import Transformer, count_params
 
 CFG = ModelConfig.tiny(vocab_size=64, n_layers=2)
 
@@ -107,9 +108,9 @@ def test_full_precision_layers_compute_the_unquantized_block():
     """Every block in model.full_precision_layers: the ternary model equals the full-precision one exactly (weights
     and activations unquantized); one block of two: it differs from both, and the trainer's gradual lambda
     leaves that block at 0."""
-    from bitjax.config_io import apply_overrides, load_recipe
-    from bitjax.layers import QuantStrength
-    from bitjax.model import quant_strengths
+    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.nn.layers import QuantStrength
+    from bitjax.nn.transformer import quant_strengths
 
     cfg = dataclasses.replace(CFG, int8_matmul=False)
     tokens = jax.random.randint(jax.random.key(3), (2, 12), 0, CFG.vocab_size)

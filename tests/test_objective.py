@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax import losses, objective
-from bitjax.config import SourceConfig
-from bitjax.config_io import load_recipe
+from bitjax.config.recipes import load_recipe
+from bitjax.config.train import SourceConfig
+from bitjax.losses import objectives as objective
+from bitjax.losses import terms as losses
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
 B, L, V, K = 6, 10, 32, 4
@@ -110,7 +111,8 @@ def test_redi_in_one_row_equals_redi_over_two_real_forward_passes():
     separate forward passes, one per completion."""
     from flax import nnx
 
-    from bitjax.model import ModelConfig, Transformer
+    from bitjax.nn.model_config import ModelConfig
+    from bitjax.nn.transformer import Transformer
     cfg = config_with(SourceConfig("text", "tfds:shakespeare"), SourceConfig("pairs", "traces:x.jsonl",
                                                                               objective="redi"))
     graphdef, params = nnx.split(Transformer(ModelConfig.tiny(vocab_size=V, n_layers=1), rngs=nnx.Rngs(0)))

@@ -9,12 +9,12 @@ import jax
 import numpy as np
 import pytest
 
-from bitjax import online_teacher
-from bitjax.config_io import apply_overrides, load_recipe
+from bitjax.config.recipes import apply_overrides, load_recipe
 from bitjax.errors import ConfigError
 from bitjax.run import Run
+from bitjax.teachers import online as online_teacher
 from bitjax.teachers.backends import topk_from_logits
-from bitjax.train import Trainer, train
+from bitjax.training.trainer import Trainer, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "recipes" / "tiny.py")

@@ -39,7 +39,7 @@ def _save(tmp_path, config_cls, model_cls, **kw):
     ("BitNetConfig", "BitNetForCausalLM", dict(tie_word_embeddings=True, hidden_act="relu2")),
 ])
 def test_imported_logits_equal_transformers(tmp_path, config_cls, model_cls, kw):
-    from bitjax.pretrained import hf_model, hf_model_config
+    from bitjax.pretrained.hf import hf_model, hf_model_config
 
     hf = _save(tmp_path, config_cls, model_cls, **kw)
     tokens = np.random.default_rng(0).integers(0, SMALL["vocab_size"], (2, 17))
@@ -56,7 +56,7 @@ def test_imported_logits_equal_transformers(tmp_path, config_cls, model_cls, kw)
 def test_rope_theta_and_scaling_are_read_from_either_config_spelling(tmp_path, spelling):
     """transformers 5 writes `rope_parameters` {rope_type, rope_theta, ...}; 4.x wrote `rope_theta` and
     `rope_scaling` at the top level. Both give the theta, and scaling in either is refused."""
-    from bitjax.pretrained import hf_model_config
+    from bitjax.pretrained.hf import hf_model_config
 
     _save(tmp_path, "LlamaConfig", "LlamaForCausalLM")
     config = {k: v for k, v in json.loads((tmp_path / "config.json").read_text()).items()
@@ -75,7 +75,7 @@ def test_rope_theta_and_scaling_are_read_from_either_config_spelling(tmp_path, s
 
 
 def test_unsupported_architecture_and_mismatched_shapes_are_one_line(tmp_path):
-    from bitjax.pretrained import hf_model, hf_model_config
+    from bitjax.pretrained.hf import hf_model, hf_model_config
 
     _save(tmp_path, "LlamaConfig", "LlamaForCausalLM")
     config = json.loads((tmp_path / "config.json").read_text())
@@ -90,7 +90,7 @@ def test_unsupported_architecture_and_mismatched_shapes_are_one_line(tmp_path):
 
 def test_an_imported_llama_is_refused_by_the_exporter_in_one_line(tmp_path):
     from bitjax.export.model_source import TernaryModel
-    from bitjax.pretrained import load_hf
+    from bitjax.pretrained.hf import load_hf
 
     _save(tmp_path, "LlamaConfig", "LlamaForCausalLM", tie_word_embeddings=False)
     cfg, params = load_hf(tmp_path)
@@ -104,7 +104,7 @@ def test_an_imported_llama_is_refused_by_the_exporter_in_one_line(tmp_path):
 def _heldout_ids(n: int) -> np.ndarray:
     """Real text through the embedded model's own tokenizer: the end of the Shakespeare corpus."""
     from bitjax import tokenizer as tokenizer_lib
-    from bitjax.data import corpora
+    from bitjax.data.sources import corpora
     from bitjax.paths import cache_dir
 
     tok = tokenizer_lib.load(tokenizer_lib.resolve("smollm2", 0, lambda: iter(()), cache_dir(), ""))
@@ -147,7 +147,7 @@ def smollm2_logits(tmp_path_factory):
     Q8_0 embedding, dequantized), of llama.cpp on the same file, and of llama.cpp on its F32 dequantized copy."""
     pytest.importorskip("llama_cpp")
     from bitjax.paths import embedded_gguf
-    from bitjax.pretrained_gguf import gguf_model, gguf_model_config
+    from bitjax.pretrained.gguf import gguf_model, gguf_model_config
     from bitjax.teachers.backends import GGUFTeacher
 
     cfg = gguf_model_config(embedded_gguf())
@@ -186,7 +186,7 @@ def test_an_exported_bitjax_gguf_imports_back_to_the_same_network(trained_run, t
     """bitjax -> GGUF (F32 bitnet) -> bitjax: the imported full-precision model holds the ternary weights times
     their scales, so it computes the run's W1.58A16 forward (ternary weights, unquantized activations)."""
     from bitjax.export import export_run
-    from bitjax.pretrained_gguf import gguf_model
+    from bitjax.pretrained.gguf import gguf_model
     from bitjax.run import Run
 
     out = tmp_path / "m.gguf"
@@ -199,7 +199,7 @@ def test_an_exported_bitjax_gguf_imports_back_to_the_same_network(trained_run, t
 def test_a_gguf_of_another_architecture_or_not_gguf_is_one_line(tmp_path):
     import gguf
 
-    from bitjax.pretrained_gguf import load_gguf
+    from bitjax.pretrained.gguf import load_gguf
 
     path = tmp_path / "gpt2.gguf"
     writer = gguf.GGUFWriter(str(path), "gpt2")
@@ -222,7 +222,7 @@ def test_a_gguf_with_rope_scaling_is_one_line(tmp_path, scaling):
     """A scaled RoPE (a `rope.scaling.type`, or Llama 3.x's `rope_freqs` tensor) is refused, not dropped."""
     import gguf
 
-    from bitjax.pretrained_gguf import load_gguf
+    from bitjax.pretrained.gguf import load_gguf
 
     path = tmp_path / "scaled.gguf"
     writer = gguf.GGUFWriter(str(path), "llama")
@@ -243,7 +243,7 @@ def test_a_gguf_with_rope_scaling_is_one_line(tmp_path, scaling):
 def _student(**model):
     from pathlib import Path
 
-    from bitjax.config_io import apply_overrides, load_recipe
+    from bitjax.config.recipes import apply_overrides, load_recipe
 
     tiny = Path(__file__).resolve().parents[1] / "recipes" / "tiny.py"
     # int8_matmul off: a converted student ramps the quantization strength, which the int8 path holds at 1
@@ -255,7 +255,7 @@ def _student(**model):
 def test_init_from_converts_a_llama_into_a_ternary_student(tmp_path):
     """The student's linears, norms and embedding are the source's; BitNet's SubLN norms are inserted at 1.0;
     at quantization strength 0 a student without SubLN computes exactly the source."""
-    from bitjax.train import Trainer
+    from bitjax.training.trainer import Trainer
 
     hf = _save(tmp_path, "LlamaConfig", "LlamaForCausalLM", tie_word_embeddings=True)
     trainer = Trainer.create(_student(sub_norms=True))
@@ -275,7 +275,7 @@ def test_init_from_converts_a_llama_into_a_ternary_student(tmp_path):
 
 
 def test_init_from_refuses_another_vocabulary_or_shape_in_one_line(tmp_path):
-    from bitjax.train import Trainer
+    from bitjax.training.trainer import Trainer
 
     _save(tmp_path, "LlamaConfig", "LlamaForCausalLM", tie_word_embeddings=True)
     with pytest.raises(ConfigError, match="vocabulary of 128 tokens, the student 256; use the source's tokenizer"):
@@ -299,7 +299,7 @@ def test_smollm2_ternary_recipe_converts_distils_exports_and_runs(tmp_path, caps
     from pathlib import Path
 
     from bitjax.cli import main
-    from bitjax.run_outputs import loss_series, read_history
+    from bitjax.run.metrics import loss_series, read_history
 
     recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "smollm2_ternary.py")
     # At the learning rate the padding figures below were measured at. The recipe trains at 1e-3 since; after

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax import quant
+from bitjax.nn import quant
 
 
 def test_ternarize_hand_computed():

@@ -5,10 +5,10 @@ from pathlib import Path
 import jax
 import pytest
 
-from bitjax.config import TrainConfig
-from bitjax.config_io import load_recipe
-from bitjax.model import count_params
-from bitjax.train import Trainer
+from bitjax.config.recipes import load_recipe
+from bitjax.config.train import TrainConfig
+from bitjax.nn.transformer import count_params
+from bitjax.training.trainer import Trainer
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.py"))
 

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bitjax import relation_loss
-from bitjax.attention import AttentionMask
 from bitjax.errors import ConfigError
-from bitjax.model import AttentionInputs, ModelConfig, Transformer
+from bitjax.losses import relation as relation_loss
+from bitjax.nn.attention import AttentionMask
+from bitjax.nn.model_config import ModelConfig
+from bitjax.nn.transformer import AttentionInputs, Transformer
 
 B, L, HEADS = 2, 7, 2
 SEGMENTS = np.array([[1, 1, 1, 2, 2, 2, 2], [1, 1, 1, 1, 1, 0, 0]], np.int32)   # two documents; padding (0)

@@ -130,9 +130,9 @@ def test_a_gs_teacher_cache_is_written_resumed_and_read_through_the_bucket(bucke
     from array_record.python.array_record_module import ArrayRecordReader
     from test_topk_cache import SPEC, examples, fake_topk
 
-    from bitjax.data import topk_cache
-    from bitjax.data.topk_cache import CacheError, TopKCache, shard_name
-    from bitjax.data.topk_cache_writer import write_cache
+    from bitjax.data.teacher_files import topk_cache
+    from bitjax.data.teacher_files.topk_cache import CacheError, TopKCache, shard_name
+    from bitjax.data.teacher_files.topk_cache_writer import write_cache
 
     monkeypatch.setattr(topk_cache, "open_shard",
                         lambda path: ArrayRecordReader(str(bucket.parent / str(path).removeprefix("gs://"))))

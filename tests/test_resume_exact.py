@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitjax.config import DataConfig, SourceConfig
-from bitjax.data import build_pipeline, sources
+from bitjax.config.train import DataConfig, SourceConfig
+from bitjax.data import build_pipeline
+from bitjax.data.sources import uris as sources
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
 MIXES = [(0.6, 0.4), (0.95, 0.05)]
@@ -55,7 +56,7 @@ def test_restore_from_every_one_of_the_first_20_batches(rephrased_jsonl, packing
 
 
 def _train_config(packing, mix, steps):
-    from bitjax.config_io import apply_overrides, load_recipe
+    from bitjax.config.recipes import apply_overrides, load_recipe
     return apply_overrides(load_recipe(TINY), [
         "model.n_layers=1", "data.seq_len=32", "data.batch_size=2", f"data.packing={packing}",
         f"data.weights=natural={mix[0]},rephrased={mix[1]}", f"steps={steps}", "checkpoint.every=1",
@@ -67,8 +68,8 @@ def _saved(workdir, step, cfg):
     """The parameters, step and data position of a run's checkpoint at `step`."""
     import jax
 
-    from bitjax.checkpoint import Checkpointer
-    from bitjax.train import Trainer
+    from bitjax.training.checkpointer import Checkpointer
+    from bitjax.training.trainer import Trainer
     ckpt = Checkpointer(workdir / "checkpoints", cfg)
     state = ckpt.restore_state(step, Trainer.create(cfg).abstract_state())
     ckpt.close()
@@ -83,7 +84,7 @@ def test_resume_from_every_step_is_bitwise_exact(tmp_path, packing, mix):
     """Train 8 steps saving at each; resume from each saved step alone: the end is bitwise the straight run's."""
     import shutil
 
-    from bitjax.train import train
+    from bitjax.training.trainer import train
     steps = 8
     cfg = _train_config(packing, mix, steps)
     straight = tmp_path / "straight"

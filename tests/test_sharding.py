@@ -18,9 +18,9 @@ from jax.sharding import AbstractMesh
 from jax.sharding import PartitionSpec as P
 
 from bitjax import sharding
-from bitjax.config import ConfigError, MeshConfig
-from bitjax.config_io import apply_overrides, load_recipe
-from bitjax.run_outputs import loss_series, read_history
+from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config.train import ConfigError, MeshConfig
+from bitjax.run.metrics import loss_series, read_history
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "recipes" / "tiny.py")
@@ -58,7 +58,7 @@ def test_axis_that_does_not_divide_a_dimension_is_left_unsplit():
 def test_state_shardings_cover_every_leaf():
     import jax
 
-    from bitjax.train import Trainer
+    from bitjax.training.trainer import Trainer
     trainer = Trainer.create(apply_overrides(load_recipe(TINY), FAST))
     abstract = trainer.abstract_state()
     leaves = jax.tree.leaves(abstract)
@@ -221,8 +221,8 @@ def test_every_parameter_of_two_or_more_dimensions_has_a_real_rule():
     import jax
     from flax import nnx
 
-    from bitjax.model import ModelConfig, Transformer
-
+    from bitjax.nn.model_config import ModelConfig
+    from bitjax.nn.transformer import Transformer
     catch_all = sharding.RULES[-1][0]
     imported = ModelConfig.tiny(sub_norms=False, attention_bias=True, tie_embeddings=False)   # Qwen2-like
     for preset in (ModelConfig.tiny(), ModelConfig.bitnet_125m(), ModelConfig.bitnet_2b4t(), imported):

@@ -17,8 +17,10 @@ from test_remote_workdir import bucket  # noqa: F401 - the gs:// stand-in fixtur
 
 from benchmarks.pipeline import WORDS, write_parquet_corpus
 from bitjax import tokenizer as tokenizer_lib
-from bitjax.config import ConfigError, DataConfig, SourceConfig
-from bitjax.data import DataError, build_pipeline, coverage, records, sources, streaming, text_files
+from bitjax.config.train import ConfigError, DataConfig, SourceConfig
+from bitjax.data import DataError, build_pipeline, coverage
+from bitjax.data.sources import records, streaming, text_files
+from bitjax.data.sources import uris as sources
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_DOCS = 4000   # the small corpus: document i is in file i // 1000 of 4, row groups (chunks) of 10 documents
@@ -176,7 +178,7 @@ def test_a_source_without_held_out_documents_or_one_that_cannot_stream_is_refuse
 
 
 def test_the_coverage_table_estimates_a_streamed_source_from_metadata(corpus, tokenizer):
-    from bitjax.config import TrainConfig
+    from bitjax.config.train import TrainConfig
 
     pipeline = build_pipeline(config(corpus, tokenizer))
     tok = tokenizer_lib.load(tokenizer)
@@ -209,8 +211,7 @@ def test_jsonl_and_arrayrecord_chunks_together_are_the_whole_file(tmp_path, monk
 
 def test_a_tfds_dataset_with_a_data_dir_streams_and_loads(tokenizer):
     """Any TFDS dataset built as array_record: here the shipped KJV builder's output, named by its TFDS name."""
-    from bitjax.data import tfds_corpora
-
+    from bitjax.data.sources import tfds_corpora
     tfds_corpora.build("kjv")
     src = dict(uri="tfds:bitjax_kjv", data_dir=str(tfds_corpora.data_dir()))
     assert len(sources.load_documents(src["uri"], data_dir=src["data_dir"])) == 1189
@@ -245,7 +246,7 @@ RECIPE = """
 import dataclasses, importlib.util
 spec = importlib.util.spec_from_file_location("tiny", {tiny!r})
 tiny = importlib.util.module_from_spec(spec); spec.loader.exec_module(tiny)
-from bitjax.config import SourceConfig
+from bitjax.config.train import SourceConfig
 def get_config():
     cfg = tiny.get_config()
     data = dataclasses.replace(cfg.data, sources=(SourceConfig("web", {uri!r}),), tokenizer={tokenizer!r},
@@ -264,9 +265,9 @@ def _train(recipe: Path, workdir: Path) -> list[str]:
 def test_a_run_killed_after_a_checkpoint_resumes_the_stream_exactly(corpus, tokenizer, tmp_path):
     """SIGKILL after the step-20 checkpoint, then the same command: its steps 21..40 train on the batches of an
     uninterrupted run (the parameters and the data position at step 40 are bitwise the same)."""
-    from bitjax.checkpoint import Checkpointer
-    from bitjax.config_io import apply_overrides, load_recipe
-    from bitjax.train import Trainer
+    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.training.checkpointer import Checkpointer
+    from bitjax.training.trainer import Trainer
 
     recipe = tmp_path / "streamed.py"
     recipe.write_text(RECIPE.format(tiny=str(ROOT / "recipes" / "tiny.py"), uri=f"parquet:{corpus}/*.parquet",

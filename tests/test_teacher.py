@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from bitjax.config_io import apply_overrides, load_recipe
+from bitjax.config.recipes import apply_overrides, load_recipe
 from bitjax.errors import ConfigError
 from bitjax.teachers.backends import BitjaxTeacher, open_teacher, topk_from_logits
 
@@ -31,8 +31,8 @@ def test_topk_refuses_nan():
 
 
 def test_bitjax_backend_matches_direct_forward(tmp_path):
-    from bitjax.checkpoint import Checkpointer
-    from bitjax.train import Trainer, train
+    from bitjax.training.checkpointer import Checkpointer
+    from bitjax.training.trainer import Trainer, train
 
     cfg = apply_overrides(load_recipe(TINY), ["model.n_layers=1", "data.seq_len=32", "data.batch_size=4",
                                               "steps=3", "eval_batches=1"])
@@ -74,8 +74,8 @@ def test_unknown_teacher_spec():
 
 def test_cache_teacher_command_with_a_bitjax_teacher(tmp_path, capsys):
     from bitjax.cli import main
-    from bitjax.data.topk_cache import TopKCache
-    from bitjax.train import train
+    from bitjax.data.teacher_files.topk_cache import TopKCache
+    from bitjax.training.trainer import train
 
     small = ["--set", "model.n_layers=1", "--set", "data.seq_len=32", "--set", "data.batch_size=4"]
     cfg = apply_overrides(load_recipe(TINY), [s for s in small if s != "--set"] + ["steps=2", "eval_batches=1"])

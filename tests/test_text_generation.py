@@ -7,12 +7,12 @@ from random_models import random_model
 
 from bitjax import tokenizer as tokenizer_lib
 from bitjax.cli import main
+from bitjax.evaluation.generation import GenerationError, Sampling, TextStream, model_kind, render_chat, sample
 from bitjax.export import export_run
 from bitjax.export import reference as ref
 from bitjax.export.gguf_tokenizer import CHAT_TEMPLATE
 from bitjax.export.gguf_writer import write_gguf
 from bitjax.export.model_source import load_run
-from bitjax.text_generation import GenerationError, Sampling, TextStream, model_kind, render_chat, sample
 
 PROMPT = "ROMEO: What light"
 N = 16
@@ -47,7 +47,7 @@ def _reference_sampled_text(trained_run, temperature: float, seed: int) -> str:
     """Sampling by re-running the whole (padded, causal) sequence each step with bitjax's training forward."""
     import jax
 
-    from bitjax.train import Trainer
+    from bitjax.training.trainer import Trainer
 
     run = load_run(trained_run)
     tok = tokenizer_lib.load(run.tokenizer_path)
@@ -85,7 +85,7 @@ def _first_step_logits(trained_run):
     """The decoder's logits after the prompt, and the full forward's: the same inputs, ~1e-6 apart."""
     import jax
 
-    from bitjax.train import Trainer
+    from bitjax.training.trainer import Trainer
 
     run = load_run(trained_run)
     ids = tokenizer_lib.load(run.tokenizer_path).encode(PROMPT).ids

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from bitjax.data.topk_cache import CacheError, CacheSpec, TopKCache, shard_name
-from bitjax.data.topk_cache_writer import example_topk, write_cache
+from bitjax.data.teacher_files.topk_cache import CacheError, CacheSpec, TopKCache, shard_name
+from bitjax.data.teacher_files.topk_cache_writer import example_topk, write_cache
 
 V, L, K, EOS = 300, 16, 4, 0
 SPEC = CacheSpec(teacher="test:random", tokenizer_fingerprint="abc123", vocab_size=V, k=K, seq_len=L)

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from bitjax import tokenizer as tokenizer_lib
-from bitjax.config import DataConfig, SourceConfig
-from bitjax.data import build_pipeline, traces_file
+from bitjax.config.train import DataConfig, SourceConfig
+from bitjax.data import build_pipeline
+from bitjax.data.teacher_files import traces as traces_file
 from bitjax.errors import ConfigError
-from bitjax.teachers import traces
+from bitjax.teachers import trace_sampler as traces
 from bitjax.teachers.chat_models import Completion
 
 

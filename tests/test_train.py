@@ -11,10 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax import train as train_lib
-from bitjax.checkpoint import Checkpointer
-from bitjax.config_io import apply_overrides, load_recipe
-from bitjax.train import Trainer, TrainingError, train
+from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.training import trainer as train_lib
+from bitjax.training.checkpointer import Checkpointer
+from bitjax.training.trainer import Trainer, TrainingError, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "recipes" / "tiny.py")

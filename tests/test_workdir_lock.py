@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bitjax import workdir_lock
 from bitjax.run import RunPaths
+from bitjax.training import lock as workdir_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "recipes" / "tiny.py")

@@ -32,18 +32,20 @@ import grain
 import numpy as np
 
 from bitjax import tokenizer as tokenizer_lib
-from bitjax.config import ConfigError, DataConfig, SourceConfig
-from bitjax.data import cache_stream, epoch_shuffle
+from bitjax.config.train import ConfigError, DataConfig, SourceConfig
+from bitjax.data import epoch_shuffle
 from bitjax.data import mix as mix_lib
 from bitjax.data import shards as shards_lib
-from bitjax.data import sources as sources_lib
-from bitjax.data import traces_file as traces_lib
-from bitjax.data.pack import DocumentExamples, PairExamples, pack
-from bitjax.data.streaming import StreamedText
-from bitjax.data.token_set import ShardSet, load_tokens
-from bitjax.data.tokenize import TokenShard, load_shard, save_shard, tokenize_documents
+from bitjax.data.pack import PairExamples, pack
+from bitjax.data.sources import uris as sources_lib
+from bitjax.data.sources.examples import DocumentExamples
+from bitjax.data.sources.streaming import StreamedText
+from bitjax.data.sources.token_directory import ShardSet, load_tokens
+from bitjax.data.sources.token_shard import TokenShard, load_shard, save_shard, tokenize_documents
+from bitjax.data.teacher_files import cache_stream
+from bitjax.data.teacher_files import traces as traces_lib
 from bitjax.errors import CacheError, DataError
-from bitjax.objective import OBJECTIVES
+from bitjax.losses.objectives import OBJECTIVES
 from bitjax.paths import cache_dir, cache_location
 
 
@@ -206,8 +208,7 @@ class Pipeline:
         return PreparedSource(src, pairs=pairs)
 
     def _open_caches(self, root, vocab_size: int) -> None:
-        from bitjax.data import topk_cache
-
+        from bitjax.data.teacher_files import topk_cache
         for name, p in self.sources.items():
             if p.rows != "teacher_cache":
                 continue

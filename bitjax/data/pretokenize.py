@@ -26,10 +26,10 @@ from etils import epath
 from tqdm import tqdm
 
 from bitjax import tokenizer as tokenizer_lib
-from bitjax.data import sources as sources_lib
-from bitjax.data import token_set
 from bitjax.data.pipeline import resolve_tokenizer
-from bitjax.data.tokenize import tokenize_documents
+from bitjax.data.sources import token_directory as token_set
+from bitjax.data.sources import uris as sources_lib
+from bitjax.data.sources.token_shard import tokenize_documents
 from bitjax.errors import ConfigError, DataError
 from bitjax.paths import write_atomic
 

@@ -7,7 +7,7 @@ Each check returns problems as one-line strings; the exporter raises them unless
 from __future__ import annotations
 
 from bitjax.export.model_source import TernaryModel
-from bitjax.model import ModelConfig
+from bitjax.nn.model_config import ModelConfig
 
 TQ_BLOCK = 256
 # Which llama.cpp computes a relu2 `bitnet` FFN? The llama.cpp vendored in llama-cpp-python 0.3.36, the

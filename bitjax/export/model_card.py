@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from bitjax.export.model_source import TernaryModel
-from bitjax.model import count_params
+from bitjax.nn.transformer import count_params
 from bitjax.run import Run
 
 
@@ -27,7 +27,7 @@ class TrainingFacts:
 
 def training_facts(run: Run) -> TrainingFacts:
     """What the run directory records about how its latest checkpoint was trained."""
-    from bitjax.run_outputs import read_history
+    from bitjax.run.metrics import read_history
 
     cfg = run.config
     evals = [r for r in read_history(run.dir / "metrics.jsonl")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bitjax import layer_stack, quant
 from bitjax.export.common import ExportError
-from bitjax.model import ModelConfig
+from bitjax.nn import layer_stack, quant
+from bitjax.nn.model_config import ModelConfig
 from bitjax.run import Run
 
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")

@@ -32,7 +32,7 @@ import numpy as np
 
 from bitjax.export.checks import TQ_BLOCK
 from bitjax.export.model_source import TernaryModel, TernaryTensor
-from bitjax.model import ModelConfig
+from bitjax.nn.model_config import ModelConfig
 
 MAX_RATIO = 2   # beyond twice the width (four times the codes) a padded file is not worth writing
 

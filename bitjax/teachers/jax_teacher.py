@@ -25,13 +25,13 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jaxtyping import Float, Int
 
-from bitjax import online_teacher
 from bitjax import sharding as sharding_lib
-from bitjax.config import TrainConfig
+from bitjax.config.train import TrainConfig
 from bitjax.data import schema
-from bitjax.data.topk_cache_writer import RowTeacher
+from bitjax.data.teacher_files.topk_cache_writer import RowTeacher
 from bitjax.errors import ConfigError
-from bitjax.model import ModelConfig
+from bitjax.nn.model_config import ModelConfig
+from bitjax.teachers import online as online_teacher
 
 MODEL_FIELDS = ("inputs", "segment_ids", "positions")   # what the teacher's forward reads of a row
 
@@ -45,10 +45,10 @@ def teacher_config(spec: str) -> ModelConfig:
         return load_run_config(where).model
     if kind == "gguf":
         from bitjax.paths import embedded_gguf
-        from bitjax.pretrained_gguf import gguf_model_config
+        from bitjax.pretrained.gguf import gguf_model_config
 
         return gguf_model_config(embedded_gguf() if where == "smollm2" else where)
-    from bitjax.pretrained import hf_model_config
+    from bitjax.pretrained.hf import hf_model_config
 
     return hf_model_config(where)
 

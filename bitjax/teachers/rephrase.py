@@ -17,9 +17,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bitjax.data import sources
-from bitjax.data.corpora import split_passages
-from bitjax.data.records import Fields
+from bitjax.data.sources import uris as sources
+from bitjax.data.sources.corpora import split_passages
+from bitjax.data.sources.records import Fields
 from bitjax.errors import ConfigError
 from bitjax.teachers import jsonl_output, rephrase_gates
 from bitjax.teachers.chat_models import open_chat_model

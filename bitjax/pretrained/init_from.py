@@ -1,0 +1,78 @@
+"""A student's first parameters from a pretrained model (`init_from` in a recipe): BitDistill's conversion.
+
+    init_from = "gguf:smollm2" | "gguf:PATH" | "hf:DIR"
+
+The source is imported in full precision (bitjax.pretrained, bitjax.pretrained_gguf) and copied tensor by
+tensor into the student. The student keeps its own architecture: where it has SubLN norms the source lacks
+(a LLaMA or Qwen2 converted to the BitNet block), they are inserted with unit scales; every other tensor must
+exist in the source with the same shape, so a student of another shape or vocabulary is a one-line error.
+Its linears then train as BitLinear; with `quant_warmup_steps` the quantization is ramped in from lambda 0
+(the full-precision network) to 1, as BitDistill and the HF 1.58-bit fine-tuning recipe do.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from bitjax.errors import ConfigError
+from bitjax.nn import layer_stack
+from bitjax.nn.model_config import ModelConfig
+
+SCHEMES = ("gguf", "hf")
+# Settings that change what the copied tensors compute without changing any tensor's shape: a student that
+# differs from its source in one of them would start from a silently different network.
+SAME_AS_SOURCE = ("n_heads", "n_kv_heads", "head_dim", "rope_theta", "norm_eps", "ffn_activation",
+                  "attention_bias", "tie_embeddings")
+
+
+def load_source(spec: str) -> tuple[ModelConfig, dict[str, np.ndarray]]:
+    """The source model's config and {parameter path: float32 array}."""
+    scheme, _, where = spec.partition(":")
+    if scheme not in SCHEMES or not where:
+        raise ConfigError(f"init_from={spec!r}: write gguf:PATH, gguf:smollm2 or hf:DIR")
+    if scheme == "gguf":
+        from bitjax.paths import embedded_gguf
+        from bitjax.pretrained.gguf import load_gguf
+
+        cfg, params = load_gguf(embedded_gguf() if where == "smollm2" else where)
+    else:
+        from bitjax.pretrained.hf import load_hf
+
+        cfg, params = load_hf(where)
+    return cfg, layer_stack.flat_per_layer(params)
+
+
+def _check_same_function(spec: str, source: ModelConfig, student: ModelConfig) -> None:
+    def differs(name):
+        a, b = getattr(source, name), getattr(student, name)
+        return not np.isclose(a, b, rtol=1e-6, atol=0) if isinstance(a, float) else a != b   # GGUF floats are f32
+
+    if wrong := [name for name in SAME_AS_SOURCE if differs(name)]:
+        raise ConfigError(f"init_from={spec}: the student's " + ", ".join(
+            f"{n}={getattr(student, n)!r}" for n in wrong) + " differ from the source's; set " + " ".join(
+            f"model.{n}={getattr(source, n)!r}" for n in wrong))
+
+
+def student_params(spec: str, student_abstract_params, student: ModelConfig):
+    """The student's parameter tree filled from the source named by `spec` (inserted SubLN scales are ones)."""
+    source_cfg, source = load_source(spec)
+    if source_cfg.vocab_size != student.vocab_size:
+        raise ConfigError(f"init_from={spec}: the source has a vocabulary of {source_cfg.vocab_size} tokens, the "
+                          f"student {student.vocab_size}; use the source's tokenizer (data.tokenizer) and "
+                          f"model.vocab_size={source_cfg.vocab_size}")
+
+    _check_same_function(spec, source_cfg, student)
+
+    def fill(name, leaf):
+        if name not in source:
+            if name.endswith(("attn_sub_norm.scale", "ffn_sub_norm.scale")) and not source_cfg.sub_norms:
+                return jnp.ones(leaf.shape, leaf.dtype)        # SubLN inserted into a model without it
+            raise ConfigError(f"init_from={spec}: the source has no tensor for the student's {name}; give the "
+                              "student the source's architecture (layers, heads, biases, tied head)")
+        if source[name].shape != tuple(leaf.shape):
+            raise ConfigError(f"init_from={spec}: {name} is {source[name].shape} in the source and "
+                              f"{tuple(leaf.shape)} in the student; give the student the source's shape")
+        return jnp.asarray(source[name], leaf.dtype)
+
+    return layer_stack.map_per_layer(fill, student_abstract_params)
