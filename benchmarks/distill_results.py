@@ -24,7 +24,7 @@ from bitjax.data.teacher_files import traces as traces_lib
 from bitjax.evaluation.heldout import evaluate
 from bitjax.teachers.backends import open_teacher, teacher_perplexity
 from bitjax.teachers.cache_teacher import cache_teacher
-from bitjax.training.trainer import train
+from bitjax.training import train
 
 NO_TRACES = "data.weights=sft=0,redi=0"
 STUDENTS = {

@@ -128,7 +128,7 @@ def read_results(out: Path) -> dict:
 
 def run_grid(base, out: Path, budget: Budget, *, kept: Path = KEPT, rejected: Path = REJECTED,
              arms: tuple[str, ...] = ARMS) -> dict:
-    from bitjax.training.trainer import train
+    from bitjax.training import train
 
     out.mkdir(parents=True, exist_ok=True)
     ungated_file(out, kept, rejected)

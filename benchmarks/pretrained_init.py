@@ -30,10 +30,10 @@ import jax.numpy as jnp
 
 from bitjax import data as data_lib
 from bitjax.config.recipes import apply_overrides, load_recipe
-from bitjax.losses import terms as losses
+from bitjax.losses import reference
 from bitjax.run.metrics import read_history
 from bitjax.teachers import online as online_teacher
-from bitjax.training.trainer import Trainer, train
+from bitjax.training import Trainer, train
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "smollm2_ternary.py"
@@ -67,7 +67,7 @@ def teacher_heldout(cfg) -> float:
     @jax.jit
     def summed(params, batch):
         logits_BLV = teacher.model(params)(batch["inputs"], batch["segment_ids"], batch["positions"])
-        return losses.summed_cross_entropy(logits_BLV, batch["targets"], batch["loss_mask"])
+        return reference.summed_cross_entropy(logits_BLV, batch["targets"], batch["loss_mask"])
 
     total, count = 0.0, 0.0
     for batch in pipeline.heldout_batches(cfg.eval_batches):

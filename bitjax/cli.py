@@ -206,7 +206,7 @@ def _train(args) -> int:
         check_location(source)
     if cfg.distill.cache and not cfg.distill.online:
         cache_location(cfg.distill.cache, "distill.cache")
-    from bitjax.training.trainer import train  # imported after the config is checked: a bad value fails in a second
+    from bitjax.training import train  # imported after the config is checked: a bad value fails in a second
 
     summary = train(cfg, workdir, progress=not args.no_progress)
     # SIGTERM (preemption) saved a checkpoint: success; Ctrl-C saved one too, but the run is not done: 130

@@ -10,10 +10,9 @@ os.environ.setdefault("BITJAX_CACHE", os.path.join(tempfile.gettempdir(), "bitja
 # signature of these modules fails the test that passed it. The hook must be installed before they load.
 from jaxtyping import install_import_hook  # noqa: E402
 
-with install_import_hook(["bitjax.quant", "bitjax.layers", "bitjax.model", "bitjax.losses", "bitjax.objective"],
+with install_import_hook(["bitjax.nn.quant", "bitjax.nn.layers", "bitjax.nn.transformer", "bitjax.losses"],
                          "beartype.beartype"):
-    import bitjax.losses.objectives  # noqa: E402, F401
-    import bitjax.losses.terms  # noqa: E402, F401
+    import bitjax.losses.reference  # noqa: E402, F401  (and, through it, every module of bitjax.losses)
     import bitjax.nn.transformer  # noqa: E402, F401
 
 import jax  # noqa: E402
@@ -33,7 +32,7 @@ def trained_run(tmp_path_factory):
     from pathlib import Path
 
     from bitjax.config.recipes import apply_overrides, load_recipe
-    from bitjax.training.trainer import train
+    from bitjax.training import train
 
     workdir = tmp_path_factory.mktemp("trained_run")
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny.py"

@@ -12,7 +12,7 @@ import jax
 
 from bitjax.config.recipes import apply_overrides, load_recipe
 from bitjax.run.metrics import loss_series, read_history
-from bitjax.training.trainer import train
+from bitjax.training import train
 
 TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny.py"
 

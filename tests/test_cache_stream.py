@@ -16,7 +16,7 @@ from bitjax.data import build_pipeline
 from bitjax.data.schema import SEQUENCE_FIELDS
 from bitjax.data.teacher_files.topk_cache import CacheSpec, TopKCache
 from bitjax.data.teacher_files.topk_cache_writer import write_cache
-from bitjax.losses import objectives as objective
+from bitjax.losses import objectives, reference
 
 ROOT = Path(__file__).resolve().parents[1]
 KD_TINY = ROOT / "tests" / "recipes" / "kd_tiny.py"
@@ -106,7 +106,7 @@ def test_ce_rows_are_trained_with_ce_alone():
     """The `.ce` rows count as a "ce" source: their teacher fields do not reach the loss (KD off), their CE
     does, and the cached rows keep w * KD + (1 - w) * CE."""
     cfg = _cfg("ce", "unread", "distill.kd_weight=0.75")
-    table = objective.SourceObjectives.from_config(cfg)
+    table = objectives.SourceObjectives.from_config(cfg)
     assert table.names == ("natural", "rephrased", "natural.ce", "rephrased.ce")
     assert table.objectives == ("kd", "kd", "ce", "ce")
     rng = np.random.default_rng(0)
@@ -119,10 +119,10 @@ def test_ce_rows_are_trained_with_ce_alone():
              "teacher_ids": ids, "teacher_logprobs": logp.astype(np.float32),
              "teacher_tail": np.log1p(-np.exp(logp).sum(-1)).astype(np.float32)}
     logits = jnp.asarray(rng.normal(size=(B, L, V)), jnp.float32)
-    loss, parts = objective.batch_loss_from_logits(logits, batch, table, cfg.distill, 10**6)
+    loss, parts = reference.batch_loss_from_logits(logits, batch, table, cfg.distill, 10**6)
     other = {**batch, "teacher_ids": ids[::-1].copy(), "teacher_logprobs": logp[::-1].astype(np.float32)}
     other["teacher_ids"][:2], other["teacher_logprobs"][:2] = ids[:2], logp[:2]   # cached rows unchanged
-    loss_other, _ = objective.batch_loss_from_logits(logits, other, table, cfg.distill, 10**6)
+    loss_other, _ = reference.batch_loss_from_logits(logits, other, table, cfg.distill, 10**6)
     np.testing.assert_allclose(float(loss_other), float(loss), rtol=1e-6)      # .ce rows' teacher unread
     ce_rows = -np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), batch["targets"][..., None], -1)[..., 0]
     np.testing.assert_allclose(float(parts["loss/natural.ce"]), ce_rows[2:].mean(), rtol=1e-5)

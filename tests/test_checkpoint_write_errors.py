@@ -11,8 +11,8 @@ from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
 from bitjax.config.recipes import apply_overrides, load_recipe
 from bitjax.errors import BitjaxError
+from bitjax.training import train
 from bitjax.training.checkpointer import Checkpointer, CheckpointWriteError
-from bitjax.training.trainer import train
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
 

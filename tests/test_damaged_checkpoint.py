@@ -13,8 +13,8 @@ import pytest
 
 from bitjax.config.recipes import apply_overrides, load_recipe
 from bitjax.config.train import ConfigError
+from bitjax.training import Trainer, train
 from bitjax.training.checkpointer import Checkpointer
-from bitjax.training.trainer import Trainer, train
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
 

@@ -10,7 +10,7 @@ from bitjax.config.recipes import apply_overrides, load_recipe
 from bitjax.config.train import ConfigError
 from bitjax.data.teacher_files.topk_cache import CacheError, TopKCache
 from bitjax.teachers.cache_teacher import cache_teacher
-from bitjax.training.trainer import train
+from bitjax.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "recipes" / "tiny.py")
@@ -91,7 +91,7 @@ def test_cache_rows_and_plain_rows_share_a_batch(cache_dir, tmp_path):
     """One source distils, the other trains on CE: rows of both meet in each batch, each with its loss."""
     import dataclasses
 
-    from bitjax.training.trainer import train as train_fn
+    from bitjax.training import train as train_fn
     cfg = _kd(cache_dir, "steps=3", "distill.kd_weight=1.0")
     natural, rephrased = cfg.data.sources
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(

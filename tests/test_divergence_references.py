@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax.losses import terms as losses
+from bitjax.losses import divergences, reference, terms
 
 
 def _kl(a, b):
@@ -15,7 +15,7 @@ def _kl(a, b):
     return float(np.sum(np.where(a > 0, a * np.log(np.where(a > 0, a, 1.0) / b), 0.0)))
 
 
-def reference(kind, p, q, beta=0.5, skew=0.1):
+def numpy_divergence(kind, p, q, beta=0.5, skew=0.1):
     """The formulas of FACTS.md, p the teacher and q the student."""
     p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
     if kind == "forward_kl":
@@ -57,17 +57,17 @@ HAND = {
 def _bitjax(kind, p, q, **kw):
     lp = jnp.log(jnp.asarray(p, jnp.float32))[None, None]
     lq = jnp.log(jnp.asarray(q, jnp.float32))[None, None]
-    return float(losses.divergence(lp, lq, kind, **kw)[0, 0])
+    return float(divergences.divergence(lp, lq, kind, **kw)[0, 0])
 
 
 def test_every_divergence_has_a_hand_computed_case():
-    assert set(HAND) == set(losses.DIVERGENCES)
+    assert set(HAND) == set(divergences.DIVERGENCES)
 
 
-@pytest.mark.parametrize("kind", losses.DIVERGENCES)
+@pytest.mark.parametrize("kind", divergences.DIVERGENCES)
 def test_divergence_equals_the_hand_computed_value(kind):
     """p = [.5, .5] against q = [.75, .25]; forward and reverse KL differ here (0.1438 vs 0.1308)."""
-    assert reference(kind, [0.5, 0.5], [0.75, 0.25]) == pytest.approx(HAND[kind], rel=1e-12)
+    assert numpy_divergence(kind, [0.5, 0.5], [0.75, 0.25]) == pytest.approx(HAND[kind], rel=1e-12)
     assert _bitjax(kind, [0.5, 0.5], [0.75, 0.25]) == pytest.approx(HAND[kind], rel=1e-6)
 
 
@@ -83,9 +83,9 @@ def test_tvd_and_jsd_exact_values():
 def test_beta_and_skew_are_used(kind, kw):
     """Non-default beta / skew on a three-outcome case, against the numpy formula; and not the default."""
     p, q = [0.2, 0.5, 0.3], [0.6, 0.1, 0.3]
-    want = reference(kind, p, q, **kw)
+    want = numpy_divergence(kind, p, q, **kw)
     assert _bitjax(kind, p, q, **kw) == pytest.approx(want, rel=1e-5)
-    assert abs(want - reference(kind, p, q)) > 1e-3
+    assert abs(want - numpy_divergence(kind, p, q)) > 1e-3
     # jsd with beta: M = 0.9 p + 0.1 q written out once by hand
     if kw == {"beta": 0.9}:
         m = [0.24, 0.46, 0.3]
@@ -93,7 +93,7 @@ def test_beta_and_skew_are_used(kind, kw):
         assert want == pytest.approx(hand, rel=1e-12)
 
 
-@pytest.mark.parametrize("kind", losses.DIVERGENCES)
+@pytest.mark.parametrize("kind", divergences.DIVERGENCES)
 def test_zero_only_when_equal_on_many_pairs(kind):
     """Positive on 20 random pairs (three outcomes), zero for equal ones, and equal to the reference."""
     rng = np.random.default_rng(0)
@@ -101,7 +101,7 @@ def test_zero_only_when_equal_on_many_pairs(kind):
         p, q = rng.dirichlet(np.ones(3)), rng.dirichlet(np.ones(3))
         got = _bitjax(kind, p, q)
         assert got > 0
-        assert got == pytest.approx(reference(kind, p, q), rel=1e-4, abs=1e-7)
+        assert got == pytest.approx(numpy_divergence(kind, p, q), rel=1e-4, abs=1e-7)
         assert _bitjax(kind, p, p) == pytest.approx(0.0, abs=1e-6)
 
 
@@ -128,11 +128,11 @@ def sparse_reference(student_z, teacher_z, k, *, kind, tail, T, beta=0.5, skew=0
         p = p_top ** (1.0 / T)
         p /= p.sum()
         q = q_full[ids] / q_full[ids].sum()
-    return T * T * reference(kind, p, q, beta=beta, skew=skew)
+    return T * T * numpy_divergence(kind, p, q, beta=beta, skew=skew)
 
 
-@pytest.mark.parametrize("kind", losses.DIVERGENCES)
-@pytest.mark.parametrize("tail", losses.TAIL_MODES)
+@pytest.mark.parametrize("kind", divergences.DIVERGENCES)
+@pytest.mark.parametrize("tail", terms.TAIL_MODES)
 @pytest.mark.parametrize("T,beta,skew", [(1.0, 0.5, 0.1), (2.0, 0.3, 0.25)])
 def test_sparse_kd_at_k_below_vocab_matches_the_numpy_reference(kind, tail, T, beta, skew):
     """k = 3 of V = 9: the tail (bucket: one more outcome on both sides; renormalize: dropped) matters."""
@@ -142,7 +142,7 @@ def test_sparse_kd_at_k_below_vocab_matches_the_numpy_reference(kind, tail, T, b
     teacher = rng.normal(size=(2, 3, V)) * 2
     logp = jax.nn.log_softmax(jnp.asarray(teacher, jnp.float32), axis=-1)
     top_logp, ids = jax.lax.top_k(logp, k)
-    got = losses.sparse_kd_per_token(jnp.asarray(student, jnp.float32), ids, top_logp, kind=kind, tail=tail,
+    got = reference.sparse_kd_per_token(jnp.asarray(student, jnp.float32), ids, top_logp, kind=kind, tail=tail,
                                      temperature=T, beta=beta, skew=skew)
     want = np.array([[sparse_reference(student[b, i], teacher[b, i], k, kind=kind, tail=tail, T=T, beta=beta,
                                        skew=skew) for i in range(3)] for b in range(2)])
@@ -154,6 +154,6 @@ def test_bucket_and_renormalize_differ_at_k_below_vocab():
     rng = np.random.default_rng(2)
     s = jnp.asarray(rng.normal(size=(1, 1, 9)) * 2, jnp.float32)
     top_logp, ids = jax.lax.top_k(jax.nn.log_softmax(jnp.asarray(rng.normal(size=(1, 1, 9)) * 2, jnp.float32)), 3)
-    a = float(losses.sparse_kd_per_token(s, ids, top_logp, tail="bucket")[0, 0])
-    b = float(losses.sparse_kd_per_token(s, ids, top_logp, tail="renormalize")[0, 0])
+    a = float(reference.sparse_kd_per_token(s, ids, top_logp, tail="bucket")[0, 0])
+    b = float(reference.sparse_kd_per_token(s, ids, top_logp, tail="renormalize")[0, 0])
     assert abs(a - b) > 1e-3

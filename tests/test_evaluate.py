@@ -8,7 +8,7 @@ from bitjax.cli import main
 from bitjax.config.recipes import apply_overrides, load_recipe
 from bitjax.evaluation import heldout as evaluate_lib
 from bitjax.evaluation.heldout import heldout_perplexity
-from bitjax.training.trainer import train
+from bitjax.training import train
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
 

@@ -22,7 +22,7 @@ def fp_run(tmp_path_factory):
     from pathlib import Path
 
     from bitjax.config.recipes import apply_overrides, load_recipe
-    from bitjax.training.trainer import train
+    from bitjax.training import train
 
     workdir = tmp_path_factory.mktemp("fp_run")
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny.py"

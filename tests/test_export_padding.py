@@ -92,7 +92,7 @@ def padded_run(tmp_path_factory):
     from conftest import EXPORT_RUN_OVERRIDES
 
     from bitjax.config.recipes import apply_overrides, load_recipe
-    from bitjax.training.trainer import train
+    from bitjax.training import train
 
     workdir = tmp_path_factory.mktemp("padded_run")
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny.py"

@@ -14,9 +14,7 @@ import pytest
 
 from bitjax.config.recipes import apply_overrides, load_recipe
 from bitjax.config.train import SourceConfig
-from bitjax.losses import chunked_head as fused_head
-from bitjax.losses import objectives as objective
-from bitjax.losses import terms as losses
+from bitjax.losses import chunked_head, divergences, objectives, reference, terms
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
 B, L, D, V, K = 6, 8, 5, 16, 4
@@ -74,16 +72,16 @@ def mixed_batch(seed=0, k=K, pad=True):
 
 def reference_loss(x_BLD, head_VD, batch, cfg):
     logits_BLV = jnp.einsum("bld,vd->blv", x_BLD, head_VD)
-    return objective.batch_loss_from_logits(logits_BLV, batch, objective.SourceObjectives.from_config(cfg),
+    return reference.batch_loss_from_logits(logits_BLV, batch, objectives.SourceObjectives.from_config(cfg),
                                             cfg.distill, 0)[0]
 
 
 def chunked_loss(x_BLD, head_VD, batch, cfg, loss_chunk=4):
-    table = objective.SourceObjectives.from_config(cfg)
-    teacher = {f: batch[f] for f in fused_head.TEACHER_FIELDS}
-    logp_BL, kd_BL = fused_head.token_quantities(x_BLD, head_VD, batch["targets"], teacher, cfg.distill,
+    table = objectives.SourceObjectives.from_config(cfg)
+    teacher = {f: batch[f] for f in chunked_head.TEACHER_FIELDS}
+    logp_BL, kd_BL = chunked_head.token_quantities(x_BLD, head_VD, batch["targets"], teacher, cfg.distill,
                                                  loss_chunk=loss_chunk)
-    return objective.batch_loss(logp_BL, kd_BL, batch, table, cfg.distill, 0)[0]
+    return objectives.batch_loss(objectives.ModelOutputs(logp_BL, kd_BL), batch, table, cfg.distill, 0)[0]
 
 
 def value_and_grads(loss_fn, *args):
@@ -101,7 +99,7 @@ _INF_ON_PADDING = ("reverse_kl", "jeffreys")
 def test_chunked_batch_loss_and_gradients_equal_the_logits_reference(tail, temperature):
     """Every divergence in one compiled function (one compilation per tail mode and temperature)."""
     x_BLD, head_VD, batch = mixed_batch()
-    cfgs = {kind: distill_config(kind=kind, tail=tail, temperature=temperature) for kind in losses.DIVERGENCES}
+    cfgs = {kind: distill_config(kind=kind, tail=tail, temperature=temperature) for kind in divergences.DIVERGENCES}
     finite_tail = batch["teacher_tail"].at[2, -3:].set(np.float32(np.log(0.2)))
     batches = {kind: {**batch, "teacher_tail": finite_tail} if kind in _INF_ON_PADDING else batch
                for kind in cfgs}
@@ -125,12 +123,13 @@ def test_chunked_batch_loss_and_gradients_equal_the_logits_reference(tail, tempe
 def test_every_chunk_length_gives_the_same_token_quantities(loss_chunk):
     cfg = distill_config(temperature=2.0)
     x_BLD, head_VD, batch = mixed_batch(seed=1)
-    teacher = {f: batch[f] for f in fused_head.TEACHER_FIELDS}
-    logp_BL, kd_BL = fused_head.token_quantities(x_BLD, head_VD, batch["targets"], teacher, cfg.distill,
+    teacher = {f: batch[f] for f in chunked_head.TEACHER_FIELDS}
+    logp_BL, kd_BL = chunked_head.token_quantities(x_BLD, head_VD, batch["targets"], teacher, cfg.distill,
                                                  loss_chunk=loss_chunk)
     logits_BLV = jnp.einsum("bld,vd->blv", x_BLD, head_VD)
-    want_logp, want_kd = objective.token_quantities_from_logits(
-        logits_BLV, batch, objective.SourceObjectives.from_config(cfg), cfg.distill)
+    want = reference.token_quantities_from_logits(logits_BLV, batch, objectives.SourceObjectives.from_config(cfg),
+                                                  cfg.distill)
+    want_logp, want_kd = want.logp_BL, want.kd_BL
     np.testing.assert_allclose(logp_BL, want_logp, **TOL)
     # per token the KD agrees wherever the top-k ids are distinct (the KD rows' non-padding positions)
     np.testing.assert_allclose(kd_BL[:2], want_kd[:2], **TOL)
@@ -142,7 +141,7 @@ def test_the_tail_formula_carries_the_student_mass_outside_the_top_k():
     z_BLV = jnp.einsum("bld,vd->blv", x_BLD, head_VD)
     logp_BLV = jax.nn.log_softmax(z_BLV, -1)
     top_BLK = jnp.take_along_axis(logp_BLV, batch["teacher_ids"], -1)[:2]
-    tail_BL = losses.student_tail_from_topk(top_BLK, V)[..., 0]
+    tail_BL = terms.student_tail_from_topk(top_BLK, V)[..., 0]
     in_top_BLV = jax.nn.one_hot(batch["teacher_ids"][:2], V).sum(-2) > 0
     want_BL = jax.nn.logsumexp(jnp.where(in_top_BLV, -jnp.inf, logp_BLV[:2]), -1)
     np.testing.assert_allclose(tail_BL, want_BL, **TOL)
@@ -161,7 +160,7 @@ def test_the_guard_keeps_value_and_gradient_finite_where_the_top_k_mass_reaches_
     top_K = jnp.take_along_axis(jax.nn.log_softmax(z_BLV[2, -1]), batch["teacher_ids"][2, -1], -1)
     assert float(jax.nn.logsumexp(top_K)) > 0                          # the guard's case does occur
     assert np.isnan(float(jnp.log(-jnp.expm1(jax.nn.logsumexp(top_K)))))
-    guarded = jax.value_and_grad(lambda t: losses.student_tail_from_topk(t[None, None], V).sum())(top_K)
+    guarded = jax.value_and_grad(lambda t: terms.student_tail_from_topk(t[None, None], V).sum())(top_K)
     assert np.isfinite(float(guarded[0])) and np.isfinite(np.asarray(guarded[1])).all()
     want, (want_dx, want_dw) = value_and_grads(reference_loss, x_BLD, head_VD, batch, cfg)
     got, (got_dx, got_dw) = value_and_grads(chunked_loss, x_BLD, head_VD, batch, cfg)
@@ -177,7 +176,7 @@ def test_a_tail_below_resolution_is_floored_with_a_finite_gradient():
     assert float(jax.nn.logsumexp(top_K)) == 0.0
     bare = jax.grad(lambda t: jnp.log(-jnp.expm1(jax.nn.logsumexp(t))))(top_K)
     assert not np.isfinite(np.asarray(bare)).all()
-    value, grad = jax.value_and_grad(lambda t: losses.student_tail_from_topk(t[None, None], V).sum())(top_K)
+    value, grad = jax.value_and_grad(lambda t: terms.student_tail_from_topk(t[None, None], V).sum())(top_K)
     assert float(value) == np.log(np.finfo(np.float64).eps) and np.isfinite(np.asarray(grad)).all()
 
 
@@ -187,7 +186,7 @@ def test_k_equal_to_vocab_has_an_empty_tail_with_finite_gradients():
     the empty tail got any mass."""
     x_BLD, head_VD, batch = mixed_batch(seed=2, k=V, pad=False)
     batch["teacher_tail"] = jnp.where(batch["source_id"][:, None] == 1, -jnp.inf, batch["teacher_tail"])
-    cases = [(kind, 2.0) for kind in losses.DIVERGENCES] + [("forward_kl", 1.0), ("reverse_kl", 1.0)]
+    cases = [(kind, 2.0) for kind in divergences.DIVERGENCES] + [("forward_kl", 1.0), ("reverse_kl", 1.0)]
     cfgs = {case: distill_config(kind=case[0], temperature=case[1], tail="bucket") for case in cases}
 
     @jax.jit
@@ -205,11 +204,11 @@ def test_k_equal_to_vocab_has_an_empty_tail_with_finite_gradients():
 def test_the_block_is_the_largest_divisor_of_the_sequence_within_loss_chunk():
     """Any sequence length works with any loss_chunk (set in any order on the command line): the block is the
     longest that divides the sequence and is at most loss_chunk."""
-    assert fused_head.chunk_length(8, 64) == 8 and fused_head.chunk_length(64, 16) == 16
-    assert fused_head.chunk_length(8, 3) == 2 and fused_head.chunk_length(640, 256) == 160
-    assert fused_head.chunk_length(7, 4) == 1                    # a prime length: one position per block
+    assert chunked_head.chunk_length(8, 64) == 8 and chunked_head.chunk_length(64, 16) == 16
+    assert chunked_head.chunk_length(8, 3) == 2 and chunked_head.chunk_length(640, 256) == 160
+    assert chunked_head.chunk_length(7, 4) == 1                    # a prime length: one position per block
     cfg = apply_overrides(load_recipe(TINY), ["data.seq_len=64", "loss_chunk=48"])
-    assert fused_head.chunk_length(cfg.data.seq_len, cfg.loss_chunk) == 32
+    assert chunked_head.chunk_length(cfg.data.seq_len, cfg.loss_chunk) == 32
 
 
 def _f32_shapes(hlo_text):

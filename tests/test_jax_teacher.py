@@ -178,7 +178,7 @@ def test_two_jax_processes_on_a_sharded_mesh_write_the_cache_one_process_writes(
 def test_two_jax_processes_with_a_bitjax_run_as_the_teacher(tmp_path):
     """A `bitjax:RUN_DIR` teacher in two processes: each restores the run onto its own devices, reads it to the
     host and places it on the global mesh (restoring onto all devices could not be read back to a host)."""
-    from bitjax.training.trainer import train
+    from bitjax.training import train
 
     cfg = apply_overrides(load_recipe(KD_TINY), SMALL + ["model.n_layers=1"])
     tiny = apply_overrides(load_recipe(ROOT / "recipes" / "tiny.py"), [

@@ -10,8 +10,7 @@ import pytest
 
 from bitjax.config.recipes import load_recipe
 from bitjax.config.train import SourceConfig
-from bitjax.losses import objectives as objective
-from bitjax.losses import terms as losses
+from bitjax.losses import objectives, reference
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
 B, L, V, K = 6, 10, 32, 4
@@ -41,9 +40,9 @@ def random_batch(source_id, seed=0):
 def test_one_ce_source_is_token_mean_cross_entropy():
     cfg = config_with(SourceConfig("text", "tfds:shakespeare"))
     logits, batch = random_batch([0] * B)
-    table = objective.SourceObjectives.from_config(cfg)
-    loss, metrics = objective.batch_loss_from_logits(logits, batch, table, cfg.distill, 0)
-    want = losses.cross_entropy(logits, batch["targets"], batch["loss_mask"])
+    table = objectives.SourceObjectives.from_config(cfg)
+    loss, metrics = reference.batch_loss_from_logits(logits, batch, table, cfg.distill, 0)
+    want = reference.cross_entropy(logits, batch["targets"], batch["loss_mask"])
     np.testing.assert_allclose(loss, want, rtol=1e-6)
     np.testing.assert_allclose(metrics["loss/text"], want, rtol=1e-6)
 
@@ -55,14 +54,14 @@ def test_sources_count_by_their_rows_and_loss_weights():
     cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, kd_weight=0.7))
     source_id = [0, 1, 1, 0, 1, 0]              # c is absent from this batch
     logits, batch = random_batch(source_id)
-    table = objective.SourceObjectives.from_config(cfg)
-    loss, metrics = objective.batch_loss_from_logits(logits, batch, table, cfg.distill, 0)
+    table = objectives.SourceObjectives.from_config(cfg)
+    loss, metrics = reference.batch_loss_from_logits(logits, batch, table, cfg.distill, 0)
     rows = {s: np.asarray(source_id) == i for i, s in enumerate("abc")}
     mask = batch["loss_mask"]
-    ce_a = losses.cross_entropy(logits[rows["a"]], batch["targets"][rows["a"]], mask[rows["a"]])
+    ce_a = reference.cross_entropy(logits[rows["a"]], batch["targets"][rows["a"]], mask[rows["a"]])
     sel = rows["b"]
-    ce_b = losses.cross_entropy(logits[sel], batch["targets"][sel], mask[sel])
-    kd_b = losses.sparse_kd_loss(logits[sel], batch["teacher_ids"][sel], batch["teacher_logprobs"][sel], mask[sel],
+    ce_b = reference.cross_entropy(logits[sel], batch["targets"][sel], mask[sel])
+    kd_b = reference.sparse_kd_loss(logits[sel], batch["teacher_ids"][sel], batch["teacher_logprobs"][sel], mask[sel],
                                   batch["teacher_tail"][sel])
     want = 2.0 * 3 / 6 * ce_a + 1.0 * 3 / 6 * (0.7 * kd_b + 0.3 * ce_b)
     np.testing.assert_allclose(loss, want, rtol=1e-5)
@@ -81,18 +80,18 @@ def test_redi_in_one_row_equals_redi_over_two_rows_of_the_same_logits():
     segments = np.array([[1, 1, 1, 1, 2, 2, 2, 2, 2, 0]] * 2, np.int32)
     mask = np.array([[0, 1, 1, 1, 0, 0, 1, 1, 1, 0]] * 2, np.int32)
     batch = {"targets": targets, "loss_mask": mask, "segment_ids": segments, "source_id": np.array([1, 1], np.int32)}
-    table = objective.SourceObjectives.from_config(cfg)
+    table = objectives.SourceObjectives.from_config(cfg)
 
     def packed(z):
-        return objective.batch_loss_from_logits(z, batch, table, cfg.distill, 0)[0]
+        return reference.batch_loss_from_logits(z, batch, table, cfg.distill, 0)[0]
 
     def two_forwards(z):
         pos, neg = (mask * (segments == s) for s in (1, 2))
-        return losses.redi_loss(z, targets, pos, z, targets, neg, alpha=cfg.distill.redi_alpha)[0]
+        return reference.redi_loss(z, targets, pos, z, targets, neg, alpha=cfg.distill.redi_alpha)[0]
 
     np.testing.assert_allclose(packed(logits), two_forwards(logits), rtol=1e-6)
     np.testing.assert_allclose(jax.grad(packed)(logits), jax.grad(two_forwards)(logits), rtol=1e-5, atol=1e-7)
-    _, metrics = objective.batch_loss_from_logits(logits, batch, table, cfg.distill, 0)
+    _, metrics = reference.batch_loss_from_logits(logits, batch, table, cfg.distill, 0)
     assert metrics["redi/positive_logprob"] < 0 and np.isnan(metrics["loss/text"])
 
 
@@ -100,7 +99,7 @@ def test_redi_in_one_row_equals_redi_over_two_rows_of_the_same_logits():
 def test_a_zero_loss_weight_removes_the_source_from_the_gradient(weight):
     cfg = config_with(SourceConfig("a", "tfds:shakespeare"), SourceConfig("b", "tfds:kjv", loss_weight=weight))
     logits, batch = random_batch([0, 0, 0, 1, 1, 1])
-    grads = jax.grad(lambda z: objective.batch_loss_from_logits(z, batch, objective.SourceObjectives.from_config(cfg),
+    grads = jax.grad(lambda z: reference.batch_loss_from_logits(z, batch, objectives.SourceObjectives.from_config(cfg),
                                                                 cfg.distill, 0)[0])(logits)
     assert (np.abs(np.asarray(grads[3:])).max() > 0) == (weight > 0)
 
@@ -135,17 +134,17 @@ def test_redi_in_one_row_equals_redi_over_two_real_forward_passes():
     def forward(p, inputs, seg, pos):
         return nnx.merge(graphdef, p)(jnp.asarray(inputs), jnp.asarray(seg), jnp.asarray(pos))
 
-    table = objective.SourceObjectives.from_config(cfg)
+    table = objectives.SourceObjectives.from_config(cfg)
 
     def packed(p):
         inputs, targets, mask, seg, pos = row([positive, negative])
         batch = {"targets": targets, "loss_mask": mask, "segment_ids": seg, "source_id": np.array([1], np.int32)}
-        return objective.batch_loss_from_logits(forward(p, inputs, seg, pos), batch, table, cfg.distill, 0)[0]
+        return reference.batch_loss_from_logits(forward(p, inputs, seg, pos), batch, table, cfg.distill, 0)[0]
 
     def two_forwards(p):
         i_w, t_w, m_w, s_w, p_w = row([positive])
         i_l, t_l, m_l, s_l, p_l = row([negative])
-        return losses.redi_loss(forward(p, i_w, s_w, p_w), t_w, m_w, forward(p, i_l, s_l, p_l), t_l, m_l,
+        return reference.redi_loss(forward(p, i_w, s_w, p_w), t_w, m_w, forward(p, i_l, s_l, p_l), t_l, m_l,
                                 alpha=cfg.distill.redi_alpha)[0]
 
     (v_packed, g_packed), (v_two, g_two) = (jax.jit(jax.value_and_grad(f))(params) for f in (packed, two_forwards))

@@ -14,7 +14,7 @@ from bitjax.errors import ConfigError
 from bitjax.run import Run
 from bitjax.teachers import online as online_teacher
 from bitjax.teachers.backends import topk_from_logits
-from bitjax.training.trainer import Trainer, train
+from bitjax.training import Trainer, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "recipes" / "tiny.py")

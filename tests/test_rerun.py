@@ -10,8 +10,8 @@ import pytest
 
 from bitjax.config.recipes import apply_overrides, load_recipe
 from bitjax.config.train import ConfigError
+from bitjax.training import Trainer, train
 from bitjax.training.checkpointer import Checkpointer
-from bitjax.training.trainer import Trainer, train
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
 SMALL = ["model.n_layers=1", "data.seq_len=32", "data.batch_size=4", "log_every=1", "eval_every=1000",

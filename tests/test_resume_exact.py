@@ -84,7 +84,7 @@ def test_resume_from_every_step_is_bitwise_exact(tmp_path, packing, mix):
     """Train 8 steps saving at each; resume from each saved step alone: the end is bitwise the straight run's."""
     import shutil
 
-    from bitjax.training.trainer import train
+    from bitjax.training import train
     steps = 8
     cfg = _train_config(packing, mix, steps)
     straight = tmp_path / "straight"

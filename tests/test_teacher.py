@@ -31,8 +31,8 @@ def test_topk_refuses_nan():
 
 
 def test_bitjax_backend_matches_direct_forward(tmp_path):
+    from bitjax.training import Trainer, train
     from bitjax.training.checkpointer import Checkpointer
-    from bitjax.training.trainer import Trainer, train
 
     cfg = apply_overrides(load_recipe(TINY), ["model.n_layers=1", "data.seq_len=32", "data.batch_size=4",
                                               "steps=3", "eval_batches=1"])
@@ -75,7 +75,7 @@ def test_unknown_teacher_spec():
 def test_cache_teacher_command_with_a_bitjax_teacher(tmp_path, capsys):
     from bitjax.cli import main
     from bitjax.data.teacher_files.topk_cache import TopKCache
-    from bitjax.training.trainer import train
+    from bitjax.training import train
 
     small = ["--set", "model.n_layers=1", "--set", "data.seq_len=32", "--set", "data.batch_size=4"]
     cfg = apply_overrides(load_recipe(TINY), [s for s in small if s != "--set"] + ["steps=2", "eval_batches=1"])

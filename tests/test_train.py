@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.errors import TrainingError
+from bitjax.training import Trainer, train
 from bitjax.training import trainer as train_lib
 from bitjax.training.checkpointer import Checkpointer
-from bitjax.training.trainer import Trainer, TrainingError, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "recipes" / "tiny.py")

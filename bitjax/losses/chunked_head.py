@@ -2,14 +2,14 @@
 
 The head matrix multiplies one (B, C, V) block of C positions at a time (`lax.map` over the L / C
 blocks), accumulating in float32 (`preferred_element_type`), and each block is reduced at once to what
-the objectives read (bitjax.objective): log p(target) per token and, for batches with a teacher's
+the objectives read (bitjax.losses.objectives): log p(target) per token and, for batches with a teacher's
 top-k, the per-token KD divergence. Both share one log-sum-exp of the block's logits (a second one of
 z / T when the temperature is not 1). The block body is under `jax.checkpoint`, so the backward pass
 recomputes a block's logits instead of keeping all L / C of them.
 
-The formulas are those of bitjax.losses (`token_logprobs`, `topk_kd_per_token`); the logits-based
-functions there stay the reference that tests compare this path against. One difference: with the tail
-bucket the student's tail is 1 minus its top-k mass (`losses.student_tail_from_topk`), not a masked
+The formulas are those of bitjax.losses.terms (`topk_kd_per_token`); bitjax.losses.reference computes the
+same from full logits, the reference that tests compare this path against. One difference: with the tail
+bucket the student's tail is 1 minus its top-k mass (`terms.student_tail_from_topk`), not a masked
 log-sum-exp; equal for distinct ids down to a tail of eps, below which it is floored at eps. Padding
 positions (id 0 repeated) and rows without a teacher get other, finite, KD values than the reference;
 they carry no weight in the loss.
@@ -25,7 +25,7 @@ from jax.typing import ArrayLike
 from jaxtyping import Float, Int
 
 from bitjax import sharding as sharding_lib
-from bitjax.losses import terms as losses
+from bitjax.losses import terms
 from bitjax.nn.quant import at_least_f32
 
 TEACHER_FIELDS = ("teacher_ids", "teacher_logprobs", "teacher_tail")
@@ -81,8 +81,8 @@ def token_quantities(
         logp_BC = jnp.take_along_axis(z_BCV, targets_BC[..., None], axis=-1)[..., 0] - lse_BC1[..., 0]
         if not teacher_fields:
             return logp_BC
-        ids_BCK, t_logp_BCK, t_tail_BC = teacher_fields
-        return logp_BC, _kd(z_BCV, lse_BC1, ids_BCK, t_logp_BCK, t_tail_BC, distill)
+        ids_BCE, t_logp_BCE, t_tail_BC = teacher_fields
+        return logp_BC, _kd(z_BCV, lse_BC1, ids_BCE, t_logp_BCE, t_tail_BC, distill)
 
     if n == 1:   # one block is the whole sequence: recomputing it in the backward pass would save nothing
         out = jax.tree.map(lambda a: a[None], block(jax.tree.map(lambda a: a[0], xs)))
@@ -93,16 +93,16 @@ def token_quantities(
     return TokenQuantities(unblock(out[0]), unblock(out[1]))
 
 
-def _kd(z_BCV, lse_BC1, ids_BCK, t_logp_BCK, t_tail_BC, distill):
+def _kd(z_BCV, lse_BC1, ids_BCE, t_logp_BCE, t_tail_BC, distill):
     """The KD divergence of one block, from its logits and their log-sum-exp (at T = 1)."""
     t = distill.temperature
-    z_top_BCK = jnp.take_along_axis(z_BCV, ids_BCK, axis=-1)
+    z_top_BCE = jnp.take_along_axis(z_BCV, ids_BCE, axis=-1)
     if t == 1.0:
-        s_top_BCK = z_top_BCK - lse_BC1
+        s_top_BCE = z_top_BCE - lse_BC1
     else:   # the student's tempered log-probabilities need the log-sum-exp of z / T
         zt_BCV = z_BCV / jnp.float32(t)
-        s_top_BCK = z_top_BCK / jnp.float32(t) - jax.nn.logsumexp(zt_BCV, axis=-1, keepdims=True)
-    return losses.topk_kd_per_token(s_top_BCK, z_BCV.shape[-1], t_logp_BCK, t_tail_BC, kind=distill.kind,
+        s_top_BCE = z_top_BCE / jnp.float32(t) - jax.nn.logsumexp(zt_BCV, axis=-1, keepdims=True)
+    return terms.topk_kd_per_token(s_top_BCE, z_BCV.shape[-1], t_logp_BCE, t_tail_BC, kind=distill.kind,
                                     tail=distill.tail, temperature=t, beta=distill.beta, skew=distill.skew)
 
 

@@ -107,14 +107,14 @@ def _topk(x_BLD, head_VD, k: int, loss_chunk: int) -> dict[str, jax.Array]:
     def block(x_BCD):
         z_BCV = jnp.einsum("bcd,vd->bcv", x_BCD, head_VD, preferred_element_type=jnp.float32)
         lse_BC1 = jax.nn.logsumexp(z_BCV, axis=-1, keepdims=True)
-        top_BCK, ids_BCK = jax.lax.top_k(z_BCV, k)
+        top_BCE, ids_BCE = jax.lax.top_k(z_BCV, k)
         # the tail as the cache computes it: a log-sum-exp over the logits outside the top k (-inf at k = V);
         # the (B, C, V) mask is one block's, like the logits
         B_, C_, _ = z_BCV.shape
         in_top_BCV = jnp.zeros(z_BCV.shape, bool).at[
-            jnp.arange(B_)[:, None, None], jnp.arange(C_)[None, :, None], ids_BCK].set(True)
+            jnp.arange(B_)[:, None, None], jnp.arange(C_)[None, :, None], ids_BCE].set(True)
         tail_BC = jax.nn.logsumexp(jnp.where(in_top_BCV, -jnp.inf, z_BCV), axis=-1) - lse_BC1[..., 0]
-        return ids_BCK.astype(jnp.int32), top_BCK - lse_BC1, tail_BC
+        return ids_BCE.astype(jnp.int32), top_BCE - lse_BC1, tail_BC
 
     x_nBCD = jnp.swapaxes(x_BLD.reshape(B, L // C, C, -1), 0, 1)
     ids, logp, tail = jax.lax.map(block, x_nBCD)

@@ -7,3 +7,8 @@
   outputs         TensorBoard, metrics.jsonl, the loss curve and the summary
   lock            one trainer per run directory
 """
+
+from bitjax.training.loop import Hook, TrainLoop, train
+from bitjax.training.trainer import Trainer, TrainState, zero_fractions
+
+__all__ = ["Hook", "TrainLoop", "TrainState", "Trainer", "train", "zero_fractions"]
