@@ -17,6 +17,12 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from bitjax.errors import ConfigError
 
 EOS = "<|endoftext|>"
+# The chat template of a bitjax tokenizer: plain text, as no role tokens exist in a trained vocabulary (exports
+# carry it, `bitjax generate --chat` renders it).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
 
 
 class TokenizerMismatch(ConfigError):

@@ -11,8 +11,7 @@ from bitjax import tokenizer as tokenizer_lib
 from bitjax.config.train import ConfigError, DataConfig, SourceConfig
 from bitjax.data import DataError, build_pipeline
 from bitjax.data.pack import pack
-from bitjax.data.sources import corpora, records, tfds_corpora
-from bitjax.data.sources import uris as sources
+from bitjax.data.sources import corpora, records, tfds_corpora, uris
 from bitjax.data.sources.examples import DocumentExamples
 from bitjax.data.sources.token_shard import TokenShard, load_shard, save_shard
 
@@ -21,7 +20,7 @@ from bitjax.data.sources.token_shard import TokenShard, load_shard, save_shard
 def rephrased_jsonl(tmp_path_factory):
     """A stand-in for rephrased text: 60 short documents made from natural passages."""
     path = tmp_path_factory.mktemp("rephrased") / "rephrased.jsonl"
-    docs = sources.load_documents("tfds:shakespeare")[:60]
+    docs = uris.load_documents("tfds:shakespeare")[:60]
     with path.open("w") as f:
         for d in docs:
             summary = " ".join(d["text"].split()[:40])
@@ -203,7 +202,7 @@ def test_prompt_completion_masks_the_prompt(tmp_path):
 def test_arrayrecord_source(tmp_path):
     path = tmp_path / "docs.array_record"
     records.write_arrayrecord(path, [{"id": str(i), "text": f"document number {i}"} for i in range(5)])
-    docs = sources.load_documents(f"arrayrecord:{path}")
+    docs = uris.load_documents(f"arrayrecord:{path}")
     assert [d["text"] for d in docs] == [f"document number {i}" for i in range(5)]
 
 
@@ -229,7 +228,7 @@ def test_bad_jsonl_is_named_by_file_and_line(tmp_path, content, match):
     path = tmp_path / "bad.jsonl"
     path.write_bytes(content)
     with pytest.raises(DataError, match=match):
-        sources.load_documents(f"jsonl:{path}")
+        uris.load_documents(f"jsonl:{path}")
 
 
 def test_negative_or_all_zero_weights_are_errors():

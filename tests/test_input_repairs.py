@@ -10,8 +10,7 @@ from test_topk_cache import SPEC, examples, fake_topk
 from bitjax.data.sources.token_shard import load_shard
 from bitjax.data.teacher_files import topk_cache, topk_cache_writer
 from bitjax.errors import BitjaxError, CacheError, DataError
-from bitjax.teachers import jsonl_output
-from bitjax.teachers import trace_sampler as traces
+from bitjax.teachers import jsonl_output, trace_sampler
 
 
 def test_a_deleted_cache_shard_is_rewritten_by_rerunning_the_writer(tmp_path):
@@ -76,7 +75,7 @@ def test_a_foreign_out_file_is_refused_untouched(tmp_path, content):
     out = tmp_path / "notes.txt"
     out.write_bytes(content)
     with pytest.raises(BitjaxError, match="is not a `bitjax traces` output; nothing was changed"):
-        traces.check_output(out)
+        trace_sampler.check_output(out)
     with pytest.raises(BitjaxError, match="not a `bitjax rephrase` output"):
         jsonl_output.read_own_records(out, lambda r, where: "format" in r, "rephrase")
     assert out.read_bytes() == content

@@ -19,7 +19,7 @@ from bitjax import tokenizer as tokenizer_lib
 from bitjax.cli import main
 from bitjax.config.train import DataConfig, SourceConfig
 from bitjax.data import DataError, build_pipeline
-from bitjax.data.sources import token_directory as token_set
+from bitjax.data.sources import token_directory
 
 ROOT = Path(__file__).resolve().parents[1]
 N_FILES = 8
@@ -87,7 +87,7 @@ def test_two_processes_write_the_same_shards_as_one(one_process, recipe, tmp_pat
     outputs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     assert files_digest(out / "web") == files_digest(one_process)     # every shard, .done and the manifest
-    manifest = json.loads((one_process / token_set.MANIFEST).read_text())
+    manifest = json.loads((one_process / token_directory.MANIFEST).read_text())
     assert len(manifest["shards"]) == N_FILES and manifest["documents"] == 24_000
     for entry in manifest["shards"]:   # the recorded checksums are the files' own
         for name, record in entry["files"].items():
@@ -106,7 +106,7 @@ def test_a_killed_job_resumes_without_redoing_finished_shards(one_process, recip
     proc.wait()
     finished = sorted(p.name.removesuffix(".done") for p in (out / "web").glob("*.done"))
     assert proc.returncode == -signal.SIGKILL and 0 < len(finished) < N_FILES, finished
-    assert not (out / "web" / token_set.MANIFEST).exists()
+    assert not (out / "web" / token_directory.MANIFEST).exists()
     kept = [p for name in finished for p in [out / "web" / f"{name}.done", *(out / "web" / name).iterdir()]]
     stamps = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in kept}
 
@@ -118,7 +118,7 @@ def test_a_killed_job_resumes_without_redoing_finished_shards(one_process, recip
 def test_tokens_dir_reads_any_document_across_its_shards(one_process, corpus, tokenizer):
     tok = tokenizer_lib.load(tokenizer)
     texts = [t for path in sorted(corpus.glob("*.parquet")) for t in pq.read_table(path).column("text").to_pylist()]
-    shards = token_set.load(one_process, tokenizer_lib.fingerprint(tok), vocab_size=tok.get_vocab_size())
+    shards = token_directory.load(one_process, tokenizer_lib.fingerprint(tok), vocab_size=tok.get_vocab_size())
     assert len(shards) == len(texts) and shards.n_tokens == json.loads((one_process / "manifest.json").read_text())[
         "tokens"]
     for i in np.random.default_rng(0).choice(len(texts), 50, replace=False).tolist() + [0, 2999, 3000, 23_999]:
@@ -140,10 +140,10 @@ def test_a_damaged_or_foreign_tokens_dir_is_refused(one_process, tmp_path):
     copy = tmp_path / "web"
     shutil.copytree(one_process, copy)
     with pytest.raises(tokenizer_lib.TokenizerMismatch, match="made with tokenizer"):
-        token_set.load(copy, "0123456789abcdef")
+        token_directory.load(copy, "0123456789abcdef")
     with pytest.raises(DataError, match="outside the tokenizer's vocabulary of 100"):
-        token_set.load(copy, vocab_size=100)
+        token_directory.load(copy, vocab_size=100)
     tokens = copy / "shard-00003" / "tokens.npy"
     tokens.write_bytes(tokens.read_bytes()[:-4])
     with pytest.raises(DataError, match=r"shard-00003/tokens.npy: \d+ bytes, the manifest says \d+ .*truncated"):
-        token_set.load(copy)
+        token_directory.load(copy)

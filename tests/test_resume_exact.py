@@ -12,7 +12,7 @@ import pytest
 
 from bitjax.config.train import DataConfig, SourceConfig
 from bitjax.data import build_pipeline
-from bitjax.data.sources import uris as sources
+from bitjax.data.sources import uris
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
 MIXES = [(0.6, 0.4), (0.95, 0.05)]
@@ -22,7 +22,7 @@ MIXES = [(0.6, 0.4), (0.95, 0.05)]
 def rephrased_jsonl(tmp_path_factory):
     """60 short documents made from natural passages, standing in for rephrased text."""
     path = tmp_path_factory.mktemp("rephrased") / "rephrased.jsonl"
-    docs = sources.load_documents("tfds:shakespeare")[:60]
+    docs = uris.load_documents("tfds:shakespeare")[:60]
     with path.open("w") as f:
         for d in docs:
             f.write(json.dumps({"id": d["id"] + "#s", "text": "Summary: " + " ".join(d["text"].split()[:40])}) + "\n")

@@ -19,8 +19,7 @@ from benchmarks.pipeline import WORDS, write_parquet_corpus
 from bitjax import tokenizer as tokenizer_lib
 from bitjax.config.train import ConfigError, DataConfig, SourceConfig
 from bitjax.data import DataError, build_pipeline, coverage
-from bitjax.data.sources import records, streaming, text_files
-from bitjax.data.sources import uris as sources
+from bitjax.data.sources import records, streaming, text_files, uris
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_DOCS = 4000   # the small corpus: document i is in file i // 1000 of 4, row groups (chunks) of 10 documents
@@ -200,11 +199,11 @@ def test_jsonl_and_arrayrecord_chunks_together_are_the_whole_file(tmp_path, monk
     path = tmp_path / "docs.jsonl"
     path.write_text("\n".join(lines[:30]) + "\n\n" + "\n".join(lines[30:]) + "\n")   # a blank line too
     expected = list(records.read_jsonl(path))
-    [jsonl] = sources.text_files(f"jsonl:{path}")
+    [jsonl] = uris.text_files(f"jsonl:{path}")
     assert jsonl.num_chunks() > 20
     assert [d for k in range(jsonl.num_chunks()) for d in jsonl.read_chunk(k)] == expected
     records.write_arrayrecord(tmp_path / "docs.array_record", [json.loads(line) for line in lines])
-    [ar] = sources.text_files(f"arrayrecord:{tmp_path}/*.array_record")
+    [ar] = uris.text_files(f"arrayrecord:{tmp_path}/*.array_record")
     got = [d for k in range(ar.num_chunks()) for d in ar.read_chunk(k)]
     assert [d["text"] for d in got] == [d["text"] for d in expected] and ar.num_chunks() == 9
 
@@ -214,7 +213,7 @@ def test_a_tfds_dataset_with_a_data_dir_streams_and_loads(tokenizer):
     from bitjax.data.sources import tfds_corpora
     tfds_corpora.build("kjv")
     src = dict(uri="tfds:bitjax_kjv", data_dir=str(tfds_corpora.data_dir()))
-    assert len(sources.load_documents(src["uri"], data_dir=src["data_dir"])) == 1189
+    assert len(uris.load_documents(src["uri"], data_dir=src["data_dir"])) == 1189
     cfg = DataConfig(sources=(SourceConfig("kjv", **src, stream=True),), tokenizer=str(tokenizer), seq_len=32,
                      batch_size=4, shuffle_window=256)   # not 4096: 1,189 chapters would fill it 3.4 times over
     pipeline = build_pipeline(cfg)
@@ -224,7 +223,7 @@ def test_a_tfds_dataset_with_a_data_dir_streams_and_loads(tokenizer):
     n_heldout = sum(1 for _ in stream.documents("heldout", 0, 1, shuffle=False, repeat=False))
     assert n_train + n_heldout == 1189 and n_heldout > 0
     with pytest.raises(ConfigError, match=r"not a shipped corpus \(kjv, shakespeare\); set the source's data_dir"):
-        sources.text_files("tfds:bitjax_kjv")
+        uris.text_files("tfds:bitjax_kjv")
 
 
 def test_a_corpus_in_a_bucket_streams_like_the_local_one(bucket, small, tokenizer):  # noqa: F811

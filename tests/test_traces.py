@@ -11,7 +11,7 @@ from bitjax.config.train import DataConfig, SourceConfig
 from bitjax.data import build_pipeline
 from bitjax.data.teacher_files import traces as traces_file
 from bitjax.errors import ConfigError
-from bitjax.teachers import trace_sampler as traces
+from bitjax.teachers import trace_sampler
 from bitjax.teachers.chat_models import Completion
 
 
@@ -34,13 +34,13 @@ def test_answers_compare_as_numbers():
 
 
 def test_heldout_prompts_share_no_template_with_training_prompts():
-    train = traces.task_prompts("gsm_symbolic", "train", 40)
-    heldout = traces.task_prompts("gsm_symbolic", "heldout", 20)
+    train = trace_sampler.task_prompts("gsm_symbolic", "train", 40)
+    heldout = trace_sampler.task_prompts("gsm_symbolic", "heldout", 20)
     assert len(train) == 40 and len(heldout) == 20
-    assert all(p["template"] % traces.HELDOUT_TEMPLATE_EVERY == 0 for p in heldout)
+    assert all(p["template"] % trace_sampler.HELDOUT_TEMPLATE_EVERY == 0 for p in heldout)
     assert not {p["template"] for p in train} & {p["template"] for p in heldout}
     assert not {p["question"] for p in train} & {p["question"] for p in heldout}
-    assert traces.task_prompts("gsm_symbolic", "train", 40) == train     # deterministic
+    assert trace_sampler.task_prompts("gsm_symbolic", "train", 40) == train     # deterministic
     assert all(traces_file.parse_number(p["gold"]) is not None for p in train + heldout)
 
 
@@ -65,17 +65,17 @@ class ScriptedTeacher:
 
 @pytest.fixture
 def prompts():
-    return traces.task_prompts("gsm_symbolic", "train", 6)
+    return trace_sampler.task_prompts("gsm_symbolic", "train", 6)
 
 
 def test_sampling_labels_by_the_verified_answer_and_resumes(tmp_path, prompts):
-    out = tmp_path / "traces.jsonl"
+    out = tmp_path / "trace_sampler.jsonl"
     teacher = ScriptedTeacher(prompts)
-    summary = traces.sample_traces(teacher, prompts[:3], out, split="train", samples=4, progress=False)
+    summary = trace_sampler.sample_traces(teacher, prompts[:3], out, split="train", samples=4, progress=False)
     assert summary["written"] == 12
     records = traces_file.read_traces(out)
     for r in records:
-        seed = traces.sample_seed(0, r["prompt_id"], r["sample"])
+        seed = trace_sampler.sample_seed(0, r["prompt_id"], r["sample"])
         assert r["label"] == ("positive" if seed % 2 == 0 else "negative")
         assert r["prompt"] == teacher.render([{"role": "user", "content": r["question"]}])
         assert r["teacher"] == "scripted" and r["settings"]["max_new_tokens"] == 192
@@ -83,17 +83,17 @@ def test_sampling_labels_by_the_verified_answer_and_resumes(tmp_path, prompts):
     with out.open("a") as f:
         f.write('{"id": "torn')
     again = ScriptedTeacher(prompts)
-    summary = traces.sample_traces(again, prompts, out, split="train", samples=4, progress=False)
+    summary = trace_sampler.sample_traces(again, prompts, out, split="train", samples=4, progress=False)
     assert summary["already_done"] == 12 and summary["written"] == 12 and again.calls == 12
     assert len(traces_file.read_traces(out)) == 24
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, prompts):
-    out = tmp_path / "traces.jsonl"
-    traces.sample_traces(ScriptedTeacher(prompts), prompts[:1], out, split="train", samples=1, progress=False)
-    with pytest.raises(traces.ConfigError, match="written with settings"):
-        traces.sample_traces(ScriptedTeacher(prompts), prompts[:1], out, split="train", samples=2, progress=False,
-                             settings=traces.SamplingSettings(temperature=1.0))
+    out = tmp_path / "trace_sampler.jsonl"
+    trace_sampler.sample_traces(ScriptedTeacher(prompts), prompts[:1], out, split="train", samples=1, progress=False)
+    with pytest.raises(trace_sampler.ConfigError, match="written with settings"):
+        trace_sampler.sample_traces(ScriptedTeacher(prompts), prompts[:1], out, split="train", samples=2,
+                                    progress=False, settings=trace_sampler.SamplingSettings(temperature=1.0))
 
 
 def record(prompt_id, completion, gold, label, **kw):
@@ -107,21 +107,21 @@ def write_jsonl(path, records):
 
 
 @pytest.mark.parametrize("bad, match", [
-    (record("p", "#### 4", "four", "negative"), r"traces.jsonl:2: the gold answer 'four' is not a number"),
-    (record("p", "#### 5", "4", "positive"), r"traces.jsonl:2: labelled positive but .* '5' against gold '4'"),
-    (record("p", "#### 4", "4", "maybe"), r"traces.jsonl:2: label 'maybe'"),
-    ({"prompt_id": "p"}, r"traces.jsonl:2: missing field\(s\) prompt, completion, gold, label"),
+    (record("p", "#### 4", "four", "negative"), r"trace_sampler.jsonl:2: the gold answer 'four' is not a number"),
+    (record("p", "#### 5", "4", "positive"), r"trace_sampler.jsonl:2: labelled positive but .* '5' against gold '4'"),
+    (record("p", "#### 4", "4", "maybe"), r"trace_sampler.jsonl:2: label 'maybe'"),
+    ({"prompt_id": "p"}, r"trace_sampler.jsonl:2: missing field\(s\) prompt, completion, gold, label"),
 ])
 def test_bad_trace_records_are_named_by_file_and_line(tmp_path, bad, match):
-    path = write_jsonl(tmp_path / "traces.jsonl", [record("a", "so #### 3", "3", "positive"), bad])
+    path = write_jsonl(tmp_path / "trace_sampler.jsonl", [record("a", "so #### 3", "3", "positive"), bad])
     with pytest.raises(traces_file.TraceError, match=match):
         traces_file.read_traces(path)
 
 
 def test_unparsable_json_line(tmp_path):
-    path = tmp_path / "traces.jsonl"
+    path = tmp_path / "trace_sampler.jsonl"
     path.write_text(json.dumps(record("a", "#### 3", "3", "positive")) + "\n{not json\n")
-    with pytest.raises(traces_file.TraceError, match=r"traces.jsonl:2: not a JSON line"):
+    with pytest.raises(traces_file.TraceError, match=r"trace_sampler.jsonl:2: not a JSON line"):
         traces_file.read_traces(path)
 
 
@@ -150,7 +150,7 @@ def trace_file(tmp_path):
             words = " ".join(rng.choice(["add", "then", "apples", "so", "each"], size=5 + 3 * s))
             rows.append(record(f"q{p}", f"{words} #### {answer}", gold, "positive" if s == 0 else "negative",
                                sample=s))
-    return write_jsonl(tmp_path / "traces.jsonl", rows)
+    return write_jsonl(tmp_path / "trace_sampler.jsonl", rows)
 
 
 def trace_config(trace_file, objective, **kw):
@@ -197,7 +197,7 @@ def test_redi_rows_hold_a_positive_and_a_negative_of_one_prompt(trace_file):
 
 
 def test_redi_pairs_longer_than_a_row_are_refused_with_the_fix(trace_file):
-    with pytest.raises(traces.ConfigError, match="none of its .* REDI pairs fits in data.seq_len=8"):
+    with pytest.raises(trace_sampler.ConfigError, match="none of its .* REDI pairs fits in data.seq_len=8"):
         build_pipeline(trace_config(trace_file, "redi", seq_len=8))
 
 

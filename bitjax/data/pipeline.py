@@ -10,7 +10,7 @@ Every source yields rows of one schema, whatever it holds, so Grain's `IterDatas
                          a streamed text source (bitjax.data.streaming) instead shards its files, tokenizes
                          them on the fly, holds out by a hash of the text and shuffles within a window
   text (objective "kd")  the sequences cached with the teacher's top-k (bitjax.data.topk_cache), with
-                         teacher_ids / teacher_logprobs (B, L, K) and teacher_tail (B, L); other rows carry
+                         teacher_ids / teacher_logprobs (B, L, E) and teacher_tail (B, L); other rows carry
                          zeros there when any source distils. Once they are used up: the cache again, or
                          (on_cache_exhausted="ce") the text after them under CE (bitjax.data.cache_stream)
   traces, "sft"          positive traces as prompt/completion documents, packed first-fit (kept whole)
@@ -37,7 +37,7 @@ from bitjax.data import epoch_shuffle
 from bitjax.data import mix as mix_lib
 from bitjax.data import shards as shards_lib
 from bitjax.data.pack import PairExamples, pack
-from bitjax.data.sources import uris as sources_lib
+from bitjax.data.sources import uris
 from bitjax.data.sources.examples import DocumentExamples
 from bitjax.data.sources.streaming import StreamedText
 from bitjax.data.sources.token_directory import ShardSet, load_tokens
@@ -68,7 +68,7 @@ class PreparedSource:
         return OBJECTIVES[self.objective].rows
 
 
-_fields = sources_lib.fields_of
+_fields = uris.fields_of
 
 
 def _is_traces(src: SourceConfig) -> bool:
@@ -76,7 +76,7 @@ def _is_traces(src: SourceConfig) -> bool:
 
 
 def _text_documents(src: SourceConfig) -> list[dict]:
-    return sources_lib.load_documents(src.uri, _fields(src), src.data_dir)
+    return uris.load_documents(src.uri, _fields(src), src.data_dir)
 
 
 # A BPE trained on the text sources reads this many documents of a streamed source (its first, in file
@@ -86,17 +86,17 @@ BPE_SAMPLE_DOCUMENTS = 20_000
 
 def resolve_tokenizer(cfg: DataConfig) -> Path:
     """The tokenizer.json of a data config: named, converted from a GGUF, or a BPE trained on its text."""
-    text_sources = [s for s in cfg.sources if sources_lib.parse_uri(s.uri)[0] in sources_lib.TEXT_KINDS]
+    text_sources = [s for s in cfg.sources if uris.parse_uri(s.uri)[0] in uris.TEXT_KINDS]
     if cfg.tokenizer == "bpe" and not text_sources:
         raise ConfigError("data.tokenizer=bpe needs at least one text source to train on; "
                           "name the tokenizer.json the token shards were made with")
-    corpus_key = ("|".join(sources_lib.content_key(s.uri, _fields(s), s.data_dir) for s in text_sources)
+    corpus_key = ("|".join(uris.content_key(s.uri, _fields(s), s.data_dir) for s in text_sources)
                   if cfg.tokenizer == "bpe" else "")
 
     def texts():
         for s in text_sources:
-            docs = (sources_lib.sample_documents(s.uri, _fields(s), s.data_dir, BPE_SAMPLE_DOCUMENTS)
-                    if sources_lib.streams(s) else _text_documents(s))
+            docs = (uris.sample_documents(s.uri, _fields(s), s.data_dir, BPE_SAMPLE_DOCUMENTS)
+                    if uris.streams(s) else _text_documents(s))
             for doc in docs:
                 yield doc.get("prompt", "") + doc["text"]
 
@@ -114,10 +114,10 @@ def _cached_tokens(name: str, key: str, documents, tok, fingerprint: str, label:
 
 def _tokenized(src: SourceConfig, tok, fingerprint: str) -> TokenShard | ShardSet:
     """A text source's tokens: a `tokens:` directory as given, or text tokenized once and cached."""
-    kind, location = sources_lib.parse_uri(src.uri)
+    kind, location = uris.parse_uri(src.uri)
     if kind == "tokens":
         return load_tokens(location, fingerprint, vocab_size=tok.get_vocab_size())
-    return _cached_tokens(src.name, sources_lib.content_key(src.uri, _fields(src), src.data_dir),
+    return _cached_tokens(src.name, uris.content_key(src.uri, _fields(src), src.data_dir),
                           lambda: _text_documents(src), tok, fingerprint, src.uri)
 
 
@@ -167,8 +167,8 @@ class Pipeline:
         return prepare[OBJECTIVES[src.resolved_objective].rows](src, tok)
 
     def _prepare_text(self, src: SourceConfig, tok) -> PreparedSource:
-        if sources_lib.streams(src):
-            files = sources_lib.text_files(src.uri, _fields(src), src.data_dir)
+        if uris.streams(src):
+            files = uris.text_files(src.uri, _fields(src), src.data_dir)
             seed = self.cfg.shuffle_seed + 7919 * self.source_names.index(src.name)
             return PreparedSource(src, stream=StreamedText(
                 src.name, files, tok, self.tokenizer_fingerprint, self.boundary_id, seed=seed,
@@ -179,18 +179,18 @@ class Pipeline:
         return PreparedSource(src, train=train, heldout=heldout)
 
     def _prepare_completions(self, src: SourceConfig, tok) -> PreparedSource:
-        path = sources_lib.parse_uri(src.uri)[1]
+        path = uris.parse_uri(src.uri)[1]
         docs = traces_lib.sft_documents(traces_lib.read_traces(path))
         if not docs:
             raise DataError(f"{path}: no positive trace to train on (objective {src.resolved_objective}); "
                             "sample more traces or drop the source")
-        key = sources_lib.content_key(src.uri) + src.resolved_objective
+        key = uris.content_key(src.uri) + src.resolved_objective
         return PreparedSource(src, train=_cached_tokens(src.name, key, lambda: docs, tok,
                                                         self.tokenizer_fingerprint, src.uri))
 
     def _prepare_pairs(self, src: SourceConfig, tok) -> PreparedSource:
-        path = sources_lib.parse_uri(src.uri)[1]
-        key = sources_lib.content_key(src.uri) + src.resolved_objective
+        path = uris.parse_uri(src.uri)[1]
+        key = uris.content_key(src.uri) + src.resolved_objective
         positives, negatives = traces_lib.redi_pairs(traces_lib.read_traces(path))
         if not positives:
             raise DataError(f"{path}: no prompt has both a positive and a negative trace, so REDI has no pair; "

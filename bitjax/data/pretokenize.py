@@ -27,8 +27,7 @@ from tqdm import tqdm
 
 from bitjax import tokenizer as tokenizer_lib
 from bitjax.data.pipeline import resolve_tokenizer
-from bitjax.data.sources import token_directory as token_set
-from bitjax.data.sources import uris as sources_lib
+from bitjax.data.sources import token_directory, uris
 from bitjax.data.sources.token_shard import tokenize_documents
 from bitjax.errors import ConfigError, DataError
 from bitjax.paths import write_atomic
@@ -57,12 +56,12 @@ def tokenize_recipe(cfg, out: epath.Path, process_index: int = 0, process_count:
     line per source."""
     tok = tokenizer_lib.load(resolve_tokenizer(cfg.data))
     fingerprint = tokenizer_lib.fingerprint(tok)
-    sources = [s for s in cfg.data.sources if sources_lib.parse_uri(s.uri)[0] in sources_lib.TEXT_KINDS]
+    sources = [s for s in cfg.data.sources if uris.parse_uri(s.uri)[0] in uris.TEXT_KINDS]
     if not sources:
         raise ConfigError("the recipe has no text source to tokenize (tokens: and traces: sources are skipped)")
     summaries = {}
     for src in sources:
-        files = sources_lib.text_files(src.uri, sources_lib.fields_of(src), src.data_dir)
+        files = uris.text_files(src.uri, uris.fields_of(src), src.data_dir)
         job = _SourceJob(src.uri, files, out / src.name, tok, fingerprint, cfg.data.read_threads)
         summaries[src.name] = job.run(process_index, process_count, progress)
     return summaries
@@ -86,9 +85,9 @@ class _SourceJob:
         missing = sum(e is None for e in entries)
         if missing:
             return (f"this process's shards are done; {missing} of {len(entries)} are still missing (other "
-                    f"processes write them; the last to finish writes {self.directory / token_set.MANIFEST})")
-        data = token_set.manifest(entries, self.fingerprint, self.uri, self.inputs)
-        path = self.directory / token_set.MANIFEST
+                    f"processes write them; the last to finish writes {self.directory / token_directory.MANIFEST})")
+        data = token_directory.manifest(entries, self.fingerprint, self.uri, self.inputs)
+        path = self.directory / token_directory.MANIFEST
         text = json.dumps(data, indent=2)
         if not path.exists() or path.read_text() != text:
             write_atomic(path, text.encode())
@@ -97,7 +96,7 @@ class _SourceJob:
 
     def _done(self, index: int) -> dict | None:
         """Shard `index`'s done record, checked against this job's input and tokenizer (None: not done)."""
-        path = self.directory / token_set.done_name(index)
+        path = self.directory / token_directory.done_name(index)
         if not path.exists():
             return None
         try:
@@ -120,7 +119,7 @@ class _SourceJob:
                                                         prefetch_buffer_size=self.threads))
 
     def _write_shard(self, index: int, bar) -> None:
-        file, shard_dir = self.files[index], self.directory / token_set.shard_name(index)
+        file, shard_dir = self.files[index], self.directory / token_directory.shard_name(index)
         shard_dir.mkdir(parents=True, exist_ok=True)
         lengths, prompt_lengths, n_tokens, max_id = [], [], 0, -1
         with tempfile.TemporaryFile() as raw:   # the tokens, before their count (the .npy header) is known
@@ -144,9 +143,9 @@ class _SourceJob:
         meta = {"tokenizer_fingerprint": self.fingerprint, "documents": len(lengths_all), "tokens": n_tokens,
                 "source": str(file.path)}
         files["meta.json"] = _write_bytes(shard_dir / "meta.json", json.dumps(meta, indent=2).encode())
-        entry = {"name": token_set.shard_name(index), "input": self.inputs[index], "documents": len(lengths_all),
+        entry = {"name": token_directory.shard_name(index), "input": self.inputs[index], "documents": len(lengths_all),
                  "tokens": n_tokens, "max_id": max_id, "tokenizer_fingerprint": self.fingerprint, "files": files}
-        write_atomic(self.directory / token_set.done_name(index), json.dumps(entry, indent=2).encode())
+        write_atomic(self.directory / token_directory.done_name(index), json.dumps(entry, indent=2).encode())
 
 
 def _write_bytes(path: epath.Path, data: bytes) -> dict:

@@ -7,8 +7,8 @@ A row of L positions (every field int32 unless noted):
   loss_mask           (L,)   1 where the target is trained on
   source_id           ()     index of the row's data source (selects its objective)
 and, when some source distils from a teacher cache (every row then carries them; zeros where unused):
-  teacher_ids         (L, K) uint16    the teacher's top-k token ids, best first (int32 over 65536 tokens)
-  teacher_logprobs    (L, K) float16   their log-probabilities (temperature 1), as the cache stores them
+  teacher_ids         (L, E) uint16    the teacher's top-k token ids, best first (int32 over 65536 tokens)
+  teacher_logprobs    (L, E) float16   their log-probabilities (temperature 1), as the cache stores them
   teacher_tail        (L,)   float32   log of the teacher's mass outside the top k
 The teacher fields stay as narrow as the cache stores them until they are on the device (the loss widens
 them there): at k = 32 a position carries 132 bytes instead of 260 through the host pipeline and transfer.

@@ -23,8 +23,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from bitjax import tokenizer as tokenizer_lib
 from bitjax.export.common import ExportError
+from bitjax.nn.decode import KVDecoder, float32_logits
 from bitjax.paths import local_copy, user_path
+from bitjax.run import Run
+from bitjax.tokenizer import CHAT_TEMPLATE
 
 GGUF_MAGIC = b"GGUF"
 
@@ -152,7 +156,6 @@ class _LlamaCpp:
         if problems:
             raise GenerationError(problems[0])
         field = reader.get_field("tokenizer.chat_template")
-        from bitjax.export.gguf_tokenizer import CHAT_TEMPLATE
 
         self.chat_template = field.contents() if field is not None else CHAT_TEMPLATE
         self.path, self.n_threads = path, n_threads or 2
@@ -199,7 +202,6 @@ class _Transformers:
         from transformers import AutoTokenizer
 
         from bitjax.export import hf_check
-        from bitjax.export.gguf_tokenizer import CHAT_TEMPLATE
 
         if n_threads:
             torch.set_num_threads(n_threads)
@@ -230,13 +232,9 @@ class _Transformers:
 
 
 class _BitjaxRun:
-    """The latest checkpoint of a run directory, decoded by bitjax with a key/value cache (one jitted step)."""
+    """The latest checkpoint of a run directory, decoded by bitjax with a key/value cache (bitjax.nn.decode)."""
 
     def __init__(self, path: Path, n_threads: int | None):
-        from bitjax import tokenizer as tokenizer_lib
-        from bitjax.export.gguf_tokenizer import CHAT_TEMPLATE
-        from bitjax.run import Run
-
         self.path = path
         self.run = Run(path)
         self.tokenizer = tokenizer_lib.load(self.run.tokenizer_path)
@@ -244,38 +242,10 @@ class _BitjaxRun:
         self.chat_template = CHAT_TEMPLATE
 
     def stream(self, prompt: str, sampling: Sampling) -> Iterator[str]:
-        import jax
-        import jax.numpy as jnp
-
         ids = self.tokenizer.encode(prompt).ids
-        cfg = self.run.config.model
-        _check_length(self.path, len(ids), sampling, cfg.max_seq_len)
-        P, T = len(ids), len(ids) + sampling.max_new_tokens
-        model_fn, params = self.run.model_builder(), self.run.params
-        slots_T = np.arange(T)
-
-        @jax.jit
-        def step(params, tokens_1L, positions_1L, mask_111LT, caches, index):
-            logits_1V, caches = model_fn(params).decode(tokens_1L, positions_1L, mask_111LT, caches, index)
-            return logits_1V[0].astype(jnp.float32), caches
-
-        state = {"caches": model_fn(params).empty_cache(1, T), "slot": 0}
-
-        def prefill(prompt_ids: list[int]) -> np.ndarray:
-            mask_PT = slots_T[None, :] <= np.arange(P)[:, None]      # causal over the prompt's slots
-            logits_V, state["caches"] = step(params, np.asarray([prompt_ids], np.int32),
-                                             np.arange(P, dtype=np.int32)[None], mask_PT[None, None, None],
-                                             state["caches"], 0)
-            state["slot"] = P
-            return np.asarray(logits_V)
-
-        def next_logits(token: int) -> np.ndarray:
-            slot = state["slot"]
-            mask_1T = slots_T[None, :] <= slot
-            logits_V, state["caches"] = step(params, np.asarray([[token]], np.int32),
-                                             np.asarray([[slot]], np.int32), mask_1T[None, None, None],
-                                             state["caches"], slot)
-            state["slot"] = slot + 1
-            return np.asarray(logits_V)
-
+        _check_length(self.path, len(ids), sampling, self.run.config.model.max_seq_len)
+        decoder = KVDecoder(self.run.model_builder(), self.run.params, [np.asarray(ids, np.int32)],
+                            max_new_tokens=sampling.max_new_tokens, select=float32_logits)
+        prefill = lambda prompt_ids: np.asarray(decoder.prefill())[0]
+        next_logits = lambda token: np.asarray(decoder.step(np.asarray([token])))[0]
         yield from _sampling_loop(ids, prefill, next_logits, self.tokenizer.decode, self.eos_id, sampling)

@@ -14,8 +14,7 @@ import numpy as np
 from bitjax import data as data_lib
 from bitjax.data.teacher_files import traces as traces_lib
 from bitjax.errors import ConfigError
-from bitjax.losses import chunked_head as fused_head
-from bitjax.losses import terms as losses
+from bitjax.losses import chunked_head, terms
 from bitjax.nn.decode import greedy_generate
 from bitjax.run import Run
 from bitjax.tokenizer import fingerprint, load
@@ -35,8 +34,8 @@ def summed_loss(run: Run, batches) -> tuple[float, float]:
 
     @jax.jit
     def one(params, batch):
-        logp_BL, _ = fused_head.model_token_quantities(build(params), batch, loss_chunk=run.config.loss_chunk)
-        return losses.summed_negative_logprob(logp_BL, batch["loss_mask"])
+        logp_BL, _ = chunked_head.model_token_quantities(build(params), batch, loss_chunk=run.config.loss_chunk)
+        return terms.summed_negative_logprob(logp_BL, batch["loss_mask"])
 
     total, count = 0.0, 0.0
     for batch in batches:

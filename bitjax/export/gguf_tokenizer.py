@@ -15,12 +15,7 @@ import gguf
 
 from bitjax import tokenizer as tokenizer_lib
 from bitjax.export.common import ExportError
-
-# A plain-text chat template for base models (no role tokens exist in the vocabulary).
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}assistant: {% endif %}"
-)
+from bitjax.tokenizer import CHAT_TEMPLATE
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,10 +25,10 @@ from safetensors.numpy import load_file, save_file
 from bitjax import tokenizer as tokenizer_lib
 from bitjax.export import checks, model_card
 from bitjax.export.common import ExportError, atomic_directory
-from bitjax.export.gguf_tokenizer import CHAT_TEMPLATE
 from bitjax.export.model_source import TernaryModel
 from bitjax.export.packing import pack_ternary, unpack_ternary
 from bitjax.paths import user_path
+from bitjax.tokenizer import CHAT_TEMPLATE
 
 WEIGHTS_FILE = "model.safetensors"
 QUANTIZATION_CONFIG = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"}

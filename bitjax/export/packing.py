@@ -26,21 +26,21 @@ def pack_ternary(codes_OI: np.ndarray) -> np.ndarray:
     out_features, in_features = codes_OI.shape
     rows = packed_rows(out_features)
     stored_OI = (codes_OI.astype(np.int16) + 1).astype(np.uint8)
-    packed_RI = np.zeros((rows, in_features), np.uint8)
+    packed_QI = np.zeros((rows, in_features), np.uint8)
     for i in range(VALUES_PER_BYTE):
         block = stored_OI[i * rows:(i + 1) * rows]
-        packed_RI[:block.shape[0]] |= block << np.uint8(2 * i)
-    return packed_RI
+        packed_QI[:block.shape[0]] |= block << np.uint8(2 * i)
+    return packed_QI
 
 
-def unpack_ternary(packed_RI: np.ndarray, out_features: int) -> np.ndarray:
+def unpack_ternary(packed_QI: np.ndarray, out_features: int) -> np.ndarray:
     """uint8 (R, I) -> int8 codes (out_features, I); raises on the unused 2-bit value 3."""
-    packed_RI = np.asarray(packed_RI, np.uint8)
-    rows = packed_RI.shape[0]
+    packed_QI = np.asarray(packed_QI, np.uint8)
+    rows = packed_QI.shape[0]
     if rows != packed_rows(out_features):
         raise ValueError(f"{rows} packed rows cannot hold {out_features} output rows "
                          f"(need {packed_rows(out_features)})")
-    blocks = [(packed_RI >> np.uint8(2 * i)) & np.uint8(3) for i in range(VALUES_PER_BYTE)]
+    blocks = [(packed_QI >> np.uint8(2 * i)) & np.uint8(3) for i in range(VALUES_PER_BYTE)]
     stored_OI = np.concatenate(blocks, axis=0)[:out_features]
     if np.any(stored_OI == 3):
         raise ValueError("packed tensor holds the 2-bit value 3, which is not a ternary code")

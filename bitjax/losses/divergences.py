@@ -45,7 +45,7 @@ def _tvd(p, q, logp, logq, beta, skew):
 
 
 # The divergences, by the name a recipe gives (distill.kind): the one list the config, the docs and the
-# errors derive from. Each maps (p, q, log p, log q, beta, skew) on a common support S to per-token (B, L).
+# errors derive from. Each maps (p, q, log p, log q, beta, skew) on a common support U to per-token (B, L).
 
 DIVERGENCES = {
     "forward_kl": _forward_kl,

@@ -50,7 +50,7 @@ def sparse_distributions(
     tail: TailMode = "bucket",
     temperature: float = 1.0,
 ) -> tuple[Float[ArrayLike, "B L U"], Float[ArrayLike, "B L U"]]:
-    """Teacher and student log-probabilities on a common support S (k, or k + 1 with the tail bucket).
+    """Teacher and student log-probabilities on a common support U (E, or E + 1 with the tail bucket).
 
     The teacher's top-k log-probabilities (at temperature 1) are divided by `temperature`; with the
     tail bucket the teacher's leftover mass (`teacher_tail_logprob_BL` as cached, else `log(1 - sum)`)

@@ -1,10 +1,7 @@
 """The BitNet b1.58 decoder transformer and its size presets.
 
-Dimension glossary (suffixes on array names, e.g. `x_BLD`):
-  B  batch                L  sequence length (queries)     M  sequence length (keys)
-  D  model width          N  query heads                   K  key/value heads
-  G  query heads per key/value head (N // K)               H  head width
-  F  feed-forward width   V  vocabulary size              S  layers (the stacked blocks' leading axis)
+Dimension letters are bitjax's glossary (bitjax/__init__.py): B batch, L queries, M keys, T cache slots,
+D width, N query heads, K key/value heads, G = N // K, H head width, F FFN width, V vocabulary, Z layers.
 
 Block (BitNet b1.58 2B4T; every BitLinear input is preceded by an RMSNorm, "SubLN"):
   h   = x + o_proj(attn_sub_norm(attention(q, k, v of input_layernorm(x))))
@@ -227,7 +224,7 @@ class Transformer(nnx.Module):
         return self.embed_tokens.embedding[...].astype(self.cfg.compute_dtype)
 
     def empty_cache(self, batch: int, length: int) -> KVCache:
-        """Zeroed key/value caches of `length` slots for every layer, stacked (see bitjax.generate)."""
+        """Zeroed key/value caches of `length` slots for every layer, stacked (see bitjax.nn.decode)."""
         cfg = self.cfg
         shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.head_dim)
         return KVCache(jnp.zeros(shape, cfg.compute_dtype), jnp.zeros(shape, cfg.compute_dtype), 0)
@@ -249,8 +246,8 @@ class Transformer(nnx.Module):
                 x_BLD, positions_BL, mask, KVCache(k_BTKH, v_BTKH, index))
             return x_BLD, (cache.k, cache.v)
 
-        x_BLD, (k_SBTKH, v_SBTKH) = jax.lax.scan(body, x_BLD, (layers_state, caches.k, caches.v))
-        return self.head(x_BLD[:, -1:])[:, 0], KVCache(k_SBTKH, v_SBTKH, index)
+        x_BLD, (k_ZBTKH, v_ZBTKH) = jax.lax.scan(body, x_BLD, (layers_state, caches.k, caches.v))
+        return self.head(x_BLD[:, -1:])[:, 0], KVCache(k_ZBTKH, v_ZBTKH, index)
 
 
 def stacked_blocks(cfg: ModelConfig, linear_cls, rngs: nnx.Rngs) -> Block:
@@ -269,11 +266,11 @@ def stacked_blocks(cfg: ModelConfig, linear_cls, rngs: nnx.Rngs) -> Block:
 def quant_strengths(cfg: ModelConfig, quant_vars, lam: ArrayLike = 1.0):
     """Values for a model's QuantStrength variables (abstract or not): the gradual-quantization `lam` in every
     block, 0 in `cfg.full_precision_layers`. Everything that merges a model with a strength goes through here."""
-    keep_S = np.asarray([0.0 if i in cfg.full_precision_layers else 1.0 for i in range(cfg.n_layers)], np.float32)
+    keep_Z = np.asarray([0.0 if i in cfg.full_precision_layers else 1.0 for i in range(cfg.n_layers)], np.float32)
 
     def one(key_path, v):
         if layer_stack.is_stacked(layer_stack.path_name(key_path)):   # (n_layers,): one strength per block
-            return jnp.asarray(lam, v.dtype) * jnp.asarray(keep_S, v.dtype)
+            return jnp.asarray(lam, v.dtype) * jnp.asarray(keep_Z, v.dtype)
         return jnp.full(v.shape, lam, v.dtype)
 
     return jax.tree_util.tree_map_with_path(one, quant_vars)

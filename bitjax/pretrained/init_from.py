@@ -18,8 +18,8 @@ import numpy as np
 from bitjax.errors import ConfigError
 from bitjax.nn import layer_stack
 from bitjax.nn.model_config import ModelConfig
+from bitjax.pretrained import spec as model_spec
 
-SCHEMES = ("gguf", "hf")
 # Settings that change what the copied tensors compute without changing any tensor's shape: a student that
 # differs from its source in one of them would start from a silently different network.
 SAME_AS_SOURCE = ("n_heads", "n_kv_heads", "head_dim", "rope_theta", "norm_eps", "ffn_activation",
@@ -28,18 +28,7 @@ SAME_AS_SOURCE = ("n_heads", "n_kv_heads", "head_dim", "rope_theta", "norm_eps",
 
 def load_source(spec: str) -> tuple[ModelConfig, dict[str, np.ndarray]]:
     """The source model's config and {parameter path: float32 array}."""
-    scheme, _, where = spec.partition(":")
-    if scheme not in SCHEMES or not where:
-        raise ConfigError(f"init_from={spec!r}: write gguf:PATH, gguf:smollm2 or hf:DIR")
-    if scheme == "gguf":
-        from bitjax.paths import embedded_gguf
-        from bitjax.pretrained.gguf import load_gguf
-
-        cfg, params = load_gguf(embedded_gguf() if where == "smollm2" else where)
-    else:
-        from bitjax.pretrained.hf import load_hf
-
-        cfg, params = load_hf(where)
+    cfg, params = model_spec.load(model_spec.parse(spec, "init_from"))
     return cfg, layer_stack.flat_per_layer(params)
 
 

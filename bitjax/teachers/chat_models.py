@@ -16,7 +16,7 @@ import dataclasses
 from pathlib import Path
 
 from bitjax.errors import ConfigError
-from bitjax.paths import embedded_gguf
+from bitjax.pretrained import spec as model_spec
 from bitjax.teachers.llama_cpp import plain_cpu_buffers
 
 
@@ -107,14 +107,9 @@ class TransformersChatModel:
 
 
 def open_chat_model(spec: str, *, n_ctx: int = 2048, n_threads: int = 1, seed: int = 0):
-    """`smollm2` (the embedded GGUF), a `.gguf` file (llama.cpp) or a model directory (transformers)."""
-    path = embedded_gguf() if spec in ("smollm2", "gguf:smollm2") else Path(spec.removeprefix("gguf:"))
-    if path.is_file() and path.suffix == ".gguf":
-        return LlamaCppChatModel(path, n_ctx=n_ctx, n_threads=n_threads, seed=seed)
-    path = Path(spec.removeprefix("hf:"))
-    if path.is_dir() and (path / "config.json").is_file():
-        return TransformersChatModel(path, n_threads=n_threads)
-    if not path.exists():
-        raise ConfigError(f"chat model {spec!r} does not exist; pass 'smollm2', a .gguf file or a transformers "
-                          "model directory")
-    raise ConfigError(f"chat model {spec!r}: expected 'smollm2', a .gguf file or a transformers model directory")
+    """`smollm2` (the embedded GGUF), a `.gguf` file (llama.cpp) or a model directory (transformers), with or
+    without their `gguf:` / `hf:` scheme (bitjax.pretrained.spec)."""
+    parsed = model_spec.parse(spec, "chat model", schemes=("gguf", "hf"), bare=True)
+    if parsed.scheme == "gguf":
+        return LlamaCppChatModel(parsed.path, n_ctx=n_ctx, n_threads=n_threads, seed=seed)
+    return TransformersChatModel(parsed.path, n_threads=n_threads)

@@ -11,13 +11,11 @@ rows (from the shards it writes), split over the batch axes, and reads its rows'
 packed in a row are read apart: the decoder's attention masks by segment id and positions restart at each
 document, so every document sees only itself, as the per-document backends do. The top-k, their
 log-probabilities and the tail's log-mass are computed block by block over the sequence
-(online_teacher.topk_fields), so no (B, L, V) array exists. Processes call the forward in lockstep; one whose
+(online.topk_fields), so no (B, L, V) array exists. Processes call the forward in lockstep; one whose
 shards are done feeds padding rows until the others finish.
 """
 
 from __future__ import annotations
-
-import os
 
 import jax
 import jax.numpy as jnp
@@ -31,26 +29,17 @@ from bitjax.data import schema
 from bitjax.data.teacher_files.topk_cache_writer import RowTeacher
 from bitjax.errors import ConfigError
 from bitjax.nn.model_config import ModelConfig
-from bitjax.teachers import online as online_teacher
+from bitjax.paths import user_path
+from bitjax.pretrained import spec as model_spec
+from bitjax.run import RunPaths, checkpoint_steps
+from bitjax.teachers import online
 
 MODEL_FIELDS = ("inputs", "segment_ids", "positions")   # what the teacher's forward reads of a row
 
 
 def teacher_config(spec: str) -> ModelConfig:
     """The ModelConfig the teacher's metadata describes (config.json, GGUF metadata, a run's config): no weights."""
-    kind, _, where = spec.partition(":")
-    if kind == "bitjax":
-        from bitjax.run import load_run_config
-
-        return load_run_config(where).model
-    if kind == "gguf":
-        from bitjax.paths import embedded_gguf
-        from bitjax.pretrained.gguf import gguf_model_config
-
-        return gguf_model_config(embedded_gguf() if where == "smollm2" else where)
-    from bitjax.pretrained.hf import hf_model_config
-
-    return hf_model_config(where)
+    return model_spec.model_config(model_spec.parse(spec, "--teacher"))
 
 
 def check_vocabulary(spec: str, cfg: TrainConfig) -> None:
@@ -65,15 +54,12 @@ def check_vocabulary(spec: str, cfg: TrainConfig) -> None:
 
 def teacher_name(spec: str) -> str:
     """The name a cache records, e.g. "jax:hf:Llama-3-8B", "jax:bitjax:teacher@3000"."""
-    kind, _, where = spec.partition(":")
-    name = where if where == "smollm2" else os.path.basename(os.path.normpath(where))
-    if kind == "bitjax":
-        from bitjax.paths import user_path
-        from bitjax.run import RunPaths, checkpoint_steps
-
-        steps = checkpoint_steps(RunPaths(user_path(where, "--teacher")).checkpoints)
+    parsed = model_spec.parse(spec, "--teacher")
+    name = parsed.name
+    if parsed.scheme == "bitjax":
+        steps = checkpoint_steps(RunPaths(user_path(parsed.location, "--teacher")).checkpoints)
         name += f"@{steps[-1]}" if steps else ""
-    return f"jax:{kind}:{name}"
+    return f"jax:{parsed.scheme}:{name}"
 
 
 class JaxTeacher:
@@ -88,7 +74,7 @@ class JaxTeacher:
                               f"processes; use a multiple of {jax.process_count()}")
         self.local_rows = rows // jax.process_count()
         self.k, self.seq_len, self.loss_chunk = k, cfg.data.seq_len, cfg.loss_chunk
-        self.teacher = online_teacher.load(spec, cfg.model, self.mesh)
+        self.teacher = online.load(spec, cfg.model, self.mesh)
         self.name = teacher_name(spec)
         self.vocab_size = self.teacher.config.vocab_size
         batch_sh = sharding_lib.batch_sharding(self.mesh)
@@ -101,9 +87,9 @@ class JaxTeacher:
                 f"{self.local_rows * jax.process_count()} rows per forward")
 
     def _rows(self, params, batch: dict[str, Int[jax.Array, "B L"]]
-              ) -> tuple[Int[jax.Array, "B L K"], Float[jax.Array, "B L K"], Float[jax.Array, "B L"]]:
+              ) -> tuple[Int[jax.Array, "B L E"], Float[jax.Array, "B L E"], Float[jax.Array, "B L"]]:
         with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):   # attention kernels run per device
-            fields = online_teacher.topk_fields(self.teacher.model(params), batch, self.k, loss_chunk=self.loss_chunk)
+            fields = online.topk_fields(self.teacher.model(params), batch, self.k, loss_chunk=self.loss_chunk)
         # padding (segment 0) as the per-document writer leaves it: id 0, log-prob 0, tail -inf
         pad_BL = batch["segment_ids"] == 0
         return (jnp.where(pad_BL[..., None], 0, fields["teacher_ids"]),

@@ -28,6 +28,7 @@ from bitjax.losses.chunked_head import chunk_length
 from bitjax.nn.layers import QuantStrength
 from bitjax.nn.model_config import ModelConfig
 from bitjax.nn.transformer import AttentionInputs, Transformer, quant_strengths
+from bitjax.pretrained import spec as model_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,24 +47,7 @@ class OnlineTeacher:
 
 def load(spec: str, student: ModelConfig, mesh, student_relation: tuple[int, int] | None = None) -> OnlineTeacher:
     """Import the teacher named by `spec` in full precision and place it on `mesh` (one-line errors)."""
-    scheme, _, where = spec.partition(":")
-    if scheme == "bitjax":
-        from bitjax.run import Run
-
-        run = Run(where, devices=jax.local_devices())   # read to the host below: this process's devices only
-        config, params = run.config.model, jax.device_get(run.params)
-    elif scheme == "gguf" and where:
-        from bitjax.paths import embedded_gguf
-        from bitjax.pretrained.gguf import load_gguf
-
-        config, params = load_gguf(embedded_gguf() if where == "smollm2" else where)
-    elif scheme == "hf" and where:
-        from bitjax.pretrained.hf import load_hf
-
-        config, params = load_hf(where)
-    else:
-        raise ConfigError(f"distill.teacher={spec!r}: an online teacher is gguf:PATH, gguf:smollm2, hf:DIR or "
-                          "bitjax:RUN_DIR")
+    config, params = model_spec.load(model_spec.parse(spec, "distill.teacher"))
     if config.vocab_size != student.vocab_size:
         raise ConfigError(f"distill.teacher={spec}: the teacher has a vocabulary of {config.vocab_size} tokens, the "
                           f"student {student.vocab_size}; KD compares distributions over one vocabulary, so use "
@@ -93,7 +77,7 @@ def forward(model: Transformer, batch: dict, k: int, *, loss_chunk: int, relatio
 def topk_fields(model: Transformer, batch: dict, k: int, *, loss_chunk: int) -> dict[str, jax.Array]:
     """The teacher fields of a batch (as a cache stores them, at temperature 1), from `model`'s forward.
 
-    teacher_ids (B, L, K) int32, teacher_logprobs (B, L, K) float32, teacher_tail (B, L) float32: the log of
+    teacher_ids (B, L, E) int32, teacher_logprobs (B, L, E) float32, teacher_tail (B, L) float32: the log of
     the mass outside the top k (-inf when the top k hold everything).
     """
     return forward(model, batch, k, loss_chunk=loss_chunk)[0]

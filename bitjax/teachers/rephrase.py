@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bitjax.data.sources import uris as sources
+from bitjax.data.sources import uris
 from bitjax.data.sources.corpora import split_passages
 from bitjax.data.sources.records import Fields
 from bitjax.errors import ConfigError
@@ -108,7 +108,7 @@ def rephrase(source_uri: str, out: str | Path, *, formats: list[str], generator:
     # first: a file that is not this command's output (or its side file) is refused untouched
     done, first = read_done_both(out)
     prompts = load_prompts(formats, prompts_dir)
-    docs = sources.load_documents(source_uri, fields)[:limit]
+    docs = uris.load_documents(source_uri, fields)[:limit]
     # The gate thresholds belong to the settings: resuming with other thresholds would mix two verdicts.
     settings_dict = {**dataclasses.asdict(settings),
                      "gates": dataclasses.asdict(thresholds) if thresholds is not None else None}

@@ -162,9 +162,9 @@ def zero_fractions(params: nnx.State) -> dict[str, jax.Array]:
         if not name.endswith(".kernel"):
             continue
         if layer_stack.is_stacked(name) and leaf.ndim == 3:   # one absmean scale per layer, as in the forward
-            zeros_S = jax.vmap(lambda kernel: jnp.mean(quant.ternary_codes(kernel)[0] == 0))(leaf)
+            zeros_Z = jax.vmap(lambda kernel: jnp.mean(quant.ternary_codes(kernel)[0] == 0))(leaf)
             for i in range(leaf.shape[0]):
-                out[name.removesuffix(".kernel").replace("layers.", f"layers.{i}.", 1)] = zeros_S[i]
+                out[name.removesuffix(".kernel").replace("layers.", f"layers.{i}.", 1)] = zeros_Z[i]
         elif leaf.ndim == 2:
             codes, _ = quant.ternary_codes(leaf)
             out[name.removesuffix(".kernel")] = jnp.mean(codes == 0)

@@ -9,8 +9,8 @@ ArrayRecord, which opens gs:// objects itself):
 
 A record is a safetensors blob (no pickle, self-describing) of one training example of L positions:
   inputs, targets, segment_ids, positions, loss_mask   (L,) int32   the example exactly as the student sees it
-  ids           (L, K)  uint16 or int32 (vocabularies over 65535)   teacher top-k token ids, best first
-  logprobs      (L, K)  float16 or float32                          their log-probabilities (temperature 1)
+  ids           (L, E)  uint16 or int32 (vocabularies over 65535)   teacher top-k token ids, best first
+  logprobs      (L, E)  float16 or float32                          their log-probabilities (temperature 1)
   tail_logprob  (L,)    float32  log of the mass outside the top k (exact, from the full distribution)
 The teacher reads each packed document (segment) on its own, so it never conditions across documents.
 
@@ -80,11 +80,11 @@ def shard_range(index: int, n_examples: int, count: int) -> range:
     return range(index * n_examples // count, (index + 1) * n_examples // count)
 
 
-def encode_record(spec: CacheSpec, example: dict, ids_LK, logprobs_LK, tail_L) -> bytes:
+def encode_record(spec: CacheSpec, example: dict, ids_LE, logprobs_LE, tail_L) -> bytes:
     return st_save({
         **{name: np.asarray(example[name], np.int32) for name in SEQUENCE_FIELDS},
-        "ids": np.asarray(ids_LK).astype(spec.id_dtype),
-        "logprobs": np.asarray(logprobs_LK).astype(spec.logprob_dtype),
+        "ids": np.asarray(ids_LE).astype(spec.id_dtype),
+        "logprobs": np.asarray(logprobs_LE).astype(spec.logprob_dtype),
         "tail_logprob": np.asarray(tail_L, np.float32),
     })
 
@@ -199,8 +199,8 @@ class TopKCache:
 
     def _check_record(self, record: dict, path: epath.Path, local: int) -> None:
         """Every field the shape the manifest promises, ids inside the vocabulary, finite log-probabilities."""
-        L, K = self.spec.seq_len, self.spec.k
-        want = {**{name: (L,) for name in SEQUENCE_FIELDS}, "ids": (L, K), "logprobs": (L, K), "tail_logprob": (L,)}
+        L, E = self.spec.seq_len, self.spec.k
+        want = {**{name: (L,) for name in SEQUENCE_FIELDS}, "ids": (L, E), "logprobs": (L, E), "tail_logprob": (L,)}
         for name, shape in want.items():
             if name not in record or record[name].shape != shape:
                 got = record[name].shape if name in record else "missing"

@@ -46,14 +46,14 @@ from bitjax.errors import CacheError
 from bitjax.paths import cache_location, is_remote, write_atomic
 
 TopKFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
-"""tokens (1, n) -> (ids (1, n, K), logprobs (1, n, K), tail_logprob (1, n)), e.g. `lambda t: teacher.topk(t, k)`"""
+"""tokens (1, n) -> (ids (1, n, E), logprobs (1, n, E), tail_logprob (1, n)), e.g. `lambda t: teacher.topk(t, k)`"""
 
 
 @dataclasses.dataclass(frozen=True)
 class RowTeacher:
     """A teacher of whole packed rows.
 
-    `topk_rows(examples)`, for at most `rows_per_call` examples, returns ids (R, L, K), log-probs (R, L, K) and
+    `topk_rows(examples)`, for at most `rows_per_call` examples, returns ids (R, L, E), log-probs (R, L, E) and
     tail (R, L) with R >= len(examples) (rows past the examples are padding; arrays may be device arrays, read
     when written, so the next call overlaps the writing). `agree_calls(n)` is the number of calls every process
     makes when this one needs n: a teacher sharded over several processes runs each call on all of them.
@@ -71,14 +71,14 @@ def example_topk(topk_fn: TopKFn, example: dict, k: int) -> tuple[np.ndarray, np
     """
     inputs_L, segments_L = np.asarray(example["inputs"]), np.asarray(example["segment_ids"])
     length = len(inputs_L)
-    ids_LK = np.zeros((length, k), np.int32)
-    logprobs_LK = np.zeros((length, k), np.float32)
+    ids_LE = np.zeros((length, k), np.int32)
+    logprobs_LE = np.zeros((length, k), np.float32)
     tail_L = np.full((length,), -np.inf, np.float32)
     for segment in np.unique(segments_L[segments_L > 0]):
         where = np.flatnonzero(segments_L == segment)
         ids, logprobs, tail = topk_fn(inputs_L[where][None])
-        ids_LK[where], logprobs_LK[where], tail_L[where] = ids[0], logprobs[0], tail[0]
-    return ids_LK, logprobs_LK, tail_L
+        ids_LE[where], logprobs_LE[where], tail_L[where] = ids[0], logprobs[0], tail[0]
+    return ids_LE, logprobs_LE, tail_L
 
 
 def per_document(topk_fn: TopKFn, k: int) -> RowTeacher:

@@ -1,0 +1,50 @@
+"""The `bitjax` command: one module per command (its arguments and a thin `run`), assembled here.
+
+  train, cache_teacher, tokenize, traces, rephrase     making a run and its data
+  evaluate (`bitjax eval`), generate, export           using a trained run
+  fit_check, plan                                      checking a recipe before it runs
+
+Each command module defines NAME, `add_parser(subparsers)` and `run(args) -> exit code`; its library imports
+sit inside `run`, so `bitjax --help` does not load JAX. Errors a user can act on (bitjax.errors.BitjaxError)
+print one line and exit 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bitjax.cli import cache_teacher, evaluate, export, fit_check, generate, plan, rephrase, tokenize, traces, train
+
+COMMANDS = (train, cache_teacher, tokenize, evaluate, fit_check, plan, export, generate, rephrase, traces)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bitjax", description="Train and ship native 1.58-bit LMs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    from bitjax.errors import BitjaxError
+
+    run = {command.NAME: command.run for command in COMMANDS}[args.command]
+    try:
+        return run(args)
+    except BitjaxError as e:   # anything else is a bug in bitjax and keeps its traceback
+        print(f"bitjax: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+
+
+def _quiet_libraries() -> None:
+    """Keep stderr for bitjax's own one-line errors: absl (Orbax), JAX and TensorFlow log warnings there."""
+    import logging
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name in ("absl", "jax", "jax._src", "orbax", "tensorflow", "grain", "array_record"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
