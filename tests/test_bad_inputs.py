@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import ROOT
+
 TINY = str(ROOT / "recipes" / "tiny.py")
 SMALL = ["--set", "model.n_layers=1", "--set", "data.seq_len=32", "--set", "data.batch_size=4",
          "--set", "eval_batches=1", "--no-progress"]

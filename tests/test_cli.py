@@ -1,13 +1,12 @@
 """Bad input at the command line: one line on stderr naming the problem and the fix, exit code 2."""
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 
 from bitjax.cli import main
+from tests.support import TINY
 
-TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.py")
 FAST = ["--set", "model.n_layers=1", "--set", "data.seq_len=32", "--set", "data.batch_size=4",
         "--set", "eval_batches=1", "--no-progress"]
 

@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +20,8 @@ from bitjax import sharding
 from bitjax.config.recipes import apply_overrides, load_recipe
 from bitjax.config.train import ConfigError, MeshConfig
 from bitjax.run.metrics import loss_series, read_history
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "recipes" / "tiny.py")
 FAST = ["model.n_layers=2", "data.seq_len=64", "data.batch_size=8", "log_every=1", "eval_every=1000",
         "eval_batches=1", "optim.warmup_steps=5", "steps=20"]
