@@ -1,7 +1,7 @@
 """What going on past a teacher cache costs the host (on_cache_exhausted="ce"): packing the source's stream.
 
 After its cached records, data shard j of S reads sequences n + j, n + j + S, ... of the source's stream
-(bitjax.data.cache_stream): its first text row passes over the n cached sequences once (packed again, no
+(bitjax.data.teacher_files.cache_stream): its first text row passes over the n cached sequences once (packed again, no
 teacher), and each later row over the S - 1 rows the other shards read. Both are packing on the training
 loop's thread. Prints, per "kd" source of a recipe, the packed tokens/s of its stream (median over repeats),
 and at that rate the one-time switch (the planned cache: its share of distill.cache_examples) and the packing
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
 
-    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.config import apply_overrides, load_recipe
     from bitjax.data import build_pipeline
     from bitjax.data.coverage import cache_examples_per_source
 

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from benchmarks.step_time import synthetic_batch
-from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config import apply_overrides, load_recipe
 from bitjax.data.teacher_files.topk_cache import CacheSpec
 from bitjax.training.trainer import Trainer
 

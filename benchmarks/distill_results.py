@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from bitjax import data as data_lib
-from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config import apply_overrides, load_recipe
 from bitjax.data.teacher_files import traces as traces_lib
 from bitjax.evaluation.heldout import evaluate
 from bitjax.teachers.backends import open_teacher, teacher_perplexity

@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 
 from bitjax import data as data_lib
-from bitjax.config import SourceConfig
-from bitjax.config.recipes import load_recipe
+from bitjax.config import SourceConfig, load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 KEPT = ROOT / "data" / "rephrased" / "shakespeare.jsonl"

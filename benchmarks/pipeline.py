@@ -93,7 +93,7 @@ def streamed_config(corpora: list[Path], tokenizer: str, read_threads: int, **kw
     comes out, so the timed batches must span several windows of each source to measure the steady state
     rather than the first fill or reads from an already filled window.
     """
-    from bitjax.config.train import DataConfig, SourceConfig
+    from bitjax.config import DataConfig, SourceConfig
 
     sources = tuple(SourceConfig(f"web_{i}", f"parquet:{corpus}/*.parquet", weight)
                     for i, (corpus, weight) in enumerate(zip(corpora, (0.6, 0.4))))
@@ -122,7 +122,7 @@ def encoder_tokens_per_sec(corpora: list[Path], tokenizer: str) -> dict[str, flo
 
 def one_pass(corpus_glob: str, tokenizer: str) -> dict:
     """One full pass of the train iterator over one streamed source; RSS sampled along the way (MB)."""
-    from bitjax.config.train import DataConfig, SourceConfig
+    from bitjax.config import DataConfig, SourceConfig
     from bitjax.data import build_pipeline
     from bitjax.errors import DataError
 
@@ -232,7 +232,7 @@ def main() -> None:
         print(json.dumps(one_pass(args.one_pass, args.tokenizer)))
         return
 
-    from bitjax.config.recipes import load_recipe
+    from bitjax.config import load_recipe
     from bitjax.nn.model_config import ModelConfig
 
     tiny = load_recipe(ROOT / "recipes" / "tiny.py")

@@ -5,7 +5,7 @@
                    over the first third of the steps, KD from the same model (recipes/smollm2_ternary.py)
     (c) relation   (b) plus BitDistill's attention-relation loss on the last block (distill.relation_weight)
 
-Every arm distils online (the teacher runs in the train step, bitjax.online_teacher) on the same natural
+Every arm distils online (the teacher runs in the train step, bitjax.teachers.online) on the same natural
 Shakespeare stream, for each seed of `--seeds` (a seed sets the init and the data order). Printed: held-out
 nats/token (the run's held-out split, fully quantized student) of each arm and of the teacher itself, "gap
 closed" = (a - x) / (a - teacher), and the seconds per step after the first (compile excluded; the teacher's
@@ -15,7 +15,7 @@ forward included). (a) trains at a from-scratch peak learning rate, 1e-3; (b) an
     python -m benchmarks.pretrained_init [--steps 40] [--seq-len 128] [--batch-size 2] [--seeds 0,1]
                                          [--converted-lr LR] [--keep DIR]
     python -m benchmarks.pretrained_init --smoke     # the plumbing on a 2-layer random Llama of SmolLM2's
-                                                     # vocabulary instead of SmolLM2 (tests/test_scripts.py)
+                                                     # vocabulary instead of SmolLM2 (tests/benchmarks/test_scripts.py)
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from bitjax import data as data_lib
-from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config import apply_overrides, load_recipe
 from bitjax.losses import reference
 from bitjax.run.metrics import read_history
 from bitjax.teachers import online as online_teacher

@@ -76,7 +76,7 @@ def write_checkpoint(preset: str, run_dir: Path) -> int:
     import orbax.checkpoint as ocp
 
     from bitjax import tokenizer as tokenizer_lib
-    from bitjax.config.recipes import load_recipe
+    from bitjax.config import load_recipe
     from bitjax.nn.model_config import ModelConfig
     from bitjax.paths import cache_dir
     from bitjax.training.checkpointer import dump_meta, meta_for

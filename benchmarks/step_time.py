@@ -23,7 +23,7 @@ import time
 import jax
 import numpy as np
 
-from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config import apply_overrides, load_recipe
 from bitjax.training.trainer import Trainer
 
 # The plain paths the accelerator-grade step replaced, as `--set` overrides.

@@ -64,7 +64,7 @@ def rule_for(path: str) -> tuple[str, P]:
 def spec_for(path: str, shape: tuple[int, ...], mesh: Mesh) -> P:
     """The table's spec for `path`, trimmed to the array's rank, with axes that do not divide dropped.
 
-    A stacked block variable (`layers.mlp.gate_proj.kernel`, bitjax.layer_stack) gets the rule of its per-layer
+    A stacked block variable (`layers.mlp.gate_proj.kernel`, bitjax.nn.layer_stack) gets the rule of its per-layer
     name behind an unsplit leading layer axis: the scan walks that axis, so it is never split.
     """
     pattern, spec = rule_for(path)

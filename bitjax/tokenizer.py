@@ -15,6 +15,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from bitjax.errors import ConfigError
+from bitjax.paths import embedded_gguf
 
 EOS = "<|endoftext|>"
 # The chat template of a bitjax tokenizer: plain text, as no role tokens exist in a trained vocabulary (exports
@@ -120,7 +121,6 @@ def resolve(spec: str, vocab_size: int, texts: Callable[[], Iterable[str]], cach
             save_atomic(train_bpe(texts(), vocab_size), path)
         return path
     if spec == "smollm2":
-        from bitjax.paths import embedded_gguf
         spec = str(embedded_gguf())
     source = Path(spec)
     if source.suffix == ".gguf":

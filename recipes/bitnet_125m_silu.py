@@ -12,8 +12,7 @@ variant when the student is meant to ship as GGUF.
 import dataclasses
 from pathlib import Path
 
-from bitjax.config import TrainConfig
-from bitjax.config.recipes import load_recipe, recipe_presets
+from bitjax.config import TrainConfig, load_recipe, recipe_presets
 
 BASE = Path(__file__).resolve().with_name("bitnet_125m.py")
 PRESETS = recipe_presets(BASE)

@@ -28,7 +28,7 @@ from tests.support import EXPORT_RUN_OVERRIDES, TINY  # noqa: E402
 def trained_run(tmp_path_factory):
     """Run directory of a briefly trained tiny SiLU model (about 30 s on 2 cores)."""
 
-    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.config import apply_overrides, load_recipe
     from bitjax.training import train
 
     workdir = tmp_path_factory.mktemp("trained_run")

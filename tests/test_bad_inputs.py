@@ -27,7 +27,7 @@ SOURCE_RECIPE = """
 import dataclasses, importlib.util
 spec = importlib.util.spec_from_file_location("tiny", {tiny!r})
 tiny = importlib.util.module_from_spec(spec); spec.loader.exec_module(tiny)
-from bitjax.config.train import SourceConfig
+from bitjax.config import SourceConfig
 def get_config():
     cfg = tiny.get_config()
     src = SourceConfig("src", {uri!r}, objective={objective!r}, **{source!r})

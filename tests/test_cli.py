@@ -56,7 +56,7 @@ def test_workdir_with_other_model_shape(capsys, tmp_path):
 def test_a_location_that_cannot_be_opened_is_refused_before_anything_is_written(capsys, tmp_path, monkeypatch,
                                                                                  args, fix):
     """Without the filesystem package for its scheme a URL is refused in one line, and no local `gs:` folder
-    appears (pathlib would make one). Here gcsfs and s3fs are not installed (tests/test_remote_workdir.py
+    appears (pathlib would make one). Here gcsfs and s3fs are not installed (tests/training/test_remote_workdir.py
     runs a gs:// workdir through a stand-in filesystem)."""
     if importlib.util.find_spec("gcsfs") or importlib.util.find_spec("s3fs"):
         pytest.skip("a bucket filesystem package is installed: the URL would be tried over the network")

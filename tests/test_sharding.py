@@ -17,8 +17,8 @@ from jax.sharding import AbstractMesh
 from jax.sharding import PartitionSpec as P
 
 from bitjax import sharding
-from bitjax.config.recipes import apply_overrides, load_recipe
-from bitjax.config.train import ConfigError, MeshConfig
+from bitjax.config import MeshConfig, apply_overrides, load_recipe
+from bitjax.errors import ConfigError
 from bitjax.run.metrics import loss_series, read_history
 from tests.support import ROOT
 

@@ -30,8 +30,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from bitjax.config.recipes import apply_overrides, load_recipe
-    from bitjax.config.train import ConfigError
+    from bitjax.config import apply_overrides, load_recipe
+    from bitjax.errors import ConfigError
     from bitjax.paths import cache_location
     from bitjax.teachers.cache_teacher import cache_teacher
 

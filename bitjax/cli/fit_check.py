@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from bitjax.config.recipes import apply_overrides, load_recipe, recipe_presets
+    from bitjax.config import apply_overrides, load_recipe, recipe_presets
     from bitjax.errors import ConfigError
     from bitjax.fit_check import check as fit_check
 

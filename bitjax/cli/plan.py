@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.config import apply_overrides, load_recipe
     from bitjax.data import build_pipeline, coverage
     from bitjax.errors import BitjaxError
     from bitjax.paths import cache_location

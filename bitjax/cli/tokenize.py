@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.config import apply_overrides, load_recipe
     from bitjax.data.pretokenize import process_slot, tokenize_recipe
     from bitjax.paths import user_path
 

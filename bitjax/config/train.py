@@ -1,172 +1,21 @@
-"""Frozen, typed configuration of a run, and `--set a.b=value` overrides.
+"""Frozen, typed configuration of a run: TrainConfig and its sections, each validated at construction.
 
 A recipe is a Python file whose `get_config()` returns a `TrainConfig`; vary it with
-`dataclasses.replace` in the recipe or with `--set` on the command line.
+`dataclasses.replace` in the recipe or with `--set` on the command line (bitjax.config.recipes). The data
+sections (SourceConfig, DataConfig) are bitjax.config.data.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import typing
 from typing import Literal
 
+from bitjax.config._checks import finite, positive
+from bitjax.config.data import DataConfig
 from bitjax.errors import ConfigError
 from bitjax.losses import relation as relation_loss
-from bitjax.losses.objectives import DEFAULT_OBJECTIVE, OBJECTIVES, ObjectiveName
 from bitjax.losses.terms import Divergence, TailMode
 from bitjax.nn.model_config import ModelConfig
-
-CacheExhausted = Literal["repeat", "ce"]     # a "kd" source's choice when its teacher cache is used up
-CACHE_EXHAUSTED: tuple[str, ...] = typing.get_args(CacheExhausted)
-
-
-@dataclasses.dataclass(frozen=True)
-class SourceConfig:
-    """One named training source, its mixing weight, and what the student learns from it.
-
-    uri: tfds:NAME | parquet:GLOB | jsonl:GLOB | arrayrecord:GLOB | tokens:DIR (text; see bitjax.data.sources)
-         or traces:PATH (teacher traces written by `bitjax traces`). Paths may be bucket URLs (gs://...).
-    text_field / prompt_field: the fields (JSON keys, Parquet columns) of a text document; with a prompt field
-      (prompt/completion pairs) the prompt is part of the input but not trained on.
-    data_dir: where a `tfds:NAME` dataset other than the shipped corpora was built (TFDS's data_dir).
-    stream: read the source lazily (files sharded over the data shards, tokenized on the fly, window-shuffled;
-      bitjax.data.streaming) instead of tokenizing it whole once; None takes the kind's default (parquet
-      streams, the others are tokenized once: see bitjax.data.sources.SOURCE_KINDS).
-    objective: a name in bitjax.objective.OBJECTIVES: "ce" (next-token cross-entropy; the default for text),
-      "kd" (distillation from the teacher top-k cache `distill.cache/<name>`, mixed with CE by
-      distill.kd_weight), "sft" (CE on the completions of positive traces; the default for traces:) or
-      "redi" (REDI on positive/negative trace pairs).
-    loss_weight: multiplies this source's loss in the batch loss (see bitjax.objective).
-    on_cache_exhausted: what a "kd" source does once the run has read every sequence of its teacher cache
-      (bitjax.data.cache_stream): "repeat" reads the cached sequences again (another epoch of the cache, as
-      data.on_exhausted allows); "ce" continues with the source's text after the cached sequences, trained
-      with plain CE (its rows are tagged as the source `<name>.ce`, see `DataConfig.row_sources`).
-    """
-
-    name: str
-    uri: str
-    weight: float = 1.0
-    text_field: str = "text"
-    prompt_field: str = ""
-    objective: ObjectiveName = ""
-    loss_weight: float = 1.0
-    max_line_bytes: int = 64 << 20    # longest JSONL line read; a longer one is refused, naming the file
-    on_cache_exhausted: CacheExhausted = "repeat"
-    data_dir: str = ""
-    stream: bool | None = None
-
-    def __post_init__(self):
-        if self.on_cache_exhausted not in CACHE_EXHAUSTED:
-            raise ConfigError(f"data source {self.name!r}: on_cache_exhausted={self.on_cache_exhausted!r} is not one "
-                              f"of {', '.join(CACHE_EXHAUSTED)} (read the cache again, or its text under CE)")
-        if self.stream and self.uri.partition(":")[0] in ("tokens", "traces"):
-            raise ConfigError(f"data source {self.name!r} ({self.uri}) cannot stream: only text files do; "
-                              "leave stream unset")
-        if self.max_line_bytes <= 0:
-            raise ConfigError(f"data source {self.name!r}: max_line_bytes={self.max_line_bytes} must be positive")
-        if not self.name or "=" in self.name or "," in self.name or "/" in self.name:
-            raise ConfigError(f"data source name {self.name!r} must be non-empty without '=', ',' or '/'")
-        if not self.weight >= 0:
-            raise ConfigError(f"data source {self.name!r}: weight={self.weight} must be >= 0")
-        if not self.loss_weight >= 0:
-            raise ConfigError(f"data source {self.name!r}: loss_weight={self.loss_weight} must be >= 0")
-        if self.resolved_objective not in OBJECTIVES:
-            raise ConfigError(f"data source {self.name!r}: objective {self.objective!r} is not one of "
-                              f"{', '.join(OBJECTIVES)}")
-        fitting = [name for name, o in OBJECTIVES.items() if o.reads == self.reads]
-        if self.resolved_objective not in fitting:
-            raise ConfigError(f"data source {self.name!r} ({self.uri}) holds {self.reads}: its objective must be "
-                              f"one of {', '.join(fitting)}, not {self.objective!r}")
-
-    @property
-    def reads(self) -> str:
-        """"traces" for teacher traces, else "text"."""
-        return "traces" if self.uri.startswith("traces:") else "text"
-
-    @property
-    def resolved_objective(self) -> str:
-        return self.objective or DEFAULT_OBJECTIVE[self.reads]
-
-    @property
-    def needs_teacher(self) -> bool:
-        return OBJECTIVES[self.resolved_objective].teacher
-
-    @property
-    def text_after_cache(self) -> SourceConfig | None:
-        """The source its text rows after the teacher cache count as (on_cache_exhausted="ce"): `<name>.ce`,
-        objective "ce", the same data and loss weight; None for a source that does not continue that way."""
-        if not (self.needs_teacher and self.on_cache_exhausted == "ce"):
-            return None
-        return dataclasses.replace(self, name=f"{self.name}.ce", objective="ce", on_cache_exhausted="repeat")
-
-
-def _default_sources() -> tuple[SourceConfig, ...]:
-    return (SourceConfig("natural", "tfds:shakespeare", 1.0),)
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """Where training tokens come from, how they are mixed, packed and batched.
-
-    `sources` is a tuple of SourceConfig (set in recipes). The command line cannot reach inside a tuple, so
-    the mixing weights have their own flat override, `--set data.weights=natural=0.7,rephrased=0.3`, which
-    replaces the named sources' weights (also on resume: the mix continues with the new weights).
-    """
-
-    sources: tuple[SourceConfig, ...] = dataclasses.field(default_factory=_default_sources)
-    weights: str = ""                 # "name=w,name=w": overrides the sources' weights
-    tokenizer: str = "bpe"            # "bpe" (trained on the sources), a tokenizer.json, a .gguf, or "smollm2"
-    vocab_size: int = 4096            # size of the trained BPE (ignored for a loaded tokenizer)
-    seq_len: int = 128
-    batch_size: int = 16              # global batch, in sequences
-    packing: typing.Literal["concat_then_split", "first_fit"] = "concat_then_split"
-    on_exhausted: typing.Literal["repeat", "error"] = "repeat"   # a source that runs dry: new epoch, or stop
-    heldout_fraction: float = 0.02    # tail documents of each source kept out of training, for eval
-    shuffle_seed: int = 0
-    num_shards: int = 0               # data shards of the global stream; 0 = one per process (bitjax.data.shards)
-    # Streamed sources (bitjax.data.streaming): documents shuffled at a time (host memory holds this many per
-    # source and data shard), and Grain threads reading and tokenizing each open file's chunks.
-    shuffle_window: int = 4096
-    read_threads: int = 2
-
-    def __post_init__(self):
-        _positive(self, "seq_len", "batch_size", "vocab_size", "shuffle_window", "read_threads")
-        if self.num_shards < 0:
-            raise ConfigError(f"data.num_shards={self.num_shards} must be >= 0 (0: one shard per process)")
-        if not 0.0 < self.heldout_fraction < 0.5:
-            raise ConfigError(f"data.heldout_fraction={self.heldout_fraction} must lie in (0, 0.5)")
-        if not self.sources:
-            raise ConfigError("data.sources is empty; name at least one source")
-        names = [s.name for s in self.row_sources()]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"data.sources has duplicate names: {names} (a \"kd\" source with "
-                              "on_cache_exhausted=\"ce\" also names its text rows <name>.ce); rename one")
-        weights = self.mixture_weights()
-        if sum(weights.values()) <= 0:
-            raise ConfigError(f"data source weights {weights} are all zero; give at least one a positive weight")
-
-    def row_sources(self) -> tuple[SourceConfig, ...]:
-        """Every source a row can be tagged with, in `source_id` order: the data sources, then `<name>.ce` for
-        each "kd" source whose text continues under CE after its cache (SourceConfig.text_after_cache). The
-        loss reads each row's objective from this table; only the data sources are mixed by weight."""
-        return self.sources + tuple(t for t in (s.text_after_cache for s in self.sources) if t is not None)
-
-    def mixture_weights(self) -> dict[str, float]:
-        """The sources' weights after the `weights` override (not normalised)."""
-        weights = {s.name: s.weight for s in self.sources}
-        for item in filter(None, (x.strip() for x in self.weights.split(","))):
-            name, sep, value = item.partition("=")
-            if not sep or name not in weights:
-                raise ConfigError(f"data.weights={self.weights!r}: {item!r} is not NAME=WEIGHT with NAME one of "
-                                  f"{', '.join(weights)}")
-            try:
-                weights[name] = float(value)
-            except ValueError:
-                raise ConfigError(f"data.weights: {item!r} has no numeric weight") from None
-            if not weights[name] >= 0:
-                raise ConfigError(f"data.weights: {item!r} is negative; weights must be >= 0")
-        return weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,11 +35,11 @@ class OptimConfig:
     clip_norm: float = 1.0
 
     def __post_init__(self):
-        _finite(self, "peak_lr", "stage2_peak_lr", "end_lr_ratio", "stage_split", "weight_decay", "b1", "b2", "eps",
+        finite(self, "peak_lr", "stage2_peak_lr", "end_lr_ratio", "stage_split", "weight_decay", "b1", "b2", "eps",
                 "clip_norm")
         if not 0.0 < self.stage_split < 1.0:
             raise ConfigError(f"optim.stage_split={self.stage_split} must lie in (0, 1)")
-        _positive(self, "peak_lr", "stage2_peak_lr", "eps", "clip_norm")
+        positive(self, "peak_lr", "stage2_peak_lr", "eps", "clip_norm")
         if self.warmup_steps < 0:
             raise ConfigError(f"optim.warmup_steps={self.warmup_steps} must be >= 0")
         if self.weight_decay < 0 or self.end_lr_ratio < 0:
@@ -208,7 +57,7 @@ class CheckpointConfig:
     async_save: bool = True           # write in the background while training continues
 
     def __post_init__(self):
-        _positive(self, "every", "keep")
+        positive(self, "every", "keep")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,7 +96,7 @@ class DistillConfig:
     `cache_backend` "native" runs the teacher in its own runtime (llama.cpp for gguf:, CPU torch for hf:),
     "jax" imports it into a full-precision bitjax model run jitted and sharded over the recipe's mesh
     (bitjax.teachers.jax_teacher: the accelerators write the cache). With `online` the
-    teacher runs inside the train step instead (bitjax.online_teacher): "kd" sources read plain text and
+    teacher runs inside the train step instead (bitjax.teachers.online): "kd" sources read plain text and
     their top-k is computed on the devices; no cache is read.
     """
 
@@ -256,7 +105,7 @@ class DistillConfig:
     k: int = 32                       # top-k entries per position in the cache
     cache_examples: int = 256         # sequences cached, split over the "kd" sources by their weights
     cache_backend: Literal["native", "jax"] = "native"   # how cache-teacher runs `teacher` (its --backend)
-    kind: Divergence = "forward_kl"   # a name in bitjax.losses.DIVERGENCES
+    kind: Divergence = "forward_kl"   # a name in bitjax.losses.divergences.DIVERGENCES
     tail: TailMode = "bucket"
     temperature: float = 1.0
     kd_weight: float = 0.9
@@ -265,7 +114,7 @@ class DistillConfig:
     skew: float = 0.1                 # skew-KL mixing weight (DistiLLM)
     redi_alpha: float = 0.8           # REDI: weight of the negative traces' log-likelihood
     online: bool = False              # run `teacher` in the train step (full precision, frozen) instead of a cache
-    # BitDistill's attention-relation loss (bitjax.relation_loss): Q-Q, K-K, V-V relations of one block against
+    # BitDistill's attention-relation loss (bitjax.losses.relation): Q-Q, K-K, V-V relations of one block against
     # the online teacher's, added to each "kd" source's loss with this weight (0: off).
     relation_weight: float = 0.0
     relation_layer: int = -1          # the block, in both models (negative: from the end; -1 the last)
@@ -275,7 +124,7 @@ class DistillConfig:
         if self.online and not self.teacher:
             raise ConfigError("distill.online=true needs a teacher: set distill.teacher=hf:DIR, gguf:PATH, "
                               "gguf:smollm2 or bitjax:RUN_DIR")
-        _finite(self, "temperature", "kd_weight", "beta", "skew", "redi_alpha", "relation_weight")
+        finite(self, "temperature", "kd_weight", "beta", "skew", "redi_alpha", "relation_weight")
         if not self.relation_weight >= 0:
             raise ConfigError(f"distill.relation_weight={self.relation_weight} must be >= 0 (0 turns it off)")
         if self.relation_weight > 0 and not self.online:
@@ -289,7 +138,7 @@ class DistillConfig:
             raise ConfigError("distill.beta and distill.skew must lie in (0, 1)")
         if not 0.0 <= self.redi_alpha <= 1.0:
             raise ConfigError(f"distill.redi_alpha={self.redi_alpha} must lie in [0, 1]")
-        _positive(self, "k", "cache_examples", "relation_heads")
+        positive(self, "k", "cache_examples", "relation_heads")
         if self.cache_backend not in ("native", "jax"):
             raise ConfigError(f"distill.cache_backend={self.cache_backend!r}; use 'native' (llama.cpp / torch) or "
                               "'jax' (the teacher imported and sharded over the mesh)")
@@ -315,13 +164,13 @@ class TrainConfig:
     eval_max_new_tokens: int = 192    # greedy tokens generated per problem by `bitjax eval`
     quant_warmup_steps: int = 0       # gradual quantization ramp; 0 = fully ternary from step 0
     init_from: str = ""               # first parameters from a pretrained model: gguf:PATH | gguf:smollm2 | hf:DIR
-    # Sequence positions per block of the chunked LM head and loss (bitjax.fused_head): one (B, chunk, V) float32
-    # block is live at a time (about 250 MiB for 2 local rows at V=128256); the block is the largest divisor of
+    # Sequence positions per block of the chunked LM head and loss (bitjax.losses.chunked_head): one (B, chunk, V)
+    # float32 block is live at a time (about 250 MiB for 2 local rows at V=128256); the block is the largest divisor of
     # data.seq_len that is at most this.
     loss_chunk: int = 256
 
     def __post_init__(self):
-        _positive(self, "steps", "log_every", "eval_every", "eval_batches", "eval_max_new_tokens", "loss_chunk")
+        positive(self, "steps", "log_every", "eval_every", "eval_batches", "eval_max_new_tokens", "loss_chunk")
         if self.quant_warmup_steps < 0:
             raise ConfigError(f"quant_warmup_steps={self.quant_warmup_steps} must be >= 0")
         if self.model.int8_matmul and self.quant_warmup_steps > 0:
@@ -351,20 +200,3 @@ class TrainConfig:
                               "run the teacher in the step with --set distill.online=true")
 
 
-def _key(cfg, name: str) -> str:
-    section = type(cfg).__name__.replace("Config", "").lower()
-    return name if section == "train" else f"{section}.{name}"
-
-
-def _positive(cfg, *names):
-    for name in names:
-        if not getattr(cfg, name) > 0:   # written so that NaN fails too
-            raise ConfigError(f"{_key(cfg, name)}={getattr(cfg, name)} must be positive")
-
-
-def _finite(cfg, *names):
-    """NaN or an infinity in a float setting would train silently into NaN losses: refuse it here."""
-    for name in names:
-        value = getattr(cfg, name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{_key(cfg, name)}={value} must be a finite number")

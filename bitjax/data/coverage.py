@@ -35,7 +35,7 @@ class SourceCoverage:
     cache_written: bool = True
     on_cache_exhausted: str = ""   # a cached "kd" source's choice once its cache is read ("repeat" | "ce")
     text_held: int | None = None   # its text's training positions ("ce" continues there; None: unknown)
-    estimated: bool = False    # `held` is an estimate (a streamed source: bitjax.data.streaming)
+    estimated: bool = False    # `held` is an estimate (a streamed source: bitjax.data.sources.streaming)
 
     @property
     def epochs(self) -> float | None:

@@ -7,15 +7,15 @@
 
 Every source yields rows of one schema, whatever it holds, so Grain's `IterDataset.mix` can mix them:
   text (objective "ce")  documents -> hold out the tail -> shard -> shuffle -> repeat -> pack (data.packing);
-                         a streamed text source (bitjax.data.streaming) instead shards its files, tokenizes
+                         a streamed text source (bitjax.data.sources.streaming) instead shards its files, tokenizes
                          them on the fly, holds out by a hash of the text and shuffles within a window
-  text (objective "kd")  the sequences cached with the teacher's top-k (bitjax.data.topk_cache), with
+  text (objective "kd")  the sequences cached with the teacher's top-k (bitjax.data.teacher_files.topk_cache), with
                          teacher_ids / teacher_logprobs (B, L, E) and teacher_tail (B, L); other rows carry
                          zeros there when any source distils. Once they are used up: the cache again, or
-                         (on_cache_exhausted="ce") the text after them under CE (bitjax.data.cache_stream)
+                         (on_cache_exhausted="ce") the text after them under CE (bitjax.data.teacher_files.cache_stream)
   traces, "sft"          positive traces as prompt/completion documents, packed first-fit (kept whole)
   traces, "redi"         one row per positive/negative pair: segment 1 the positive, segment 2 the negative
-Rows are tagged with their source's index (`source_id`), which selects the loss (bitjax.objective).
+Rows are tagged with their source's index (`source_id`), which selects the loss (bitjax.losses.objectives).
 The global stream is split into data shards (bitjax.data.shards); the iterator state of every shard
 (each source's position and the mix index) is saved in the Orbax checkpoint.
 """
@@ -32,7 +32,7 @@ import grain
 import numpy as np
 
 from bitjax import tokenizer as tokenizer_lib
-from bitjax.config.train import ConfigError, DataConfig, SourceConfig
+from bitjax.config import DataConfig, SourceConfig
 from bitjax.data import epoch_shuffle
 from bitjax.data import mix as mix_lib
 from bitjax.data import shards as shards_lib
@@ -42,9 +42,9 @@ from bitjax.data.sources.examples import DocumentExamples
 from bitjax.data.sources.streaming import StreamedText
 from bitjax.data.sources.token_directory import ShardSet, load_tokens
 from bitjax.data.sources.token_shard import TokenShard, load_shard, save_shard, tokenize_documents
-from bitjax.data.teacher_files import cache_stream
+from bitjax.data.teacher_files import cache_stream, topk_cache
 from bitjax.data.teacher_files import traces as traces_lib
-from bitjax.errors import CacheError, DataError
+from bitjax.errors import CacheError, ConfigError, DataError
 from bitjax.losses.objectives import OBJECTIVES
 from bitjax.paths import cache_dir, cache_location
 
@@ -56,7 +56,7 @@ class PreparedSource:
     heldout: TokenShard | ShardSet | None = None           # text: the held-out tail, for evaluation
     stream: StreamedText | None = None                     # a streamed text source (instead of the two above)
     pairs: PairExamples | None = None                      # "redi"
-    cache: object | None = None                            # "kd" while training: a bitjax.data.topk_cache.TopKCache
+    cache: object | None = None                            # "kd" while training: a teacher_files.topk_cache.TopKCache
 
     @property
     def objective(self) -> str:
@@ -64,7 +64,7 @@ class PreparedSource:
 
     @property
     def rows(self) -> str:
-        """How this source's rows are built (bitjax.objective.RowKind)."""
+        """How this source's rows are built (bitjax.losses.objectives.RowKind)."""
         return OBJECTIVES[self.objective].rows
 
 
@@ -208,7 +208,6 @@ class Pipeline:
         return PreparedSource(src, pairs=pairs)
 
     def _open_caches(self, root, vocab_size: int) -> None:
-        from bitjax.data.teacher_files import topk_cache
         for name, p in self.sources.items():
             if p.rows != "teacher_cache":
                 continue
@@ -303,7 +302,7 @@ class Pipeline:
         return stream
 
     def _cache_then_text(self, name: str, shard_index: int, num_shards: int) -> grain.IterDataset:
-        """A "kd" source's cached rows once, then its text after them under CE (bitjax.data.cache_stream)."""
+        """A "kd" source's cached rows once, then its text after them under CE (teacher_files.cache_stream)."""
         p, index = self.sources[name], self.source_names.index(name)
         records = grain.MapDataset.source(p.cache)[shard_index::num_shards]
         cached = None

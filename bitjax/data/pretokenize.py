@@ -1,8 +1,8 @@
 """`bitjax tokenize`: a recipe's text sources pre-tokenized into token shards, by many processes, resumably.
 
 Process p of P takes input files p, p + P, p + 2P, ... of every text source (its files in sorted order,
-bitjax.data.text_files) and writes one shard per input file into OUT/<source> (the layout of
-bitjax.data.token_set). A shard depends on its input file and the tokenizer alone, so any process count
+bitjax.data.sources.text_files) and writes one shard per input file into OUT/<source> (the layout of
+bitjax.data.sources.token_directory). A shard depends on its input file and the tokenizer alone, so any process count
 writes the same shards. A finished shard gets its `.done` file (with the SHA-256 of each of its files) after
 everything else; a rerun skips shards that have one and rewrites the rest, so a killed job loses only the
 shards it was writing. The process that finds every shard done writes the manifest, and `tokens:OUT/<source>`
@@ -31,6 +31,7 @@ from bitjax.data.sources import token_directory, uris
 from bitjax.data.sources.token_shard import tokenize_documents
 from bitjax.errors import ConfigError, DataError
 from bitjax.paths import write_atomic
+from bitjax.sharding import initialize_distributed
 
 _COPY_BYTES = 16 << 20
 
@@ -42,7 +43,6 @@ def process_slot(mesh_cfg, index: int | None, count: int | None) -> tuple[int, i
     if index is None:
         import jax
 
-        from bitjax.sharding import initialize_distributed
         initialize_distributed(mesh_cfg)
         index, count = jax.process_index(), jax.process_count()
     if count < 1 or not 0 <= index < count:

@@ -6,7 +6,7 @@
   embedding in Q6_K by default, see embedding_quant.py), written with the `gguf` library, with the tokenizer
   embedded so llama.cpp tokenizes by itself.
 
-Ternary codes and scales always come from `bitjax.quant.ternary_codes`, the quantizer training uses, and
+Ternary codes and scales always come from `bitjax.nn.quant.ternary_codes`, the quantizer training uses, and
 every writer reads its file back and checks each code against it before the file takes its final name.
 """
 

@@ -26,7 +26,7 @@ def check_output_free(out: epath.Path, force: bool) -> None:
         raise ExportError(f"{out} already exists; pass --force to replace it, or choose another output path")
 
 
-# What `bitjax train` and `bitjax eval` write into a run directory (bitjax.run, bitjax.run_outputs).
+# What `bitjax train` and `bitjax eval` write into a run directory (bitjax.run, bitjax.training.outputs).
 RUN_ENTRIES = frozenset({"config.json", "tokenizer.json", "checkpoints", "damaged_checkpoints", "train.lock",
                          "metrics.jsonl", "tb", "summary.json", "loss_curve.png", "answers.jsonl", "process_logs"})
 

@@ -12,6 +12,7 @@ import dataclasses
 from bitjax.export.model_source import TernaryModel
 from bitjax.nn.transformer import count_params
 from bitjax.run import Run
+from bitjax.run.metrics import read_history
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,8 +28,6 @@ class TrainingFacts:
 
 def training_facts(run: Run) -> TrainingFacts:
     """What the run directory records about how its latest checkpoint was trained."""
-    from bitjax.run.metrics import read_history
-
     cfg = run.config
     evals = [r for r in read_history(run.dir / "metrics.jsonl")
              if "eval/perplexity" in r and r["step"] <= run.step]

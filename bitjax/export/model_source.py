@@ -1,7 +1,7 @@
 """What an exporter writes: a trained run's ternary codes and scales, full-precision tensors and tokenizer.
 
 `TernaryModel.from_run(Run(RUN_DIR))` reads a run's latest checkpoint; `TernaryModel.from_params` ternarizes every
-BitLinear kernel with `bitjax.quant.ternary_codes`, the quantizer the training forward pass uses, so an
+BitLinear kernel with `bitjax.nn.quant.ternary_codes`, the quantizer the training forward pass uses, so an
 export can never drift from training.
 
 Names are bitjax module paths: `embed_tokens`, `norm`, `layers.N.input_layernorm`,

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bitjax import data as data_lib
+from bitjax import tokenizer as tokenizer_lib
 from bitjax.export.common import ExportError
 from bitjax.run import Run
 
@@ -46,8 +48,6 @@ def bitjax_greedy(run: Run, prompt, n_new: int, *, quantize_activations: bool = 
 
 def heldout_tokens(run: Run, n_tokens: int) -> np.ndarray:
     """The first `n_tokens` of the run's held-out split (never trained on), tokenized as in training."""
-    from bitjax import data as data_lib
-    from bitjax import tokenizer as tokenizer_lib
 
     pipeline = data_lib.build_pipeline(run.config.data, text_only=True)
     fingerprint = tokenizer_lib.fingerprint(tokenizer_lib.load(run.tokenizer_path))

@@ -5,7 +5,7 @@ describes a TPU slice without owning one: its compile-only devices take the reci
 step is lowered with the same shardings and donation as in training and compiled ahead of time by the
 TPU compiler. The compiled executable reports per-device memory (arguments, outputs, temporaries,
 code): the acceptance figures. The step time is an estimate, a roofline bound: the slower of the compute
-term (analytic FLOPs, bitjax.flops) and the HBM term (the compiler's bytes accessed), and the MFU that bound
+term (analytic FLOPs, bitjax.fit_check.flops) and the HBM term (the compiler's bytes accessed), and the MFU that bound
 implies. `sweep` varies one setting and attributes the memory to it; `hlo_dir` keeps XLA's dump files.
 """
 
@@ -20,8 +20,11 @@ import time
 import jax
 from jax.sharding import Mesh
 
-from bitjax.config.train import ConfigError, TrainConfig
+from bitjax import sharding as sharding_lib
+from bitjax.config import TrainConfig, apply_overrides
+from bitjax.errors import ConfigError
 from bitjax.fit_check import flops, hlo_facts
+from bitjax.training.trainer import Trainer
 
 GIB = 1024**3
 
@@ -105,7 +108,7 @@ class FitReport:
     its requirement (`oom`) is known.
 
     Memory is the compiler's (a fact). The step time is an estimate: a roofline bound, the slower of the
-    compute term (analytic hardware FLOPs at the chip's bf16 peak; bitjax.flops says why not the compiler's
+    compute term (analytic hardware FLOPs at the chip's bf16 peak; bitjax.fit_check.flops says why not the compiler's
     count) and the HBM term (the compiler's bytes accessed at the chip's bandwidth).
     """
 
@@ -123,7 +126,7 @@ class FitReport:
     alias_bytes: int = 0               # outputs written in place of donated arguments
     temp_bytes: int = 0                # activations kept for the backward pass, gradients, scratch
     code_bytes: int = 0
-    compiled_flops_per_device: float = 0.0   # the compiler's count (see bitjax.flops for what it misses)
+    compiled_flops_per_device: float = 0.0   # the compiler's count (see bitjax.fit_check.flops for what it misses)
     bytes_accessed_per_device: float = 0.0
     hlo: hlo_facts.HloFacts | None = None
     width_equals_seq_len: bool = False   # d_model, d_ff or N*H equals L: the L x L check cannot tell them apart
@@ -234,7 +237,7 @@ def _parse_oom(message: str) -> tuple[str, int]:
 
 
 def model_flops_per_step(cfg: TrainConfig) -> float:
-    """Model FLOPs of one step (bitjax.flops): the MFU numerator."""
+    """Model FLOPs of one step (bitjax.fit_check.flops): the MFU numerator."""
     return flops.step_flops(cfg.model, cfg.data.batch_size, cfg.data.seq_len)[0]
 
 
@@ -298,7 +301,6 @@ def unrolled_cost(cfg: TrainConfig, topo: Topology, teacher_k: int | None = None
     cost(n) = cost(1) + (n - 1) * (cost(2) - cost(1)). Kernels without a cost estimate (splash attention)
     count as nothing in both: their FLOPs are in the analytic compute term, their bytes are left out.
     """
-    from bitjax.config.recipes import apply_overrides
 
     def compile_cost(depth: int, loss_chunk: int) -> tuple[float, float]:
         shallow = apply_overrides(cfg, [f"model.n_layers={depth}", "model.scan_layers=false",
@@ -322,7 +324,6 @@ def sweep(cfg: TrainConfig, topology_name: str, key: str, values: list[str], rec
           teacher_k: int | None = None) -> list[tuple[str, FitReport]]:
     """fit-check `cfg` once per value of the `--set` key (e.g. model.n_layers=2,4,8): which part of the
     memory grows with what."""
-    from bitjax.config.recipes import apply_overrides
 
     return [(value, fit_check(apply_overrides(cfg, [f"{key}={value}"]), topology_name, recipe, teacher_k))
             for value in values]
@@ -343,8 +344,6 @@ def render_sweep(key: str, rows: list[tuple[str, FitReport]]) -> str:
 
 def lower_step(cfg: TrainConfig, topo: Topology, teacher_k: int | None = None) -> tuple[jax.stages.Lowered, Mesh]:
     """The train step of `cfg` lowered for the slice's compile-only devices, and the mesh it runs on."""
-    from bitjax import sharding as sharding_lib
-    from bitjax.training.trainer import Trainer
 
     trainer = Trainer.create(cfg, devices=tpu_devices(topo))
     batch_sharding = sharding_lib.batch_sharding(trainer.mesh)

@@ -10,7 +10,7 @@ values A (B, L, W) as attention reads them (all heads side by side, RoPE applied
   relation loss per position = sum over A in (Q, K, V) of mean over r of KL(rel_A^teacher || rel_A^student)
 
 The objective averages it over a "kd" source's trained tokens, like the KD term, and adds
-`distill.relation_weight` times it to that source's loss (bitjax.objective). It needs the teacher's q/k/v of
+`distill.relation_weight` times it to that source's loss (bitjax.losses.objectives). It needs the teacher's q/k/v of
 the same batch, so only an online teacher (`distill.online`) provides it. Memory: one (B, R, L, L) float32
 relation matrix per kind and per model, for one block.
 """

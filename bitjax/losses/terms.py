@@ -51,7 +51,7 @@ def topk_distributions(
 
     The student's tail is `log(1 - sum exp(top-k))`, which equals the log-sum-exp over the non-top-k
     logits when the ids are distinct (cache rows; padding rows repeat id 0, see `student_tail_from_topk`).
-    No (B, L, V) array is needed: the chunked head (bitjax.fused_head) calls this per block.
+    No (B, L, V) array is needed: the chunked head (bitjax.losses.chunked_head) calls this per block.
     """
     s_tail_BL1 = student_tail_from_topk(student_top_logp_BLE, vocab_size) if tail == "bucket" else None
     return common_support(student_top_logp_BLE, s_tail_BL1, teacher_logprobs_BLE, teacher_tail_logprob_BL,

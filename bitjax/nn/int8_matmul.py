@@ -2,7 +2,7 @@
 
 At quantization strength 1 the BitLinear forward `quantize_activations(x) @ ternarize(W)` is
 `(codes_x @ codes_W) * scale_x * scale_W` (per-token activation scale, per-tensor weight scale, both the
-`1 / s` of `bitjax.quant`). The integer product is exact, and so is its conversion to float32:
+`1 / s` of `bitjax.nn.quant`). The integer product is exact, and so is its conversion to float32:
 |acc| <= 128 * in_features, below 2^24 for in_features <= 131072. The presets' widest BitLinear input is
 d_ff (2048 / 4096 / 6912 for bitnet_125m / 700m / 2b4t): |acc| <= 884,736 < 2^24 = 16,777,216. The only
 rounding left is the two rescale multiplications.

@@ -1,7 +1,7 @@
 """Flax NNX building blocks of a BitNet b1.58 model: `BitLinear`, its full-precision twin, `RMSNorm`.
 
 `BitLinear` keeps full-precision latent weights (what the optimizer updates) and runs its forward
-pass on ternary weights and int8 activations, with straight-through gradients (see `bitjax.quant`).
+pass on ternary weights and int8 activations, with straight-through gradients (see `bitjax.nn.quant`).
 
 Usage::
 
@@ -96,7 +96,7 @@ class BitLinear(Linear):
       quant_strength: initial gradual-quantization lambda; 1.0 is fully quantized. Training from
         scratch keeps 1.0; fine-tuning a full-precision model ramps it from 0 (see `quant.lambda_schedule`).
       int8_matmul: with activations quantized, run the forward as int8 codes x ternary codes with int32
-        sums (`bitjax.int8_matmul`) instead of a float matmul of fake-quantized values. It fixes the
+        sums (`bitjax.nn.int8_matmul`) instead of a float matmul of fake-quantized values. It fixes the
         strength at 1: `quant_strength` is then not read, so use it only when lambda stays 1.
     """
 

@@ -41,11 +41,11 @@ class ModelConfig:
     # "none" keeps every activation, "full" recomputes the block (~1/3 more FLOPs, least memory), "dots_saveable"
     # keeps the weight matmuls' outputs and recomputes the rest. True / False (older configs) read as full / none.
     remat: Literal["none", "full", "dots_saveable"] | bool = "none"
-    # BitLinear forward as int8 x ternary int8 codes with int32 sums (bitjax.int8_matmul); needs quantization
+    # BitLinear forward as int8 x ternary int8 codes with int32 sums (bitjax.nn.int8_matmul); needs quantization
     # strength 1 throughout (quant_warmup_steps=0). Same parameters and logits up to float rounding of the rescale.
     # A full-precision model (quant="none") has no BitLinear: there it changes nothing.
     int8_matmul: bool = False
-    # Attention kernel (bitjax.attention): "auto" picks splash on TPU, cudnn on GPU, xla on CPU. Same parameters.
+    # Attention kernel (bitjax.nn.attention): "auto" picks splash on TPU, cudnn on GPU, xla on CPU. Same parameters.
     attention: Literal["auto", "xla", "chunked", "splash", "cudnn"] = "auto"
     # One block body looped over the layers (compile time independent of depth); False unrolls the loop into
     # the program, which fit-check uses to count a step's bytes (XLA's cost analysis counts a loop body once).

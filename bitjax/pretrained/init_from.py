@@ -2,7 +2,7 @@
 
     init_from = "gguf:smollm2" | "gguf:PATH" | "hf:DIR"
 
-The source is imported in full precision (bitjax.pretrained, bitjax.pretrained_gguf) and copied tensor by
+The source is imported in full precision (bitjax.pretrained, bitjax.pretrained.gguf) and copied tensor by
 tensor into the student. The student keeps its own architecture: where it has SubLN norms the source lacks
 (a LLaMA or Qwen2 converted to the BitNet block), they are inserted with unit scales; every other tensor must
 exist in the source with the same shape, so a student of another shape or vocabulary is a one-line error.

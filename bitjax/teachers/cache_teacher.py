@@ -1,9 +1,10 @@
 """`bitjax cache-teacher`: run a teacher over a recipe's distillation sources and write top-k caches.
 
-Every data source whose objective is "kd" gets its own cache, `OUT/<source name>/` (bitjax.data.topk_cache):
-the first sequences that source streams (shuffled and packed exactly as training would read them), with
-the teacher's top-k log-probabilities at every position. `n_examples` sequences are shared out over
-the "kd" sources by their mixing weights. Training then reads those sequences from the cache.
+Every data source whose objective is "kd" gets its own cache, `OUT/<source name>/`
+(bitjax.data.teacher_files.topk_cache): the first sequences that source streams (shuffled and packed exactly
+as training would read them), with the teacher's top-k log-probabilities at every position. `n_examples`
+sequences are shared out over the "kd" sources by their mixing weights. Training then reads those sequences
+from the cache.
 
 Backends (`--backend`, default `distill.cache_backend`):
   native  the teacher in its own runtime, one packed document at a time: llama.cpp for gguf:, CPU torch for
@@ -21,11 +22,13 @@ import jax
 
 from bitjax import data as data_lib
 from bitjax import sharding as sharding_lib
-from bitjax.config.train import ConfigError, TrainConfig
+from bitjax.config import TrainConfig
 from bitjax.data import coverage
 from bitjax.data.teacher_files.topk_cache import CacheSpec
 from bitjax.data.teacher_files.topk_cache_writer import write_cache
+from bitjax.errors import ConfigError
 from bitjax.paths import cache_location
+from bitjax.teachers import jax_teacher
 from bitjax.teachers.backends import check_teacher_spec, open_teacher
 
 BACKENDS = ("native", "jax")
@@ -57,7 +60,6 @@ def cache_teacher(cfg: TrainConfig, teacher_spec: str, out: str | os.PathLike, *
     check_teacher_spec(teacher_spec)   # before the (slow) pipeline
     out = cache_location(out, "--out")
     if backend == "jax":
-        from bitjax.teachers import jax_teacher
 
         sharding_lib.initialize_distributed(cfg.mesh)   # before anything touches a device
         jax_teacher.check_vocabulary(teacher_spec, cfg)

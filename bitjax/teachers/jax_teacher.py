@@ -3,7 +3,7 @@
     teacher = JaxTeacher("hf:DIR", cfg, k=32)        # or gguf:PATH, gguf:smollm2, bitjax:RUN_DIR
     write_cache(out, spec, examples, teacher.row_teacher(), ...)
 
-The model is imported as `distill.online` imports it (bitjax.online_teacher: the HF and GGUF importers, or a
+The model is imported as `distill.online` imports it (bitjax.teachers.online: the HF and GGUF importers, or a
 bitjax run), computes in the recipe's dtype with its attention kernel, and its parameters are placed by the
 training partition rules (bitjax.sharding.RULES) over the recipe's mesh, across every process of a multi-host
 run. One jitted forward runs a global batch of `data.batch_size` packed rows: each process contributes its own
@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 from jaxtyping import Float, Int
 
 from bitjax import sharding as sharding_lib
-from bitjax.config.train import TrainConfig
+from bitjax.config import TrainConfig
 from bitjax.data import schema
 from bitjax.data.teacher_files.topk_cache_writer import RowTeacher
 from bitjax.errors import ConfigError

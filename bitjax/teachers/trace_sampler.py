@@ -12,7 +12,7 @@ Each sampled completion is one JSONL record:
                                                "positive" if that answer equals the gold one, else "negative"
   teacher, settings, sample                    provenance (the sample index seeds the sampler)
 The output is appended one flushed line at a time; rerunning the command resumes. Reading and checking a
-trace file, and turning it into training examples, is bitjax.data.traces_file.
+trace file, and turning it into training examples, is bitjax.data.teacher_files.traces.
 """
 
 from __future__ import annotations

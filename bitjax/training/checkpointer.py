@@ -4,7 +4,7 @@ Layout under `WORKDIR/checkpoints/<step>/`:
   state/   the TrainState pytree (step, params, opt_state), Orbax StandardSave (tensorstore, no pickle)
   data/    the Grain iterator state, one JSON file per process (positions of its data shards)
   meta/    JSON: the full TrainConfig, the tokenizer fingerprint and checksums of every state array
-           (bitjax.state_checksum), read before anything is restored and checked after
+           (bitjax.run.checksums), read before anything is restored and checked after
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import grain
 import orbax.checkpoint as ocp
 from etils import epath
 
-from bitjax.config.train import ConfigError, TrainConfig
+from bitjax.config import TrainConfig
 from bitjax.data import shards as shards_lib
-from bitjax.errors import BitjaxError, TrainingError
+from bitjax.errors import BitjaxError, ConfigError, TrainingError
 from bitjax.nn.model_config import COMPUTE_FIELDS, ModelConfig
 from bitjax.paths import absolute, user_path
 from bitjax.run import checksums as state_checksum

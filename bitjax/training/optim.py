@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import optax
 
-from bitjax.config.train import OptimConfig
+from bitjax.config import OptimConfig
 
 
 def stage_boundary(cfg: OptimConfig, total_steps: int) -> int:

@@ -82,7 +82,7 @@ class Trainer:
     def init_state(self, init_from: str = "") -> TrainState:
         """eval_shape -> shardings -> jit(init, out_shardings): each device builds only its own shards.
 
-        `init_from` (gguf:PATH, hf:DIR): the parameters come from that pretrained model (bitjax.init_from).
+        `init_from` (gguf:PATH, hf:DIR): the parameters come from that pretrained model (bitjax.pretrained.init_from).
         """
         if not init_from:
             return jax.jit(self._init, out_shardings=self.state_shardings())()
@@ -110,7 +110,7 @@ class Trainer:
         return model
 
     def mesh_context(self):
-        """Set the run's mesh for the trace, so attention kernels run per device (bitjax.attention)."""
+        """Set the run's mesh for the trace, so attention kernels run per device (bitjax.nn.attention)."""
         return jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh)
 
     # ---------------------------------------------------------------- steps

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from benchmarks import mix_ablation as ab
-from bitjax.config.recipes import load_recipe
+from bitjax.config import load_recipe
 from tests.support import RECIPES
 
 RECIPE = RECIPES / "distill_tiny.py"

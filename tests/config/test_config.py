@@ -2,8 +2,8 @@ import dataclasses
 
 import pytest
 
-from bitjax.config.recipes import apply_overrides, load_recipe
-from bitjax.config.train import ConfigError, TrainConfig
+from bitjax.config import TrainConfig, apply_overrides, load_recipe
+from bitjax.errors import ConfigError
 
 
 def test_overrides_convert_types():
@@ -50,5 +50,5 @@ def test_configs_are_frozen():
 
 def test_config_round_trips_through_dict():
     cfg = apply_overrides(TrainConfig(), ["model.n_layers=3", "optim.peak_lr=1e-4"])
-    from bitjax.config.recipes import from_dict
+    from bitjax.config import from_dict
     assert from_dict(TrainConfig, dataclasses.asdict(cfg)) == cfg

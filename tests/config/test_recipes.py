@@ -4,8 +4,7 @@
 import jax
 import pytest
 
-from bitjax.config.recipes import load_recipe
-from bitjax.config.train import TrainConfig
+from bitjax.config import TrainConfig, load_recipe
 from bitjax.nn.transformer import count_params
 from bitjax.training.trainer import Trainer
 from tests.support import RECIPES

@@ -1,5 +1,6 @@
 """A "kd" source that wants more than its teacher cache holds: on_cache_exhausted="repeat" reads the cached
-sequences again, "ce" goes on with the source's text after them under plain CE (bitjax.data.cache_stream)."""
+sequences again, "ce" goes on with the source's text after them under plain CE
+(bitjax.data.teacher_files.cache_stream)."""
 
 import dataclasses
 import json
@@ -9,12 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax.config.recipes import apply_overrides, load_recipe
-from bitjax.config.train import ConfigError, SourceConfig
+from bitjax.config import SourceConfig, apply_overrides, load_recipe
 from bitjax.data import build_pipeline
 from bitjax.data.schema import SEQUENCE_FIELDS
 from bitjax.data.teacher_files.topk_cache import CacheSpec, TopKCache
 from bitjax.data.teacher_files.topk_cache_writer import write_cache
+from bitjax.errors import ConfigError
 from bitjax.losses import objectives, reference
 from tests.support import KD_TINY
 

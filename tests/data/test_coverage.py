@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from bitjax import cli
-from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config import apply_overrides, load_recipe
 from bitjax.data import build_pipeline, coverage
 from tests.support import KD_TINY, ROOT
 

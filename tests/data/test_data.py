@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from bitjax import tokenizer as tokenizer_lib
-from bitjax.config.train import ConfigError, DataConfig, SourceConfig
+from bitjax.config import DataConfig, SourceConfig
 from bitjax.data import DataError, build_pipeline
 from bitjax.data.pack import pack
 from bitjax.data.sources import corpora, records, tfds_corpora, uris
 from bitjax.data.sources.examples import DocumentExamples
 from bitjax.data.sources.token_shard import TokenShard, load_shard, save_shard
+from bitjax.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -262,8 +263,7 @@ def test_unknown_source_kind_is_a_config_error():
 
 
 def test_weights_are_set_from_the_command_line_and_sources_from_recipes():
-    from bitjax.config.recipes import apply_overrides, from_dict
-    from bitjax.config.train import TrainConfig
+    from bitjax.config import TrainConfig, apply_overrides, from_dict
 
     srcs = (SourceConfig("natural", "tfds:shakespeare", 0.6), SourceConfig("rephrased", "jsonl:x.jsonl", 0.4))
     cfg = TrainConfig(data=DataConfig(sources=srcs))

@@ -17,7 +17,7 @@ import pytest
 from benchmarks.pipeline import WORDS, write_parquet_corpus
 from bitjax import tokenizer as tokenizer_lib
 from bitjax.cli import main
-from bitjax.config.train import DataConfig, SourceConfig
+from bitjax.config import DataConfig, SourceConfig
 from bitjax.data import DataError, build_pipeline
 from bitjax.data.sources import token_directory
 from tests.support import ROOT
@@ -27,7 +27,7 @@ RECIPE = """
 import dataclasses, importlib.util
 spec = importlib.util.spec_from_file_location("tiny", {tiny!r})
 tiny = importlib.util.module_from_spec(spec); spec.loader.exec_module(tiny)
-from bitjax.config.train import SourceConfig
+from bitjax.config import SourceConfig
 def get_config():
     cfg = tiny.get_config()
     return dataclasses.replace(cfg, data=dataclasses.replace(

@@ -16,9 +16,10 @@ import pytest
 
 from benchmarks.pipeline import WORDS, write_parquet_corpus
 from bitjax import tokenizer as tokenizer_lib
-from bitjax.config.train import ConfigError, DataConfig, SourceConfig
+from bitjax.config import DataConfig, SourceConfig
 from bitjax.data import DataError, build_pipeline, coverage
 from bitjax.data.sources import records, streaming, text_files, uris
+from bitjax.errors import ConfigError
 from tests.support import ROOT
 from tests.training.test_remote_workdir import bucket  # noqa: F401 - the gs:// stand-in fixture
 
@@ -177,7 +178,7 @@ def test_a_source_without_held_out_documents_or_one_that_cannot_stream_is_refuse
 
 
 def test_the_coverage_table_estimates_a_streamed_source_from_metadata(corpus, tokenizer):
-    from bitjax.config.train import TrainConfig
+    from bitjax.config import TrainConfig
 
     pipeline = build_pipeline(config(corpus, tokenizer))
     tok = tokenizer_lib.load(tokenizer)
@@ -227,7 +228,7 @@ def test_a_tfds_dataset_with_a_data_dir_streams_and_loads(tokenizer):
 
 
 def test_a_corpus_in_a_bucket_streams_like_the_local_one(bucket, small, tokenizer):  # noqa: F811
-    """The same files read through `gs://` (the stand-in filesystem of tests/test_remote_workdir.py) give the
+    """The same files read through `gs://` (the stand-in filesystem of tests/training/test_remote_workdir.py) give the
     same batches: globbing and reading go through etils.epath."""
     shutil.copytree(small, bucket / "corpus")
     local = build_pipeline(config(small, tokenizer)).train_iterator()
@@ -245,7 +246,7 @@ RECIPE = """
 import dataclasses, importlib.util
 spec = importlib.util.spec_from_file_location("tiny", {tiny!r})
 tiny = importlib.util.module_from_spec(spec); spec.loader.exec_module(tiny)
-from bitjax.config.train import SourceConfig
+from bitjax.config import SourceConfig
 def get_config():
     cfg = tiny.get_config()
     data = dataclasses.replace(cfg.data, sources=(SourceConfig("web", {uri!r}),), tokenizer={tokenizer!r},
@@ -264,7 +265,7 @@ def _train(recipe: Path, workdir: Path) -> list[str]:
 def test_a_run_killed_after_a_checkpoint_resumes_the_stream_exactly(corpus, tokenizer, tmp_path):
     """SIGKILL after the step-20 checkpoint, then the same command: its steps 21..40 train on the batches of an
     uninterrupted run (the parameters and the data position at step 40 are bitwise the same)."""
-    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.config import apply_overrides, load_recipe
     from bitjax.training.checkpointer import Checkpointer
     from bitjax.training.trainer import Trainer
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bitjax.cli import main
-from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config import apply_overrides, load_recipe
 from bitjax.evaluation import heldout as evaluate_lib
 from bitjax.evaluation.heldout import heldout_perplexity
 from bitjax.training import train

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bitjax.config.recipes import load_recipe
+from bitjax.config import load_recipe
 from bitjax.export import checks, llama_check
 from bitjax.export import reference as ref
 from bitjax.export.embedding_quant import check_embedding_type

@@ -20,7 +20,7 @@ pytest.importorskip("transformers")
 def fp_run(tmp_path_factory):
     """The export tests' tiny model with its first block kept in full precision (about 30 s on 2 cores)."""
 
-    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.config import apply_overrides, load_recipe
     from bitjax.training import train
 
     workdir = tmp_path_factory.mktemp("fp_run")
@@ -65,7 +65,7 @@ def test_full_precision_linears_are_plain_weights_in_both_files(fp_run, exports)
 
 
 def test_llama_cpp_agrees_like_an_all_ternary_export(fp_run, exports):
-    """The bounds of tests/test_export_gguf.py: F32 within 1e-2 of A16 with identical greedy tokens; TQ2_0 (F16
+    """The bounds of tests/export/test_export_gguf.py: F32 within 1e-2 of A16 with identical greedy tokens; TQ2_0 (F16
     embedding, F16 full-precision block) at least 251/256 argmax with A8 and perplexity within 0.1%."""
     r = llama_cpp_report(fp_run, exports / "f32.gguf", n_tokens=256, n_greedy=16)
     print("\n" + format_agreement("llama.cpp F32 (block 0 full precision) vs bitjax A16", r["vs_a16"]))

@@ -71,7 +71,7 @@ def test_padded_file_imports_back_as_the_unpadded_network(models, tmp_path, caps
 
 def test_llama_cpp_on_the_padded_f32_network_computes_the_unpadded_one(models, tmp_path):
     """llama.cpp's float path on the padded network against bitjax's unpadded A16 forward, held as closely as an
-    unpadded F32 export (tests/test_export_gguf.py: within 1e-2)."""
+    unpadded F32 export (tests/export/test_export_gguf.py: within 1e-2)."""
     pytest.importorskip("llama_cpp")
     cfg, _, a16, ternary = models
     gguf_writer.write_gguf(pad_model(ternary, padded_shape(cfg)), tmp_path / "f32.gguf", "f32")
@@ -89,7 +89,7 @@ def padded_run(tmp_path_factory):
     """The export tests' tiny model at widths TQ cannot hold (192 wide, 3 heads of 64, FFN 576; ratio 4/3 pads
     them to 256, 4 heads, 768), trained the same 60 steps."""
 
-    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.config import apply_overrides, load_recipe
     from bitjax.training import train
     from tests.support import EXPORT_RUN_OVERRIDES
 
@@ -102,7 +102,7 @@ def padded_run(tmp_path_factory):
 
 def test_padded_tq2_0_export_agrees_with_the_training_forward_like_any_other(padded_run, tmp_path):
     """`bitjax export --format gguf` pads the trained model; llama.cpp on it against bitjax's unpadded training
-    forward, held to the bounds of tests/test_export_gguf.py's unpadded TQ exports (F16 embedding: at least
+    forward, held to the bounds of tests/export/test_export_gguf.py's unpadded TQ exports (F16 embedding: at least
     251/256 argmax, perplexity within 0.1%)."""
     pytest.importorskip("llama_cpp")
     from bitjax.export import export_run

@@ -11,7 +11,7 @@ import importlib.util
 
 import pytest
 
-from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config import apply_overrides, load_recipe
 from bitjax.fit_check import check as fit_check
 from bitjax.fit_check import hlo_facts
 from tests.support import ROOT

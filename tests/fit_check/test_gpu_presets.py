@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from bitjax.config.recipes import load_recipe, recipe_presets
+from bitjax.config import load_recipe, recipe_presets
 from bitjax.nn.transformer import count_params
 from tests.support import ROOT
 

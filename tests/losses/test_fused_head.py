@@ -1,5 +1,5 @@
-"""The chunked LM head and loss (bitjax.fused_head) against the logits-based reference (bitjax.objective,
-bitjax.losses), in float64: batch loss and its gradients with respect to the hidden states and the head
+"""The chunked LM head and loss (bitjax.losses.chunked_head) against the logits-based reference
+(bitjax.losses.reference), in float64: batch loss and its gradients with respect to the hidden states and the head
 matrix, on mixed-source batches (KD rows random, peaked and padded, CE, SFT and REDI pair rows), every
 divergence, both tail modes, T = 1 and T = 2; the tail guard; and no f32 (B, L, V) buffer in the step."""
 
@@ -11,8 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax.config.recipes import apply_overrides, load_recipe
-from bitjax.config.train import SourceConfig
+from bitjax.config import SourceConfig, apply_overrides, load_recipe
 from bitjax.losses import chunked_head, divergences, objectives, reference, terms
 from tests.support import TINY
 

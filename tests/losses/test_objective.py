@@ -7,8 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax.config.recipes import load_recipe
-from bitjax.config.train import SourceConfig
+from bitjax.config import SourceConfig, load_recipe
 from bitjax.losses import objectives, reference
 from tests.support import TINY
 

@@ -143,8 +143,7 @@ def test_auto_follows_the_devices_of_the_trace():
 
 
 def test_bad_settings_are_one_line_errors():
-    from bitjax.config.recipes import apply_overrides
-    from bitjax.config.train import TrainConfig
+    from bitjax.config import TrainConfig, apply_overrides
 
     with pytest.raises(ConfigError, match=r"model.attention=flash: expected one of auto, xla, chunked, splash, cudnn"):
         apply_overrides(TrainConfig(), ["model.attention=flash"])
@@ -179,7 +178,7 @@ def test_cudnn_path_traces_forward_and_backward(monkeypatch):
 
 
 def test_changing_the_kernel_keeps_checkpoints_compatible(tmp_path):
-    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.config import apply_overrides, load_recipe
     from bitjax.training.checkpointer import check_compatible, meta_for
 
     cfg = load_recipe(ROOT / "recipes" / "tiny.py")
@@ -211,7 +210,7 @@ def test_chunked_gradient_keeps_no_score_matrix():
 def test_compiled_tpu_step_has_no_score_matrix_with_splash(monkeypatch):
     """The tiny recipe's train step compiled for a v5e-4 slice: auto picks splash for TPU devices, which leaves
     no f32 [.., L, L] buffer in the optimised HLO; the xla kernel has one (so the check can fail)."""
-    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.config import apply_overrides, load_recipe
     from bitjax.fit_check import check as fit_check
 
     monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")   # libtpu's lock would refuse a second compiler here

@@ -4,7 +4,7 @@
 import jax
 import numpy as np
 
-from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config import apply_overrides, load_recipe
 from bitjax.nn.decode import greedy_generate
 from bitjax.training.trainer import Trainer
 from tests.support import TINY

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bitjax.config.recipes import load_recipe
-from bitjax.config.train import TrainConfig
+from bitjax.config import TrainConfig, load_recipe
 from bitjax.errors import ConfigError
 from bitjax.nn import quant
 from bitjax.nn.int8_matmul import MAX_EXACT_IN_FEATURES, int8_bitlinear

@@ -14,8 +14,7 @@ from jax.sharding import AbstractMesh
 from jax.sharding import PartitionSpec as P
 
 from bitjax import sharding
-from bitjax.config.recipes import apply_overrides
-from bitjax.config.train import TrainConfig
+from bitjax.config import TrainConfig, apply_overrides
 from bitjax.errors import ConfigError
 from bitjax.nn import layer_stack
 from bitjax.nn.attention import AttentionMask

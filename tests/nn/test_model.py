@@ -108,7 +108,7 @@ def test_full_precision_layers_compute_the_unquantized_block():
     """Every block in model.full_precision_layers: the ternary model equals the full-precision one exactly (weights
     and activations unquantized); one block of two: it differs from both, and the trainer's gradual lambda
     leaves that block at 0."""
-    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.config import apply_overrides, load_recipe
     from bitjax.nn.layers import QuantStrength
     from bitjax.nn.transformer import quant_strengths
 

@@ -1,6 +1,7 @@
 """The conversion round trip: a Hugging Face Llama imported, converted into a ternary student (SubLN inserted),
 exported at step 0 to GGUF and to the packed format, and run in llama.cpp and transformers against bitjax's
-forward with the bounds every export is held to (tests/test_export_gguf.py, tests/test_export_packed.py)."""
+forward with the bounds every export is held to (tests/export/test_export_gguf.py and
+tests/export/test_export_packed.py)."""
 
 import dataclasses
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config import apply_overrides, load_recipe
 from bitjax.export import gguf_writer, hf_check, hf_packed, llama_check
 from bitjax.export import reference as ref
 from bitjax.export.model_source import TernaryModel, flatten_params
@@ -73,7 +74,7 @@ def _llama_cpp_logits(path, tokens):
         llm.close()
 
 
-# The padded shape's export is also held to these bounds by tests/test_export_padding.py (a trained model).
+# The padded shape's export is also held to these bounds by tests/export/test_export_padding.py (a trained model).
 @pytest.mark.parametrize("shape", ["multiples_of_256", pytest.param("smollm2_widths", marks=pytest.mark.slow)])
 def test_import_convert_export_at_step_0_runs_alike_in_every_runtime(trained_run, tmp_path, shape):
     hidden, ffn, heads, kv_heads = SHAPES[shape]

@@ -243,7 +243,7 @@ def test_a_gguf_with_rope_scaling_is_one_line(tmp_path, scaling):
 
 def _student(**model):
 
-    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.config import apply_overrides, load_recipe
 
     tiny = TINY
     # int8_matmul off: a converted student ramps the quantization strength, which the int8 path holds at 1

@@ -1,7 +1,7 @@
 """Train the fast tiny config on several meshes in one process and print the per-step losses as JSON.
 
 Run by tests/test_sharding.py in a subprocess whose XLA_FLAGS fake several CPU devices:
-    python tests/mesh_losses.py WORKDIR 8,1,1 2,2,2 1,1,1 -- key=value ...
+    python tests/support/mesh_losses.py WORKDIR 8,1,1 2,2,2 1,1,1 -- key=value ...
 """
 
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import jax
 
-from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config import apply_overrides, load_recipe
 from bitjax.run.metrics import loss_series, read_history
 from bitjax.training import train
 from tests.support import TINY

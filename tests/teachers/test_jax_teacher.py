@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitjax.config.recipes import apply_overrides, load_recipe
-from bitjax.config.train import ConfigError
+from bitjax.config import apply_overrides, load_recipe
 from bitjax.data.schema import SEQUENCE_FIELDS
 from bitjax.data.teacher_files.topk_cache import TopKCache, shard_name
 from bitjax.data.teacher_files.topk_cache_writer import example_topk
+from bitjax.errors import ConfigError
 from bitjax.teachers.cache_teacher import cache_teacher
 from tests.support import KD_TINY, ROOT
 

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config import apply_overrides, load_recipe
 from bitjax.errors import ConfigError
 from bitjax.run import Run
 from bitjax.teachers import online as online_teacher

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from bitjax.cli import main
-from bitjax.config.train import ConfigError
+from bitjax.errors import ConfigError
 from bitjax.teachers import rephrase
 
 # Two kinds of document: the stand-in generator rephrases ANTONIO passages faithfully and answers PORTIA

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from bitjax.config.train import ConfigError
+from bitjax.errors import ConfigError
 from bitjax.teachers import rephrase_gates as g
 
 PASSAGE = ("DROMIO OF SYRACUSE. Master, shall I fetch your stuff from the Centaur? The merchant Angelo has the "

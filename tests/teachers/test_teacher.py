@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config import apply_overrides, load_recipe
 from bitjax.errors import ConfigError
 from bitjax.teachers.backends import BitjaxTeacher, open_teacher, topk_from_logits
 from tests.support import KD_TINY, TINY

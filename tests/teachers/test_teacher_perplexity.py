@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from bitjax.config.train import DataConfig, SourceConfig
+from bitjax.config import DataConfig, SourceConfig
 from bitjax.data import build_pipeline
 from bitjax.teachers.backends import teacher_perplexity
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bitjax import tokenizer as tokenizer_lib
-from bitjax.config.train import DataConfig, SourceConfig
+from bitjax.config import DataConfig, SourceConfig
 from bitjax.data import build_pipeline
 from bitjax.data.teacher_files import traces as traces_file
 from bitjax.errors import ConfigError

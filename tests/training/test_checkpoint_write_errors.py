@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
-from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config import apply_overrides, load_recipe
 from bitjax.errors import BitjaxError
 from bitjax.training import train
 from bitjax.training.checkpointer import Checkpointer, CheckpointWriteError

@@ -1,7 +1,7 @@
 """A damaged newest checkpoint is named in one line, set aside, and the run resumes from the step before it.
 
 Flipped bits inside an array's stored values are among the cases: Orbax's tensorstore files carry no
-checksum of array values, so bitjax saves its own with each checkpoint (bitjax.state_checksum).
+checksum of array values, so bitjax saves its own with each checkpoint (bitjax.run.checksums).
 """
 
 import shutil
@@ -11,8 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from bitjax.config.recipes import apply_overrides, load_recipe
-from bitjax.config.train import ConfigError
+from bitjax.config import apply_overrides, load_recipe
+from bitjax.errors import ConfigError
 from bitjax.training import Trainer, train
 from bitjax.training.checkpointer import Checkpointer
 from tests.support import TINY

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitjax.config.recipes import apply_overrides, load_recipe
-from bitjax.config.train import ConfigError
+from bitjax.config import apply_overrides, load_recipe
 from bitjax.data.teacher_files.topk_cache import CacheError, TopKCache
+from bitjax.errors import ConfigError
 from bitjax.teachers.cache_teacher import cache_teacher
 from bitjax.training import train
 from tests.support import KD_TINY, ROOT
@@ -145,7 +145,7 @@ def test_kd_ce_sft_and_redi_rows_train_together(cache_dir, tmp_path):
     """The Grain mix takes cached-teacher rows, plain rows and both kinds of trace rows in one run."""
     import dataclasses
 
-    from bitjax.config.train import SourceConfig
+    from bitjax.config import SourceConfig
     traces = tmp_path / "traces.jsonl"
     rows = [{"prompt_id": f"q{p}", "prompt": f"Q{p}? ", "completion": f"so #### {a}", "gold": str(p),
              "label": "positive" if a == p else "negative", "id": f"q{p}#{a}"} for p in range(4) for a in (p, p + 1)]

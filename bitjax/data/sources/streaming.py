@@ -2,7 +2,7 @@
 
 For data shard j of S, a streamed source's documents come from this Grain pipeline:
   files[j::S] (sorted by path)      in a new order every epoch (MapDataset.shuffle, then repeat)
-  -> per file: its chunks (bitjax.data.text_files), read and tokenized on `data.read_threads` Grain threads
+  -> per file: its chunks (bitjax.data.sources.text_files), read and tokenized on `data.read_threads` Grain threads
      with the `tokenizers` batch encoder (which itself runs on every core), then one document at a time
   -> InterleaveIterDataset: FILES_OPEN files read at once, their documents alternating (one at a time, in
      stored order, when not shuffled: held-out documents)
@@ -51,7 +51,7 @@ class _Flatten(grain.experimental.FlatMapTransform):
 
 
 class StreamedText:
-    """A text source read lazily from its files (`bitjax.data.text_files` readers, sorted by path)."""
+    """A text source read lazily from its files (`bitjax.data.sources.text_files` readers, sorted by path)."""
 
     def __init__(self, name: str, files: list, tok, fingerprint: str, boundary_id: int, *, heldout_fraction: float,
                  seed: int, shuffle_window: int, read_threads: int):
@@ -101,7 +101,7 @@ class StreamedText:
                    for file in self.files for k in range(file.num_chunks()) for d in file.read_chunk(k))
 
     def estimated_tokens(self) -> int:
-        """Training tokens estimated from file metadata (bitjax.data.text_files sizes) and one tokenized chunk."""
+        """Training tokens estimated from file metadata (text_files sizes) and one tokenized chunk."""
         sample = self.files[0]
         docs = sample.read_chunk(0)
         tokens = tokenize_documents(docs, self.tok, str(sample.path), self.fingerprint).n_tokens

@@ -1,7 +1,7 @@
 """The many-shard token directory `bitjax tokenize` writes, and its reader: one corpus in many token shards.
 
 A source's directory (the one place this layout is defined):
-  shard-00000/       input file 0's documents in the single-shard layout (bitjax.data.tokenize: tokens.npy,
+  shard-00000/       input file 0's documents in the single-shard layout (bitjax.data.sources.token_shard: tokens.npy,
                      offsets.npy, prompt_lengths.npy, meta.json)
   shard-00000.done   written after the shard: its entry below; a shard without it is redone by a rerun
   manifest.json      written once every shard is done: {"format", "tokenizer_fingerprint", "source", "inputs",
@@ -139,5 +139,5 @@ def load_tokens(directory: str | Path, expected_fingerprint: str | None = None, 
                         "rerun the same command to finish it")
     if not (directory / "meta.json").is_file():
         raise DataError(f"{directory}: not a token directory (no {MANIFEST} or meta.json); write one with "
-                        "`bitjax tokenize RECIPE --out DIR` (or bitjax.data.tokenize.save_shard)")
+                        "`bitjax tokenize RECIPE --out DIR` (or bitjax.data.sources.token_shard.save_shard)")
     return load_shard(directory, expected_fingerprint, vocab_size=vocab_size)

@@ -101,14 +101,15 @@ def load_shard(directory: str | Path, expected_fingerprint: str | None = None, *
     `derived`: the shard is bitjax's own cache of tokenized text, so the fix is to delete it; a user's
     `tokens:` shard is never to be deleted, so its errors say how to rewrite it instead (or `fix` says).
     `scan_tokens=False` leaves out the one check that reads every token (their range): a many-shard directory
-    records each shard's largest id instead (bitjax.data.token_set).
+    records each shard's largest id instead (bitjax.data.sources.token_directory).
     """
     directory = Path(directory)
     fix = fix or (f"delete the derived cache {directory} and rerun to rebuild it" if derived else
-                  "rewrite the shard (bitjax.data.tokenize.save_shard writes the layout)")
+                  "rewrite the shard (bitjax.data.sources.token_shard.save_shard writes the layout)")
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
-        raise DataError(f"{directory}: not a token shard (no meta.json); write one with bitjax.data.tokenize")
+        raise DataError(f"{directory}: not a token shard (no meta.json); write one with "
+                        "bitjax.data.sources.token_shard")
     try:
         meta = json.loads(meta_path.read_text())
         arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r", allow_pickle=False)

@@ -7,12 +7,13 @@ local or in a bucket (gs://...), matched through etils.epath in sorted order:
   parquet:GLOB           Parquet files with a string column of text (FineWeb-Edu's layout)
   jsonl:GLOB             one JSON object per line
   arrayrecord:GLOB       ArrayRecord files whose records are UTF-8 JSON objects (same fields as JSONL)
-  tokens:DIR             pre-tokenized shards (bitjax.data.tokenize, or `bitjax tokenize`'s many-shard directory)
-  traces:PATH            teacher traces written by `bitjax traces` (read by bitjax.data.traces_file)
+  tokens:DIR             pre-tokenized shards (bitjax.data.sources.token_shard, or the many-shard directory
+                         `bitjax tokenize` writes)
+  traces:PATH            teacher traces written by `bitjax traces` (read by bitjax.data.teacher_files.traces)
 
 A text source is either tokenized whole once (random access, an exact held-out tail: the small-corpus path)
-or streamed (bitjax.data.streaming); `SourceConfig.stream` chooses, defaulting to its kind's `streams`.
-A text document is `{"id": str, "text": str, "prompt": str}` (bitjax.data.records).
+or streamed (bitjax.data.sources.streaming); `SourceConfig.stream` chooses, defaulting to its kind's `streams`.
+A text document is `{"id": str, "text": str, "prompt": str}` (bitjax.data.sources.records).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ SOURCE_KINDS = {
     "parquet": SourceKind("Parquet files with a text column", streams=True),
     "jsonl": SourceKind("JSON-lines files, one object per line"),
     "arrayrecord": SourceKind("ArrayRecord files of UTF-8 JSON records"),
-    "tokens": SourceKind("pre-tokenized shards (bitjax.data.tokenize, `bitjax tokenize`)", text=False),
-    "traces": SourceKind("teacher traces written by `bitjax traces` (bitjax.data.traces_file)", text=False),
+    "tokens": SourceKind("pre-tokenized shards (bitjax.data.sources.token_shard, `bitjax tokenize`)", text=False),
+    "traces": SourceKind("teacher traces written by `bitjax traces` (bitjax.data.teacher_files.traces)", text=False),
 }
 TEXT_KINDS = tuple(kind for kind, k in SOURCE_KINDS.items() if k.text)
 
@@ -88,12 +89,12 @@ def _tfds_name(location: str, data_dir: str) -> str:
 
 
 def text_files(uri: str, fields: Fields = Fields(), data_dir: str = "") -> list:
-    """A text source's files (bitjax.data.text_files), sorted by path: the units streaming shards."""
+    """A text source's files (bitjax.data.sources.text_files), sorted by path: the units streaming shards."""
     kind, location = parse_uri(uri)
     if kind == "tfds":
         name = _tfds_name(location, data_dir)
         if not data_dir:
-            from bitjax.data.sources import tfds_corpora
+            from bitjax.data.sources import tfds_corpora  # lazy: TensorFlow Datasets takes seconds to import
             tfds_corpora.build(name)
             name, data_dir = tfds_corpora.BUILDERS[name].name, str(tfds_corpora.data_dir())
         return tfds_files(name, data_dir, fields)
@@ -108,7 +109,7 @@ def load_documents(uri: str, fields: Fields = Fields(), data_dir: str = "") -> l
     """All documents of a text source, in its stored order (files in sorted order). `tokens:` have no text."""
     kind, location = parse_uri(uri)
     if kind == "tfds" and not data_dir:
-        from bitjax.data.sources import tfds_corpora
+        from bitjax.data.sources import tfds_corpora  # lazy: TensorFlow Datasets takes seconds to import
         docs = tfds_corpora.read(_tfds_name(location, data_dir))
     elif kind == "jsonl":   # whole files: errors name the line number
         docs = [d for path in expand_glob(location, f"{kind} data source") for d in read_jsonl(path, fields)]
@@ -138,7 +139,7 @@ def content_key(uri: str, fields: Fields = Fields(), data_dir: str = "") -> str:
     """What identifies a source's content for caching: corpus version, or its files' sizes and mtimes."""
     kind, location = parse_uri(uri)
     if kind == "tfds" and not data_dir:
-        from bitjax.data.sources import tfds_corpora
+        from bitjax.data.sources import tfds_corpora  # lazy: TensorFlow Datasets takes seconds to import
         return f"tfds-{location}-{tfds_corpora.version(_tfds_name(location, data_dir))}"
     if kind == "tfds":
         listing = [(f.path, f.size()) for f in text_files(uri, fields, data_dir)]

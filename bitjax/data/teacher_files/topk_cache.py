@@ -16,8 +16,8 @@ The teacher reads each packed document (segment) on its own, so it never conditi
 
 Of n cached examples (the first n sequences a source streams), shard s of S holds examples
 `shard_range(s, n, S)`, a contiguous run, so a writer streams its shards one after another (version 2;
-version 1 caches dealt example e to shard e % S, and are still read). Writing (bitjax.data.topk_cache_writer)
-is resumable: the `.done.json` marker is a shard's commit point.
+version 1 caches dealt example e to shard e % S, and are still read). Writing
+(bitjax.data.teacher_files.topk_cache_writer) is resumable: the `.done.json` marker is a shard's commit point.
 """
 
 from __future__ import annotations

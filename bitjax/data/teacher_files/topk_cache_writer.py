@@ -1,4 +1,4 @@
-"""Writing a teacher top-k cache (the format: bitjax.data.topk_cache), resumably, by one or many processes.
+"""Writing a teacher top-k cache (the format: teacher_files.topk_cache), resumably, by one or many processes.
 
     write_cache(directory, spec, examples, teacher, n_examples=n, num_shards=S, process_index=p, process_count=P)
 

@@ -1,7 +1,7 @@
 """Teacher-trace files (written by `bitjax traces`): read and check them, parse answers, make training examples.
 
 A record holds `prompt_id`, `prompt`, `completion`, `gold` and `label` ("positive" when the completion's final
-answer equals the gold one, else "negative"); see bitjax.teachers.traces for how they are sampled.
+answer equals the gold one, else "negative"); see bitjax.teachers.trace_sampler for how they are sampled.
 `read_traces` checks a file line by line; `sft_documents` and `redi_pairs` turn records into the documents
 the data pipeline tokenizes.
 """
