@@ -26,10 +26,10 @@ class SourceConfig:
     stream: read the source lazily (files sharded over the data shards, tokenized on the fly, window-shuffled;
       bitjax.data.sources.streaming) instead of tokenizing it whole once; None takes the kind's default (parquet
       streams, the others are tokenized once: see bitjax.data.sources.uris.SOURCE_KINDS).
-    objective: a name in bitjax.losses.objectives.OBJECTIVES: "ce" (next-token cross-entropy; the default for text),
-      "kd" (distillation from the teacher top-k cache `distill.cache/<name>`, mixed with CE by
-      distill.kd_weight), "sft" (CE on the completions of positive traces; the default for traces:) or
-      "redi" (REDI on positive/negative trace pairs).
+    objective: a name in bitjax.losses.objectives.OBJECTIVES (each one's module says what it trains on): "ce"
+      (next-token cross-entropy; the default for text), "kd" (distillation from the teacher's top-k, cached in
+      `distill.cache/<name>` or online, mixed with CE by distill.kd_weight), "sft" (CE on the completions of
+      positive traces; the default for traces:), "redi" (REDI on positive/negative trace pairs), ...
     loss_weight: multiplies this source's loss in the batch loss (see bitjax.losses.objectives).
     on_cache_exhausted: what a "kd" source does once the run has read every sequence of its teacher cache
       (bitjax.data.teacher_files.cache_stream): "repeat" reads the cached sequences again (another epoch of
@@ -82,8 +82,13 @@ class SourceConfig:
         return self.objective or DEFAULT_OBJECTIVE[self.reads]
 
     @property
+    def objective_spec(self):
+        """The source's Objective (bitjax.losses.objectives.table)."""
+        return OBJECTIVES[self.resolved_objective]
+
+    @property
     def needs_teacher(self) -> bool:
-        return OBJECTIVES[self.resolved_objective].teacher
+        return self.objective_spec.teacher
 
     @property
     def text_after_cache(self) -> SourceConfig | None:

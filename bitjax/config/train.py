@@ -194,6 +194,11 @@ class TrainConfig:
                                   "and no data source has objective \"kd\"; give one objective=\"kd\" or set "
                                   "distill.relation_weight=0")
             relation_loss.check_model(self.model, self.distill.relation_layer, self.distill.relation_heads, "student")
+        online_only = [s.name for s in self.data.sources if s.needs_teacher and not s.objective_spec.cached_teacher]
+        if online_only and not self.distill.online:
+            raise ConfigError(f"data sources {', '.join(online_only)} learn from the teacher's top-k on their rows, "
+                              "which only an online teacher computes; set --set distill.online=true and "
+                              "distill.teacher=SPEC")
         if kd_sources and not self.distill.cache and not self.distill.online:
             raise ConfigError(f"data sources {', '.join(kd_sources)} distil from a teacher cache but distill.cache "
                               "is empty; set --set distill.cache=DIR (write it with `bitjax cache-teacher`), or "
