@@ -145,7 +145,7 @@ class _LlamaCpp:
     def __init__(self, path: Path, n_threads: int | None):
         import gguf
 
-        from bitjax.export import llama_check
+        from bitjax.export import llama_check  # lazy: the gguf package (export extra)
 
         try:
             reader = gguf.GGUFReader(path)
@@ -201,7 +201,7 @@ class _Transformers:
         import transformers
         from transformers import AutoTokenizer
 
-        from bitjax.export import hf_check
+        from bitjax.export import hf_check  # lazy: with transformers and torch (export extra)
 
         if n_threads:
             torch.set_num_threads(n_threads)
