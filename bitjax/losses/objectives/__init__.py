@@ -4,6 +4,7 @@
   cross_entropy   "ce" on text, "sft" on the completions of positive traces
   distillation    "kd": the teacher's top-k (cached or online), with the attention-relation term when asked
   redi            "redi": positive/negative trace pairs
+  trace_distillation  "trace_kd": the online teacher's top-k on the completions of positive traces
   base            Objective, the outputs it needs (Needs, ModelOutputs) and the BatchView its loss reads
   batch           SourceObjectives (the run's per-source table) and batch_loss
 
