@@ -1,0 +1,17 @@
+"""How a problem is put to a model: one user message, rendered in the model's own chat template.
+
+Every model bitjax asks (the embedded SmolLM2, a trained teacher, a student, an export in llama.cpp or the
+browser) gets the same user message, `question` plus INSTRUCTION, in its chat template: the GGUF's or the
+tokenizer's template for a chat model, bitjax's plain `user: ... / assistant: ` template (bitjax.tokenizer)
+for models bitjax trains. Traces record the exact rendered prompt, so a student trains on what its teacher saw.
+"""
+
+from __future__ import annotations
+
+from bitjax.tasks.problems import Problem
+
+INSTRUCTION = "Think step by step, then end with 'Answer: <answer>'."
+
+
+def user_message(problem: Problem) -> str:
+    return f"{problem.question}\n{INSTRUCTION}"
