@@ -6,7 +6,7 @@ The packages, bottom layer first (each imports only the layers below it; docs/la
   sharding                    the (data, fsdp, tensor) mesh and the one partition-rule table
   losses                      loss terms, divergences, the chunked head, the objectives (ce, kd, sft, redi)
   config                      TrainConfig and its sections, recipes and `--set` overrides
-  data                        Grain pipelines: sources, packing, mixing, teacher caches and trace files
+  data, tasks                 Grain pipelines (sources, packing, mixing, caches, trace files); reasoning tasks
   run                         a run directory: its layout, checkpoints, and a trained run loaded for use
   pretrained                  model specs (gguf:, hf:, bitjax:), Hugging Face and GGUF import, init_from
   export                      packed safetensors and GGUF writers and their runtime checks
