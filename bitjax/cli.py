@@ -80,10 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--teacher-tokens-per-s", type=float, default=None,
                       help="the teacher's throughput, to price its caches in hours")
 
-    export = sub.add_parser("export", help="export a run's latest checkpoint to GGUF (llama.cpp) or packed safetensors")
+    export = sub.add_parser("export", help="export a run's latest checkpoint to GGUF (llama.cpp), packed safetensors "
+                            "or a static web folder (llama.cpp in WebAssembly)")
     export.add_argument("run_dir", help="a directory written by `bitjax train`")
-    export.add_argument("out", help="output: a .gguf file, or a directory for --format packed")
-    export.add_argument("--format", required=True, choices=["gguf", "packed"])
+    export.add_argument("out", help="output: a .gguf file, or a directory for --format packed and --format web")
+    export.add_argument("--format", required=True, choices=["gguf", "packed", "web"])
+    export.add_argument("--split-mb", type=float, default=None, help="--format web: split the GGUF into files of at "
+                        "most this many MB (default 512; a browser reads each file whole)")
     export.add_argument("--type", dest="gguf_type", default=None, choices=["tq2_0", "tq1_0", "f16", "f32"],
                         help="GGUF tensor type of the ternary weights (default tq2_0)")
     export.add_argument("--embedding-type", default=None, choices=["f32", "f16", "q8_0", "q6_k", "q5_k", "q4_k"],
@@ -102,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     gen.add_argument("--threads", type=int, default=None, help="CPU threads for llama.cpp / torch (default 2 / all)")
+
+    serve = sub.add_parser("serve", help="serve a `--format web` folder on 127.0.0.1 with the headers that give the "
+                           "page threads (COOP/COEP)")
+    serve.add_argument("out_dir", help="a folder written by `bitjax export --format web`")
+    serve.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free port")
 
     reph = sub.add_parser("rephrase", help="rewrite natural documents into denser formats with a generator model")
     reph.add_argument("--source", default="tfds:shakespeare",
@@ -162,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
             return _export(args)
         if args.command == "generate":
             return _generate(args)
+        if args.command == "serve":
+            from bitjax.export.web_serve import serve
+            return serve(args.out_dir, port=args.port)
         if args.command == "rephrase":
             return _rephrase(args)
         if args.command == "traces":
@@ -319,10 +330,12 @@ def _export(args) -> int:
 
     result = export_run(args.run_dir, args.out, format=args.format, gguf_type=args.gguf_type,
                         embedding_type=args.embedding_type, force=args.force,
-                        allow_runtime_mismatch=args.allow_runtime_mismatch, progress=True)
+                        allow_runtime_mismatch=args.allow_runtime_mismatch, progress=True, split_mb=args.split_mb)
     kind = result["format"] + (f" {result['type']}, embedding {result['embedding_type']}" if result["type"] else "")
     print(f"wrote {result['path']} ({kind}, {result['bytes'] / 1e6:.2f} MB, step {result['step']}); "
           "every ternary code read back equals the training quantizer's")
+    if result["format"] == "web":
+        print(f"serve it with `bitjax serve {result['path']}` (threads) or any static server (one thread)")
     return 0
 
 
