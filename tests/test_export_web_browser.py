@@ -119,3 +119,18 @@ def test_page_streams_llama_cpp_greedy_tokens_threaded_and_single_thread(web_fol
             assert not info["crossOriginIsolated"] and not info["multithread"] and info["threads"] == 1
             single = web_driver.generate(page, prompt=PROMPT, maxTokens=N_TOKENS, temperature=0, ids=True)
             assert single["ids"] == want_ids
+
+
+def test_web_benchmark_smoke():
+    """benchmarks/web.py --smoke runs end to end (tiny shape, one round), so the figures in docs/ cannot rot."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-m", "benchmarks.web", "--smoke"], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for row in ("| browser | 1 |", "| browser | 2 |", "| llama.cpp | 1 |", "| llama.cpp | 2 |"):
+        assert row in result.stdout

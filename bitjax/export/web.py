@@ -115,7 +115,8 @@ def write_web_folder(model: TernaryModel, out: Path, package: Path, *, gguf_type
             "type": gguf_type, "embedding_type": embedding_type,
             "files": [f.name for f in files], "bytes": sum(f.stat().st_size for f in files),
             "context_length": model.config.max_seq_len,
-            "chat": None if chat is None else {"prefix": chat.prefix, "suffix": chat.suffix, "source": chat.source},
+            "chat": None if chat is None else {"prefix": chat.prefix, "suffix": chat.suffix,
+                                         "source": Path(chat.source).name},   # no local paths in a published folder
             "runtime": {"package": web_runtime.PACKAGE, "version": web_runtime.VERSION, "files": runtime_files},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
