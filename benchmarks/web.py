@@ -5,7 +5,8 @@
 
 For the tiny student's shape (recipes/tiny.py: 4 layers, width 256, vocabulary 2048) and the 125m SiLU shape
 (recipes/bitnet_125m_silu.py: 12 layers, width 768, vocabulary 49,152), random ternary weights are written as
-a `--format web` folder (TQ2_0, Q6_K embedding: the export's defaults). The same GGUF is then decoded:
+a `--format web` folder (TQ2_0 with the Q6_K embedding, the export's defaults, or --type with its default
+embedding). The same GGUF is then decoded:
 - in headless Chromium (Debian's, through Playwright), the page served cross-origin isolated by `bitjax serve`'s
   server and opened with ?threads=N, a fresh tab per measurement (one warm-up continuation first), tokens/s
   as llama.cpp's own timings report them (`predicted_per_second`);
@@ -31,6 +32,7 @@ import gguf
 
 from benchmarks.export import make_tokenizer, random_model
 from bitjax.export import web_driver, web_runtime
+from bitjax.export.embedding_quant import default_embedding_type
 from bitjax.export.web import write_web_folder
 from bitjax.model import ModelConfig
 
@@ -110,14 +112,14 @@ def measure(label: str, folder: Path, threads: list[int], rounds: int, n_decode:
                 for t in threads:
                     speeds[("browser", t)].append(browser_speed(chromium, url, t, n_decode, prompt, bias))
                     speeds[("llama.cpp", t)].append(native_speed(natives[t], n_decode))
-                print(f"{label} round {r + 1}/{rounds}: " + ", ".join(
+                print(f"{label}, round {r + 1}/{rounds}: " + ", ".join(
                     f"{k[0]} {k[1]}t {v[-1]:.1f}" for k, v in speeds.items()), file=sys.stderr, flush=True)
     finally:
         for llm in natives.values():
             llm.close()
     size = sum(f.stat().st_size for f in manifest_files) / 1e6
-    print(f"\n{label} (random weights, TQ2_0 + Q6_K embedding, {size:.1f} MB): decode tokens/s, {n_decode} tokens "
-          f"after an 8-token prompt, median of {rounds} alternating rounds")
+    print(f"\n{label} (random weights, {size:.1f} MB): decode tokens/s, {n_decode} tokens after an 8-token prompt, "
+          f"median of {rounds} alternating rounds")
     print("| runtime | threads | decode tokens/s (median) | browser / llama.cpp (median of per-round ratios) | rounds |"
           "\n|---|---|---|---|---|")
     for (runtime, t), values in speeds.items():
@@ -143,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decode-tokens", type=int, default=64)
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, of {', '.join(SHAPES)}")
+    parser.add_argument("--type", dest="gguf_type", default="tq2_0", help="--type of the export (default tq2_0)")
     parser.add_argument("--smoke", action="store_true", help="tiny shape, one round, 8 tokens (checks the script)")
     args = parser.parse_args(argv)
     problem = web_driver.browser_problem()
@@ -161,9 +164,11 @@ def main(argv: list[str] | None = None) -> None:
         for name in shapes:
             model = random_model(SHAPES[name], tokenizer, materialize=True, seed=1)
             folder = scratch / name
-            write_web_folder(model, folder, package, gguf_type="tq2_0", embedding_type="q6_k")
+            embedding = default_embedding_type(args.gguf_type)
+            write_web_folder(model, folder, package, gguf_type=args.gguf_type, embedding_type=embedding)
             del model
-            measure(name, folder, threads, rounds, n_decode)
+            measure(f"{name}, {args.gguf_type.upper()} + {embedding.upper()} embedding", folder, threads, rounds,
+                    n_decode)
 
 
 if __name__ == "__main__":

@@ -97,8 +97,8 @@ def export_web(run_dir: str | Path, out: str | Path, *, gguf_type: str | None = 
 
 
 def write_web_folder(model: TernaryModel, out: Path, package: Path, *, gguf_type: str, embedding_type: str,
-                     force: bool = False, split_mb: float = DEFAULT_SPLIT_MB, chat: web_prompt.ChatFormat | None = None,
-                     progress: bool = False) -> dict:
+                     force: bool = False, split_mb: float = DEFAULT_SPLIT_MB,
+                     chat: web_prompt.ChatFormat | None = None, progress: bool = False) -> dict:
     """Write the folder for an in-memory model (the benchmarks' random students use this directly)."""
     with atomic_directory(out, force) as tmp:
         tmp = Path(tmp)
@@ -110,13 +110,13 @@ def write_web_folder(model: TernaryModel, out: Path, package: Path, *, gguf_type
         runtime_files = web_runtime.copy_runtime(package, tmp)
         shutil.copyfile(PAGE, tmp / "index.html")
         (tmp / "_headers").write_text(HEADERS, encoding="utf-8")
+        chat_entry = None if chat is None else {   # the trace file's name only: no local paths in a published folder
+            "prefix": chat.prefix, "suffix": chat.suffix, "source": Path(chat.source).name}
         manifest = {
             "format": "bitjax-web", "version": 1, "name": model.name, "step": model.step,
             "type": gguf_type, "embedding_type": embedding_type,
             "files": [f.name for f in files], "bytes": sum(f.stat().st_size for f in files),
-            "context_length": model.config.max_seq_len,
-            "chat": None if chat is None else {"prefix": chat.prefix, "suffix": chat.suffix,
-                                         "source": Path(chat.source).name},   # no local paths in a published folder
+            "context_length": model.config.max_seq_len, "chat": chat_entry,
             "runtime": {"package": web_runtime.PACKAGE, "version": web_runtime.VERSION, "files": runtime_files},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
