@@ -80,6 +80,8 @@ def test_bad_inputs_are_one_line_errors_with_exit_code_2(trained_run, tmp_path, 
     assert "--split-mb 0" in _error(capsys)
     assert main(["export", str(trained_run), str(tmp_path / "m.gguf"), "--format", "gguf", "--split-mb", "5"]) == 2
     assert "--split-mb applies to --format web only" in _error(capsys)
+    assert main(["export", str(relu2), str(tmp_path / "w5"), "--format", "web", "--allow-runtime-mismatch"]) == 2
+    assert "--allow-runtime-mismatch does not apply to --format web" in _error(capsys)
 
 
 @needs_runtime
