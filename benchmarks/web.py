@@ -12,9 +12,9 @@ embedding). The same GGUF is then decoded:
   as llama.cpp's own timings report them (`predicted_per_second`);
 - in llama-cpp-python with n_threads=N, tokens/s over N single-token decodes after the same 8-token prompt.
 Every round measures each (runtime, threads) once in turn; the tables give medians and the median of the
-per-round browser / native ratios. Random weights make arbitrary tokens: those that are not UTF-8 text on
-their own are banned in the browser (logit_bias; the runtime cannot stream them) and end of text is ignored,
-so each continuation is exactly --decode-tokens long. The machine is shared: read the rounds, not one number.
+per-round browser / native ratios. Random weights make arbitrary tokens: the page never samples those that
+are not UTF-8 text on their own (bitjax/export/web_vocab.py), and end of text is ignored here, so each
+continuation is exactly --decode-tokens long. The machine is shared: read the rounds, not one number.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import gguf
-
 from benchmarks.export import make_tokenizer, random_model
 from bitjax.export import web_driver, web_runtime
 from bitjax.export.embedding_quant import default_embedding_type
@@ -41,42 +39,13 @@ SHAPES = {"tiny": ModelConfig.tiny(vocab_size=2048, ffn_activation="silu"),
 PROMPT_IDS = list(range(100, 108))
 
 
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-level alphabet (tokenizers' ByteLevel): printable stand-in character -> byte."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            chars[chr(b)] = b
-        else:
-            chars[chr(256 + extra)] = b
-            extra += 1
-    return chars
-
-
-def non_text_tokens(path: Path) -> list[int]:
-    """Ids of normal tokens whose bytes are not valid UTF-8 on their own (a byte of a multi-byte character)."""
-    reader = gguf.GGUFReader(path)
-    tokens = reader.get_field(gguf.Keys.Tokenizer.LIST).contents()
-    kinds = reader.get_field(gguf.Keys.Tokenizer.TOKEN_TYPE).contents()
-    decoder, bad = _byte_decoder(), []
-    for i, (token, kind) in enumerate(zip(tokens, kinds)):
-        if kind != gguf.TokenType.NORMAL:
-            continue
-        try:
-            bytes(decoder[c] for c in token).decode("utf-8")
-        except (KeyError, UnicodeDecodeError):
-            bad.append(i)
-    return bad
-
-
-def browser_speed(chromium, url: str, threads: int, n_decode: int, prompt: str, bias: dict) -> float:
+def browser_speed(chromium, url: str, threads: int, n_decode: int, prompt: str) -> float:
     page = web_driver.open_page(chromium, f"{url}?threads={threads}")
     try:
         info = web_driver.page_info(page)
         if info["threads"] != threads:
             raise RuntimeError(f"the page runs {info['threads']} threads, not {threads}")
-        options = dict(prompt=prompt, temperature=0, extra={"logit_bias": bias, "ignore_eos": True})
+        options = dict(prompt=prompt, temperature=0, extra={"ignore_eos": True})
         web_driver.generate(page, maxTokens=8, **options)   # warm-up: the wasm tiers up, the weights are touched
         result = web_driver.generate(page, maxTokens=n_decode, **options)
         if result["timings"]["predicted_n"] != n_decode:
@@ -99,7 +68,6 @@ def measure(label: str, folder: Path, threads: list[int], rounds: int, n_decode:
     from llama_cpp import Llama
 
     manifest_files = sorted(folder.glob("model*.gguf"))
-    bias = {str(t): False for t in non_text_tokens(manifest_files[0])}
     natives = {t: Llama(model_path=str(manifest_files[0]), n_ctx=256, n_threads=t, n_threads_batch=t,
                         verbose=False) for t in threads}
     prompt = natives[threads[0]].detokenize(PROMPT_IDS).decode("utf-8", errors="ignore") or "The"
@@ -110,7 +78,7 @@ def measure(label: str, folder: Path, threads: list[int], rounds: int, n_decode:
         with web_driver.browser() as chromium, web_driver.served(folder) as url:
             for r in range(rounds):
                 for t in threads:
-                    speeds[("browser", t)].append(browser_speed(chromium, url, t, n_decode, prompt, bias))
+                    speeds[("browser", t)].append(browser_speed(chromium, url, t, n_decode, prompt))
                     speeds[("llama.cpp", t)].append(native_speed(natives[t], n_decode))
                 print(f"{label}, round {r + 1}/{rounds}: " + ", ".join(
                     f"{k[0]} {k[1]}t {v[-1]:.1f}" for k, v in speeds.items()), file=sys.stderr, flush=True)

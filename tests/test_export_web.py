@@ -17,7 +17,7 @@ from random_models import random_model
 from bitjax.cli import main
 from bitjax.config import DataConfig, SourceConfig, TrainConfig
 from bitjax.errors import ExportError
-from bitjax.export import llama_check, web_prompt, web_runtime
+from bitjax.export import llama_check, web_prompt, web_runtime, web_vocab
 from bitjax.export.gguf_split import split_gguf
 from bitjax.export.gguf_writer import write_gguf
 from bitjax.export.web import MANIFEST
@@ -93,6 +93,8 @@ def test_web_folder_holds_the_gguf_export_the_runtime_and_the_page(trained_run, 
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["files"] == ["model.gguf"] and manifest["type"] == "tq1_0" and manifest["chat"] is None
     assert manifest["bytes"] == (out / "model.gguf").stat().st_size
+    banned = manifest["banned_tokens"]   # the byte tokens 0x80-0xFF of the tiny BPE, at least
+    assert banned == web_vocab.partial_text_tokens(out / "model.gguf") and len(banned) >= 128
     # the same bytes `--format gguf` writes with the same options
     assert main(["export", str(trained_run), str(tmp_path / "m.gguf"), "--format", "gguf", "--type", "tq1_0"]) == 0
     assert (out / "model.gguf").read_bytes() == (tmp_path / "m.gguf").read_bytes()

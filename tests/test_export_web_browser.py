@@ -4,13 +4,15 @@ A trained tiny run is exported with `--format web` (split into several GGUF file
 together), served on 127.0.0.1, and opened in Debian's Chromium through Playwright. The page's llama.cpp is
 wllama's WebAssembly build; the reference is llama-cpp-python's native build on the same files. Checked:
 - typing a prompt and pressing Generate streams 32 greedy tokens equal to llama.cpp's (the same ids, the same
-  text), each with a log-probability within 0.05 of llama.cpp's log-softmax, and shows tokens/s;
+  text; both skip the tokens the page never samples, bitjax/export/web_vocab.py), each with a log-probability
+  within 0.05 of llama.cpp's log-softmax, and shows tokens/s; three sampled continuations stream too;
 - served cross-origin isolated the page runs threaded; from a plain static server (`python -m http.server`'s
   handler) it falls back to one thread and gives the same tokens.
 Skipped, saying what to install, where Chromium, Playwright or the npm runtime is missing (.ci/run installs
 them). Set BITJAX_WEB_SCREENSHOT=docs/web-page.png to keep the page's screenshot (docs/export.md shows it).
 """
 
+import json
 import os
 import shutil
 
@@ -57,8 +59,9 @@ def reference(web_folder):
     llm.close()
 
 
-def _llama_greedy(llm, prompt: str, n: int) -> tuple[list[int], list[float]]:
-    """llama.cpp's greedy tokens (stopping at end of text) and each one's log-probability."""
+def _llama_greedy(llm, prompt: str, n: int, banned: list[int]) -> tuple[list[int], list[float]]:
+    """llama.cpp's greedy tokens among those the page may sample (stopping at end of text) and each one's
+    log-probability."""
     eos = llm.token_eos()
     llm.reset()
     llm.eval(llama_check.llama_tokenize(llm, prompt))
@@ -66,7 +69,7 @@ def _llama_greedy(llm, prompt: str, n: int) -> tuple[list[int], list[float]]:
     for _ in range(n):
         logits = np.asarray(llm.scores[llm.n_tokens - 1], np.float64)
         log_softmax = logits - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
-        token = int(np.argmax(logits))
+        token = int(np.argmax(np.where(np.isin(np.arange(len(logits)), banned), -np.inf, logits)))
         if token == eos:
             break
         ids.append(token)
@@ -89,7 +92,9 @@ def _generate_in_ui(page, prompt: str, max_tokens: int, temperature: float) -> d
 
 def test_page_streams_llama_cpp_greedy_tokens_threaded_and_single_thread(web_folder, reference, tmp_path):
     out, _ = web_folder
-    want_ids, want_logprobs = _llama_greedy(reference, PROMPT, N_TOKENS)
+    banned = json.loads((out / "bitjax-web.json").read_text())["banned_tokens"]
+    assert banned   # the tiny BPE holds the byte tokens 0x80-0xFF: not UTF-8 on their own
+    want_ids, want_logprobs = _llama_greedy(reference, PROMPT, N_TOKENS, banned)
     assert want_ids   # something to compare: the model does not end the text at once
 
     with web_driver.browser() as chromium:
@@ -108,7 +113,8 @@ def test_page_streams_llama_cpp_greedy_tokens_threaded_and_single_thread(web_fol
             assert gap.max() < LOGPROB_TOLERANCE
             assert "tokens/s decode" in page.inner_text("#speed") and ui["decodePerSecond"] > 0
 
-            _generate_in_ui(page, "ROMEO:", 48, 0.8)   # sampled: what the page is for, and the screenshot
+            for _ in range(3):   # sampled (the banned tokens keep it streamable): the page's use, and the screenshot
+                _generate_in_ui(page, "ROMEO:", 48, 0.8)
             page.screenshot(path=str(tmp_path / "web-page.png"), full_page=True)
             if os.environ.get("BITJAX_WEB_SCREENSHOT"):
                 shutil.copyfile(tmp_path / "web-page.png", os.environ["BITJAX_WEB_SCREENSHOT"])

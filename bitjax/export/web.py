@@ -2,7 +2,8 @@
 
     OUT_DIR/
       index.html            bitjax's page (web_page/index.html): loads the model, streams answers, shows tokens/s
-      bitjax-web.json       what the page reads: the GGUF file(s), the run's name and step, its chat format
+      bitjax-web.json       what the page reads: the GGUF file(s), the run's name and step, its chat format, the
+                            tokens it never samples (web_vocab.py)
       model.gguf            the student exactly as `--format gguf` writes it (same --type, --embedding-type)
         or model-00001-of-0000N.gguf ...   split files (gguf_split.py) when it exceeds --split-mb
       wllama/               the WebAssembly llama.cpp, copied from the local npm install (web_runtime.py)
@@ -21,7 +22,7 @@ import sys
 from pathlib import Path
 
 from bitjax.errors import ExportError
-from bitjax.export import checks, web_prompt, web_runtime
+from bitjax.export import checks, web_prompt, web_runtime, web_vocab
 from bitjax.export.common import atomic_directory, check_output_apart
 from bitjax.export.embedding_quant import EMBEDDING_TYPES, default_embedding_type
 from bitjax.export.gguf_split import split_gguf
@@ -117,6 +118,7 @@ def write_web_folder(model: TernaryModel, out: Path, package: Path, *, gguf_type
             "type": gguf_type, "embedding_type": embedding_type,
             "files": [f.name for f in files], "bytes": sum(f.stat().st_size for f in files),
             "context_length": model.config.max_seq_len, "chat": chat_entry,
+            "banned_tokens": web_vocab.partial_text_tokens(files[0]),   # not UTF-8 on their own: see web_vocab
             "runtime": {"package": web_runtime.PACKAGE, "version": web_runtime.VERSION, "files": runtime_files},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
