@@ -1,7 +1,7 @@
 """The `bitjax` command: one module per command (its arguments and a thin `run`), assembled here.
 
   train, cache_teacher, tokenize, traces, rephrase     making a run and its data
-  evaluate (`bitjax eval`), generate, export           using a trained run
+  evaluate (`bitjax eval`), generate, export, serve    using a trained run
   fit_check, plan                                      checking a recipe before it runs
 
 Each command module defines NAME, `add_parser(subparsers)` and `run(args) -> exit code`; its library imports
@@ -14,9 +14,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bitjax.cli import cache_teacher, evaluate, export, fit_check, generate, plan, rephrase, tokenize, traces, train
+from bitjax.cli import (
+    cache_teacher,
+    evaluate,
+    export,
+    fit_check,
+    generate,
+    plan,
+    rephrase,
+    serve,
+    tokenize,
+    traces,
+    train,
+)
 
-COMMANDS = (train, cache_teacher, tokenize, evaluate, fit_check, plan, export, generate, rephrase, traces)
+COMMANDS = (train, cache_teacher, tokenize, evaluate, fit_check, plan, export, generate, serve, rephrase, traces)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,16 +10,17 @@ from bitjax.export.embedding_quant import EMBEDDING_TYPES, default_embedding_typ
 from bitjax.export.gguf_writer import QTYPES, write_gguf
 from bitjax.export.hf_packed import write_packed
 from bitjax.export.model_source import TernaryModel
+from bitjax.export.web import DEFAULT_SPLIT_MB, export_web
 from bitjax.paths import user_path
 from bitjax.run import Run
 
-FORMATS = ("gguf", "packed")
+FORMATS = ("gguf", "packed", "web")
 GGUF_TYPES = tuple(QTYPES)
 
 
 def export_run(run_dir: str | Path, out: str | Path, *, format: str, gguf_type: str | None = None,
                embedding_type: str | None = None, force: bool = False, allow_runtime_mismatch: bool = False,
-               progress: bool = False) -> dict:
+               progress: bool = False, split_mb: float | None = None) -> dict:
     """Export the latest checkpoint of `run_dir` to `out`; returns a summary (path, bytes, step).
 
     Raises ExportError (a ValueError) with a one-line fix for bad input; nothing is left under `out`
@@ -29,6 +30,12 @@ def export_run(run_dir: str | Path, out: str | Path, *, format: str, gguf_type: 
     check_output_apart(out, run_dir)   # first: replacing an overlapping output would delete the run
     if format not in FORMATS:
         raise ExportError(f"--format {format} is not known; use one of {', '.join(FORMATS)}")
+    if split_mb is not None and format != "web":
+        raise ExportError("--split-mb applies to --format web only")
+    if format == "web":   # a folder: the GGUF, bitjax's page and the WebAssembly runtime (bitjax.export.web)
+        return export_web(run_dir, out, gguf_type=gguf_type, embedding_type=embedding_type, force=force,
+                          split_mb=DEFAULT_SPLIT_MB if split_mb is None else split_mb,
+                          allow_runtime_mismatch=allow_runtime_mismatch, progress=progress)
     if format == "packed" and gguf_type is not None:
         raise ExportError("--type applies to --format gguf only; the packed format is always 2-bit")
     if format == "packed" and embedding_type is not None:
