@@ -1,7 +1,7 @@
 """Train the fast tiny config on several meshes in one process and print the per-step losses as JSON.
 
 Run by tests/test_sharding.py in a subprocess whose XLA_FLAGS fake several CPU devices:
-    python tests/support/mesh_losses.py WORKDIR 8,1,1 2,2,2 1,1,1 -- key=value ...
+    python -m tests.support.mesh_losses WORKDIR 8,1,1 2,2,2 1,1,1 -- key=value ...
 """
 
 import json
