@@ -65,7 +65,8 @@ def parse(spec: str, what: str, *, schemes: tuple[str, ...] = SCHEMES, bare: boo
     scheme, sep, location = str(spec).partition(":")
     if bare and (not sep or scheme not in SCHEMES):
         scheme, location = _bare(str(spec))
-    allowed = ", ".join(_FORM[s] for s in schemes)
+    forms = [_FORM[s] for s in schemes]
+    allowed = ", ".join(forms[:-1]) + " or " + forms[-1] if len(forms) > 1 else forms[0]
     if scheme not in schemes or not location:
         raise ConfigError(f"{what}={spec!r}: write {allowed}")
     parsed = ModelSpec(scheme, location, str(spec))

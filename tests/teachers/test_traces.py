@@ -11,6 +11,7 @@ from bitjax.config import DataConfig, SourceConfig
 from bitjax.data import build_pipeline
 from bitjax.data.teacher_files import traces as traces_file
 from bitjax.errors import ConfigError
+from bitjax.losses.objectives import OBJECTIVES
 from bitjax.teachers import trace_sampler
 from bitjax.teachers.chat_models import Completion
 
@@ -202,7 +203,8 @@ def test_redi_pairs_longer_than_a_row_are_refused_with_the_fix(trace_file):
 
 
 def test_a_text_objective_on_traces_is_a_config_error(trace_file):
-    with pytest.raises(ConfigError, match="holds traces: its objective must be one of sft, redi, not 'kd'"):
+    on_traces = ", ".join(name for name, o in OBJECTIVES.items() if o.reads == "traces")   # sft, redi, ...
+    with pytest.raises(ConfigError, match=f"holds traces: its objective must be one of {on_traces}, not 'kd'"):
         SourceConfig("t", f"traces:{trace_file}", objective="kd")
     with pytest.raises(ConfigError, match="holds text: its objective must be one of ce, kd, not 'redi'"):
         SourceConfig("t", "tfds:shakespeare", objective="redi")
