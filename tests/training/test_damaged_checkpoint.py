@@ -4,6 +4,7 @@ Flipped bits inside an array's stored values are among the cases: Orbax's tensor
 checksum of array values, so bitjax saves its own with each checkpoint (bitjax.run.checksums).
 """
 
+import json
 import shutil
 from pathlib import Path
 
@@ -72,12 +73,21 @@ def _flip_a_value_bit(step_dir, at=(0.5,)):
         f.write_bytes(bytes(data))
 
 
+def _unlist_a_parameter(step_dir):
+    """The state's own metadata no longer lists the embedding: the tree does not match the stored arrays."""
+    path = step_dir / "state" / "_METADATA"
+    metadata = json.loads(path.read_text())
+    del metadata["tree_metadata"][next(k for k in metadata["tree_metadata"] if "embed_tokens" in k)]
+    path.write_text(json.dumps(metadata))
+
+
 DAMAGE = {
     "flipped bit in an array value": _flip_a_value_bit,
     "truncated data file": _truncate,
     "missing data files": _remove_data_files,
     "missing state metadata": lambda d: (d / "state" / "_METADATA").unlink(),
     "missing manifest": _remove_manifests,
+    "state metadata lists another tree": _unlist_a_parameter,
     "meta not JSON": lambda d: (d / "meta" / "metadata").write_text("{not json"),
     "data state not JSON": lambda d: (d / "data" / "process_0-of-1.json").write_text("{not json"),
     "missing data state": lambda d: (d / "data" / "process_0-of-1.json").unlink(),
