@@ -105,7 +105,6 @@ def raise_classified(error: Exception, step: int, directory, damaged_fix: str = 
     verdict = classify(error)
     if verdict is None:
         raise error
-    quiet_closed_loop_callbacks()
     kind, reason = verdict
     if kind == "damage":
         raise CheckpointDamagedError(step, directory, reason, damaged_fix) from None
@@ -113,9 +112,11 @@ def raise_classified(error: Exception, step: int, directory, damaged_fix: str = 
 
 
 def quiet_closed_loop_callbacks() -> None:
-    """After a failed restore, TensorStore reads still in flight complete into Orbax's event loop, which is
-    closed by then; each completion reports `RuntimeError: Event loop is closed` as an unraisable exception
-    (a traceback on stderr, often at exit). Those are expected after a failure: they are dropped, others pass."""
+    """After a failed restore or save, TensorStore reads and writes still in flight complete into Orbax's event
+    loop, which is closed by then; each completion reports `RuntimeError: Event loop is closed` as an
+    unraisable exception (a traceback on stderr, often at exit, after the failure was already reported). Those
+    are dropped by the hook installed here (once per process, before the first checkpoint is opened); every
+    other unraisable exception passes to the previous hook."""
     if getattr(sys.unraisablehook, "drops_closed_loop_callbacks", False):
         return
     previous = sys.unraisablehook

@@ -114,6 +114,7 @@ def restore_params(checkpoints: epath.Path, step: int, target_params, restore_ar
     """
     manager = ocp.CheckpointManager(absolute(user_path(checkpoints, "checkpoint directory")),
                                     options=ocp.CheckpointManagerOptions(create=False))
+    restore_faults.quiet_closed_loop_callbacks()
     try:
         return _read_params(manager, checkpoints, step, target_params, restore_args)
     except Exception as e:   # noqa: BLE001 - damage, a fault of this machine, or a bug (re-raised as it is)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -27,7 +28,12 @@ from bitjax.nn.model_config import COMPUTE_FIELDS, ModelConfig
 from bitjax.paths import absolute, user_path
 from bitjax.run import checksums as state_checksum
 from bitjax.run import legacy_layers
-from bitjax.run.restore_faults import CheckpointDamagedError, CheckpointReadError, raise_classified
+from bitjax.run.restore_faults import (
+    CheckpointDamagedError,
+    CheckpointReadError,
+    quiet_closed_loop_callbacks,
+    raise_classified,
+)
 
 __all__ = ["CheckpointDamagedError", "CheckpointReadError", "CheckpointWriteError", "Checkpointer", "resume"]
 
@@ -44,9 +50,13 @@ def _os_error(e: BaseException | None) -> OSError | None:
             return e
         # TensorStore reports a failed write as a ValueError carrying the OS error code in its text
         code = re.search(r"os_error_code='(\d+)'", str(e))
+        path = re.search(r'Failed writing: "([^"]+)"', str(e)) or re.search(r'local file "([^"]+)"', str(e))
         if code:
-            path = re.search(r'Failed writing: "([^"]+)"', str(e)) or re.search(r'local file "([^"]+)"', str(e))
             return OSError(int(code.group(1)), os.strerror(int(code.group(1))), path.group(1) if path else None)
+        # a bucket or a file system that says only RESOURCE_EXHAUSTED: out of space, or over a quota
+        if str(e).startswith("RESOURCE_EXHAUSTED: Error writing"):
+            return OSError(errno.ENOSPC, "out of space or over a quota (RESOURCE_EXHAUSTED)",
+                           path.group(1) if path else None)
         seen.add(id(e))
         e = e.__cause__ or e.__context__
     return None
@@ -56,6 +66,7 @@ class Checkpointer:
     def __init__(self, directory: str | Path, cfg: TrainConfig):
         self.directory = absolute(user_path(directory, "checkpoint directory"))
         self._writing_step: int | None = None   # the step of the save in flight, for its error message
+        quiet_closed_loop_callbacks()   # after a failed save or restore, reads and writes in flight finish late
         options = ocp.CheckpointManagerOptions(
             max_to_keep=cfg.checkpoint.keep,
             enable_async_checkpointing=cfg.checkpoint.async_save,
@@ -79,10 +90,13 @@ class Checkpointer:
             where = os_error.filename or self.directory
             kept = (f"the last good checkpoint (step {good[-1]}) is intact" if good
                     else "no checkpoint was written before it")
+            fix = {errno.ENOSPC: "free space", errno.EDQUOT: "free space or raise the quota",
+                   errno.EFBIG: "raise the file-size limit (ulimit -f)"}.get(
+                os_error.errno, f"make {self.directory} writable (or free space)")
             raise CheckpointWriteError(
                 f"could not write {'checkpoint step ' + str(step) if step is not None else 'checkpoints'} "
-                f"in {self.directory}: {os_error.strerror or os_error} ({where}); {kept}. Free space or make "
-                f"{self.directory} writable, then rerun the same command to resume") from None
+                f"in {self.directory}: {os_error.strerror or os_error} ({where}); {kept}. {fix.capitalize()}, "
+                "then rerun the same command to resume") from None
 
     def _step_dirs(self) -> list[int]:
         if not self.directory.is_dir():

@@ -29,7 +29,7 @@ from bitjax.config import TrainConfig
 from bitjax.data import coverage
 from bitjax.errors import ConfigError
 from bitjax.nn.transformer import count_params
-from bitjax.paths import cache_dir, check_checkpoint_store, user_path, write_atomic
+from bitjax.paths import cache_dir, check_checkpoint_store, make_directory, user_path, write_atomic
 from bitjax.run import RunPaths
 from bitjax.training import checkpointer as checkpointer_lib
 from bitjax.training import lock, stop_signals
@@ -54,7 +54,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
     check_checkpoint_store(workdir, "workdir")
     sharding_lib.initialize_distributed(cfg.mesh)
     enable_compilation_cache()
-    workdir.mkdir(parents=True, exist_ok=True)
+    make_directory(workdir, "--workdir")
     with lock.held(RunPaths(workdir).lock, f"workdir {workdir}", enabled=jax.process_index() == 0):
         return TrainLoop(cfg, workdir, progress=progress, devices=devices).run()
 
