@@ -55,6 +55,8 @@ def test_a_read_only_mount_is_one_line(tmp_path):
             train(_config(2, False), mnt, progress=False)
         assert "\n" not in str(info.value) and str(mnt) in str(info.value)
         assert Checkpointer(mnt / "checkpoints", _config(2, False)).latest_step() == 1
+        with pytest.raises(BitjaxError, match=r"--workdir .*/new cannot be created \(Read-only file system"):
+            train(_config(1, False), mnt / "new", progress=False)   # a new workdir on it
     finally:
         subprocess.run(["umount", str(mnt)])
 
