@@ -20,7 +20,9 @@ from flax import nnx
 from bitjax import sharding as sharding_lib
 from bitjax.config import TrainConfig
 from bitjax.data import schema
+from bitjax.errors import warn_once
 from bitjax.losses import chunked_head, objectives, terms
+from bitjax.nn import attention as attention_lib
 from bitjax.nn import layer_stack, quant
 from bitjax.nn.layers import QuantStrength, ternarize_once
 from bitjax.nn.transformer import Transformer, quant_strengths
@@ -59,6 +61,10 @@ class Trainer:
         quant_vars = quant_strengths(cfg.model, quant_vars)
         mesh = sharding_lib.make_mesh(cfg.mesh, devices)
         sharding_lib.check_batch(cfg.data.batch_size, mesh)
+        slow_attention = attention_lib.auto_fallback(cfg.model.attention, mesh.devices.flat[0].platform,
+                                                     cfg.data.seq_len, cfg.model.dtype)
+        if slow_attention:
+            warn_once(slow_attention)
         table = objectives.SourceObjectives.from_config(cfg)
         needs = table.needs(cfg.distill)
         teacher = None
