@@ -13,7 +13,8 @@
 
     python -m benchmarks.pipeline [--batches 200] [--packing concat_then_split] [--model-125m]
                                   [--stream-docs 4000] [--read-threads 1,2] [--rounds 5]
-                                  [--rss-docs 20000,200000]
+                                  [--rss-docs 20000,200000] [--rows-per-group 0]
+    python -m benchmarks.pipeline --stream-docs 0 --rss-docs 20000,200000 --rows-per-group 0   # memory alone
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ WORDS = ("the of and to in a is that for it as was with be by on not he this are
          "come since against go came right used take three").split()
 
 
-def write_parquet_corpus(directory: str | Path, n_docs: int, *, n_files: int = 4, rows_per_group: int = 1000,
+def write_parquet_corpus(directory: str | Path, n_docs: int, *, n_files: int = 4, rows_per_group: int | None = 1000,
                          words: tuple[int, int] = (20, 120), seed: int = 0) -> Path:
     """A generated Parquet corpus in FineWeb-Edu's layout: columns id, text and url; document i's text
     starts with `document i:` and goes on with words drawn from a fixed list. Returns the directory."""
@@ -150,8 +151,10 @@ def _rss_mb(field: str) -> float:
     return float("nan")
 
 
-def peak_rss_of_a_pass(n_docs: int, tokenizer: str, workdir: Path) -> dict:
-    corpus = write_parquet_corpus(workdir / f"rss-{n_docs}", n_docs)
+def peak_rss_of_a_pass(n_docs: int, tokenizer: str, workdir: Path, rows_per_group: int = 1000) -> dict:
+    """`rows_per_group` 0: what `pq.write_table` writes by default, one row group per file (up to 1M rows)."""
+    corpus = write_parquet_corpus(workdir / f"rss-{n_docs}-{rows_per_group}", n_docs,
+                                  rows_per_group=rows_per_group or None)
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-m", "benchmarks.pipeline", "--one-pass", f"{corpus}/*.parquet",
                           "--tokenizer", tokenizer], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
@@ -207,10 +210,16 @@ def streamed(args, workdir: Path) -> None:
         print(f"streamed Parquet -> tokenize -> pack -> mix 0.6/0.4 (8 x 1024, read_threads={t}, 1 core): "
               f"{tps:,.0f} tokens/s, {ratio:.2f} of encode_batch_fast alone (median per-round ratio); a v5p-64 "
               f"host at bitnet_700m's {need:,.0f} tokens/s needs {int(np.ceil(need / tps))} such core(s)")
+    rss_passes(args, tokenizer, workdir)
+
+
+def rss_passes(args, tokenizer: str, workdir: Path) -> None:
+    """The peak RSS of one pass over each --rss-docs corpus, each in a fresh process."""
+    groups = f"{args.rows_per_group}-row groups" if args.rows_per_group else "one row group per file"
     for n_docs in (int(n) for n in filter(None, args.rss_docs.split(","))):
-        result = peak_rss_of_a_pass(n_docs, tokenizer, workdir)
-        print(f"one pass over {n_docs:,} streamed documents ({result['tokens']:,} tokens, {result['batches']:,} "
-              f"batches): peak RSS {result['peak_mb']:.0f} MB, RSS along the pass "
+        result = peak_rss_of_a_pass(n_docs, tokenizer, workdir, args.rows_per_group)
+        print(f"one pass over {n_docs:,} streamed documents, 4 files of {groups} ({result['tokens']:,} tokens, "
+              f"{result['batches']:,} batches): peak RSS {result['peak_mb']:.0f} MB, RSS along the pass "
               f"{min(result['rss_mb'], default=0):.0f}-{max(result['rss_mb'], default=0):.0f} MB")
 
 
@@ -224,6 +233,8 @@ def main() -> None:
     parser.add_argument("--read-threads", default="1,2", help="data.read_threads values to time, comma-separated")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of the streamed measurements")
     parser.add_argument("--rss-docs", default="", help="corpus sizes for the peak-RSS passes, e.g. 20000,200000")
+    parser.add_argument("--rows-per-group", type=int, default=1000, help="rows per Parquet row group of the RSS "
+                        "corpora (0: one row group per file, what pyarrow's write_table writes by default)")
     parser.add_argument("--tokenizer", default="smollm2", help="the streamed part's tokenizer (default: smollm2, "
                         "the 700m recipe's)")
     parser.add_argument("--one-pass", default=None, help=argparse.SUPPRESS)   # a child process of --rss-docs
@@ -232,6 +243,14 @@ def main() -> None:
         print(json.dumps(one_pass(args.one_pass, args.tokenizer)))
         return
 
+    if args.rss_docs and not args.stream_docs:   # the memory passes alone
+        from bitjax import tokenizer as tokenizer_lib
+        from bitjax.paths import cache_dir
+
+        tokenizer = str(tokenizer_lib.resolve(args.tokenizer, 4096, lambda: iter(WORDS), cache_dir(), "benchmark"))
+        with tempfile.TemporaryDirectory() as workdir:
+            rss_passes(args, tokenizer, Path(workdir))
+        return
     from bitjax.config import load_recipe
     from bitjax.nn.model_config import ModelConfig
 

@@ -7,6 +7,18 @@ field or value at fault and the fix.
 
 from __future__ import annotations
 
+import sys
+
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """One line on stderr, `bitjax: warning: ...`, at most once per process: bitjax chose a slower or weaker
+    path than the config asked for, and the run goes on."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"bitjax: warning: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
 
 def first_line(e: BaseException) -> str:
     """The first line of a library's exception message (at most 200 characters), to quote inside one of ours."""

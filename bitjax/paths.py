@@ -153,6 +153,16 @@ def absolute(path: epath.Path) -> epath.Path:
     return path if is_remote(path) else path.resolve()
 
 
+def make_directory(path: epath.Path, what: str) -> None:
+    """Create `path` (and its parents) for output; a file system that refuses (read-only, full, a file in the
+    way, no permission) is one line naming the path and the fix."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{what} {path} cannot be created ({e.strerror or first_line(e)}: "
+                          f"{e.filename or path}); pass a {what} on a writable file system with room") from None
+
+
 def write_atomic(path: epath.Path, data: bytes) -> None:
     """Write a whole file so that a reader sees the old content or the new, never half.
 

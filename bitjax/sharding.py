@@ -25,7 +25,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from bitjax.errors import ConfigError
+from bitjax.errors import ConfigError, first_line, warn_once
 from bitjax.nn.layer_stack import is_stacked, path_name  # noqa: F401 - path_name: the dotted path of a key path
 
 if TYPE_CHECKING:   # the mesh's settings are read, never built here: sharding sits below the config layer
@@ -137,7 +137,12 @@ def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:
     auto = (jax.sharding.AxisType.Auto,) * len(AXES)
     try:
         return jax.make_mesh(shape, AXES, axis_types=auto, devices=devices)
-    except (ValueError, NotImplementedError, AssertionError):
+    except (ValueError, NotImplementedError, AssertionError) as e:
+        # On a pod slice this loses the interconnect layout: the tensor axis may span slow links. Said once.
+        warn_once(f"the mesh data={shape[0]} fsdp={shape[1]} tensor={shape[2]} over {len(devices)} "
+                  f"{devices[0].platform} devices cannot follow their physical layout ({first_line(e)}); the devices "
+                  "are used in plain order, so collectives may cross slower links. Choose mesh sizes that fit the "
+                  "slice's topology")
         return Mesh(np.asarray(devices).reshape(shape), AXES, axis_types=auto)
 
 

@@ -182,6 +182,8 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str, list[Path]]]
     afile = tmp / "a_file"
     afile.write_text("keep me\n")
     add("workdir-is-a-file", ["train", TINY, "--workdir", afile, *SMALL], "a_file", [afile])
+    add("workdir-under-a-file", ["train", TINY, "--workdir", afile / "run", *SMALL],
+        ("--workdir", "a_file/run cannot be created", "writable"), [afile])
 
     # ----- overrides
     for key, value, needle in [("optim.peak_lr", "nan", "peak_lr"), ("optim.peak_lr", "inf", "peak_lr"),
@@ -216,6 +218,12 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str, list[Path]]]
     not_json.write_text('{"text": "fine"}\n{"text": oops\n')
     add("jsonl-not-json", ["train", source_recipe(tmp, f"jsonl:{not_json}"), "--workdir", tmp / "w-j", *SMALL],
         "not_json.jsonl:2", [not_json])
+    for name, line in [("nested-too-deep", "[" * 100_000 + "]" * 100_000),
+                       ("enormous-number", '{"text": "x", "n": ' + "9" * 100_000 + "}")]:
+        path = tmp / f"{name}.jsonl"
+        path.write_text(json.dumps({"text": "a fine document"}) + "\n" + line + "\n")
+        add(f"jsonl-{name}", ["train", source_recipe(tmp, f"jsonl:{path}"), "--workdir", tmp / "w-j", *SMALL],
+            f"{path.name}:2", [path])
     for name, content in [("empty", b""), ("garbage", b"\x00garbage" * 50), ("truncated", None)]:
         path = tmp / f"{name}.arrayrecord"
         if content is None:
@@ -331,6 +339,11 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str, list[Path]]]
     add("export-gguf-onto-config", ["export", run, run / "config.json", "--format", "gguf", "--force"], str(run),
         [run])
     add("export-existing-no-force", ["export", run, afile, "--format", "gguf"], "a_file", [afile, run])
+    a_dir = tmp / "a_dir"
+    a_dir.mkdir()
+    (a_dir / "notes.txt").write_text("keep me\n")
+    add("export-gguf-onto-directory", ["export", run, a_dir, "--format", "gguf", "--force"],
+        ("a_dir is a directory", "a_dir/model.gguf"), [a_dir, run])
     for name, text in [("garbage", "{not json"), ("list", '{"config": []}'), ("wrong-type", '{"config": 3}')]:
         broken = tmp / f"run-config-{name}"
         broken.mkdir()

@@ -61,3 +61,22 @@ def test_no_bitjax_import_inside_a_library_function():
                             and "# lazy:" not in lines[node.lineno - 1]):
                         found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module}")
     assert not found, "move these imports to the top of their module:\n" + "\n".join(found)
+
+
+# What an error may tell a user to delete: bitjax's own files, never the user's data (runs, caches, corpora)
+DELETABLE = ("delete the derived cache",   # bitjax's cache of tokenized text (token_shard), rebuilt on rerun
+             "If that process is gone, delete")   # a lock file a process on another host left (lock.py)
+
+
+def test_no_error_tells_a_user_to_delete_their_data():
+    """Every string in a `raise` of bitjax: a fix is a new run beside the old one (another --workdir) or the
+    command that rewrites what is broken, never deleting a run, a checkpoint, a cache shard or a data file."""
+    found = []
+    for path in sorted((ROOT / "bitjax").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                text = " ".join(c.value for c in ast.walk(node.exc)
+                                if isinstance(c, ast.Constant) and isinstance(c.value, str))
+                if "delete" in text.lower() and not any(allowed in text for allowed in DELETABLE):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {text[:120]}")
+    assert not found, "\n".join(found)

@@ -38,6 +38,12 @@ MESH_222 = AbstractMesh((2, 2, 2), sharding.AXES)
     ("params.layers.0.mlp.down_proj.kernel", (768, 256), P("tensor", "fsdp")),
     ("params.layers.0.mlp.ffn_sub_norm.scale", (768,), P("tensor")),
     ("params.layers.0.input_layernorm.scale", (256,), P()),
+    ("params.lm_head.kernel", (256, 2048), P("fsdp", "tensor")),
+    ("params.layers.0.self_attn.q_proj.bias", (256,), P("tensor")),
+    ("params.layers.0.self_attn.k_proj.bias", (128,), P("tensor")),
+    ("params.layers.0.self_attn.v_proj.bias", (128,), P("tensor")),
+    ("params.layers.self_attn.k_proj.bias", (4, 128), P(None, "tensor")),
+    ("params.layers.self_attn.o_proj.kernel", (4, 256, 256), P(None, "tensor", "fsdp")),
     ("opt_state.1.inner_state.0.mu.layers.0.mlp.down_proj.kernel", (768, 256), P("tensor", "fsdp")),
     ("opt_state.1.inner_state.0.nu.embed_tokens.embedding", (2048, 256), P("tensor", "fsdp")),
     ("opt_state.1.hyperparams.learning_rate", (), P()),
@@ -62,6 +68,69 @@ def test_state_shardings_cover_every_leaf():
     abstract = trainer.abstract_state()
     leaves = jax.tree.leaves(abstract)
     assert leaves and all(leaf.sharding.mesh.axis_names == sharding.AXES for leaf in leaves)
+
+
+# Every parameter of the tiny model with q/k/v biases and an untied head on a (data 2, fsdp 2, tensor 2) mesh,
+# written out by hand from the layout each layer needs (column-parallel in, row-parallel out, vectors following
+# their features), not read from the table: a swapped or mistyped rule changes some row here.
+PLACED_222 = {
+    "embed_tokens.embedding": ("tensor", "fsdp"),
+    "lm_head.kernel": ("fsdp", "tensor"),
+    "norm.scale": (),
+    "layers.input_layernorm.scale": (),
+    "layers.post_attention_layernorm.scale": (),
+    "layers.self_attn.q_proj.kernel": (None, "fsdp", "tensor"),
+    "layers.self_attn.k_proj.kernel": (None, "fsdp", "tensor"),
+    "layers.self_attn.v_proj.kernel": (None, "fsdp", "tensor"),
+    "layers.self_attn.q_proj.bias": (None, "tensor"),
+    "layers.self_attn.k_proj.bias": (None, "tensor"),
+    "layers.self_attn.v_proj.bias": (None, "tensor"),
+    "layers.self_attn.o_proj.kernel": (None, "tensor", "fsdp"),
+    "layers.self_attn.attn_sub_norm.scale": (None, "tensor"),
+    "layers.mlp.gate_proj.kernel": (None, "fsdp", "tensor"),
+    "layers.mlp.up_proj.kernel": (None, "fsdp", "tensor"),
+    "layers.mlp.down_proj.kernel": (None, "tensor", "fsdp"),
+    "layers.mlp.ffn_sub_norm.scale": (None, "tensor"),
+}
+
+PLACEMENT_SCRIPT = """
+import json, sys
+import jax
+from bitjax import sharding
+from bitjax.config import apply_overrides, load_recipe
+from bitjax.training.trainer import Trainer
+cfg = apply_overrides(load_recipe(sys.argv[1]), ["model.n_layers=2", "model.attention_bias=true",
+                      "model.tie_embeddings=false", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"])
+state = Trainer.create(cfg).init_state()
+out = {}
+for prefix, tree in (("params.", state.params), ("opt_state.", state.opt_state)):
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        spec = [list(a) if isinstance(a, tuple) else a for a in leaf.sharding.spec]
+        shards = sorted({tuple(s.data.shape) for s in leaf.addressable_shards})
+        out[prefix + sharding.path_name(path)] = [spec, list(leaf.shape), [list(s) for s in shards]]
+print("PLACED " + json.dumps(out))
+"""
+
+
+def test_every_parameter_of_a_tiny_model_is_placed_as_written_on_8_devices():
+    """The actual arrays of a state built on 8 simulated devices: each parameter (and Adam's two moments of it)
+    carries the spec written above, and its shards have the shape that spec implies."""
+    done = subprocess.run([sys.executable, "-c", PLACEMENT_SCRIPT, TINY], env=_env(8), cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    placed = json.loads(next(x for x in done.stdout.splitlines() if x.startswith("PLACED "))[len("PLACED "):])
+    params = {name.removeprefix("params."): v for name, v in placed.items() if name.startswith("params.")}
+    assert sorted(params) == sorted(PLACED_222)
+    sizes = {"data": 2, "fsdp": 2, "tensor": 2}
+    for name, (spec, shape, shards) in params.items():
+        want = list(PLACED_222[name])
+        while want and want[-1] is None:
+            want.pop()
+        assert spec == want, f"{name}: placed {spec}, expected {want}"
+        split = [s // (sizes[a] if a else 1) for s, a in zip(shape, want + [None] * (len(shape) - len(want)))]
+        assert shards == [split], f"{name}: shards {shards}, expected {split}"
+        for moment in ("mu", "nu"):   # the moments follow their parameter
+            assert placed[f"opt_state.1.inner_state.0.{moment}.{name}"][0] == spec, (moment, name)
 
 
 # --------------------------------------------------------------------------- bad input
@@ -95,6 +164,25 @@ def test_batch_check_after_the_free_axis_is_resolved():
     mesh = AbstractMesh((4, 2, 1), sharding.AXES)
     with pytest.raises(ConfigError, match=r"data.batch_size=12 is not divisible .*=4\*2=8"):
         sharding.check_batch(12, mesh)
+
+
+def test_a_mesh_that_cannot_follow_the_physical_layout_says_so_once(monkeypatch, capsys):
+    """Where `jax.make_mesh` cannot order the devices by their links (on a pod slice: the interconnect layout),
+    the mesh is built in plain device order and one warning line says so, once."""
+    import jax
+
+    from bitjax import errors
+
+    def refuse(*args, **kwargs):
+        raise ValueError("Failed to find assignment for logical_axis_index 1 of size 2 with remaining devices")
+    monkeypatch.setattr(jax, "make_mesh", refuse)
+    monkeypatch.setattr(errors, "_WARNED", set())
+    for _ in range(2):
+        mesh = sharding.make_mesh(MeshConfig(data=1, fsdp=-1, tensor=1))
+        assert dict(mesh.shape) == {"data": 1, "fsdp": len(jax.devices()), "tensor": 1}
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bitjax: warning: the mesh data=1 fsdp=1 tensor=1 over 1 cpu")
+    assert "plain order" in lines[0] and "Failed to find assignment" in lines[0]
 
 
 def test_bad_mesh_values():

@@ -49,13 +49,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _quiet_libraries() -> None:
-    """Keep stderr for bitjax's own one-line errors: absl (Orbax), JAX and TensorFlow log warnings there."""
+    """Keep stderr for bitjax's own one-line errors: absl (Orbax), JAX and TensorFlow log warnings there.
+
+    Orbax also logs each failure of its background save threads (with tracebacks) before the failure reaches
+    bitjax's own error (a full disk is one line, not pages): absl is kept to CRITICAL.
+    """
     import logging
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    for name in ("absl", "jax", "jax._src", "orbax", "tensorflow", "grain", "array_record"):
+    for name in ("jax", "jax._src", "tensorflow", "grain", "array_record"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("absl", "orbax"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 if __name__ == "__main__":

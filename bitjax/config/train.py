@@ -168,9 +168,17 @@ class TrainConfig:
     # float32 block is live at a time (about 250 MiB for 2 local rows at V=128256); the block is the largest divisor of
     # data.seq_len that is at most this.
     loss_chunk: int = 256
+    # A step whose loss, gradient norm or updated state is not finite (bitjax.training.nonfinite): "stop" the run
+    # before anything from it is saved, or "skip" its update and stop after max_skips_in_a_row in a row.
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    max_skips_in_a_row: int = 10
 
     def __post_init__(self):
-        positive(self, "steps", "log_every", "eval_every", "eval_batches", "eval_max_new_tokens", "loss_chunk")
+        positive(self, "steps", "log_every", "eval_every", "eval_batches", "eval_max_new_tokens", "loss_chunk",
+                 "max_skips_in_a_row")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"on_nonfinite={self.on_nonfinite!r}; use 'stop' (end the run at the first non-finite "
+                              "step) or 'skip' (drop such updates)")
         if self.quant_warmup_steps < 0:
             raise ConfigError(f"quant_warmup_steps={self.quant_warmup_steps} must be >= 0")
         if self.model.int8_matmul and self.quant_warmup_steps > 0:

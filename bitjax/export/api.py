@@ -49,7 +49,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, format: str, gguf_type: 
         if embedding_type not in EMBEDDING_TYPES:
             raise ExportError(f"--embedding-type {embedding_type} is not supported; use one of "
                               f"{', '.join(EMBEDDING_TYPES)}")
-    check_output_free(out, force)  # before the (slow) restore
+    check_output_free(out, force, "directory" if format == "packed" else "file")  # before the (slow) restore
     run = Run(run_dir)
     model = TernaryModel.from_run(run)
     if format == "packed":

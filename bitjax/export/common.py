@@ -20,8 +20,14 @@ from bitjax.errors import ExportError
 from bitjax.paths import is_remote, user_path
 
 
-def check_output_free(out: epath.Path, force: bool) -> None:
-    """Refuse to overwrite an existing output unless `force`."""
+def check_output_free(out: epath.Path, force: bool, kind: str) -> None:
+    """Refuse to overwrite an existing output unless `force`, and never one of the other kind: `--force` replaces
+    an earlier export, not a directory where a file goes (or a file where a directory goes)."""
+    if kind == "file" and out.is_dir():
+        raise ExportError(f"{out} is a directory; --format gguf writes one file: pass a file path such as "
+                          f"{out / 'model.gguf'}")
+    if kind == "directory" and out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file; --format packed writes a directory, choose another path")
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; pass --force to replace it, or choose another output path")
 
@@ -53,9 +59,9 @@ def _temp_sibling(out: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _uploaded(out: epath.Path, force: bool, upload):
+def _uploaded(out: epath.Path, force: bool, kind: str, upload):
     """Yield a local temporary path for a remote `out`; `upload(local)` copies it there on success."""
-    check_output_free(out, force)
+    check_output_free(out, force, kind)
     with tempfile.TemporaryDirectory(prefix="bitjax-export-") as directory:
         tmp = Path(directory) / out.name
         yield tmp
@@ -79,11 +85,11 @@ def atomic_file(out: epath.Path | str, force: bool):
     """Yield a temporary path next to `out`; on success it replaces `out`, on failure it is deleted."""
     out = user_path(out, "output")
     if is_remote(out):
-        with _uploaded(out, force, lambda tmp: _upload_file(tmp, out)) as tmp:
+        with _uploaded(out, force, "file", lambda tmp: _upload_file(tmp, out)) as tmp:
             yield tmp
         return
     out = Path(out)
-    check_output_free(out, force)
+    check_output_free(out, force, "file")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_sibling(out)
     try:
@@ -102,16 +108,12 @@ def atomic_directory(out: epath.Path | str, force: bool):
     """
     out = user_path(out, "output")
     if is_remote(out):
-        if out.exists() and not out.is_dir():
-            raise ExportError(f"{out} is a file; --format packed writes a directory, choose another path")
-        with _uploaded(out, force, lambda tmp: _upload_directory(tmp, out)) as tmp:
+        with _uploaded(out, force, "directory", lambda tmp: _upload_directory(tmp, out)) as tmp:
             tmp.mkdir()
             yield tmp
         return
     out = Path(out)
-    check_output_free(out, force)
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} is a file; --format packed writes a directory, choose another path")
+    check_output_free(out, force, "directory")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_sibling(out)
     if tmp.exists():

@@ -71,6 +71,20 @@ def resolve(impl: str, length: int = 128, dtype=jnp.bfloat16) -> str:
     return "xla"
 
 
+def auto_fallback(impl: str, kind: str, length: int, dtype) -> str | None:
+    """Why "auto" takes the xla reference (an L x L score tensor per head) on a platform with a fused kernel,
+    or None: said once at start-up, since nothing else would tell (bitjax.training.trainer)."""
+    if impl != "auto":
+        return None
+    if kind == "tpu" and length % 128:
+        return (f"model.attention=auto uses plain XLA attention (L x L scores) on TPU: data.seq_len={length} is not "
+                "a multiple of 128, which the splash kernel needs; choose such a length for flash attention")
+    if kind in ("gpu", "cuda") and jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
+        return (f"model.attention=auto uses plain XLA attention (L x L scores) on GPU: model.dtype={jnp.dtype(dtype)}"
+                " is not a 16-bit float, which cuDNN flash attention needs; set model.dtype=bfloat16 for it")
+    return None
+
+
 def segment_mask(segment_ids_BL: jax.Array) -> jax.Array:
     """Causal mask that also stops attention across packed documents: (B, 1, 1, L, M) booleans."""
     length = segment_ids_BL.shape[1]

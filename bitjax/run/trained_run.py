@@ -29,8 +29,9 @@ from bitjax.nn.layers import QuantStrength
 from bitjax.nn.transformer import Transformer, quant_strengths
 from bitjax.paths import absolute, local_copy, user_path
 from bitjax.run import checksums as state_checksum
-from bitjax.run import legacy_layers
+from bitjax.run import legacy_layers, restore_faults
 from bitjax.run.layout import RunPaths, checkpoint_steps, load_run_config
+from bitjax.run.restore_faults import CheckpointDamagedError
 
 
 def inference_mesh(devices=None) -> jax.sharding.Mesh:
@@ -109,29 +110,38 @@ def restore_params(checkpoints: epath.Path, step: int, target_params, restore_ar
     """Only the `params` of a checkpoint's train state: Adam's moments and the step are never read.
 
     `restore_args` default to placing each leaf with the target's sharding (ShapeDtypeStructs with shardings).
+    Damage to the checkpoint and faults of this machine are one-line errors (bitjax.run.restore_faults).
     """
     manager = ocp.CheckpointManager(absolute(user_path(checkpoints, "checkpoint directory")),
                                     options=ocp.CheckpointManagerOptions(create=False))
-    restore_args = restore_args or ocp.checkpoint_utils.construct_restore_args(target_params)
-    item_dir = Path(checkpoints).absolute() / str(step) / "state"
+    restore_faults.quiet_closed_loop_callbacks()
     try:
-        if legacy_layers.has_per_layer_names(item_dir):   # written before the blocks were stacked
-            to_host = any(getattr(x, "sharding", None) is None for x in jax.tree.leaves(target_params))
-            return legacy_layers.restore_stacked(item_dir, {"params": target_params}, to_host=to_host)["params"]
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-            item={"params": target_params}, restore_args={"params": restore_args}, partial_restore=True)))
-        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    except Exception as e:   # noqa: BLE001 - a checkpoint is data on disk: any failure to read it is damage
-        first = (str(e).strip().splitlines() or [""])[0].split(" See full")[0][:300]
-        raise ConfigError(
-            f"checkpoint step {step} in {checkpoints} is damaged ({type(e).__name__}: {first}); use another "
-            f"step, or rerun `bitjax train` with this workdir, which sets a damaged newest step aside") from None
+        return _read_params(manager, checkpoints, step, target_params, restore_args)
+    except Exception as e:   # noqa: BLE001 - damage, a fault of this machine, or a bug (re-raised as it is)
+        restore_faults.raise_classified(e, step, checkpoints, damaged_fix=(
+            "use another step, or rerun `bitjax train` with this workdir, which sets a damaged newest step aside"))
     finally:
         manager.close()
+
+
+def _read_params(manager, checkpoints: epath.Path, step: int, target_params, restore_args):
+    item_dir = Path(checkpoints).absolute() / str(step) / "state"
+    if legacy_layers.has_per_layer_names(item_dir):   # written before the blocks were stacked
+        to_host = any(getattr(x, "sharding", None) is None for x in jax.tree.leaves(target_params))
+        return legacy_layers.restore_stacked(item_dir, {"params": target_params}, to_host=to_host)["params"]
+    restore_args = restore_args or ocp.checkpoint_utils.construct_restore_args(target_params)
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item={"params": target_params}, restore_args={"params": restore_args}, partial_restore=True)))
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     params = restored["state"]["params"]
+    # a partial restore hands back the target itself for a leaf the checkpoint's metadata does not list
+    missing = [sharding_lib.path_name(path) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+               if isinstance(leaf, jax.ShapeDtypeStruct)]
+    if missing:
+        raise CheckpointDamagedError(step, checkpoints, f"its state lacks {len(missing)} parameter(s), e.g. "
+                                     f"{missing[0]}")
     bad = state_checksum.mismatches(params, meta, prefix="params.")
     if bad:
-        raise ConfigError(f"checkpoint step {step} in {checkpoints} is damaged (the stored values of {len(bad)} "
-                          f"array(s) do not match the checksums saved with them, e.g. {bad[0]}); use another step, "
-                          "or rerun `bitjax train` with this workdir, which sets a damaged newest step aside")
+        raise CheckpointDamagedError(step, checkpoints, f"the stored values of {len(bad)} array(s) do not match the "
+                                     f"checksums saved with them, e.g. {bad[0]}")
     return params

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -27,16 +28,14 @@ from bitjax.nn.model_config import COMPUTE_FIELDS, ModelConfig
 from bitjax.paths import absolute, user_path
 from bitjax.run import checksums as state_checksum
 from bitjax.run import legacy_layers
+from bitjax.run.restore_faults import (
+    CheckpointDamagedError,
+    CheckpointReadError,
+    quiet_closed_loop_callbacks,
+    raise_classified,
+)
 
-
-class CheckpointDamagedError(ConfigError):
-    """A checkpoint that cannot be read back (torn, truncated, missing files, bad JSON)."""
-
-    def __init__(self, step: int, directory: Path, reason: str):
-        # Orbax appends a dump of the TensorStore spec to its messages: the sentence before it is the reason
-        self.step, self.reason = step, " ".join(reason.split(" See full")[0].split())[:300]
-        super().__init__(f"checkpoint step {step} in {directory} is damaged ({self.reason}); move "
-                         f"{directory / str(step)} aside to resume from the step before it")
+__all__ = ["CheckpointDamagedError", "CheckpointReadError", "CheckpointWriteError", "Checkpointer", "resume"]
 
 
 class CheckpointWriteError(TrainingError):
@@ -51,9 +50,13 @@ def _os_error(e: BaseException | None) -> OSError | None:
             return e
         # TensorStore reports a failed write as a ValueError carrying the OS error code in its text
         code = re.search(r"os_error_code='(\d+)'", str(e))
+        path = re.search(r'Failed writing: "([^"]+)"', str(e)) or re.search(r'local file "([^"]+)"', str(e))
         if code:
-            path = re.search(r'Failed writing: "([^"]+)"', str(e)) or re.search(r'local file "([^"]+)"', str(e))
             return OSError(int(code.group(1)), os.strerror(int(code.group(1))), path.group(1) if path else None)
+        # a bucket or a file system that says only RESOURCE_EXHAUSTED: out of space, or over a quota
+        if str(e).startswith("RESOURCE_EXHAUSTED: Error writing"):
+            return OSError(errno.ENOSPC, "out of space or over a quota (RESOURCE_EXHAUSTED)",
+                           path.group(1) if path else None)
         seen.add(id(e))
         e = e.__cause__ or e.__context__
     return None
@@ -63,6 +66,7 @@ class Checkpointer:
     def __init__(self, directory: str | Path, cfg: TrainConfig):
         self.directory = absolute(user_path(directory, "checkpoint directory"))
         self._writing_step: int | None = None   # the step of the save in flight, for its error message
+        quiet_closed_loop_callbacks()   # after a failed save or restore, reads and writes in flight finish late
         options = ocp.CheckpointManagerOptions(
             max_to_keep=cfg.checkpoint.keep,
             enable_async_checkpointing=cfg.checkpoint.async_save,
@@ -86,10 +90,13 @@ class Checkpointer:
             where = os_error.filename or self.directory
             kept = (f"the last good checkpoint (step {good[-1]}) is intact" if good
                     else "no checkpoint was written before it")
+            fix = {errno.ENOSPC: "free space", errno.EDQUOT: "free space or raise the quota",
+                   errno.EFBIG: "raise the file-size limit (ulimit -f)"}.get(
+                os_error.errno, f"make {self.directory} writable (or free space)")
             raise CheckpointWriteError(
                 f"could not write {'checkpoint step ' + str(step) if step is not None else 'checkpoints'} "
-                f"in {self.directory}: {os_error.strerror or os_error} ({where}); {kept}. Free space or make "
-                f"{self.directory} writable, then rerun the same command to resume") from None
+                f"in {self.directory}: {os_error.strerror or os_error} ({where}); {kept}. {fix.capitalize()}, "
+                "then rerun the same command to resume") from None
 
     def _step_dirs(self) -> list[int]:
         if not self.directory.is_dir():
@@ -120,24 +127,24 @@ class Checkpointer:
         return sorted({*self.manager.all_steps(), *self._step_dirs()})
 
     def restore_checked(self, step: int, read):
-        """`read(step)` with any failure to read the checkpoint's files as a CheckpointDamagedError.
+        """`read(step)`, with a failure to read the checkpoint's files raised as what it is
+        (bitjax.run.restore_faults): CheckpointDamagedError for damage to the files, CheckpointReadError for a
+        fault of this machine (memory, I/O, a missing package), anything else as it was raised.
 
-        A checkpoint is data on disk; Orbax, tensorstore and JSON fail on damage with many error types
-        (and traces of hundreds of lines). bitjax's own refusals (another model, another tokenizer) pass.
+        bitjax's own refusals (another model, another tokenizer) pass unchanged.
         """
         if not (self.directory / str(step)).is_dir() or not any((self.directory / str(step)).iterdir()):
             raise CheckpointDamagedError(step, self.directory, "its directory is empty")
         try:
             return read(step)
-        except CheckpointDamagedError:
+        except (CheckpointDamagedError, CheckpointReadError, KeyboardInterrupt):
             raise
-        except (BitjaxError, KeyboardInterrupt) as e:
+        except BitjaxError as e:
             if isinstance(e, ConfigError) and ("data-iterator state" in str(e) or "lacks the state" in str(e)):
                 raise CheckpointDamagedError(step, self.directory, str(e)) from None
             raise
-        except Exception as e:   # noqa: BLE001 - any failure to read stored bytes is damage, named below
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise CheckpointDamagedError(step, self.directory, f"{type(e).__name__}: {first}") from None
+        except Exception as e:   # noqa: BLE001 - sorted into damage, a fault of the reader, or a bug
+            raise_classified(e, step, self.directory)
 
     def set_aside(self, step: int) -> epath.Path:
         """Move a damaged step out of the way (never deleted), so the run can save that step again."""
@@ -151,7 +158,12 @@ class Checkpointer:
         return target
 
     def read_meta(self, step: int) -> dict:
-        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        config = meta.get("config") if isinstance(meta, dict) else None
+        if not (isinstance(config, dict) and isinstance(config.get("model"), dict)
+                and isinstance(config.get("data", {}).get("sources"), list)):
+            raise CheckpointDamagedError(step, self.directory, "its meta/ item holds no run config")
+        return meta
 
     def restore(self, step: int, abstract_state, data_iterator):
         """State into `abstract_state`'s shardings (any mesh), and the data position.
@@ -206,7 +218,8 @@ def check_compatible(meta: dict, cfg: TrainConfig, tokenizer_fingerprint: str, w
                  if getattr(saved_model, f.name) != getattr(cfg.model, f.name)]
         raise ConfigError(
             f"workdir {workdir} holds a checkpoint of a different model (checkpoint vs recipe: "
-            f"{'; '.join(diffs)}); pass a new --workdir, or delete {workdir / 'checkpoints'} to start over")
+            f"{'; '.join(diffs)}); train this recipe in a new run beside it (another --workdir), or resume with "
+            f"the recipe it was trained with ({workdir / 'config.json'})")
     # A kd source that goes on with its text after its cache reads another stream: the saved data position
     # belongs to the choice it was saved with (restoring it into the other would look like a damaged checkpoint).
     saved = {s["name"]: s.get("on_cache_exhausted", "repeat") for s in meta["config"]["data"]["sources"]}

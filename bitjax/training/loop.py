@@ -27,12 +27,13 @@ from bitjax import data as data_lib
 from bitjax import sharding as sharding_lib
 from bitjax.config import TrainConfig
 from bitjax.data import coverage
-from bitjax.errors import ConfigError, TrainingError
+from bitjax.errors import ConfigError
 from bitjax.nn.transformer import count_params
-from bitjax.paths import cache_dir, check_checkpoint_store, user_path, write_atomic
+from bitjax.paths import cache_dir, check_checkpoint_store, make_directory, user_path, write_atomic
 from bitjax.run import RunPaths
 from bitjax.training import checkpointer as checkpointer_lib
 from bitjax.training import lock, stop_signals
+from bitjax.training.nonfinite import NonfiniteGuard
 from bitjax.training.outputs import RunLogger, first_value, plot_loss_curve, print_summary
 from bitjax.training.trainer import Trainer, zero_fractions
 
@@ -53,7 +54,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, devic
     check_checkpoint_store(workdir, "workdir")
     sharding_lib.initialize_distributed(cfg.mesh)
     enable_compilation_cache()
-    workdir.mkdir(parents=True, exist_ok=True)
+    make_directory(workdir, "--workdir")
     with lock.held(RunPaths(workdir).lock, f"workdir {workdir}", enabled=jax.process_index() == 0):
         return TrainLoop(cfg, workdir, progress=progress, devices=devices).run()
 
@@ -100,6 +101,7 @@ class TrainLoop:
         self.source_tokens: dict[str, int] = {}     # tokens per data source since the last log line
         self.tokens_since, self.t_last = 0, time.perf_counter()
         self.saved_step: int | None = None           # the newest checkpoint of this run, for messages
+        self.guard = NonfiniteGuard(self.trainer.watched_names(), cfg.on_nonfinite, cfg.max_skips_in_a_row)
 
     def add_hook(self, every: int, fn: Callable[[int], None], *, first: bool = False) -> None:
         """Call `fn(step)` after every `every`-th step and after the last one (in the order hooks were added)."""
@@ -132,21 +134,19 @@ class TrainLoop:
     # ---------------------------------------------------------------- hooks
 
     def flush_metrics(self) -> dict:
-        """Bring pending metrics to the host; stop on NaN/Inf before anything is saved from that state."""
+        """Bring pending metrics to the host; stop at a non-finite step before anything is saved from its state."""
         host = jax.device_get(self.pending)
         self.pending.clear()
+        kept = (f"the last finite checkpoint (step {self.saved_step}) is kept in {self.checkpointer.directory}"
+                if self.saved_step is not None else "no checkpoint was saved before it")
         for s, m in host:
-            if not np.isfinite(m["loss"]):
-                kept = (f"the last good checkpoint (step {self.saved_step}) is kept in "
-                        f"{self.checkpointer.directory}" if self.saved_step is not None else
-                        "no checkpoint was saved before it")
-                raise TrainingError(
-                    f"loss became {m['loss']} at step {s}; {kept}. Check the data first (token ids inside the "
-                    "vocabulary, finite teacher-cache values), then the learning rate (--set optim.peak_lr=...), "
-                    "and rerun the same command")
+            self.guard.observe(s, m, kept)
         now = time.perf_counter()
         # parts of the loss whose rows were absent from the last batch are NaN by construction: not logged
-        latest = {k: float(v) for k, v in host[-1][1].items() if k == "loss" or not np.isnan(v)} if host else {}
+        latest = {k: float(v) for k, v in host[-1][1].items()
+                  if k == "loss" or (k != "nonfinite" and not np.isnan(v))} if host else {}
+        if self.cfg.on_nonfinite == "skip" and host:
+            latest["skipped_steps"] = float(self.guard.skipped)
         if host:
             latest["tokens_per_sec"] = self.tokens_since / max(now - self.t_last, 1e-9)
             self.t_last, self.tokens_since = now, 0

@@ -20,13 +20,15 @@ from flax import nnx
 from bitjax import sharding as sharding_lib
 from bitjax.config import TrainConfig
 from bitjax.data import schema
+from bitjax.errors import warn_once
 from bitjax.losses import chunked_head, objectives, terms
+from bitjax.nn import attention as attention_lib
 from bitjax.nn import layer_stack, quant
 from bitjax.nn.layers import QuantStrength, ternarize_once
 from bitjax.nn.transformer import Transformer, quant_strengths
 from bitjax.pretrained.init_from import student_params
 from bitjax.teachers import online
-from bitjax.training import model_outputs
+from bitjax.training import model_outputs, nonfinite
 from bitjax.training.optim import current_hyperparams, make_optimizer
 
 
@@ -59,6 +61,10 @@ class Trainer:
         quant_vars = quant_strengths(cfg.model, quant_vars)
         mesh = sharding_lib.make_mesh(cfg.mesh, devices)
         sharding_lib.check_batch(cfg.data.batch_size, mesh)
+        slow_attention = attention_lib.auto_fallback(cfg.model.attention, mesh.devices.flat[0].platform,
+                                                     cfg.data.seq_len, cfg.model.dtype)
+        if slow_attention:
+            warn_once(slow_attention)
         table = objectives.SourceObjectives.from_config(cfg)
         needs = table.needs(cfg.distill)
         teacher = None
@@ -129,9 +135,19 @@ class Trainer:
                                                                         teacher_params)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "quant_lambda": lam,
+        grad_norm = optax.tree.norm(grads)
+        # one scalar: whether the loss, the gradient norm and the whole updated state are finite (see nonfinite)
+        code = nonfinite.first_nonfinite(loss, grad_norm, params, opt_state)
+        if self.cfg.on_nonfinite == "skip":   # drop the update; the batch is consumed
+            params, opt_state = nonfinite.keep_if_finite(code, (params, opt_state), (state.params, state.opt_state))
+        metrics = {"loss": loss, "grad_norm": grad_norm, "nonfinite": code, "quant_lambda": lam,
                    **current_hyperparams(opt_state), **aux}
         return TrainState(state.step + 1, params, opt_state), metrics
+
+    def watched_names(self) -> list[str]:
+        """What a step's `nonfinite` code names (bitjax.training.nonfinite)."""
+        state = jax.eval_shape(self._init)
+        return nonfinite.watched_names(state.params, state.opt_state)
 
     def jit_train_step(self):
         """The one train step, jitted with explicit shardings; the old state's buffers are donated."""

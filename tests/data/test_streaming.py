@@ -209,6 +209,46 @@ def test_jsonl_and_arrayrecord_chunks_together_are_the_whole_file(tmp_path, monk
     assert [d["text"] for d in got] == [d["text"] for d in expected] and ar.num_chunks() == 9
 
 
+def test_a_parquet_row_group_is_read_in_bounded_chunks_in_order_or_from_any_chunk(tmp_path, monkeypatch):
+    """pyarrow's write_table puts a file in one row group: it is cut into chunks of about PARQUET_CHUNK_BYTES of
+    text, read as record batches; reading them in order or starting at any one (a resume) gives the same rows."""
+    monkeypatch.setattr(text_files, "PARQUET_CHUNK_BYTES", 4096)
+    corpus = write_parquet_corpus(tmp_path / "one_group", 2000, n_files=1, rows_per_group=None, words=(5, 30))
+    [path] = sorted(corpus.glob("*.parquet"))
+    assert pq.ParquetFile(path).metadata.num_row_groups == 1
+    expected = pq.read_table(path).column("text").to_pylist()
+    [file] = uris.text_files(f"parquet:{path}")
+    n = file.num_chunks()
+    assert n > 20
+    assert [d["text"] for k in range(n) for d in file.read_chunk(k)] == expected
+    [fresh] = uris.text_files(f"parquet:{path}")
+    for k in (n - 1, 7, 8, 0, 9):   # out of order: each read starts its own reader at the chunk's first row
+        start = sum(len(file.read_chunk(j)) for j in range(k))
+        got = [d["text"] for d in fresh.read_chunk(k)]
+        assert got == expected[start:start + len(got)] and got
+    assert max(file.chunk_size(k) for k in range(n)) < 2 * 4096
+
+
+def test_restoring_inside_one_large_row_group_is_exact(tmp_path, tokenizer, monkeypatch):
+    monkeypatch.setattr(text_files, "PARQUET_CHUNK_BYTES", 256)   # a few documents a chunk
+    corpus = write_parquet_corpus(tmp_path / "one_group", 1200, n_files=2, rows_per_group=None, words=(5, 30))
+    pipeline = build_pipeline(config(corpus, tokenizer, shuffle_window=16))
+    it = pipeline.train_iterator()
+    states, batches = [], []
+    for _ in range(16):
+        states.append(json.loads(json.dumps(it.get_state())))
+        batches.append(next(it))
+    for point in (3, 9, 12):
+        restored = pipeline.train_iterator()
+        restored.set_state(states[point])
+        for k in range(4):
+            got, want = next(restored), batches[point + k]
+            for key in want:
+                np.testing.assert_array_equal(got[key], want[key], err_msg=f"restored at {point}, +{k}, {key}")
+    files = [s for s in _file_states(states[12]) if s]
+    assert any(s["parent"]["next_index"] > 1 for s in files)   # past several chunks of the one row group
+
+
 def test_a_tfds_dataset_with_a_data_dir_streams_and_loads(tokenizer):
     """Any TFDS dataset built as array_record: here the shipped KJV builder's output, named by its TFDS name."""
     from bitjax.data.sources import tfds_corpora

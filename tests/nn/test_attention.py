@@ -223,3 +223,33 @@ def test_compiled_tpu_step_has_no_score_matrix_with_splash(monkeypatch):
         hlo[impl] = lowered.compile().as_text()
     assert "tpu_custom_call" in hlo["auto"] and not SCORES.search(hlo["auto"])
     assert "tpu_custom_call" not in hlo["xla"] and SCORES.search(hlo["xla"])
+
+
+@pytest.mark.parametrize("impl, kind, length, dtype, says", [
+    ("auto", "tpu", 100, "bfloat16", "data.seq_len=100 is not a multiple of 128"),
+    ("auto", "tpu", 256, "float32", None),
+    ("auto", "gpu", 256, "float32", "model.dtype=float32 is not a 16-bit float"),
+    ("auto", "gpu", 100, "bfloat16", None),
+    ("auto", "cpu", 100, "float32", None),          # xla is the kernel a CPU runs anyway
+    ("xla", "tpu", 100, "float32", None),           # asked for by name: nothing to say
+])
+def test_auto_says_when_it_falls_back_to_xla_attention(impl, kind, length, dtype, says):
+    reason = attention.auto_fallback(impl, kind, length, jnp.dtype(dtype))
+    assert (reason is None) if says is None else (says in reason and "L x L" in reason), reason
+
+
+@needs_libtpu
+def test_a_tpu_run_with_a_length_splash_cannot_take_warns_at_start_up(capsys, monkeypatch):
+    """The trainer on compile-only TPU devices (fit-check's libtpu topology): one warning line at start-up."""
+    from bitjax import errors
+    from bitjax.config import apply_overrides, load_recipe
+    from bitjax.fit_check import check as fit_check
+    from bitjax.training.trainer import Trainer
+    from tests.support import TINY
+
+    monkeypatch.setattr(errors, "_WARNED", set())
+    cfg = apply_overrides(load_recipe(TINY), ["data.seq_len=96", "data.batch_size=8"])
+    Trainer.create(cfg, fit_check.tpu_devices(fit_check.topology("v5e-8")))
+    lines = capsys.readouterr().err.splitlines()
+    assert [line for line in lines if line.startswith("bitjax: warning:")] == [
+        "bitjax: warning: " + attention.auto_fallback("auto", "tpu", 96, jnp.float32)]

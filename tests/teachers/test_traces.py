@@ -119,10 +119,12 @@ def test_bad_trace_records_are_named_by_file_and_line(tmp_path, bad, match):
         traces_file.read_traces(path)
 
 
-def test_unparsable_json_line(tmp_path):
+@pytest.mark.parametrize("line", ["{not json", "[" * 100_000 + "]" * 100_000, '{"n": ' + "9" * 5000 + "}"],
+                         ids=["not-json", "nested-too-deep", "enormous-number"])
+def test_unparsable_json_line(tmp_path, line):
     path = tmp_path / "trace_sampler.jsonl"
-    path.write_text(json.dumps(record("a", "#### 3", "3", "positive")) + "\n{not json\n")
-    with pytest.raises(traces_file.TraceError, match=r"trace_sampler.jsonl:2: not a JSON line"):
+    path.write_text(json.dumps(record("a", "#### 3", "3", "positive")) + f"\n{line}\n")
+    with pytest.raises(traces_file.TraceError, match=r"trace_sampler.jsonl:2: not a usable JSON line"):
         traces_file.read_traces(path)
 
 

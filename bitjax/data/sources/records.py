@@ -49,6 +49,8 @@ def json_to_document(raw: bytes, fields: Fields, where: str, keep: tuple[str, ..
         raise DataError(f"{where}: invalid UTF-8 at byte {e.start}; re-encode the file as UTF-8") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except (ValueError, RecursionError) as e:   # a number of over 4300 digits, arrays nested thousands deep
+        raise DataError(f"{where}: JSON that Python cannot hold ({first_line(e)}); fix or rewrite the line") from None
     return record_to_document(record, fields, where, keep)
 
 

@@ -214,8 +214,9 @@ class TopKCache:
         # the tail's log-mass may be -inf (the top-k held all of it) but never NaN or +inf
         tail = np.asarray(record["tail_logprob"], np.float32)
         if np.isnan(tail).any() or (tail > 0).any():
-            raise CacheError(f"{path}: record {local} holds a NaN or positive tail log-probability; delete "
-                             f"{path.name} and rerun `bitjax cache-teacher`: it rewrites missing shards")
+            raise CacheError(f"{path}: record {local} holds a NaN or positive tail log-probability (the shard was "
+                             "written so, its checksum matches); write the cache again into a new directory beside "
+                             "it (`bitjax cache-teacher RECIPE --out NEW_DIR`) and set --set distill.cache=NEW_DIR")
 
     def example(self, e: int) -> int:
         """The record index of the e-th example written: e itself (contiguous shards), or for a version-1

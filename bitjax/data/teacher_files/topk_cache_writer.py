@@ -252,7 +252,8 @@ def _check_existing_spec(directory: epath.Path, spec: CacheSpec) -> None:
         old = CacheSpec(**json.loads(path.read_text()))
         if old != spec:
             raise CacheError(
-                f"{path} describes a different cache ({old}); write to a new directory or delete this one")
+                f"{path} describes a different cache ({old}); write this one to a new directory (--out NEW_DIR), "
+                "or rerun with the settings that cache was written with")
 
 
 def finalize_manifest(directory: epath.Path, spec: CacheSpec, num_shards: int) -> dict:

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from bitjax.errors import TraceError
+from bitjax.errors import TraceError, first_line
 
 LABELS = ("positive", "negative")
 
@@ -75,8 +75,9 @@ def read_traces(path: str | Path) -> list[dict]:
                 continue
             try:
                 record = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise TraceError(f"{where}: not a JSON line ({e}); fix or delete the line") from None
+            except (ValueError, RecursionError) as e:   # not UTF-8, not JSON, or JSON Python cannot hold
+                raise TraceError(f"{where}: not a usable JSON line ({first_line(e)}); fix the line, or write the "
+                                 "traces again with `bitjax traces`") from None
             records.append(check_record(record, where))
     if not records:
         raise TraceError(f"{path}: the file holds no traces; run `bitjax traces --out {path}`")
