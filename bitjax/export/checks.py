@@ -21,17 +21,10 @@ SILU_ONLY_LLAMA_CPP_PYTHON = ("0.3.36",)
 SILU_RECIPES = "recipes/bitnet_125m_silu.py or recipes/bitnet_700m_silu.py"
 
 
-def head_shape_problems(cfg: ModelConfig) -> list[str]:
-    """Both runtimes size attn_sub_norm (and llama.cpp attn_q / attn_output) by the model width."""
-    if cfg.n_heads * cfg.head_dim != cfg.d_model:
-        return [f"model.n_heads * model.head_dim = {cfg.n_heads * cfg.head_dim} differs from model.d_model = "
-                f"{cfg.d_model}; llama.cpp's bitnet and transformers' BitNet need them equal"]
-    return []
-
-
 def gguf_activation_problems(cfg: ModelConfig, llama_cpp_version: str | None = None) -> list[str]:
-    """A relu2 FFN runs wrongly in the released llama.cpp's SiLU-gated `bitnet` graph."""
-    if cfg.ffn_activation == "silu":
+    """A relu2 FFN runs wrongly in the released llama.cpp's SiLU-gated `bitnet` graph. (The other architectures
+    have no relu2 at all: bitjax.export.architectures refuses it for them.)"""
+    if cfg.ffn_activation == "silu" or not cfg.sub_norms:
         return []
     which = (f"llama-cpp-python {llama_cpp_version}" if llama_cpp_version
              else f"the llama.cpp in llama-cpp-python {', '.join(SILU_ONLY_LLAMA_CPP_PYTHON)}")
@@ -54,7 +47,7 @@ def tq_width_problems(model: TernaryModel, gguf_type: str, tensor_names: dict[st
 
 
 def packed_problems(model: TernaryModel) -> list[str]:
-    problems = list(head_shape_problems(model.config))
+    problems = []
     if not model.config.quantize_activations:
         problems.append(
             "model.quantize_activations=False (W1.58A16): transformers' autobitlinear always quantizes activations "
