@@ -146,7 +146,7 @@ def write_packed(model: TernaryModel, out_dir: str | Path, *, force: bool = Fals
         shutil.copyfile(model.tokenizer_path, tmp / "tokenizer.json")
         (tmp / "tokenizer_config.json").write_text(json.dumps({
             "tokenizer_class": "PreTrainedTokenizerFast",
-            "bos_token": tokenizer_lib.EOS, "eos_token": tokenizer_lib.EOS,
+            "bos_token": tokenizer_lib.eos_token(tok), "eos_token": tokenizer_lib.eos_token(tok),
             "add_bos_token": False, "add_eos_token": False,
             "model_max_length": model.config.max_seq_len,
             "chat_template": CHAT_TEMPLATE,

@@ -28,6 +28,17 @@ SAME_AS_SOURCE = ("n_heads", "n_kv_heads", "head_dim", "rope_theta", "norm_eps",
                   "attention_bias", "tie_embeddings", "qk_norm", "rope_scaling")
 
 
+def student_config(source: ModelConfig, *, sub_norms: bool, **changes) -> ModelConfig:
+    """The ternary student of a source model: its shape and function (SAME_AS_SOURCE), with BitNet's SubLN
+    inserted or not (`sub_norms`; without it the student keeps the source's architecture and exports in it,
+    bitjax.export.architectures), and any other `changes` (dtype, remat, full-precision blocks, ...). The int8
+    matmul is off: a converted student ramps its quantization strength, which that path holds at 1."""
+    if source.sub_norms and not sub_norms:
+        raise ConfigError("the source has SubLN norms (a BitNet model); its student keeps them (sub_norms=True)")
+    return dataclasses.replace(source, **{"quant": "ternary", "sub_norms": sub_norms, "int8_matmul": False,
+                                          **changes})
+
+
 def load_source(spec: str) -> tuple[ModelConfig, dict[str, np.ndarray]]:
     """The source model's config and {parameter path: float32 array}."""
     cfg, params = model_spec.load(model_spec.parse(spec, "init_from"))

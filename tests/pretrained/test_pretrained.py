@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from bitjax.errors import ConfigError, ExportError
+from bitjax.errors import ConfigError
 from tests.support import RECIPES, TINY
 
 torch = pytest.importorskip("torch")
@@ -90,17 +90,21 @@ def test_unsupported_architecture_and_mismatched_shapes_are_one_line(tmp_path):
         hf_model(tmp_path)
 
 
-def test_an_imported_llama_is_refused_by_the_exporter_in_one_line(tmp_path):
-    from bitjax.export.model_source import TernaryModel
+def test_an_imported_llama_exports_in_its_own_architecture(tmp_path):
+    """A student without SubLN keeps its source's architecture: an untied LlamaForCausalLM becomes a llama export
+    with its own output head (the round trips are tests/pretrained/test_convert_architectures.py)."""
+    import dataclasses
+
+    from bitjax.export import architectures
+    from bitjax.export.model_source import TernaryModel, flatten_params
     from bitjax.pretrained.hf import load_hf
 
     _save(tmp_path, "LlamaConfig", "LlamaForCausalLM", tie_word_embeddings=False)
     cfg, params = load_hf(tmp_path)
-    import dataclasses
-
-    from bitjax.export.model_source import flatten_params
-    with pytest.raises(ExportError, match="model.sub_norms=false, model.tie_embeddings=false"):
-        TernaryModel.from_params(dataclasses.replace(cfg, quant="ternary"), flatten_params(params))
+    model = TernaryModel.from_params(dataclasses.replace(cfg, quant="ternary"), flatten_params(params))
+    assert architectures.architecture(model.config).name == "llama"
+    assert architectures.gguf_problems(model.config) == architectures.packed_problems(model.config) == []
+    assert model.dense["lm_head"].shape == (SMALL["vocab_size"], SMALL["hidden_size"])
 
 
 def _heldout_ids(n: int) -> np.ndarray:
