@@ -25,8 +25,7 @@ def unfinished_quantization(run: Run) -> str | None:
     With `quant_warmup_steps` = W the update logged as step s ran at gradual-quantization strength
     lambda = (s - 1) / W (bitjax.nn.quant.lambda_schedule of the step before it), so lambda first reaches 1 at
     step W + 1. Before that the network the run trained is a blend of latent and ternary weights, and the
-    export, which is the ternary network alone, is one the run never trained: two steps into
-    recipes/smollm2_ternary.py it scored 14.68 nats/token in llama.cpp, worse than a uniform guess (10.8).
+    export, which is the ternary network alone, is one the run never trained.
     """
     warmup = run.config.quant_warmup_steps
     if warmup <= 0 or run.step >= warmup + 1:

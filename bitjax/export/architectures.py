@@ -30,25 +30,26 @@ class Architecture:
     biases: bool                  # q/k/v biases
     qk_norm: bool                 # per-head q/k RMSNorm
     untied_head: bool             # a separate output head
-    gguf_rope: tuple[str, ...]    # RoPE scalings llama.cpp's graph of this architecture computes
-    hf_rope: tuple[str, ...]      # RoPE scalings transformers' config.json can name
+    gguf_rope: tuple[str, ...]    # RoPE scalings written for llama.cpp's graph of this architecture
+    hf_rope: tuple[str, ...]      # RoPE scalings written in transformers' config.json (each one run by
+                                  # tests/export/test_export_rope_scaling.py)
     interleaved_rope: bool        # llama.cpp rotates interleaved pairs: q/k rows stored permuted (llama)
     scale_tensors: bool           # llama.cpp reads a per-tensor `.scale` beside each ternary weight (bitnet)
     any_head_width: bool          # the query width n_heads * head_dim may differ from d_model
 
 
 BITNET = Architecture("bitnet", "BitNetForCausalLM", biases=False, qk_norm=False, untied_head=False,
-                      gguf_rope=("none", "linear", "yarn"), hf_rope=("none", "linear", "llama3", "yarn"),
+                      gguf_rope=("none",), hf_rope=("none",),
                       interleaved_rope=False, scale_tensors=True, any_head_width=False)
 LLAMA = Architecture("llama", "LlamaForCausalLM", biases=False, qk_norm=False, untied_head=True,
                      gguf_rope=("none", "linear", "yarn", "llama3", "freq_factors"),
                      hf_rope=("none", "linear", "llama3", "yarn"), interleaved_rope=True, scale_tensors=False,
                      any_head_width=True)
 QWEN2 = Architecture("qwen2", "Qwen2ForCausalLM", biases=True, qk_norm=False, untied_head=True,
-                     gguf_rope=("none", "linear", "yarn"), hf_rope=("none", "linear", "llama3", "yarn"),
+                     gguf_rope=("none", "linear", "yarn"), hf_rope=("none", "linear", "yarn"),
                      interleaved_rope=False, scale_tensors=False, any_head_width=True)
 QWEN3 = Architecture("qwen3", "Qwen3ForCausalLM", biases=False, qk_norm=True, untied_head=True,
-                     gguf_rope=("none", "linear", "yarn"), hf_rope=("none", "linear", "llama3", "yarn"),
+                     gguf_rope=("none", "linear", "yarn"), hf_rope=("none", "linear", "yarn"),
                      interleaved_rope=False, scale_tensors=False, any_head_width=True)
 ARCHITECTURES = {a.name: a for a in (BITNET, LLAMA, QWEN2, QWEN3)}
 

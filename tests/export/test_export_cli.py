@@ -49,10 +49,10 @@ def test_an_export_before_lambda_reaches_1_is_refused_in_every_format_unless_all
     warning in the model card and the GGUF's general.description."""
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    config = json.loads((run / "config.json").read_text())
-    config["quant_warmup_steps"] = 100
-    config["model"]["int8_matmul"] = False   # the int8 matmul holds lambda at 1; a ramp needs it off
-    (run / "config.json").write_text(json.dumps(config))
+    meta = json.loads((run / "config.json").read_text())
+    meta["config"]["quant_warmup_steps"] = 100
+    meta["config"]["model"]["int8_matmul"] = False   # the int8 matmul holds lambda at 1; a ramp needs it off
+    (run / "config.json").write_text(json.dumps(meta))
     outs = {"gguf": tmp_path / "m.gguf", "packed": tmp_path / "packed"}
     for fmt, out in outs.items():
         assert main(["export", str(run), str(out), "--format", fmt]) == 2
