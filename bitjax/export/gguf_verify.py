@@ -69,7 +69,8 @@ def verify_gguf(path: Path, model: TernaryModel, gguf_type: str, vocab: GGUFVoca
             raise ExportError(f"{path}: {bad} codes of {name} ({gguf_type}) read back differ from the quantizer's")
         scale = stored_scale(arch, gguf_type, tensor.scale)
         if scales[name] != scale and np.any(want):
-            raise ExportError(f"{path}: {name}'s scale reads back as {scales[name]}, not {scale}")
+            where = f"{name}.scale" if arch.scale_tensors else f"{name}'s scale (its block scales)"
+            raise ExportError(f"{path}: {where} reads back as {scales[name]}, not {scale}")
     stored = {t.name: t for t in reader.tensors}
 
     def check_exact(name: str, want: np.ndarray, what: str) -> None:

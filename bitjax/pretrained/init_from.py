@@ -45,10 +45,13 @@ def load_source(spec: str) -> tuple[ModelConfig, dict[str, np.ndarray]]:
     return cfg, layer_stack.flat_per_layer(params)
 
 
-def _same_rope(source: ModelConfig, student: ModelConfig) -> bool:
-    """The same RoPE angles: Llama 3.x's scaling read from a GGUF (per-pair factors) equals it from config.json."""
-    angles = [rope.inverse_frequencies(c.head_dim, c.rope_theta, c.rope_scaling) for c in (source, student)]
-    return (angles[0].shape == angles[1].shape and np.allclose(*angles, rtol=1e-6, atol=0)
+def _same_rope_scaling(source: ModelConfig, student: ModelConfig) -> bool:
+    """The same scaling of the source's RoPE angles (its head width and theta, which are compared on their own):
+    Llama 3.x's scaling read from a GGUF (per-pair factors) equals it from config.json."""
+    if len(student.rope_scaling.freq_factors) not in (0, source.head_dim // 2):
+        return False
+    angles = [rope.inverse_frequencies(source.head_dim, source.rope_theta, c.rope_scaling) for c in (source, student)]
+    return (np.allclose(*angles, rtol=1e-6, atol=0)
             and rope.attention_factor(source.rope_scaling) == rope.attention_factor(student.rope_scaling))
 
 
@@ -65,7 +68,7 @@ def _check_same_function(spec: str, source: ModelConfig, student: ModelConfig) -
     def differs(name):
         a, b = getattr(source, name), getattr(student, name)
         if name == "rope_scaling":
-            return not _same_rope(source, student)
+            return not _same_rope_scaling(source, student)
         return not np.isclose(a, b, rtol=1e-6, atol=0) if isinstance(a, float) else a != b   # GGUF floats are f32
 
     if wrong := [name for name in SAME_AS_SOURCE if differs(name)]:
