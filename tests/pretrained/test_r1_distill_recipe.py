@@ -48,8 +48,8 @@ def test_the_recipe_converts_distils_online_and_exports_a_qwen2_student(tmp_path
     _random_r1(source, 1024)
     cfg = apply_overrides(base, [
         f"init_from=hf:{source}", f"distill.teacher=hf:{source}", f"data.tokenizer={source / 'tokenizer.json'}",
-        "model.vocab_size=1024", "model.d_model=256", "model.n_layers=2", "model.n_heads=2", "model.n_kv_heads=1",
-        "model.d_ff=512", "model.max_seq_len=512", "model.dtype=float32", "model.remat=none", "data.seq_len=64",
+        "data.seq_len=64", "model.vocab_size=1024", "model.d_model=256", "model.n_layers=2", "model.n_heads=2",
+        "model.n_kv_heads=1", "model.d_ff=512", "model.max_seq_len=512", "model.dtype=float32", "model.remat=none",
         "data.batch_size=2", "steps=2", "quant_warmup_steps=1", "eval_batches=1", "eval_every=2", "log_every=1",
         "checkpoint.every=2", "optim.warmup_steps=1"])
     train(cfg, tmp_path / "run", progress=False)
