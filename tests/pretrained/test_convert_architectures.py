@@ -60,8 +60,8 @@ def convert_and_train(source_dir, workdir, steps: int = 3):
     quantization ramps over steps - 1 steps, so the last step runs at lambda 1 and the run may be exported."""
     cfg = apply_overrides(load_recipe(TINY), [   # the int8 matmul holds lambda at 1: off before the ramp is set
         "model.int8_matmul=false", f"init_from=hf:{source_dir}", f"steps={steps}", f"quant_warmup_steps={steps - 1}",
-        "data.seq_len=64", "data.batch_size=4", "log_every=1", f"eval_every={steps}", "eval_batches=1", "optim.warmup_steps=1",
-        "optim.peak_lr=1e-4", "optim.stage2_peak_lr=5e-5", f"checkpoint.every={steps}"])
+        "data.seq_len=64", "data.batch_size=4", "log_every=1", f"eval_every={steps}", "eval_batches=1",
+        "optim.warmup_steps=1", "optim.peak_lr=1e-4", "optim.stage2_peak_lr=5e-5", f"checkpoint.every={steps}"])
     cfg = dataclasses.replace(cfg, model=student_config(hf_model_config(source_dir), sub_norms=False))
     train(cfg, workdir, progress=False)
     return Run(workdir)
