@@ -4,6 +4,8 @@
     (b) converted  init_from the embedded SmolLM2-135M-Instruct GGUF (SubLN inserted), quantization ramped in
                    over the first third of the steps, KD from the same model (recipes/smollm2_ternary.py)
     (c) relation   (b) plus BitDistill's attention-relation loss on the last block (distill.relation_weight)
+    (d) no_subln   (b) without SubLN: the student keeps the source's architecture (model.sub_norms=false), so
+                   at lambda 0 it is the source exactly, and it exports in that architecture (llama), not bitnet
 
 Every arm distils online (the teacher runs in the train step, bitjax.teachers.online) on the same natural
 Shakespeare stream, for each seed of `--seeds` (a seed sets the init and the data order). Printed: held-out
@@ -41,6 +43,7 @@ ARMS = {
     "random": "(a) random init + KD",
     "converted": "(b) converted + KD",
     "relation": "(c) converted + KD + relation",
+    "no_subln": "(d) converted + KD, no SubLN",
 }
 
 
@@ -55,6 +58,8 @@ def arm_overrides(arm: str, steps: int, relation_weight: float, converted_lr: fl
     if arm == "random":
         return ["init_from=", "quant_warmup_steps=0", *_lr(RANDOM_LR)]
     ramp = [f"quant_warmup_steps={max(steps // 3, 1)}"] + (_lr(converted_lr) if converted_lr else [])
+    if arm == "no_subln":
+        ramp.append("model.sub_norms=false")
     return ramp + ([f"distill.relation_weight={relation_weight}"] if arm == "relation" else [])
 
 

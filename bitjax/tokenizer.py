@@ -18,6 +18,9 @@ from bitjax.errors import ConfigError
 from bitjax.paths import embedded_gguf
 
 EOS = "<|endoftext|>"
+# Document-boundary tokens, looked for in this order: bitjax's own (GPT-2's and Qwen's too), then those of vocabularies
+# students are converted from that lack it: DeepSeek-R1-Distill-Qwen's end of sentence, Llama 3's end of text.
+BOUNDARY_TOKENS = (EOS, "<｜end▁of▁sentence｜>", "<|end_of_text|>")
 # The chat template of a bitjax tokenizer: plain text, as no role tokens exist in a trained vocabulary (exports
 # carry it, `bitjax generate --chat` renders it).
 CHAT_TEMPLATE = (
@@ -92,12 +95,19 @@ def check_fingerprint(found: str | None, expected: str, artifact: str | Path) ->
             "rebuild it with the run's tokenizer (or use the tokenizer it was made with)")
 
 
+def eos_token(tok: Tokenizer) -> str:
+    """The document-boundary token's text (used as both BOS and EOS, GPT-2 style): the first of BOUNDARY_TOKENS
+    the vocabulary holds."""
+    found = next((t for t in BOUNDARY_TOKENS if tok.token_to_id(t) is not None), None)
+    if found is None:
+        raise ConfigError(f"the tokenizer has none of {', '.join(BOUNDARY_TOKENS)} to mark document boundaries; "
+                          "use a tokenizer that has one")
+    return found
+
+
 def eos_id(tok: Tokenizer) -> int:
-    """The document-boundary token (used as both BOS and EOS, GPT-2 style)."""
-    token_id = tok.token_to_id(EOS)
-    if token_id is None:
-        raise ConfigError(f"the tokenizer has no {EOS} token to mark document boundaries")
-    return token_id
+    """The document-boundary token's id (see `eos_token`)."""
+    return tok.token_to_id(eos_token(tok))
 
 
 def file_digest(path: Path) -> str:

@@ -10,7 +10,8 @@ os.environ.setdefault("BITJAX_CACHE", os.path.join(tempfile.gettempdir(), "bitja
 # signature of these modules fails the test that passed it. The hook must be installed before they load.
 from jaxtyping import install_import_hook  # noqa: E402
 
-with install_import_hook(["bitjax.nn.quant", "bitjax.nn.layers", "bitjax.nn.transformer", "bitjax.losses"],
+with install_import_hook(["bitjax.nn.quant", "bitjax.nn.layers", "bitjax.nn.transformer", "bitjax.nn.rope",
+                          "bitjax.losses"],
                          "beartype.beartype"):
     import bitjax.losses.reference  # noqa: E402, F401  (and, through it, every module of bitjax.losses)
     import bitjax.nn.transformer  # noqa: E402, F401

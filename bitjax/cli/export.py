@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing output")
     p.add_argument("--allow-runtime-mismatch", action="store_true",
                    help="write even if the target runtime is known to compute the model differently")
+    p.add_argument("--allow-unfinished-quantization", action="store_true",
+                   help="export a run whose gradual quantization (quant_warmup_steps) has not reached lambda 1 yet; "
+                   "the model card says so")
 
 
 def run(args) -> int:
@@ -32,8 +35,11 @@ def run(args) -> int:
 
     result = export_run(args.run_dir, args.out, format=args.format, gguf_type=args.gguf_type,
                         embedding_type=args.embedding_type, force=args.force,
-                        allow_runtime_mismatch=args.allow_runtime_mismatch, progress=True, split_mb=args.split_mb)
-    kind = result["format"] + (f" {result['type']}, embedding {result['embedding_type']}" if result["type"] else "")
+                        allow_runtime_mismatch=args.allow_runtime_mismatch,
+                        allow_unfinished_quantization=args.allow_unfinished_quantization, progress=True,
+                        split_mb=args.split_mb)
+    kind = f"{result['format']}, {result['architecture']} architecture" + (
+        f", {result['type']}, embedding {result['embedding_type']}" if result["type"] else "")
     print(f"wrote {result['path']} ({kind}, {result['bytes'] / 1e6:.2f} MB, step {result['step']}); "
           "every ternary code read back equals the training quantizer's")
     if result["format"] == "web":

@@ -17,7 +17,7 @@ from bitjax.errors import ConfigError
 from bitjax.losses import chunked_head, terms
 from bitjax.nn.decode import greedy_generate
 from bitjax.run import Run
-from bitjax.tokenizer import fingerprint, load
+from bitjax.tokenizer import eos_id, fingerprint, load
 
 
 def _pipeline(run: Run):
@@ -72,7 +72,7 @@ def answer_accuracy(run: Run | str | Path, prompts_file: str | Path, *, limit: i
     for record in traces_lib.read_traces(prompts_file):
         problems.setdefault(record["prompt_id"], record)
     problems = list(problems.values())[:limit]
-    eos = tok.token_to_id("<|endoftext|>")
+    eos = eos_id(tok)
     stop_ids = {i for i in (eos, tok.token_to_id("<|im_end|>")) if i is not None}
     prompts = [np.asarray([eos] + tok.encode(p["prompt"], add_special_tokens=False).ids, np.int32)[-room:]
                for p in problems]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from pathlib import Path
 
-from bitjax.export import model_card
+from bitjax.export import architectures, checks, model_card
 from bitjax.export.common import ExportError, check_output_apart, check_output_free
 from bitjax.export.embedding_quant import EMBEDDING_TYPES, default_embedding_type
 from bitjax.export.gguf_writer import QTYPES, write_gguf
@@ -20,11 +22,14 @@ GGUF_TYPES = tuple(QTYPES)
 
 def export_run(run_dir: str | Path, out: str | Path, *, format: str, gguf_type: str | None = None,
                embedding_type: str | None = None, force: bool = False, allow_runtime_mismatch: bool = False,
-               progress: bool = False, split_mb: float | None = None) -> dict:
-    """Export the latest checkpoint of `run_dir` to `out`; returns a summary (path, bytes, step).
+               allow_unfinished_quantization: bool = False, progress: bool = False,
+               split_mb: float | None = None) -> dict:
+    """Export the latest checkpoint of `run_dir` to `out`; returns a summary (path, bytes, step, architecture).
 
     Raises ExportError (a ValueError) with a one-line fix for bad input; nothing is left under `out`
-    unless the export succeeded and its read-back check passed.
+    unless the export succeeded and its read-back check passed. A run whose gradual quantization has not
+    reached lambda 1 is refused (`checks.unfinished_quantization`) unless `allow_unfinished_quantization`, which
+    writes the warning into the model card (and a GGUF's `general.description`).
     """
     out, run_dir = user_path(out, "OUT"), user_path(run_dir, "RUN_DIR")
     check_output_apart(out, run_dir)   # first: replacing an overlapping output would delete the run
@@ -51,7 +56,14 @@ def export_run(run_dir: str | Path, out: str | Path, *, format: str, gguf_type: 
                               f"{', '.join(EMBEDDING_TYPES)}")
     check_output_free(out, force, "directory" if format == "packed" else "file")  # before the (slow) restore
     run = Run(run_dir)
+    if (unfinished := checks.unfinished_quantization(run)) and not allow_unfinished_quantization:
+        raise ExportError(unfinished)
     model = TernaryModel.from_run(run)
+    if unfinished:
+        warning = (f"exported at step {run.step}, before the run's gradual quantization reached lambda 1 (step "
+                   f"{run.config.quant_warmup_steps + 1}): this ternary network was never trained as such")
+        print(f"bitjax: warning: {warning}", file=sys.stderr, flush=True)
+        model = dataclasses.replace(model, warnings=(warning,))
     if format == "packed":
         card = model_card.render(model, model_card.training_facts(run))
         write_packed(model, out, force=force, allow_runtime_mismatch=allow_runtime_mismatch, card=card)
@@ -61,4 +73,5 @@ def export_run(run_dir: str | Path, out: str | Path, *, format: str, gguf_type: 
                    allow_runtime_mismatch=allow_runtime_mismatch, progress=progress)
         size = out.stat().length
     return {"path": str(out), "format": format, "type": gguf_type, "embedding_type": embedding_type,
-            "bytes": size, "step": model.step, "ffn_activation": model.config.ffn_activation}
+            "bytes": size, "step": model.step, "ffn_activation": model.config.ffn_activation,
+            "architecture": architectures.architecture(model.config).name}

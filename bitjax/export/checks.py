@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bitjax.export.model_source import TernaryModel
 from bitjax.nn.model_config import ModelConfig
+from bitjax.run import Run
 
 TQ_BLOCK = 256
 # Which llama.cpp computes a relu2 `bitnet` FFN? The llama.cpp vendored in llama-cpp-python 0.3.36, the
@@ -21,17 +22,10 @@ SILU_ONLY_LLAMA_CPP_PYTHON = ("0.3.36",)
 SILU_RECIPES = "recipes/bitnet_125m_silu.py or recipes/bitnet_700m_silu.py"
 
 
-def head_shape_problems(cfg: ModelConfig) -> list[str]:
-    """Both runtimes size attn_sub_norm (and llama.cpp attn_q / attn_output) by the model width."""
-    if cfg.n_heads * cfg.head_dim != cfg.d_model:
-        return [f"model.n_heads * model.head_dim = {cfg.n_heads * cfg.head_dim} differs from model.d_model = "
-                f"{cfg.d_model}; llama.cpp's bitnet and transformers' BitNet need them equal"]
-    return []
-
-
 def gguf_activation_problems(cfg: ModelConfig, llama_cpp_version: str | None = None) -> list[str]:
-    """A relu2 FFN runs wrongly in the released llama.cpp's SiLU-gated `bitnet` graph."""
-    if cfg.ffn_activation == "silu":
+    """A relu2 FFN runs wrongly in the released llama.cpp's SiLU-gated `bitnet` graph. (The other architectures
+    have no relu2 at all: bitjax.export.architectures refuses it for them.)"""
+    if cfg.ffn_activation == "silu" or not cfg.sub_norms:
         return []
     which = (f"llama-cpp-python {llama_cpp_version}" if llama_cpp_version
              else f"the llama.cpp in llama-cpp-python {', '.join(SILU_ONLY_LLAMA_CPP_PYTHON)}")
@@ -54,7 +48,7 @@ def tq_width_problems(model: TernaryModel, gguf_type: str, tensor_names: dict[st
 
 
 def packed_problems(model: TernaryModel) -> list[str]:
-    problems = list(head_shape_problems(model.config))
+    problems = []
     if not model.config.quantize_activations:
         problems.append(
             "model.quantize_activations=False (W1.58A16): transformers' autobitlinear always quantizes activations "
@@ -64,3 +58,21 @@ def packed_problems(model: TernaryModel) -> list[str]:
             problems.append(f"tensor {name} has {tensor.codes_OI.shape[0]} output rows, not a multiple of 4, "
                             "which transformers' packed loader needs")
     return problems
+
+
+def unfinished_quantization(run: Run) -> str | None:
+    """Why the run's checkpoint is not yet the ternary network it trains, or None.
+
+    With `quant_warmup_steps` = W the update logged as step s ran at gradual-quantization strength
+    lambda = (s - 1) / W (bitjax.nn.quant.lambda_schedule of the step before it), so lambda first reaches 1 at
+    step W + 1. Before that the network the run trained is a blend of latent and ternary weights, and the
+    export, which is the ternary network alone, is one the run never trained.
+    """
+    warmup = run.config.quant_warmup_steps
+    if warmup <= 0 or run.step >= warmup + 1:
+        return None
+    lam = max(run.step - 1, 0) / warmup
+    return (f"{run.dir} is at step {run.step}, trained at gradual-quantization strength lambda {lam:.3g}; lambda "
+            f"reaches 1 at step {warmup + 1} (quant_warmup_steps={warmup}), and until then its ternary network is "
+            f"one the run never trained; train to step {warmup + 1} or later, or pass "
+            "--allow-unfinished-quantization to export it anyway")

@@ -1,7 +1,8 @@
-"""The tied embedding / LM head of a GGUF export, in a quantized type (`--embedding-type`).
+"""The embedding and LM head of a GGUF export, in a quantized type (`--embedding-type`).
 
-bitjax models tie the LM head to the token embedding (llama.cpp's `bitnet` graph has no `output` tensor
-and multiplies by `token_embd`), so one type covers both; there is no separate head type to choose.
+A tied head is the token embedding (llama.cpp's `bitnet` graph has no `output` tensor and multiplies by
+`token_embd`), so one type covers both; an untied head (a llama, qwen2 or qwen3 student) is `output.weight`,
+written in the same type as the embedding: there is no separate head type to choose.
 At the 700m shape the embedding is about 39% of a TQ2_0 file with an F16 embedding, and the head is read
 in full for every decoded token, so its type sets much of the file size and of the decode speed.
 
@@ -92,13 +93,16 @@ def encode_embedding(embedding_VD: np.ndarray, embedding_type: str) -> np.ndarra
 
 
 def quantize_embedding_with_llama_cpp(src: Path, dst: Path, gguf_type: str, embedding_type: str,
-                                      n_threads: int = 0) -> None:
-    """Rewrite GGUF `src` as `dst` with token_embd in `embedding_type`, every other tensor copied unchanged."""
+                                      n_threads: int = 0, untied_head: bool = False) -> None:
+    """Rewrite GGUF `src` as `dst` with token_embd (and an untied head, `output.weight`) in `embedding_type`,
+    every other tensor copied unchanged."""
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = int(LLAMA_FTYPES[gguf_type])
     params.token_embedding_type = int(EMBEDDING_TYPES[embedding_type])
+    if untied_head:
+        params.output_tensor_type = int(EMBEDDING_TYPES[embedding_type])
     params.pure = True              # no per-tensor type mixing: ternary tensors keep their type (copied)
     params.allow_requantize = False  # nothing quantized may be quantized again
     params.nthread = n_threads
@@ -136,21 +140,22 @@ def relative_rms_error(stored: np.ndarray, expected_VD: np.ndarray) -> float:
     return float(np.sqrt(np.mean(diff ** 2) / max(np.mean(expected_VD.astype(np.float64) ** 2), 1e-30)))
 
 
-def verify_embedding(path: Path, reader: gguf.GGUFReader, expected_VD: np.ndarray, embedding_type: str) -> None:
-    """token_embd is stored in `embedding_type` and dequantizes to the model's embedding within its bound."""
-    tensor = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+def verify_embedding(path: Path, reader: gguf.GGUFReader, expected_VD: np.ndarray, embedding_type: str,
+                     name: str = "token_embd.weight") -> None:
+    """The embedding (or an untied head, `name`) is stored in `embedding_type` and dequantizes to the model's
+    within the type's bound."""
+    tensor = next((t for t in reader.tensors if t.name == name), None)
     if tensor is None:
-        raise ExportError(f"{path}: token_embd.weight missing on read-back")
+        raise ExportError(f"{path}: {name} missing on read-back")
     if tensor.tensor_type != EMBEDDING_TYPES[embedding_type]:
-        raise ExportError(f"{path}: token_embd.weight reads back as {tensor.tensor_type.name}, "
-                          f"not {embedding_type}")
+        raise ExportError(f"{path}: {name} reads back as {tensor.tensor_type.name}, not {embedding_type}")
     if embedding_type in ("f32", "f16"):
         if not np.array_equal(np.asarray(tensor.data).reshape(expected_VD.shape),
                               encode_embedding(expected_VD, embedding_type)):
-            raise ExportError(f"{path}: token_embd.weight ({embedding_type}) reads back different")
+            raise ExportError(f"{path}: {name} ({embedding_type}) reads back different")
         return
     stored = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(expected_VD.shape)
     error = relative_rms_error(stored, expected_VD)
     if error > MAX_RELATIVE_RMS[embedding_type] * (1 + 1e-6):
-        raise ExportError(f"{path}: token_embd.weight ({embedding_type}) reads back with relative RMS error "
+        raise ExportError(f"{path}: {name} ({embedding_type}) reads back with relative RMS error "
                           f"{error:.2e}, above the {MAX_RELATIVE_RMS[embedding_type]:.0e} this type reaches")

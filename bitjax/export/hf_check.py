@@ -1,4 +1,5 @@
-"""Load an exported packed directory in transformers (`BitNetForCausalLM`, CPU torch) and run it."""
+"""Load an exported packed directory in transformers (the class its config.json names: `BitNetForCausalLM`,
+`LlamaForCausalLM`, `Qwen2ForCausalLM` or `Qwen3ForCausalLM`, through the BitNet quantizer; CPU torch) and run it."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ import numpy as np
 
 def load_model(directory: str | Path):
     import torch
-    from transformers import BitNetForCausalLM
+    from transformers import AutoModelForCausalLM
 
     # transformers wraps its BitNet unpacking in torch.compile; eager runs the same ops without a
     # minute of C++ compilation on a small CPU.
     torch.compiler.set_stance("force_eager")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "running a BitNet model on CPU" warnings
-        model = BitNetForCausalLM.from_pretrained(str(directory), dtype=torch.float32, device_map="cpu")
+        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, device_map="cpu",
+                                                     local_files_only=True)
     return model.eval()
 
 

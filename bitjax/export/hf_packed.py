@@ -1,12 +1,18 @@
-"""Packed ternary checkpoints in the Hugging Face BitNet layout (`transformers.BitNetForCausalLM`).
+"""Packed ternary checkpoints for transformers: BitNet's 2-bit layout in the student's own architecture.
 
-A directory holding:
+transformers' BitNet quantizer (`quantization_config` quant_method "bitnet", `autobitlinear`, offline) turns
+every nn.Linear of a model but its head into an `AutoBitLinear` that reads these packed weights, so the same
+layout loads into `BitNetForCausalLM` (a student with SubLN), `LlamaForCausalLM`, `Qwen2ForCausalLM` or
+`Qwen3ForCausalLM` (a student that kept its source's architecture; bitjax.export.architectures). A directory:
   model.safetensors      `model.<module path>.weight` uint8 (ceil(out/4), in), 2-bit packed (see packing.py),
                          `model.<module path>.weight_scale` float32 (1,) = mean(|W|) (autobitlinear offline);
-                         `model.embed_tokens.weight` (V, D) and every RMSNorm `.weight` in float32; the
-                         linears of full-precision blocks as plain float32 (out, in) `.weight`s
-  config.json            model_type "bitnet", the shape, `hidden_act`, `quantization_config` (listing the
-                         full-precision blocks in `modules_to_not_convert`)
+                         `model.<module path>.bias` (qwen2) = bias / weight_scale, since AutoBitLinear adds
+                         the bias before it multiplies by the scale; `model.embed_tokens.weight` (V, D), an
+                         untied `lm_head.weight` (V, D) and every RMSNorm `.weight` in float32; the linears of
+                         full-precision blocks as plain float32 (out, in) `.weight`s (and plain biases)
+  config.json            the architecture's model_type and class, the shape, `hidden_act`, `rope_parameters`
+                         (with its scaling), `quantization_config` (listing the full-precision blocks in
+                         `modules_to_not_convert`)
   tokenizer.json         the run's tokenizer, and tokenizer_config.json naming its special tokens and chat template
   README.md              the model card (model_card.py): architecture, training, how to load it
 export/FORMAT.md documents every byte.
@@ -23,7 +29,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from bitjax import tokenizer as tokenizer_lib
-from bitjax.export import checks, model_card
+from bitjax.export import architectures, checks, model_card
 from bitjax.export.common import ExportError, atomic_directory
 from bitjax.export.model_source import TernaryModel
 from bitjax.export.packing import pack_ternary, unpack_ternary
@@ -35,8 +41,29 @@ QUANTIZATION_CONFIG = {"quant_method": "bitnet", "linear_class": "autobitlinear"
 
 
 def hf_name(module_path: str) -> str:
-    """bitjax module path -> transformers parameter prefix (`layers.0.mlp.up_proj` -> `model.layers.0.mlp.up_proj`)."""
-    return f"model.{module_path}"
+    """bitjax module path -> transformers parameter prefix (`layers.0.mlp.up_proj` -> `model.layers.0.mlp.up_proj`,
+    `lm_head` -> `lm_head`)."""
+    return module_path if module_path == "lm_head" else f"model.{module_path}"
+
+
+HF_ROPE_TYPES = {"none": "default", "linear": "linear", "llama3": "llama3", "yarn": "yarn"}
+
+
+def rope_parameters(cfg) -> dict:
+    """config.json's `rope_parameters` (transformers 5): theta, and the scaling with the keys its type reads."""
+    s = cfg.rope_scaling
+    params = {"rope_type": HF_ROPE_TYPES[s.kind], "rope_theta": cfg.rope_theta}
+    if s.kind in ("linear", "llama3", "yarn"):
+        params["factor"] = s.factor
+    if s.kind in ("llama3", "yarn"):
+        params["original_max_position_embeddings"] = s.original_max_len
+    if s.kind == "llama3":
+        params.update(low_freq_factor=s.low_freq_factor, high_freq_factor=s.high_freq_factor)
+    if s.kind == "yarn":
+        params.update(beta_fast=s.beta_fast, beta_slow=s.beta_slow)
+        if s.attention_factor:
+            params["attention_factor"] = s.attention_factor
+    return params
 
 
 def quantization_config(model: TernaryModel) -> dict:
@@ -51,10 +78,10 @@ def quantization_config(model: TernaryModel) -> dict:
 
 
 def hf_config(model: TernaryModel, eos_id: int) -> dict:
-    cfg = model.config
-    return {
-        "architectures": ["BitNetForCausalLM"],
-        "model_type": "bitnet",
+    cfg, arch = model.config, architectures.architecture(model.config)
+    config = {
+        "architectures": [arch.hf_class],
+        "model_type": arch.name,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.d_model,
         "intermediate_size": cfg.d_ff,
@@ -65,14 +92,25 @@ def hf_config(model: TernaryModel, eos_id: int) -> dict:
         "hidden_act": cfg.ffn_activation,
         "max_position_embeddings": cfg.max_seq_len,
         "rms_norm_eps": cfg.norm_eps,
-        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
-        "tie_word_embeddings": True,
-        "attention_bias": False,
+        "rope_parameters": rope_parameters(cfg),
+        "tie_word_embeddings": cfg.tie_embeddings,
         "bos_token_id": eos_id,
         "eos_token_id": eos_id,
         "dtype": "float32",
         "quantization_config": quantization_config(model),
     }
+    if arch is not architectures.QWEN2:   # Qwen2's q/k/v always have biases; elsewhere the flag adds them everywhere
+        config["attention_bias"] = False
+    if arch in (architectures.QWEN2, architectures.QWEN3):
+        config["use_sliding_window"] = False
+    return config
+
+
+def stored_bias(model: TernaryModel, name: str) -> np.ndarray:
+    """A bias as the file holds it: divided by the weight scale for an AutoBitLinear (which adds it before it
+    scales), as it is for a full-precision linear."""
+    bias = np.asarray(model.biases[name], np.float32)
+    return bias / model.ternary[name].scale if name in model.ternary else bias
 
 
 def packed_tensors(model: TernaryModel) -> dict[str, np.ndarray]:
@@ -80,6 +118,8 @@ def packed_tensors(model: TernaryModel) -> dict[str, np.ndarray]:
     for name, tensor in model.ternary.items():
         tensors[f"{hf_name(name)}.weight"] = pack_ternary(tensor.codes_OI)
         tensors[f"{hf_name(name)}.weight_scale"] = np.asarray([tensor.scale], np.float32)
+    for name in model.biases:
+        tensors[f"{hf_name(name)}.bias"] = stored_bias(model, name)
     return tensors
 
 
@@ -89,6 +129,8 @@ def write_packed(model: TernaryModel, out_dir: str | Path, *, force: bool = Fals
 
     `card` is the README.md text (`model_card.render`); without one, a card without training facts."""
     out_dir = user_path(out_dir, "output")
+    if held := architectures.packed_problems(model.config):
+        raise ExportError(held[0])
     problems = checks.packed_problems(model)
     if problems and not allow_runtime_mismatch:
         raise ExportError(problems[0] + "; pass --allow-runtime-mismatch to write it anyway")
@@ -104,7 +146,7 @@ def write_packed(model: TernaryModel, out_dir: str | Path, *, force: bool = Fals
         shutil.copyfile(model.tokenizer_path, tmp / "tokenizer.json")
         (tmp / "tokenizer_config.json").write_text(json.dumps({
             "tokenizer_class": "PreTrainedTokenizerFast",
-            "bos_token": tokenizer_lib.EOS, "eos_token": tokenizer_lib.EOS,
+            "bos_token": tokenizer_lib.eos_token(tok), "eos_token": tokenizer_lib.eos_token(tok),
             "add_bos_token": False, "add_eos_token": False,
             "model_max_length": model.config.max_seq_len,
             "chat_template": CHAT_TEMPLATE,
@@ -146,3 +188,6 @@ def verify_packed(directory: Path, model: TernaryModel) -> None:
     for name, array in model.dense.items():
         if not np.array_equal(tensors[f"{hf_name(name)}.weight"], array):
             raise ExportError(f"{directory}: {hf_name(name)}.weight reads back different")
+    for name in model.biases:
+        if not np.array_equal(tensors.get(f"{hf_name(name)}.bias"), stored_bias(model, name)):
+            raise ExportError(f"{directory}: {hf_name(name)}.bias reads back different")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from bitjax.export import architectures
 from bitjax.export.model_source import TernaryModel
 from bitjax.nn.transformer import count_params
 from bitjax.run import Run
@@ -50,21 +51,29 @@ def _public_uri(uri: str) -> str:
 
 def render(model: TernaryModel, facts: TrainingFacts | None) -> str:
     """The README.md text: YAML front matter for the Hub, then the card."""
-    cfg = model.config
+    cfg, arch = model.config, architectures.architecture(model.config)
     counts = count_params(cfg)
+    head = "tied embedding and LM head" if cfg.tie_embeddings else "separate full-precision LM head"
+    extras = [what for present, what in ((cfg.sub_norms, "SubLN before every ternary projection"),
+                                         (cfg.qk_norm, "RMSNorm on each query and key head"),
+                                         (cfg.attention_bias, "full-precision q/k/v biases")) if present]
+    rope = "" if cfg.rope_scaling.kind == "none" else f", {cfg.rope_scaling.kind} scaling x{cfg.rope_scaling.factor:g}"
     lines = ["---", "library_name: transformers", "pipeline_tag: text-generation",
              "tags: [bitnet, ternary, 1.58-bit, bitjax]", "---", "",
              f"# {model.name}", "",
              "A native 1.58-bit (ternary) BitNet b1.58 language model trained with bitjax (JAX/Flax NNX), "
-             "packed for transformers' `BitNetForCausalLM`.", "",
+             f"packed for transformers' `{arch.hf_class}`.", ""]
+    lines += [f"**Warning:** {w}." for w in model.warnings] + ([""] if model.warnings else [])
+    lines += [
              "## Architecture", "", "| | |", "|---|---|",
-             "| class | `BitNetForCausalLM` (`model_type: bitnet`), decoder-only, tied embedding and LM head |",
+             f"| class | `{arch.hf_class}` (`model_type: {arch.name}`), decoder-only, {head} |",
              f"| parameters | {counts['total']:,} ({counts['non_embedding']:,} non-embedding) |",
              f"| layers, width, FFN width | {cfg.n_layers}, {cfg.d_model}, {cfg.d_ff} |",
              f"| attention heads (query / key-value), head size | {cfg.n_heads} / {cfg.n_kv_heads}, {cfg.head_dim} |",
              f"| FFN | {'ReLU²' if cfg.ffn_activation == 'relu2' else 'SiLU'}-gated (`hidden_act: "
-             f"{cfg.ffn_activation}`), SubLN before every ternary projection |",
-             f"| vocabulary, context | {cfg.vocab_size}, {cfg.max_seq_len} tokens (RoPE theta {cfg.rope_theta:g}) |",
+             f"{cfg.ffn_activation}`){''.join(', ' + e for e in extras)} |",
+             f"| vocabulary, context | {cfg.vocab_size}, {cfg.max_seq_len} tokens (RoPE theta {cfg.rope_theta:g}"
+             f"{rope}) |",
              "| weights | ternary {-1, 0, 1}, 2 bits each, one absmean scale per tensor (`autobitlinear`, "
              "offline); embedding and norms in float32 |",
              "| activations | int8 per token (absmax), as in training |"]
@@ -86,16 +95,16 @@ def render(model: TernaryModel, facts: TrainingFacts | None) -> str:
                   f"| held-out perplexity | {ppl} |", f"| teacher | {teacher} |",
                   "| data | " + "; ".join(facts.sources) + " |", ""]
     lines += ["## How to load", "", "```python", "import torch",
-              "from transformers import AutoTokenizer, BitNetForCausalLM", "",
+              f"from transformers import AutoTokenizer, {arch.hf_class}", "",
               'tokenizer = AutoTokenizer.from_pretrained("PATH")',
-              'model = BitNetForCausalLM.from_pretrained("PATH", dtype=torch.float32)',
+              f'model = {arch.hf_class}.from_pretrained("PATH", dtype=torch.float32)',
               'ids = tokenizer("Once upon a time", return_tensors="pt").input_ids',
               "print(tokenizer.decode(model.generate(ids, max_new_tokens=32)[0]))", "```", "",
               "transformers' BitNet path needs `accelerate`; on CPU it unpacks the 2-bit weights on the fly. "
               "With bitjax installed: `bitjax generate PATH --prompt \"Once upon a time\"`.", ""]
     if cfg.ffn_activation == "silu":
         lines += ["The same checkpoint exports to GGUF for llama.cpp (`bitjax export RUN_DIR student.gguf "
-                  "--format gguf`: TQ2_0 ternary weights, Q6_K embedding).", ""]
+                  f"--format gguf`: the `{arch.name}` architecture, TQ2_0 ternary weights, Q6_K embedding).", ""]
     else:
         lines += ["The released llama.cpp runs the `bitnet` FFN SiLU-gated only, so this relu2 model is "
                   "published for transformers; bitjax's SiLU recipes export to GGUF.", ""]

@@ -4,9 +4,11 @@
 BitLinear kernel with `bitjax.nn.quant.ternary_codes`, the quantizer the training forward pass uses, so an
 export can never drift from training.
 
-Names are bitjax module paths: `embed_tokens`, `norm`, `layers.N.input_layernorm`,
-`layers.N.self_attn.q_proj`, ..., `layers.N.mlp.ffn_sub_norm`. The linears of `model.full_precision_layers` are
-not ternarized: they are dense tensors, written as plain weights by both formats.
+Names are bitjax module paths: `embed_tokens`, `norm`, `lm_head` (an untied head), `layers.N.input_layernorm`,
+`layers.N.self_attn.q_proj`, ..., `layers.N.self_attn.q_norm` (Qwen3), `layers.N.mlp.ffn_sub_norm` (SubLN). The
+linears of `model.full_precision_layers` are not ternarized: they are dense tensors, written as plain weights
+by both formats. q/k/v biases (Qwen2) stay full precision in `biases`. Which runtime architecture the model is
+written as (bitnet, or the source's own llama, qwen2, qwen3) is `bitjax.export.architectures`'.
 """
 
 from __future__ import annotations
@@ -45,11 +47,20 @@ def full_precision_names(cfg: ModelConfig) -> list[str]:
 
 
 def norm_names(cfg: ModelConfig) -> list[str]:
+    """Module paths of every RMSNorm the model has: the block norms, SubLN and q/k norms where present, the final."""
     names = []
     for i in range(cfg.n_layers):
-        names += [f"layers.{i}.input_layernorm", f"layers.{i}.self_attn.attn_sub_norm",
-                  f"layers.{i}.post_attention_layernorm", f"layers.{i}.mlp.ffn_sub_norm"]
+        names += [f"layers.{i}.input_layernorm", f"layers.{i}.post_attention_layernorm"]
+        names += [f"layers.{i}.self_attn.attn_sub_norm", f"layers.{i}.mlp.ffn_sub_norm"] if cfg.sub_norms else []
+        names += [f"layers.{i}.self_attn.q_norm", f"layers.{i}.self_attn.k_norm"] if cfg.qk_norm else []
     return names + ["norm"]
+
+
+def bias_names(cfg: ModelConfig) -> list[str]:
+    """Module paths of the linears with a bias (q/k/v under model.attention_bias)."""
+    if not cfg.attention_bias:
+        return []
+    return [f"layers.{i}.self_attn.{p}" for i in range(cfg.n_layers) for p in ("q_proj", "k_proj", "v_proj")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +72,14 @@ class TernaryTensor:
 @dataclasses.dataclass(frozen=True)
 class TernaryModel:
     config: ModelConfig
-    dense: dict[str, np.ndarray]          # float32: embed_tokens (V, D), every RMSNorm scale, and the linears of
-                                          # full-precision blocks as (out, in) (`full_precision_names`)
+    dense: dict[str, np.ndarray]          # float32: embed_tokens (V, D), an untied lm_head (V, D), every RMSNorm
+                                          # scale, and the linears of full-precision blocks as (out, in)
     ternary: dict[str, TernaryTensor]     # every BitLinear, by module path
     tokenizer_path: Path | None = None
     step: int | None = None
     name: str = "bitjax"
+    biases: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)   # float32 (out,), by module path
+    warnings: tuple[str, ...] = ()        # said in the model card (and a GGUF's description), e.g. an early export
 
     @property
     def full_precision(self) -> list[str]:
@@ -86,13 +99,6 @@ class TernaryModel:
             raise ExportError(
                 f"model.quant={cfg.quant!r} is a full-precision model; the export formats hold ternary weights, "
                 "train with model.quant=ternary")
-        unsupported = [name for name, off in (("model.sub_norms=false", not cfg.sub_norms),
-                                               ("model.attention_bias=true", cfg.attention_bias),
-                                               ("model.tie_embeddings=false", not cfg.tie_embeddings)) if off]
-        if unsupported:
-            raise ExportError(
-                f"{', '.join(unsupported)}: the BitNet layouts both runtimes read have SubLN norms, no biases and a "
-                "tied head; convert the model to the BitNet architecture (sub_norms=true, no biases, tied head) first")
         ternary = {}
         for name in ternary_names(cfg):
             codes_IO, scale = quant.ternary_codes(flat_params[f"{name}.kernel"])
@@ -100,9 +106,11 @@ class TernaryModel:
         dense = {"embed_tokens": np.asarray(flat_params["embed_tokens.embedding"], np.float32)}
         for name in norm_names(cfg):
             dense[name] = np.asarray(flat_params[f"{name}.scale"], np.float32)
-        for name in full_precision_names(cfg):   # runtime (row = output) order, like the ternary codes
+        for name in full_precision_names(cfg) + (["lm_head"] if not cfg.tie_embeddings else []):
+            # runtime (row = output) order, like the ternary codes
             dense[name] = np.ascontiguousarray(np.asarray(flat_params[f"{name}.kernel"], np.float32).T)
-        return cls(cfg, dense, ternary, **kw)
+        biases = {name: np.asarray(flat_params[f"{name}.bias"], np.float32) for name in bias_names(cfg)}
+        return cls(cfg, dense, ternary, biases=biases, **kw)
 
 
 def flatten_params(params) -> dict[str, np.ndarray]:

@@ -12,6 +12,8 @@ of 64) is written with every width multiplied by one ratio r (576 -> 768, 1536 -
                                             query head appended to an existing group would output the mean of
                                             that group's values, which attn_sub_norm would then see.)
   attn_output (D, NH) -> (rD, rNH)          zero rows and columns
+  q/k/v biases (qwen2)                      zero-padded like their weights' rows: the new heads stay zero
+  an untied output head (V, D) -> (V, rD)   zero columns, which meet the residual stream's zero coordinates
   every RMSNorm scale                       zero-padded and multiplied by sqrt(1/r); the norm epsilon is
                                             divided by r (GGUF has one epsilon for all norms, so every normed
                                             width - D, NH, F - takes the same ratio)
@@ -52,7 +54,7 @@ class PaddedShape:
 
 def padded_shape(cfg: ModelConfig) -> PaddedShape | None:
     """The smallest common ratio that makes D, F and the query width multiples of 256 with whole new key/value
-    groups, or None if there is none up to `MAX_RATIO` (the query width must be D, as the exporters require)."""
+    groups, or None if there is none up to `MAX_RATIO` (this padding needs the query width to be D)."""
     group = cfg.n_heads // cfg.n_kv_heads
     first = -(-cfg.d_model // TQ_BLOCK) * TQ_BLOCK
     for d_model in range(first, MAX_RATIO * cfg.d_model + 1, TQ_BLOCK):
@@ -87,7 +89,7 @@ def pad_model(model: TernaryModel, shape: PaddedShape) -> TernaryModel:
     dense = {}
     for name, array in model.dense.items():
         leaf = name.rsplit(".", 1)[-1]
-        if name == "embed_tokens":
+        if name in ("embed_tokens", "lm_head"):
             dense[name] = _pad(array, (array.shape[0], new.d_model))
         elif leaf in norm_width:
             dense[name] = _pad(array * norm_scale, (norm_width[leaf],))
@@ -95,4 +97,5 @@ def pad_model(model: TernaryModel, shape: PaddedShape) -> TernaryModel:
             dense[name] = _pad(array, out_in[leaf])
     ternary = {name: TernaryTensor(_pad(t.codes_OI, out_in[name.rsplit(".", 1)[-1]]), t.scale)
                for name, t in model.ternary.items()}
-    return dataclasses.replace(model, config=new, dense=dense, ternary=ternary)
+    biases = {name: _pad(b, out_in[name.rsplit(".", 1)[-1]][:1]) for name, b in model.biases.items()}
+    return dataclasses.replace(model, config=new, dense=dense, ternary=ternary, biases=biases)

@@ -48,7 +48,8 @@ def llama_cpp_report(run: Run | str | Path, gguf_path: str | Path, *, n_tokens: 
 
 
 def transformers_report(run: Run | str | Path, packed_dir: str | Path, *, n_tokens: int = 256) -> dict:
-    """Logits of `BitNetForCausalLM` on the packed directory against bitjax's training forward (int8 activations)."""
+    """Logits of transformers on the packed directory (its architecture's class) against bitjax's training forward
+    (int8 activations)."""
     run = run if isinstance(run, Run) else Run(run)
     tokens = ref.heldout_tokens(run, n_tokens)
     model = hf_check.load_model(packed_dir)

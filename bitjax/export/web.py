@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from bitjax.errors import ExportError
-from bitjax.export import checks, web_prompt, web_runtime, web_vocab
+from bitjax.export import architectures, checks, web_prompt, web_runtime, web_vocab
 from bitjax.export.common import atomic_directory, check_output_apart
 from bitjax.export.embedding_quant import EMBEDDING_TYPES, default_embedding_type
 from bitjax.export.gguf_split import split_gguf
@@ -82,6 +82,9 @@ def export_web(run_dir: str | Path, out: str | Path, *, gguf_type: str | None = 
     check_web_options(gguf_type, embedding_type, split_mb, allow_runtime_mismatch)
     check_web_output(Path(out), force)
     run = Run(run_dir)   # refuses a run without a checkpoint or without its tokenizer.json
+    if unfinished := checks.unfinished_quantization(run):   # a page offers no way around it
+        raise ExportError(unfinished.split("; train to")[0] + f"; train to step {run.config.quant_warmup_steps + 1} "
+                          "or later (or export --format gguf --allow-unfinished-quantization to look at it)")
     if checks.gguf_activation_problems(run.config.model):
         raise ExportError(
             f"model.ffn_activation={run.config.model.ffn_activation!r}: the page runs llama.cpp's bitnet graph, "
@@ -123,4 +126,5 @@ def write_web_folder(model: TernaryModel, out: Path, package: Path, *, gguf_type
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"path": str(out), "format": "web", "type": gguf_type, "embedding_type": embedding_type, "bytes": size,
-            "step": model.step, "files": manifest["files"], "chat": chat is not None}
+            "step": model.step, "files": manifest["files"], "chat": chat is not None,
+            "architecture": architectures.architecture(model.config).name}

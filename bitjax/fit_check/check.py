@@ -21,9 +21,11 @@ import jax
 from jax.sharding import Mesh
 
 from bitjax import sharding as sharding_lib
-from bitjax.config import TrainConfig, apply_overrides
+from bitjax.config import ModelConfig, TrainConfig, apply_overrides
 from bitjax.errors import ConfigError
 from bitjax.fit_check import flops, hlo_facts
+from bitjax.pretrained import spec as model_spec
+from bitjax.teachers import online
 from bitjax.training.trainer import Trainer
 
 GIB = 1024**3
@@ -252,6 +254,8 @@ def fit_check(cfg: TrainConfig, topology_name: str, recipe: str = "recipe", teac
     """
     topo = topology(topology_name)
     model_flops, hardware_flops = flops.step_flops(cfg.model, cfg.data.batch_size, cfg.data.seq_len)
+    if cfg.distill.online:   # the teacher's forward runs in the step too: hardware work, not the student's MFU
+        hardware_flops += flops.forward_flops(teacher_config(cfg), cfg.data.batch_size, cfg.data.seq_len)
     started = time.perf_counter()
     lowered, mesh = lower_step(cfg, topo, teacher_k)
     common = dict(recipe=recipe, topology=topo, mesh=dict(mesh.shape), global_batch=cfg.data.batch_size,
@@ -342,14 +346,34 @@ def render_sweep(key: str, rows: list[tuple[str, FitReport]]) -> str:
     return "\n".join(lines)
 
 
+def teacher_config(cfg: TrainConfig) -> ModelConfig:
+    """The online teacher's architecture, read from its metadata (no weights); when the files are not on this
+    machine and the teacher is the model the student was converted from (self-distillation), the student's own
+    shape at full precision, which init_from holds the source to."""
+    spec = model_spec.parse(cfg.distill.teacher, "distill.teacher", check=False)
+    if spec.is_embedded or spec.path.exists():
+        return model_spec.model_config(model_spec.parse(cfg.distill.teacher, "distill.teacher"))
+    if cfg.distill.teacher == cfg.init_from:
+        return dataclasses.replace(cfg.model, quant="none", int8_matmul=False, full_precision_layers=())
+    raise ConfigError(f"distill.teacher={cfg.distill.teacher}: {spec.path} is not on this machine, and fit-check "
+                      "compiles the online teacher into the step from its config; copy its config.json (or the "
+                      "GGUF) there")
+
+
 def lower_step(cfg: TrainConfig, topo: Topology, teacher_k: int | None = None) -> tuple[jax.stages.Lowered, Mesh]:
-    """The train step of `cfg` lowered for the slice's compile-only devices, and the mesh it runs on."""
+    """The train step of `cfg` lowered for the slice's compile-only devices, and the mesh it runs on. With
+    `distill.online` the teacher's forward is compiled in, its parameters placed as shapes."""
 
     trainer = Trainer.create(cfg, devices=tpu_devices(topo))
+    args = []
+    if cfg.distill.online:
+        teacher = online.abstract(cfg.distill.teacher, teacher_config(cfg), cfg.model, trainer.mesh)
+        trainer = dataclasses.replace(trainer, teacher=teacher)
+        args = [teacher.params]
     batch_sharding = sharding_lib.batch_sharding(trainer.mesh)
     abstract_batch = {name: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
                       for name, (shape, dtype) in trainer.batch_shapes(teacher_k).items()}
-    return trainer.jit_train_step().lower(trainer.abstract_state(), abstract_batch), trainer.mesh
+    return trainer.jitted_step().lower(trainer.abstract_state(), abstract_batch, *args), trainer.mesh
 
 
 def pin_cpu_platform() -> None:

@@ -55,3 +55,9 @@ def step_flops(model: ModelConfig, batch_size: int, seq_len: int) -> tuple[float
     tokens = batch_size * seq_len
     model_flops = model_flops_per_token(model, seq_len) * tokens
     return model_flops, model_flops + recompute_flops_per_token(model, seq_len) * tokens
+
+
+def forward_flops(model: ModelConfig, batch_size: int, seq_len: int) -> float:
+    """FLOPs of one forward pass over batch_size x seq_len tokens (an online teacher's share of a step)."""
+    per_token = 2.0 * matmul_params(model) + attention_flops_per_token(model, seq_len) / 3.0
+    return per_token * batch_size * seq_len

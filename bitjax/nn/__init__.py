@@ -4,6 +4,7 @@
   int8_matmul     BitLinear's int8 x ternary matmul with int32 sums and its straight-through backward
   layers          BitLinear, Linear, RMSNorm (Flax NNX)
   attention       grouped-query attention kernels: XLA, chunked, splash (TPU), cuDNN (GPU)
+  rope            rotary position embedding and its frequency scalings (linear, llama3, yarn, per-pair factors)
   model_config    ModelConfig: shape and numerics, validated, and the size presets
   transformer     Transformer: the decoder (blocks stacked and scanned), its KV-cache decoding step
   layer_stack     the one mapping between stacked block variables and per-layer names (`layers.3.mlp...`)

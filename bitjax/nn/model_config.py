@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from bitjax.errors import ConfigError
 from bitjax.nn.attention import check_impl
 from bitjax.nn.int8_matmul import MAX_EXACT_IN_FEATURES
+from bitjax.nn.rope import RopeScaling
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
 
@@ -54,12 +55,17 @@ class ModelConfig:
     sub_norms: bool = True          # SubLN: RMSNorm before o_proj and down_proj (False: LLaMA / Qwen2)
     attention_bias: bool = False    # biases on q/k/v (Qwen2)
     tie_embeddings: bool = True     # the LM head is the embedding (False: a separate lm_head)
+    qk_norm: bool = False           # RMSNorm over each query and key head before RoPE (Qwen3)
+    # RoPE's frequency scaling (Llama 3.x's llama3, linear, YaRN; bitjax.nn.rope); none by default
+    rope_scaling: RopeScaling = RopeScaling()
     # Blocks kept in full precision in a ternary model (dynamic 1.58-bit quantization keeps the first and last):
     # their linears are built as BitLinear at quantization strength 0 (weights and activations unquantized) and
     # export as plain weights. Indices 0..n_layers-1.
     full_precision_layers: tuple[int, ...] = ()
 
     def __post_init__(self):
+        if isinstance(self.rope_scaling, dict):   # a run's config.json read back as keyword arguments
+            object.__setattr__(self, "rope_scaling", RopeScaling(**self.rope_scaling))
         if isinstance(self.remat, bool):
             object.__setattr__(self, "remat", "full" if self.remat else "none")
         if self.remat not in REMAT_POLICIES:
@@ -98,6 +104,7 @@ class ModelConfig:
         check_impl(self.attention)
         if self.head_dim % 2:
             raise ConfigError(f"model.head_dim={self.head_dim} must be even for RoPE")
+        self.rope_scaling.check_head_dim(self.head_dim)
 
     @classmethod
     def tiny(cls, **kw) -> "ModelConfig":

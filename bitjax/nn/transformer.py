@@ -27,19 +27,7 @@ from bitjax.nn.attention import BATCH_AXES, AttentionMask, attend
 from bitjax.nn.layers import BitLinear, Linear, RMSNorm
 from bitjax.nn.model_config import COMPUTE_FIELDS, DTYPES, PRESETS, REMAT_POLICIES, ModelConfig  # noqa: F401
 from bitjax.nn.quant import at_least_f32
-
-
-def rope(x_BLNH: Float[ArrayLike, "B L N H"], positions_BL: Int[ArrayLike, "B L"],
-         theta: float) -> Float[ArrayLike, "B L N H"]:
-    """Rotary position embedding, half-split ("NEOX") convention as in Hugging Face LLaMA and llama.cpp bitnet."""
-    half = x_BLNH.shape[-1] // 2
-    acc = at_least_f32(x_BLNH.dtype)
-    inv_freq_H = 1.0 / (theta ** (jnp.arange(half, dtype=acc) / half))
-    angles_BLH = positions_BL[..., None].astype(acc) * inv_freq_H[None, None, :]
-    sin_BL1H, cos_BL1H = jnp.sin(angles_BLH)[:, :, None, :], jnp.cos(angles_BLH)[:, :, None, :]
-    x1, x2 = x_BLNH[..., :half].astype(acc), x_BLNH[..., half:].astype(acc)
-    out = jnp.concatenate([x1 * cos_BL1H - x2 * sin_BL1H, x2 * cos_BL1H + x1 * sin_BL1H], axis=-1)
-    return out.astype(x_BLNH.dtype)
+from bitjax.nn.rope import rope
 
 
 class AttentionInputs(NamedTuple):
@@ -60,7 +48,8 @@ class KVCache(NamedTuple):
 
 
 class Attention(nnx.Module):
-    """Grouped-query attention with RoPE and a SubLN norm before the output projection."""
+    """Grouped-query attention with RoPE, optional per-head q/k norms (Qwen3) and a SubLN norm before the output
+    projection."""
 
     def __init__(self, cfg: ModelConfig, linear_cls, *, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -68,6 +57,8 @@ class Attention(nnx.Module):
         self.q_proj = dense(cfg.d_model, cfg.n_heads * cfg.head_dim, use_bias=cfg.attention_bias)
         self.k_proj = dense(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, use_bias=cfg.attention_bias)
         self.v_proj = dense(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, use_bias=cfg.attention_bias)
+        self.q_norm = _norm(cfg, cfg.head_dim) if cfg.qk_norm else None
+        self.k_norm = _norm(cfg, cfg.head_dim) if cfg.qk_norm else None
         self.attn_sub_norm = _norm(cfg, cfg.n_heads * cfg.head_dim) if cfg.sub_norms else None
         self.o_proj = dense(cfg.n_heads * cfg.head_dim, cfg.d_model)
 
@@ -87,12 +78,14 @@ class Attention(nnx.Module):
         return self.o_proj(_maybe(self.attn_sub_norm, out_BLNH.reshape(B, L, -1))), kv_cache
 
     def inputs(self, x_BLD, positions_BL) -> AttentionInputs:
-        """The queries, keys and values of the L positions (RoPE applied to queries and keys)."""
+        """The queries, keys and values of the L positions (q/k norms, then RoPE, applied to queries and keys)."""
         cfg = self.cfg
         B, L, _ = x_BLD.shape
         K, H = cfg.n_kv_heads, cfg.head_dim
-        return AttentionInputs(rope(self.q_proj(x_BLD).reshape(B, L, cfg.n_heads, H), positions_BL, cfg.rope_theta),
-                               rope(self.k_proj(x_BLD).reshape(B, L, K, H), positions_BL, cfg.rope_theta),
+        q_BLNH = _maybe(self.q_norm, self.q_proj(x_BLD).reshape(B, L, cfg.n_heads, H))
+        k_BLKH = _maybe(self.k_norm, self.k_proj(x_BLD).reshape(B, L, K, H))
+        return AttentionInputs(rope(q_BLNH, positions_BL, cfg.rope_theta, cfg.rope_scaling),
+                               rope(k_BLKH, positions_BL, cfg.rope_theta, cfg.rope_scaling),
                                self.v_proj(x_BLD).reshape(B, L, K, H))
 
 

@@ -1,12 +1,14 @@
-"""GGUF files (llama.cpp) as bitjax models: the `llama`, `qwen2` and `bitnet` architectures, any tensor type.
+"""GGUF files (llama.cpp) as bitjax models: the `llama`, `qwen2`, `qwen3` and `bitnet` architectures, any tensor type.
 
     cfg, params = load_gguf("model.gguf")     # ModelConfig (quant="none") and float32 parameters
     model = gguf_model("model.gguf")          # tokens (B, L) -> logits (B, L, V)
 
 Quantized tensors (Q4_1, Q8_0, K-quants, TQ1_0/TQ2_0, ...) are dequantized with the `gguf` library. llama.cpp's
 converter stores the q and k projections of `llama` models permuted for its interleaved RoPE; they are
-permuted back to the half-split layout bitjax (and Hugging Face) use. A bitnet file's per-tensor `.scale`
-multiplies its weight, as llama.cpp does. Only metadata and tensors are read: no code runs.
+permuted back to the half-split layout bitjax (and Hugging Face) use. A per-tensor `.scale` multiplies its
+weight, as llama.cpp does. RoPE scaling: `rope.scaling.type` linear or yarn (with its factor, original context
+and betas), and Llama 3.x's `rope_freqs` tensor (one divisor per rotary pair: `RopeScaling.kind="freq_factors"`).
+Only metadata and tensors are read: no code runs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ import numpy as np
 
 from bitjax.errors import ConfigError
 from bitjax.nn.model_config import ModelConfig
+from bitjax.nn.rope import RopeScaling
 from bitjax.pretrained.hf import ARCHITECTURES, fill_params, merged_model
+
+GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3", "bitnet")
 
 # bitjax parameter path pieces -> GGUF tensor names (per block "blk.N.")
 BLOCK_NAMES = {
@@ -27,6 +32,7 @@ BLOCK_NAMES = {
     "self_attn.v_proj.kernel": "attn_v.weight", "self_attn.o_proj.kernel": "attn_output.weight",
     "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
     "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.q_norm.scale": "attn_q_norm.weight", "self_attn.k_norm.scale": "attn_k_norm.weight",
     "self_attn.attn_sub_norm.scale": "attn_sub_norm.weight",
     "mlp.gate_proj.kernel": "ffn_gate.weight", "mlp.up_proj.kernel": "ffn_up.weight",
     "mlp.down_proj.kernel": "ffn_down.weight", "mlp.ffn_sub_norm.scale": "ffn_sub_norm.weight",
@@ -57,30 +63,62 @@ def gguf_model_config(path: str | Path, reader=None) -> ModelConfig:
     """The ModelConfig a GGUF file's metadata describes (full precision)."""
     path = Path(path)
     reader = reader or _reader(path)
+    if "general.architecture" not in reader.fields:
+        raise ConfigError(f"{path}: metadata key general.architecture is missing, so nothing says which network the "
+                          "tensors form; write it (gguf.GGUFWriter(path, arch)) or convert the model again with "
+                          "llama.cpp's convert_hf_to_gguf.py")
     arch = _field(reader, "general.architecture", path)
-    if arch not in ("llama", "qwen2", "bitnet"):
-        raise ConfigError(f"{path}: architecture {arch!r} is not supported; bitjax imports llama, qwen2 and bitnet")
+    if arch not in GGUF_ARCHITECTURES:
+        raise ConfigError(f"{path}: architecture {arch!r} is not supported; bitjax imports "
+                          f"{', '.join(GGUF_ARCHITECTURES)}")
     fixed = dict(ARCHITECTURES[arch])
     if arch == "bitnet":
         fixed["ffn_activation"] = _field(reader, "bitnet.hidden_activation", path, "silu")   # llama.cpp's default
     names = {t.name for t in reader.tensors}
-    scaling = _field(reader, f"{arch}.rope.scaling.type", path, "none")
-    if scaling != "none" or "rope_freqs.weight" in names:   # rope_freqs: Llama 3.x's per-frequency factors
-        raise ConfigError(f"{path}: RoPE scaling {'llama3' if scaling == 'none' else scaling!r} is not implemented "
-                          "by bitjax's decoder (only plain RoPE); import a model without RoPE scaling")
     heads = int(_field(reader, f"{arch}.attention.head_count", path))
     d_model = int(_field(reader, f"{arch}.embedding_length", path))
+    head_dim = int(_field(reader, f"{arch}.attention.key_length", path, d_model // heads))
+    theta = float(_field(reader, f"{arch}.rope.freq_base", path, 10_000.0))
+    rope_scaling = _rope_scaling(reader, arch, path, head_dim)
     return ModelConfig(
         vocab_size=int(reader.tensors[[t.name for t in reader.tensors].index("token_embd.weight")].shape[1]),
         d_model=d_model, n_layers=int(_field(reader, f"{arch}.block_count", path)), n_heads=heads,
-        n_kv_heads=int(_field(reader, f"{arch}.attention.head_count_kv", path, heads)),
-        head_dim=int(_field(reader, f"{arch}.attention.key_length", path, d_model // heads)),
+        n_kv_heads=int(_field(reader, f"{arch}.attention.head_count_kv", path, heads)), head_dim=head_dim,
         d_ff=int(_field(reader, f"{arch}.feed_forward_length", path)),
-        max_seq_len=int(_field(reader, f"{arch}.context_length", path, 2048)),
-        rope_theta=float(_field(reader, f"{arch}.rope.freq_base", path, 10_000.0)),
+        max_seq_len=int(_field(reader, f"{arch}.context_length", path, 2048)), rope_theta=theta,
+        rope_scaling=rope_scaling,
         norm_eps=float(_field(reader, f"{arch}.attention.layer_norm_rms_epsilon", path)),
         tie_embeddings="output.weight" not in names, quant="none",
-        **{**fixed, "attention_bias": "blk.0.attn_q.bias" in names})
+        **{**fixed, "attention_bias": "blk.0.attn_q.bias" in names, "qk_norm": "blk.0.attn_q_norm.weight" in names})
+
+
+def _rope_scaling(reader, arch: str, path: Path, head_dim: int) -> RopeScaling:
+    """RoPE scaling as llama.cpp reads it: `rope.scaling.*` metadata (linear, yarn), or a `rope_freqs` tensor."""
+    kind = _field(reader, f"{arch}.rope.scaling.type", path, "none")
+    freqs = next((t for t in reader.tensors if t.name == "rope_freqs.weight"), None)
+    if freqs is not None and kind == "none":
+        factors = np.asarray(freqs.data, np.float32).ravel()
+        if factors.size != head_dim // 2:
+            raise ConfigError(f"{path}: rope_freqs.weight holds {factors.size} factors, the heads have "
+                              f"{head_dim // 2} rotary pairs")
+        return RopeScaling("freq_factors", freq_factors=tuple(float(f) for f in factors))
+    if kind == "none":
+        return RopeScaling()
+    # attention-factor settings beyond YaRN's default (DeepSeek's mscale): bitjax.nn.rope does not compute them
+    attn = [key for key, plain in (("attn_factor", 1.0), ("yarn_attn_factor", 1.0), ("yarn_log_multiplier", 0.0))
+            if float(_field(reader, f"{arch}.rope.scaling.{key}", path, plain)) != plain]
+    if kind not in ("linear", "yarn") or freqs is not None or attn:
+        what = f"{kind!r}" + (" with a rope_freqs tensor" if freqs is not None else "") + \
+            (f" with rope.scaling.{attn[0]}" if attn else "")
+        raise ConfigError(f"{path}: RoPE scaling {what} is not supported; bitjax imports linear and yarn scaling "
+                          "and Llama 3.x's rope_freqs")
+    factor = float(_field(reader, f"{arch}.rope.scaling.factor", path))
+    if kind == "linear":
+        return RopeScaling("linear", factor=factor)
+    return RopeScaling("yarn", factor=factor,
+                       original_max_len=int(_field(reader, f"{arch}.rope.scaling.original_context_length", path)),
+                       beta_fast=float(_field(reader, f"{arch}.rope.scaling.yarn_beta_fast", path, 32.0)),
+                       beta_slow=float(_field(reader, f"{arch}.rope.scaling.yarn_beta_slow", path, 1.0)))
 
 
 def _unpermute(w_OI: np.ndarray, n_heads: int) -> np.ndarray:

@@ -12,18 +12,31 @@ Its linears then train as BitLinear; with `quant_warmup_steps` the quantization 
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 
 from bitjax.errors import ConfigError
-from bitjax.nn import layer_stack
+from bitjax.nn import layer_stack, rope
 from bitjax.nn.model_config import ModelConfig
 from bitjax.pretrained import spec as model_spec
 
 # Settings that change what the copied tensors compute without changing any tensor's shape: a student that
 # differs from its source in one of them would start from a silently different network.
 SAME_AS_SOURCE = ("n_heads", "n_kv_heads", "head_dim", "rope_theta", "norm_eps", "ffn_activation",
-                  "attention_bias", "tie_embeddings")
+                  "attention_bias", "tie_embeddings", "qk_norm", "rope_scaling")
+
+
+def student_config(source: ModelConfig, *, sub_norms: bool, **changes) -> ModelConfig:
+    """The ternary student of a source model: its shape and function (SAME_AS_SOURCE), with BitNet's SubLN
+    inserted or not (`sub_norms`; without it the student keeps the source's architecture and exports in it,
+    bitjax.export.architectures), and any other `changes` (dtype, remat, full-precision blocks, ...). The int8
+    matmul is off: a converted student ramps its quantization strength, which that path holds at 1."""
+    if source.sub_norms and not sub_norms:
+        raise ConfigError("the source has SubLN norms (a BitNet model); its student keeps them (sub_norms=True)")
+    return dataclasses.replace(source, **{"quant": "ternary", "sub_norms": sub_norms, "int8_matmul": False,
+                                          **changes})
 
 
 def load_source(spec: str) -> tuple[ModelConfig, dict[str, np.ndarray]]:
@@ -32,15 +45,36 @@ def load_source(spec: str) -> tuple[ModelConfig, dict[str, np.ndarray]]:
     return cfg, layer_stack.flat_per_layer(params)
 
 
+def _same_rope_scaling(source: ModelConfig, student: ModelConfig) -> bool:
+    """The same scaling of the source's RoPE angles (its head width and theta, which are compared on their own):
+    Llama 3.x's scaling read from a GGUF (per-pair factors) equals it from config.json."""
+    if len(student.rope_scaling.freq_factors) not in (0, source.head_dim // 2):
+        return False
+    angles = [rope.inverse_frequencies(source.head_dim, source.rope_theta, c.rope_scaling) for c in (source, student)]
+    return (np.allclose(*angles, rtol=1e-6, atol=0)
+            and rope.attention_factor(source.rope_scaling) == rope.attention_factor(student.rope_scaling))
+
+
+def _settings(name: str, config: ModelConfig) -> str:
+    """`model.NAME=VALUE` as --set takes it (the RoPE scaling's fields one by one)."""
+    if name != "rope_scaling":
+        return f"model.{name}={getattr(config, name)!r}"
+    scaling = config.rope_scaling
+    return " ".join(f"model.rope_scaling.{f.name}={getattr(scaling, f.name)!r}" for f in dataclasses.fields(scaling)
+                    if f.name != "freq_factors" and getattr(scaling, f.name) != f.default)
+
+
 def _check_same_function(spec: str, source: ModelConfig, student: ModelConfig) -> None:
     def differs(name):
         a, b = getattr(source, name), getattr(student, name)
+        if name == "rope_scaling":
+            return not _same_rope_scaling(source, student)
         return not np.isclose(a, b, rtol=1e-6, atol=0) if isinstance(a, float) else a != b   # GGUF floats are f32
 
     if wrong := [name for name in SAME_AS_SOURCE if differs(name)]:
         raise ConfigError(f"init_from={spec}: the student's " + ", ".join(
             f"{n}={getattr(student, n)!r}" for n in wrong) + " differ from the source's; set " + " ".join(
-            f"model.{n}={getattr(source, n)!r}" for n in wrong))
+            _settings(n, source) for n in wrong))
 
 
 def student_params(spec: str, student_abstract_params, student: ModelConfig):

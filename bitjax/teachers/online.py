@@ -54,14 +54,37 @@ def load(spec: str, student: ModelConfig, mesh, student_relation: tuple[int, int
                           "the teacher's tokenizer (data.tokenizer) and its vocabulary size for the student")
     if student_relation is not None:   # (distill.relation_layer, distill.relation_heads) of a relation loss
         relation_loss.check_model(config, *student_relation, f"teacher {spec}")
+    return _place(spec, config, student, params, mesh)
+
+
+def _student_numerics(config: ModelConfig, student: ModelConfig) -> ModelConfig:
     # The teacher computes like the student (dtype, attention kernel, remat); its weights stay as imported
     # (a full-precision teacher has no int8 matmul to take).
-    config = dataclasses.replace(config, dtype=student.dtype, remat=student.remat, attention=student.attention)
-    graphdef, _, quant_vars = nnx.split(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))),
-                                        nnx.Param, QuantStrength)
-    quant_vars = quant_strengths(config, quant_vars)
+    return dataclasses.replace(config, dtype=student.dtype, remat=student.remat, attention=student.attention)
+
+
+def _graph(config: ModelConfig):
+    graphdef, abstract_params, quant_vars = nnx.split(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))),
+                                                      nnx.Param, QuantStrength)
+    return graphdef, abstract_params, quant_strengths(config, quant_vars)
+
+
+def _place(spec: str, config: ModelConfig, student: ModelConfig, params, mesh) -> OnlineTeacher:
+    config = _student_numerics(config, student)
+    graphdef, _, quant_vars = _graph(config)
     shardings = sharding_lib.tree_shardings(params, mesh)
     params = jax.tree.map(lambda x, s: jax.device_put(jnp.asarray(x, config.param_dtype), s), params, shardings)
+    return OnlineTeacher(spec, config, graphdef, params, quant_vars)
+
+
+def abstract(spec: str, config: ModelConfig, student: ModelConfig, mesh) -> OnlineTeacher:
+    """The teacher of `config` with its parameters as shapes placed on `mesh`, nothing loaded: what fit-check
+    compiles the train step with."""
+    config = _student_numerics(config, student)
+    graphdef, abstract_params, quant_vars = _graph(config)
+    shardings = sharding_lib.tree_shardings(abstract_params, mesh)
+    params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, config.param_dtype, sharding=s),
+                          abstract_params, shardings)
     return OnlineTeacher(spec, config, graphdef, params, quant_vars)
 
 

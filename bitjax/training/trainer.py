@@ -106,8 +106,9 @@ class Trainer:
         return sharding_lib.global_batch(local_batch, self.mesh)
 
     def batch_shapes(self, teacher_k: int | None = None) -> dict[str, tuple[tuple[int, ...], Any]]:
-        """Shape and dtype of every field of a global training batch (teacher fields when a source distils)."""
-        k = (teacher_k or self.cfg.distill.k) if self.objectives.needs_teacher() else 0
+        """Shape and dtype of every field of a global training batch (teacher fields when a source distils from a
+        cache; an online teacher computes them in the step)."""
+        k = (teacher_k or self.cfg.distill.k) if self.objectives.needs_teacher() and self.teacher is None else 0
         return schema.batch_fields(self.cfg.data.batch_size, self.cfg.data.seq_len, k, self.cfg.model.vocab_size)
 
     def model(self, params: nnx.State, lam: jax.Array | float = 1.0) -> Transformer:
@@ -149,17 +150,24 @@ class Trainer:
         state = jax.eval_shape(self._init)
         return nonfinite.watched_names(state.params, state.opt_state)
 
-    def jit_train_step(self):
-        """The one train step, jitted with explicit shardings; the old state's buffers are donated."""
+    def jitted_step(self):
+        """The one train step, jitted with explicit shardings, the old state's buffers donated: it takes
+        (state, batch), and with an online teacher (state, batch, teacher parameters)."""
         state_sh = self.state_shardings()
         if self.teacher is None:
             return jax.jit(self.train_step, in_shardings=(state_sh, sharding_lib.batch_sharding(self.mesh)),
                            out_shardings=(state_sh, sharding_lib.replicated(self.mesh)), donate_argnums=(0,))
         # The teacher's parameters are an argument placed by the sharding table, not constants of the program.
         teacher_sh = sharding_lib.tree_shardings(self.teacher.params, self.mesh)
-        step = jax.jit(self.train_step,
+        return jax.jit(self.train_step,
                        in_shardings=(state_sh, sharding_lib.batch_sharding(self.mesh), teacher_sh),
                        out_shardings=(state_sh, sharding_lib.replicated(self.mesh)), donate_argnums=(0,))
+
+    def jit_train_step(self):
+        """`jitted_step` as (state, batch) -> (state, metrics): the online teacher's parameters passed along."""
+        step = self.jitted_step()
+        if self.teacher is None:
+            return step
         return lambda state, batch: step(state, batch, self.teacher.params)
 
     def eval_loss(self, params: nnx.State, batch: dict) -> tuple[jax.Array, jax.Array]:

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from bitjax.config import load_recipe
-from bitjax.export import checks, llama_check
+from bitjax.export import architectures, checks, llama_check
 from bitjax.export import reference as ref
 from bitjax.export.embedding_quant import check_embedding_type
 from bitjax.export.gguf_writer import write_gguf
@@ -26,7 +26,7 @@ def test_silu_variant_differs_only_in_activation_and_passes_gguf_checks(name):
     assert base.model.ffn_activation == "relu2" and silu.model.ffn_activation == "silu"
     assert dataclasses.replace(silu, name=base.name, model=base.model) == base
     cfg = silu.model
-    assert checks.head_shape_problems(cfg) == [] and checks.gguf_activation_problems(cfg) == []
+    assert architectures.gguf_problems(cfg) == [] and checks.gguf_activation_problems(cfg) == []
     for width in (cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.d_ff):  # every BitLinear's input width
         assert width % checks.TQ_BLOCK == 0
     check_embedding_type("q6_k", cfg.d_model)

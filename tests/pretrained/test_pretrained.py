@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from bitjax.errors import ConfigError, ExportError
+from bitjax.errors import ConfigError
 from tests.support import RECIPES, TINY
 
 torch = pytest.importorskip("torch")
@@ -56,7 +56,7 @@ def test_imported_logits_equal_transformers(tmp_path, config_cls, model_cls, kw)
 @pytest.mark.parametrize("spelling", ["v5", "v4"])
 def test_rope_theta_and_scaling_are_read_from_either_config_spelling(tmp_path, spelling):
     """transformers 5 writes `rope_parameters` {rope_type, rope_theta, ...}; 4.x wrote `rope_theta` and
-    `rope_scaling` at the top level. Both give the theta, and scaling in either is refused."""
+    `rope_scaling` at the top level. Both give the theta and the scaling."""
     from bitjax.pretrained.hf import hf_model_config
 
     _save(tmp_path, "LlamaConfig", "LlamaForCausalLM")
@@ -71,8 +71,9 @@ def test_rope_theta_and_scaling_are_read_from_either_config_spelling(tmp_path, s
     (tmp_path / "config.json").write_text(json.dumps({**config, **plain}))
     assert hf_model_config(tmp_path).rope_theta == 123_456.0
     (tmp_path / "config.json").write_text(json.dumps({**config, **scaled}))
-    with pytest.raises(ConfigError, match="RoPE scaling 'llama3' is not implemented"):
-        hf_model_config(tmp_path)
+    scaling = hf_model_config(tmp_path).rope_scaling
+    assert (scaling.kind, scaling.factor, scaling.original_max_len, scaling.high_freq_factor) == ("llama3", 8.0, 32,
+                                                                                                   4.0)
 
 
 def test_unsupported_architecture_and_mismatched_shapes_are_one_line(tmp_path):
@@ -89,17 +90,21 @@ def test_unsupported_architecture_and_mismatched_shapes_are_one_line(tmp_path):
         hf_model(tmp_path)
 
 
-def test_an_imported_llama_is_refused_by_the_exporter_in_one_line(tmp_path):
-    from bitjax.export.model_source import TernaryModel
+def test_an_imported_llama_exports_in_its_own_architecture(tmp_path):
+    """A student without SubLN keeps its source's architecture: an untied LlamaForCausalLM becomes a llama export
+    with its own output head (the round trips are tests/pretrained/test_convert_architectures.py)."""
+    import dataclasses
+
+    from bitjax.export import architectures
+    from bitjax.export.model_source import TernaryModel, flatten_params
     from bitjax.pretrained.hf import load_hf
 
     _save(tmp_path, "LlamaConfig", "LlamaForCausalLM", tie_word_embeddings=False)
     cfg, params = load_hf(tmp_path)
-    import dataclasses
-
-    from bitjax.export.model_source import flatten_params
-    with pytest.raises(ExportError, match="model.sub_norms=false, model.tie_embeddings=false"):
-        TernaryModel.from_params(dataclasses.replace(cfg, quant="ternary"), flatten_params(params))
+    model = TernaryModel.from_params(dataclasses.replace(cfg, quant="ternary"), flatten_params(params))
+    assert architectures.architecture(model.config).name == "llama"
+    assert architectures.gguf_problems(model.config) == architectures.packed_problems(model.config) == []
+    assert model.dense["lm_head"].shape == (SMALL["vocab_size"], SMALL["hidden_size"])
 
 
 def _heldout_ids(n: int) -> np.ndarray:
@@ -218,9 +223,10 @@ def test_a_gguf_of_another_architecture_or_not_gguf_is_one_line(tmp_path):
         load_gguf(tmp_path / "missing.gguf")
 
 
-@pytest.mark.parametrize("scaling", ["yarn", "llama3"])
-def test_a_gguf_with_rope_scaling_is_one_line(tmp_path, scaling):
-    """A scaled RoPE (a `rope.scaling.type`, or Llama 3.x's `rope_freqs` tensor) is refused, not dropped."""
+@pytest.mark.parametrize("scaling", ["longrope", "yarn_and_rope_freqs"])
+def test_a_gguf_with_an_unsupported_rope_scaling_is_one_line(tmp_path, scaling):
+    """A RoPE scaling bitjax does not compute (longrope, or a `rope.scaling.type` beside a `rope_freqs` tensor)
+    is refused, not dropped."""
     import gguf
 
     from bitjax.pretrained.gguf import load_gguf
@@ -228,16 +234,18 @@ def test_a_gguf_with_rope_scaling_is_one_line(tmp_path, scaling):
     path = tmp_path / "scaled.gguf"
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_block_count(1)
-    if scaling == "yarn":
-        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
-    else:
+    writer.add_head_count(1)
+    writer.add_embedding_length(16)
+    writer.add_rope_scaling_type(gguf.RopeScalingType.LONGROPE if scaling == "longrope" else gguf.RopeScalingType.YARN)
+    if scaling != "longrope":
         writer.add_tensor("rope_freqs.weight", np.ones(8, np.float32))
     writer.add_tensor("token_embd.weight", np.zeros((8, 16), np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    with pytest.raises(ConfigError, match=f"scaled.gguf: RoPE scaling '{scaling}' is not implemented"):
+    what = "'longrope'" if scaling == "longrope" else "'yarn' with a rope_freqs tensor"
+    with pytest.raises(ConfigError, match=f"scaled.gguf: RoPE scaling {what} is not supported"):
         load_gguf(path)
 
 
