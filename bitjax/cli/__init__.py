@@ -3,6 +3,7 @@
   train, cache_teacher, tokenize, traces, rephrase     making a run and its data
   evaluate (`bitjax eval`), generate, export           using a trained run
   fit_check, plan                                      checking a recipe before it runs
+  bench                                                timing its step on the devices present
 
 Each command module defines NAME, `add_parser(subparsers)` and `run(args) -> exit code`; its library imports
 sit inside `run`, so `bitjax --help` does not load JAX. Errors a user can act on (bitjax.errors.BitjaxError)
@@ -14,9 +15,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bitjax.cli import cache_teacher, evaluate, export, fit_check, generate, plan, rephrase, tokenize, traces, train
+from bitjax.cli import (
+    bench,
+    cache_teacher,
+    evaluate,
+    export,
+    fit_check,
+    generate,
+    plan,
+    rephrase,
+    tokenize,
+    traces,
+    train,
+)
 
-COMMANDS = (train, cache_teacher, tokenize, evaluate, fit_check, plan, export, generate, rephrase, traces)
+COMMANDS = (train, cache_teacher, tokenize, evaluate, fit_check, plan, bench, export, generate, rephrase, traces)
 
 
 def main(argv: list[str] | None = None) -> int:
