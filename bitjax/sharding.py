@@ -52,6 +52,7 @@ RULES: tuple[tuple[str, P], ...] = (
     # activations
     (r"^batch\.", P(BATCH)),                                            # (B, ...) rows of the batch
     (r"^logits$", P(BATCH, None, "tensor")),                            # (B, L, V)
+    (r"^head$", P("tensor")),                                           # (V, D) the LM head in the loss
     # everything else: scalars (step, Adam count, injected hyperparameters)
     (r".*", P()),
 )
