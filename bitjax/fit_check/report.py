@@ -179,7 +179,8 @@ class FitReport:
             "compute_ms": self.compute_seconds * 1e3, "hbm_ms": self.hbm_seconds * 1e3,
             "collective_ms": self.collective_seconds * 1e3, "bound": self.bound,
             "step_ms": self.step_seconds * 1e3, "mfu": self.mfu, "serial_ms": self.serial_seconds * 1e3,
-            "collective_gb": {f"{kind} {dtype}": wire / 1e9 for (kind, dtype), (_, wire) in traffic.items()},
+            "collectives_gb": {f"{kind} {dtype}": {"array": array / 1e9, "wire": wire / 1e9}
+                               for (kind, dtype), (array, wire) in traffic.items()},
             "compile_seconds": self.compile_seconds,
         }
 
