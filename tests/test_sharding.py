@@ -114,7 +114,7 @@ def _env(n_devices: int, **extra) -> dict:
 
 def _mesh_losses(tmp_path, *extra, env=None) -> dict[str, np.ndarray]:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "mesh_losses.py"), str(tmp_path), "8,1,1", "2,2,2", "1,1,1",
+        [sys.executable, str(ROOT / "tests" / "support" / "mesh_losses.py"), str(tmp_path), "8,1,1", "2,2,2", "1,1,1",
          "--", *FAST, "checkpoint.every=1000", *extra],
         env=_env(8, **(env or {})), cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -8,9 +8,10 @@ runs `rounds` rounds of `steps` steps each, timed with one device sync per round
 the machine hits both alike, and ratios are taken within each round. Figures are medians over rounds.
 
   tokens/s per device    global batch x L / step time / devices
-  MFU                    analytic model FLOPs (bitjax.fit_check.flops) / (devices x the device's bf16 peak x step
-                         time); the peak comes from bitjax.fit_check.hardware by device kind (none for CPUs:
-                         no MFU there unless a peak is given)
+  MFU                    the time the analytic model FLOPs (bitjax.fit_check.flops) take at the device's peaks
+                         (int8 matmuls at the int8 peak, the rest at bf16's, as fit-check counts it) over the
+                         measured step time x devices; the peaks come from bitjax.fit_check.hardware by device
+                         kind (none for CPUs: no MFU there unless --peak-tflops gives one, used for both)
   memory                 the compiled step's own figure (arguments + outputs - donated + temporaries, the
                          compiler's memory analysis, on every backend), and the device's peak bytes in use where
                          the runtime reports it (GPU, TPU; process-wide: read after each variant's warm-up,
@@ -117,6 +118,7 @@ def summary(recipe: str, variants: list[Variant], peak_flops: float | None = Non
     device = jax.devices()[0]
     chip = hardware.chip_for_device(device.device_kind)
     peak = peak_flops or (chip.peak_bf16_flops if chip else None)
+    peak_int8 = chip.peak_int8_ops if chip and not peak_flops else peak   # a given peak stands for both
     n = jax.device_count()
     out = {"recipe": recipe, "backend": jax.default_backend(), "device_kind": device.device_kind,
            "devices": n, "peak_bf16_flops_per_device": peak, "jax": jax.__version__,
@@ -126,13 +128,15 @@ def summary(recipe: str, variants: list[Variant], peak_flops: float | None = Non
         median = statistics.median(v.times)
         tokens = cfg.data.batch_size * cfg.data.seq_len
         model_flops = flops.step_flops(cfg.model, cfg.data.batch_size, cfg.data.seq_len)[0]
+        model_int8 = flops.int8_flops(cfg.model, cfg.data.batch_size, cfg.data.seq_len, recompute=False)
+        at_peak = (model_flops - model_int8) / peak + model_int8 / peak_int8 if peak else None
         out["results"].append({
             "variant": v.name, "quant": cfg.model.quant, "dtype": cfg.model.dtype,
             "int8_matmul": cfg.model.int8_matmul, "mesh": dict(v.trainer.mesh.shape),
             "batch": cfg.data.batch_size, "seq_len": cfg.data.seq_len, "rounds": len(v.times),
             "step_ms": median * 1e3, "step_ms_min": min(v.times) * 1e3, "step_ms_max": max(v.times) * 1e3,
             "tokens_per_s_per_device": tokens / median / n, "model_flops_per_step": model_flops,
-            "mfu": model_flops / (n * peak * median) if peak else None,
+            "model_int8_flops_per_step": model_int8, "mfu": at_peak / (n * median) if peak else None,
             "compile_s": v.compile_seconds,
             "compiled_step_gib": v.compiled_bytes / hardware.GIB if v.compiled_bytes is not None else None,
             "device_peak_gib": v.peak_bytes / hardware.GIB if v.peak_bytes is not None else None})

@@ -60,7 +60,8 @@ def fit_check(cfg: TrainConfig, topology_name: str, recipe: str = "recipe", teac
     lowered, mesh = lower_step(cfg, topo, teacher_k)
     common = dict(recipe=recipe, topology=topo, mesh=dict(mesh.shape), global_batch=batch, seq_len=seq_len,
                   model_flops=model_flops, hardware_flops=hardware_flops,
-                  int8_flops=flops.int8_flops(cfg.model, batch, seq_len), quant=cfg.model.quant,
+                  int8_flops=flops.int8_flops(cfg.model, batch, seq_len),
+                  model_int8_flops=flops.int8_flops(cfg.model, batch, seq_len, recompute=False), quant=cfg.model.quant,
                   lower_seconds=time.perf_counter() - started)
     options = {"xla_dump_to": str(hlo_dir), "xla_dump_hlo_as_text": True} if hlo_dir else None
     started = time.perf_counter()

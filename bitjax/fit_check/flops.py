@@ -53,12 +53,13 @@ def remat_policy_name(model: ModelConfig) -> str:
     return str(remat)
 
 
-def int8_flops(model: ModelConfig, batch_size: int, seq_len: int) -> float:
-    """Hardware FLOPs of one step that run as int8 x int8 matmuls (see the module docstring), all devices."""
+def int8_flops(model: ModelConfig, batch_size: int, seq_len: int, recompute: bool = True) -> float:
+    """FLOPs of one step that run as int8 x int8 matmuls (see the module docstring), all devices: the hardware's
+    (with the recompute), or with `recompute=False` the model's (the forward once)."""
     if model.quant != "ternary" or not (model.int8_matmul and model.quantize_activations):
         return 0.0
     block_params = matmul_params(model) - model.vocab_size * model.d_model
-    forwards = 1 if recompute_flops_per_token(model, seq_len) == 0 else 2
+    forwards = 2 if recompute and recompute_flops_per_token(model, seq_len) > 0 else 1
     return 2.0 * block_params * batch_size * seq_len * forwards
 
 

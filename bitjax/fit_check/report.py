@@ -9,7 +9,8 @@ The roofline terms, per chip and step:
                 what the slice's interconnect delivers to one chip (hardware.Topology.interconnect_bytes_per_s)
 Overlap assumption: the three overlap completely (XLA issues the collectives asynchronously and its scheduler
 hides them behind the matmuls; the HBM traffic is the matmuls' own), so the step estimate is the largest
-term, the one that binds, and MFU (model FLOPs over the bf16 peak) follows from it. Without any overlap the
+term, the one that binds, and MFU follows from it (model FLOPs at their peaks over the step: int8 matmuls at the
+int8 peak, the rest at bf16's; FitReport.mfu_at). Without any overlap the
 step would take max(compute, HBM) + collectives: printed as well, the pessimistic end.
 """
 
@@ -34,6 +35,7 @@ class FitReport:
     model_flops: float                 # 6 N T + causal attention, whole step, all devices (the MFU numerator)
     hardware_flops: float              # model FLOPs + rematerialisation's recompute, all devices
     int8_flops: float = 0.0            # the part of hardware_flops run as int8 x int8 matmuls
+    model_int8_flops: float = 0.0      # the part of model_flops that is (the forward's BitLinear matmuls)
     quant: str = "ternary"             # the model's quant setting ("none": the dense network)
     lower_seconds: float = 0.0         # wall time to trace and lower the step
     compile_seconds: float = 0.0       # wall time of the TPU compiler on this machine
@@ -102,8 +104,13 @@ class FitReport:
         return max(self.compute_seconds, self.hbm_seconds) + self.collective_seconds
 
     def mfu_at(self, seconds: float) -> float:
-        n = self.topology.n_chips
-        return self.model_flops / (n * self.topology.chip.peak_bf16_flops * seconds)
+        """Model FLOPs utilisation: the time the model's FLOPs take at the chip's peaks over `seconds`. Its int8
+        matmuls count at the int8 peak (a ternary step cannot pass 100% by running them faster than bf16);
+        for a network without them this is the usual model FLOPs / (chips x bf16 peak x step)."""
+        chip, n = self.topology.chip, self.topology.n_chips
+        at_peak = ((self.model_flops - self.model_int8_flops) / chip.peak_bf16_flops
+                   + self.model_int8_flops / chip.peak_int8_ops) / n
+        return at_peak / seconds
 
     @property
     def mfu(self) -> float:
@@ -117,8 +124,8 @@ class FitReport:
             f"fit-check {self.recipe} on {self.topology.name} ({self.topology.n_chips} {chip.kind} chips, "
             f"topology {self.topology.topology_name}, {_gib(chip.hbm_bytes)} HBM per chip)",
             f"  mesh {mesh}; global batch {self.global_batch} x {self.seq_len} = {tokens:,} tokens/step; "
-            f"{self.model_flops:.3e} model FLOPs/step ({self.hardware_flops:.3e} with recompute, "
-            f"{self.int8_flops:.3e} of them int8)",
+            f"{self.model_flops:.3e} model FLOPs/step ({self.hardware_flops:.3e} with recompute; int8 "
+            f"{self.model_int8_flops:.3e} and {self.int8_flops:.3e})",
             f"  lowered in {self.lower_seconds:.1f} s, compiled in {self.compile_seconds:.1f} s on this machine",
         ]
         if self.oom:
@@ -181,6 +188,11 @@ class FitReport:
             "step_ms": self.step_seconds * 1e3, "mfu": self.mfu, "serial_ms": self.serial_seconds * 1e3,
             "collectives_gb": {f"{kind} {dtype}": {"array": array / 1e9, "wire": wire / 1e9}
                                for (kind, dtype), (array, wire) in traffic.items()},
+            # the facts the terms are priced from, so a line can be priced again with other figures
+            "model_flops": self.model_flops, "hardware_flops": self.hardware_flops, "int8_flops": self.int8_flops,
+            "model_int8_flops": self.model_int8_flops, "bytes_accessed_per_device": self.bytes_accessed_per_device,
+            "collective_wire_bytes": self.traffic.wire_bytes if self.traffic else 0.0,
+            "interconnect_bytes_per_s": self.topology.interconnect_bytes_per_s,
             "compile_seconds": self.compile_seconds,
         }
 
