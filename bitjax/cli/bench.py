@@ -42,7 +42,7 @@ def run(args) -> int:
                           peak_flops=args.peak_tflops * 1e12 if args.peak_tflops else None)
     print(bench.render(summary))
     line = json.dumps(summary)
-    if args.json:
+    if args.json and summary["process_index"] == 0:   # one line per run, however many hosts ran it
         with open(args.json, "a") as f:
             f.write(line + "\n")
     print(line)

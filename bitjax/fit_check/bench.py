@@ -28,6 +28,7 @@ import time
 import jax
 import numpy as np
 
+from bitjax import sharding as sharding_lib
 from bitjax.config import TrainConfig
 from bitjax.fit_check import flops, hardware
 from bitjax.fit_check.check import dense_config
@@ -35,16 +36,17 @@ from bitjax.training.trainer import Trainer
 
 
 def synthetic_batch(trainer: Trainer, teacher_k: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
-    """A global batch of the trainer's shapes: random tokens, one document per row, every row from source 0;
-    with teacher fields, a peaked top-k over distinct ids leaving 0.1 nats' worth of mass to the tail."""
-    rng = np.random.default_rng(seed)
+    """This process's rows of a batch of the trainer's shapes: random tokens, one document per row, every row
+    from source 0; with teacher fields, a peaked top-k over distinct ids leaving 0.1 nats of mass to the tail."""
+    rng = np.random.default_rng(seed + jax.process_index())
     cfg = trainer.cfg
-    B, L, V = cfg.data.batch_size, cfg.data.seq_len, cfg.model.vocab_size
+    # this process's rows of the global batch (Trainer.shard_batch assembles them, as in training)
+    B, L, V = cfg.data.batch_size // jax.process_count(), cfg.data.seq_len, cfg.model.vocab_size
     tokens = rng.integers(0, V, size=(B, L + 1), dtype=np.int32)
     batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": np.ones((B, L), np.int32),
              "positions": np.broadcast_to(np.arange(L, dtype=np.int32), (B, L)).copy(),
              "loss_mask": np.ones((B, L), np.int32), "source_id": np.zeros((B,), np.int32)}
-    shapes = trainer.batch_shapes(teacher_k)
+    shapes = {name: ((B, *shape[1:]), dtype) for name, (shape, dtype) in trainer.batch_shapes(teacher_k).items()}
     if "teacher_ids" in shapes:
         (_, _, k), id_dtype = shapes["teacher_ids"]
         ids = (rng.integers(0, V, size=(B, L, 1)) + np.arange(k)) % V   # k distinct ids per position
@@ -121,7 +123,8 @@ def summary(recipe: str, variants: list[Variant], peak_flops: float | None = Non
     peak_int8 = chip.peak_int8_ops if chip and not peak_flops else peak   # a given peak stands for both
     n = jax.device_count()
     out = {"recipe": recipe, "backend": jax.default_backend(), "device_kind": device.device_kind,
-           "devices": n, "peak_bf16_flops_per_device": peak, "jax": jax.__version__,
+           "devices": n, "processes": jax.process_count(), "process_index": jax.process_index(),
+           "peak_bf16_flops_per_device": peak, "jax": jax.__version__,
            "host": platform.node(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": []}
     for v in variants:
         cfg = v.trainer.cfg
@@ -169,7 +172,9 @@ def render(s: dict) -> str:
 
 def bench(cfg: TrainConfig, recipe: str, *, rounds: int, steps: int, warmup: int, compare_dense: bool,
           teacher_k: int | None = None, peak_flops: float | None = None) -> dict:
-    """Build, warm up and time the recipe's step (and, with `compare_dense`, its dense bf16 twin), then summarise."""
+    """Build, warm up and time the recipe's step (and, with `compare_dense`, its dense bf16 twin), then summarise.
+    On a multi-host slice every process runs this (joined as `bitjax train` joins them)."""
+    sharding_lib.initialize_distributed(cfg.mesh)
     variants = [build(cfg.model.quant, cfg, warmup, teacher_k)]
     if compare_dense:
         variants.append(build("dense bf16", dense_config(cfg), warmup, teacher_k))
