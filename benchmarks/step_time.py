@@ -21,9 +21,9 @@ import statistics
 import time
 
 import jax
-import numpy as np
 
 from bitjax.config import apply_overrides, load_recipe
+from bitjax.fit_check import bench
 from bitjax.training.trainer import Trainer
 
 # The plain paths the accelerator-grade step replaced, as `--set` overrides.
@@ -31,25 +31,9 @@ REFERENCE = ["model.attention=xla", "loss_chunk=1000000", "model.int8_matmul=fal
 
 
 def synthetic_batch(cfg, teacher_k: int = 0) -> dict:
-    """A batch of random tokens, every row from source 0, with teacher top-k fields when `teacher_k`."""
-    rng = np.random.default_rng(0)
-    B, L, V = cfg.data.batch_size, cfg.data.seq_len, cfg.model.vocab_size
-    tokens = rng.integers(0, V, size=(B, L + 1), dtype=np.int32)
-    batch = {
-        "inputs": tokens[:, :-1], "targets": tokens[:, 1:],
-        "segment_ids": np.ones((B, L), np.int32),
-        "positions": np.broadcast_to(np.arange(L, dtype=np.int32), (B, L)).copy(),
-        "loss_mask": np.ones((B, L), np.int32),
-        "source_id": np.zeros((B,), np.int32),
-    }
-    if teacher_k:
-        ids = np.stack([rng.permutation(V)[:teacher_k] for _ in range(B * L)]).reshape(B, L, teacher_k)
-        logits = np.sort(rng.normal(size=(B, L, teacher_k)), axis=-1)[..., ::-1] * 2
-        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True)) - 0.1   # 0.1 nats left for the tail
-        batch.update(teacher_ids=ids.astype(np.uint16 if V <= 65536 else np.int32),
-                     teacher_logprobs=logp.astype(np.float16),
-                     teacher_tail=np.full((B, L), np.log(1 - np.exp(-0.1)), np.float32))
-    return batch
+    """A batch of the recipe's shapes (bitjax bench's: random tokens, every row from source 0, the teacher's
+    top-k fields when a source distils)."""
+    return bench.synthetic_batch(Trainer.create(cfg), teacher_k or None)
 
 
 def build(cfg, batch):

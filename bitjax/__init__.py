@@ -12,7 +12,7 @@ The packages, bottom layer first (each imports only the layers below it; docs/la
   export                      packed safetensors and GGUF writers and their runtime checks
   evaluation, teachers        held-out metrics and `bitjax generate`; teachers, caches, traces, rephrasing
   training                    the jitted step, the loop and its hooks, optimizer, checkpointer
-  fit_check                   ahead-of-time compiles of the step for TPU slices on a CPU
+  fit_check                   the step's size and speed: compiled for TPU slices on a CPU, or timed where it runs
   cli                         the `bitjax` command
 `bitjax.layers` and `bitjax.model` keep the researchers' import paths of BitLinear and the transformer.
 

@@ -27,6 +27,7 @@ from jax.sharding import PartitionSpec as P
 
 from bitjax.errors import ConfigError, first_line, warn_once
 from bitjax.nn.layer_stack import is_stacked, path_name  # noqa: F401 - path_name: the dotted path of a key path
+from bitjax.nn.ternary_gather import CODES_PER_BYTE, GatherPlan
 
 if TYPE_CHECKING:   # the mesh's settings are read, never built here: sharding sits below the config layer
     from bitjax.config import MeshConfig
@@ -51,6 +52,7 @@ RULES: tuple[tuple[str, P], ...] = (
     # activations
     (r"^batch\.", P(BATCH)),                                            # (B, ...) rows of the batch
     (r"^logits$", P(BATCH, None, "tensor")),                            # (B, L, V)
+    (r"^head$", P("tensor")),                                           # (V, D) the LM head in the loss
     # everything else: scalars (step, Adam count, injected hyperparameters)
     (r".*", P()),
 )
@@ -80,6 +82,25 @@ def spec_for(path: str, shape: tuple[int, ...], mesh: Mesh) -> P:
     while fitted and fitted[-1] is None:   # P("fsdp", None) == P("fsdp"): one canonical spelling
         fitted.pop()
     return P(*fitted)
+
+
+def code_gather_plan(path: str, shape: tuple[int, ...], mesh: Mesh) -> GatherPlan | None:
+    """How a BitLinear kernel's ternary codes travel under FSDP (bitjax.nn.ternary_gather): packed four to a
+    byte along the axis the table splits over `fsdp`. None when fsdp does not split the kernel (one device,
+    or a dimension it does not divide), another axis shares that split, or a slice's length is not a multiple
+    of 4 (then the int8 codes are gathered as they are)."""
+    spec = spec_for(path, shape, mesh)
+    entries = tuple(spec) + (None,) * (len(shape) - len(spec))
+    if is_stacked(path):
+        entries, shape = entries[1:], shape[1:]
+    for axis, names in enumerate(entries):
+        if names == "fsdp" and mesh.shape["fsdp"] > 1:
+            shards = mesh.shape["fsdp"]
+            if shape[axis] % (shards * CODES_PER_BYTE):
+                return None
+            gathered = tuple(None if i == axis else e for i, e in enumerate(entries))
+            return GatherPlan(axis, shards, P(*entries), P(*gathered))
+    return None
 
 
 def tree_shardings(tree: Any, mesh: Mesh, prefix: str = "") -> Any:

@@ -51,6 +51,7 @@ PRESETS = {
     "v5p-64": ["mesh.data=1", "mesh.fsdp=32", "data.batch_size=64", "mesh.distributed=on"],
     "v5p-128": ["mesh.data=2", "mesh.fsdp=32", "data.batch_size=128", "mesh.distributed=on"],
     "v4-64": ["mesh.data=1", "mesh.fsdp=32", "data.batch_size=32", "mesh.distributed=on"],
+    "v6e-64": ["mesh.data=1", "mesh.fsdp=64", "data.batch_size=128", "mesh.distributed=on"],
     "h100x1": ["mesh.data=1", "data.batch_size=1", "mesh.distributed=off"],
     "h100x8": ["mesh.data=1", "mesh.fsdp=8", "data.batch_size=8", "mesh.distributed=off"],
 }

@@ -3,6 +3,7 @@
   train, cache_teacher, tokenize, traces, rephrase     making a run and its data
   evaluate (`bitjax eval`), generate, export, serve    using a trained run
   fit_check, plan                                      checking a recipe before it runs
+  bench                                                timing its step on the devices present
 
 Each command module defines NAME, `add_parser(subparsers)` and `run(args) -> exit code`; its library imports
 sit inside `run`, so `bitjax --help` does not load JAX. Errors a user can act on (bitjax.errors.BitjaxError)
@@ -15,6 +16,7 @@ import argparse
 import sys
 
 from bitjax.cli import (
+    bench,
     cache_teacher,
     evaluate,
     export,
@@ -28,7 +30,8 @@ from bitjax.cli import (
     train,
 )
 
-COMMANDS = (train, cache_teacher, tokenize, evaluate, fit_check, plan, export, generate, serve, rephrase, traces)
+COMMANDS = (train, cache_teacher, tokenize, evaluate, fit_check, plan, bench, export, generate, serve, rephrase,
+            traces)
 
 
 def main(argv: list[str] | None = None) -> int:

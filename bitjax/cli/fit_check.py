@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 NAME = "fit-check"
@@ -9,7 +10,7 @@ NAME = "fit-check"
 
 def add_parser(sub) -> None:
     p = sub.add_parser("fit-check", help="compile a recipe's train step for a TPU slice on this CPU: memory, "
-                       "FLOPs, step time, MFU, and whether it fits (exit 1 if not)")
+                       "collectives, the roofline's three terms, MFU, and whether it fits (exit 1 if not)")
     p.add_argument("recipe", help="a recipe file, e.g. recipes/bitnet_700m.py")
     p.add_argument("--topology", required=True, help="TPU slice: v4-8, v5e-16, v5p-64, v6e-8, ...")
     p.add_argument("--preset", default=None, help="launch preset to check (default: the one named like "
@@ -20,7 +21,11 @@ def add_parser(sub) -> None:
     p.add_argument("--hlo", default=None, metavar="DIR", help="also write the compiled HLO, the buffer assignment "
                    "and XLA's memory-usage report into DIR")
     p.add_argument("--sweep", default=None, metavar="KEY=V1,V2,...", help="compile once per value of one setting "
-                   "(e.g. model.n_layers=2,4,8) and print a memory table")
+                   "(e.g. model.n_layers=2,4,8) and print a table of memory and roofline terms")
+    p.add_argument("--compare-dense", action="store_true", help="also compile the recipe as a dense network "
+                   "(quant=none) in bf16 and print both steps' terms side by side")
+    p.add_argument("--json", default=None, metavar="FILE", help="append each compiled step's figures to FILE "
+                   "as one JSON line")
 
 
 def run(args) -> int:
@@ -40,7 +45,23 @@ def run(args) -> int:
         rows = fit_check.sweep(cfg, args.topology, key, values.split(","), label, args.teacher_k)
         print(f"fit-check {label} on {args.topology}, sweeping {key}")
         print(fit_check.render_sweep(key, rows))
+        _write_json(args.json, [r for _, r in rows])
         return 0 if all(r.fits for _, r in rows) else 1
     report = fit_check.fit_check(cfg, args.topology, label, teacher_k=args.teacher_k, hlo_dir=args.hlo)
     print(report.render())
+    reports = [report]
+    if args.compare_dense:
+        dense = fit_check.fit_check(fit_check.dense_config(cfg), args.topology, f"{label}, quant=none bf16",
+                                    teacher_k=args.teacher_k)
+        print(dense.render())
+        print(fit_check.render_comparison(report, dense))
+        reports.append(dense)
+    _write_json(args.json, reports)
     return 0 if report.fits else 1
+
+
+def _write_json(path, reports) -> None:
+    if path:
+        with open(path, "a") as f:
+            for report in reports:
+                f.write(json.dumps(report.summary()) + "\n")

@@ -9,6 +9,9 @@ as nothing, a scanned layer body once, and an int8 matmul like a bf16 one. So MF
   hardware FLOPs  model FLOPs plus what rematerialisation computes again in the backward pass: with
                   `remat="full"` one more forward of the blocks (2 N_blocks T + the attention forward);
                   a policy that saves the matmul outputs recomputes (almost) no matmul.
+  int8 FLOPs      the part of the hardware FLOPs that runs as int8 x int8 -> int32 matmuls: the BitLinear
+                  forwards of an `int8_matmul` ternary model (2 N_blocks T, again when remat recomputes them).
+                  Their backward (dX, dW) runs in the compute dtype: it is not counted here.
 """
 
 from __future__ import annotations
@@ -48,6 +51,16 @@ def remat_policy_name(model: ModelConfig) -> str:
     if isinstance(remat, bool):
         return "full" if remat else "none"
     return str(remat)
+
+
+def int8_flops(model: ModelConfig, batch_size: int, seq_len: int, recompute: bool = True) -> float:
+    """FLOPs of one step that run as int8 x int8 matmuls (see the module docstring), all devices: the hardware's
+    (with the recompute), or with `recompute=False` the model's (the forward once)."""
+    if model.quant != "ternary" or not (model.int8_matmul and model.quantize_activations):
+        return 0.0
+    block_params = matmul_params(model) - model.vocab_size * model.d_model
+    forwards = 2 if recompute and recompute_flops_per_token(model, seq_len) > 0 else 1
+    return 2.0 * block_params * batch_size * seq_len * forwards
 
 
 def step_flops(model: ModelConfig, batch_size: int, seq_len: int) -> tuple[float, float]:

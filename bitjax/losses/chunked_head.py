@@ -68,6 +68,8 @@ def token_quantities(
     def unblock(a):  # (L / C, B, C) -> (B, L)
         return jnp.swapaxes(a, 0, 1).reshape(B, L)
 
+    if mesh is not None:   # gathered whole over fsdp once, before the blocks, not once per block and pass
+        head_VD = sharding_lib.constrain(head_VD, "head", mesh)
     xs = (blocks(x_BLD), blocks(targets_BL))
     if teacher is not None:
         xs += tuple(blocks(teacher[f]) for f in TEACHER_FIELDS)

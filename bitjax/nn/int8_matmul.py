@@ -14,7 +14,8 @@ the gradient of the plain matmul `x_q @ W_q`, passed unchanged to x and to the l
     dW = x_q^T @ dY = codes_X^T @ (dY * scale_X)      (scale_X is per token, so it scales dY's rows)
 
 computed in the compute dtype (float32 accumulation) from the saved int8 codes and scales: the
-residuals are one byte per activation instead of a float copy of x_q.
+residuals are one byte per activation instead of a float copy of x_q. dW comes out in the compute dtype, so
+under FSDP the gradient's reduce-scatter moves bf16 in a bf16 step, like a plain layer's.
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ def _backward(kernel_dtype, residuals, dy):
     dx = lax.dot_general(dy, codes_w.astype(dtype), (((dy.ndim - 1,), (1,)), ((), ())),
                          preferred_element_type=acc) * scale_w.astype(acc)
     dy_scaled = (dy.astype(acc) * scale_x.astype(acc)).astype(dtype)
-    dw = lax.dot_general(codes_x.astype(dtype), dy_scaled, ((lead, lead), ((), ())), preferred_element_type=acc)
+    # dW leaves the matmul in the compute dtype (float32 sums inside it), as a plain bf16 layer's does: under FSDP
+    # its partial sums are reduce-scattered in that dtype, and become the latent kernel's dtype only after.
+    dw = lax.dot_general(codes_x.astype(dtype), dy_scaled, ((lead, lead), ((), ())), preferred_element_type=dtype)
     # Straight through: nothing flows to the codes (integers) or the scale (the STE stops it there too).
     return dx.astype(dtype), dw.astype(kernel_dtype), None, jnp.zeros_like(scale_w)
 

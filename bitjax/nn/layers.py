@@ -27,7 +27,7 @@ from flax import nnx
 from jax.typing import ArrayLike, DTypeLike
 from jaxtyping import Float
 
-from bitjax.nn import quant
+from bitjax.nn import quant, ternary_gather
 from bitjax.nn.int8_matmul import int8_bitlinear
 
 
@@ -36,7 +36,8 @@ class QuantStrength(nnx.Variable):
 
 
 class TernaryKernel(nnx.Variable):
-    """An int8 BitLinear's `quant.ternary_codes(kernel)`, set by `ternarize_once` for one forward pass."""
+    """An int8 BitLinear's `quant.ternary_codes(kernel)`, set by `ternarize_once` for one forward pass; the codes
+    packed four to a byte (bitjax.nn.ternary_gather) when the layer has a gather plan."""
 
 
 def default_kernel_init(stddev: float = 0.02):
@@ -122,10 +123,13 @@ class BitLinear(Linear):
         self.quant_strength = QuantStrength(jnp.asarray(quant_strength, jnp.float32))
         self.int8_matmul = int8_matmul
         self.ternary = nnx.data(None)   # a TernaryKernel while `ternarize_once` has prepared the layer
+        self.code_gather = nnx.static(None)   # a ternary_gather.GatherPlan: the codes come packed, split by FSDP
 
     def __call__(self, x_BLD: Float[ArrayLike, "... D"]) -> Float[ArrayLike, "... F"]:
         if self.int8_matmul and self.quantize_activations:
             ternary = None if self.ternary is None else self.ternary.get_value()
+            if ternary is not None and self.code_gather is not None:   # packed slices: gather, unpack here
+                ternary = (ternary_gather.gather(ternary[0], self.code_gather), ternary[1])
             return self._add_bias(int8_bitlinear(x_BLD.astype(self.dtype), self.kernel[...], ternary))
         lam = self.quant_strength[...]
         kernel = self.kernel[...]
@@ -136,20 +140,29 @@ class BitLinear(Linear):
         return self._add_bias(jnp.dot(x, w))
 
 
-def ternarize_once(model: nnx.Module) -> None:
+def ternarize_once(model: nnx.Module, gather_plan=None) -> None:
     """Ternarize every int8 BitLinear kernel of `model` now, all together, for the forward passes that follow.
 
     Call it on a freshly merged model inside the loss. Each layer then reads its codes and scale instead of
     computing them: under FSDP the per-tensor absmeans are reduced side by side at the top of the step (the
     compiler can combine them) rather than one all-reduce per layer call, and remat does not recompute them
     in the backward pass. The codes stay valid only while the kernels do: prepare a fresh model each step.
+
+    `gather_plan(path, kernel_shape)`: a `ternary_gather.GatherPlan` for a kernel the fsdp devices split
+    (path like `layers.mlp.gate_proj.kernel`, shape as stored), or None. Such codes are packed four to a byte
+    where they lie, and each layer gathers and unpacks its own when it runs (bitjax.nn.ternary_gather).
     """
-    for _, module in nnx.iter_graph(model):
+    for path, module in nnx.iter_graph(model):
         if isinstance(module, BitLinear) and module.int8_matmul and module.quantize_activations:
             kernel = module.kernel[...]
             # a stacked kernel (layers, in, out) holds one tensor per layer: one scale each
-            codes = jax.vmap(quant.ternary_codes)(kernel) if kernel.ndim == 3 else quant.ternary_codes(kernel)
-            module.ternary = nnx.data(TernaryKernel(codes))
+            codes, scale = jax.vmap(quant.ternary_codes)(kernel) if kernel.ndim == 3 else quant.ternary_codes(kernel)
+            name = ".".join(str(p) for p in path) + ".kernel"
+            plan = gather_plan(name, kernel.shape) if gather_plan is not None else None
+            if plan is not None:
+                codes = ternary_gather.pack_for_gather(codes, plan)
+            module.code_gather = nnx.static(plan)
+            module.ternary = nnx.data(TernaryKernel((codes, scale)))
 
 
 class RMSNorm(nnx.Module):

@@ -113,7 +113,9 @@ class Trainer:
 
     def model(self, params: nnx.State, lam: jax.Array | float = 1.0) -> Transformer:
         model = nnx.merge(self.graphdef, params, quant_strengths(self.cfg.model, self.quant_vars, lam))
-        ternarize_once(model)   # int8 BitLinears: every kernel's codes and scale once per step, ahead of remat
+        # int8 BitLinears: every kernel's codes and scale once per step, ahead of remat; under FSDP the codes are
+        # packed four to a byte where they lie, so each layer all-gathers 2 bits a weight
+        ternarize_once(model, lambda path, shape: sharding_lib.code_gather_plan(path, shape, self.mesh))
         return model
 
     def mesh_context(self):

@@ -1,12 +1,14 @@
 """`bitjax fit-check`: topology names, bad input, and real ahead-of-time TPU compiles (needs libtpu)."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
+from benchmarks import fit_check_table
 from bitjax import cli
 from bitjax.fit_check import check as fit_check
 from tests.support import ROOT
@@ -57,7 +59,7 @@ def test_fits_on_its_slice_and_not_on_one_chip():
     fits = _fit_check(R125, "--topology", "v5e-16", "--set", "model.n_layers=2")
     assert fits.returncode == 0, fits.stderr[-3000:]
     assert "preset v5e-16" in fits.stdout and "16 v5e chips" in fits.stdout
-    for field in ("arguments", "temporaries", "total", "roofline terms per step: compute", "binds",
+    for field in ("arguments", "temporaries", "total", "roofline terms per step:", "collectives per step", "binds",
                   "estimated step time", "MFU", "compiled in", "compiled step: L x L score arrays", "FITS:"):
         assert field in fits.stdout, field
 
@@ -101,7 +103,15 @@ def test_bad_sweep_is_one_line_error(capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe, topology", [
     ("bitnet_125m", "v5e-16"), ("bitnet_700m", "v5p-64"), ("bitnet_2b4t", "v5p-64")])
-def test_every_recipe_fits_its_stated_topology(recipe, topology):
-    out = _fit_check(str(ROOT / "recipes" / f"{recipe}.py"), "--topology", topology)
+def test_every_recipe_fits_its_stated_topology_with_its_recorded_memory(recipe, topology, tmp_path):
+    """Each recipe compiled for its slice fits, and its per-chip memory is within 10% of the figure fit-check
+    recorded for the docs (benchmarks/results/fit_check.jsonl): a change that grows the step shows here."""
+    out = _fit_check(str(ROOT / "recipes" / f"{recipe}.py"), "--topology", topology, "--json", str(tmp_path / "r"))
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     assert "FITS:" in out.stdout
+    (now,) = [json.loads(line) for line in (tmp_path / "r").read_text().splitlines()]
+    was = fit_check_table.recorded(recipe, topology)
+    assert now["total_gib"] == pytest.approx(was["total_gib"], rel=0.10), (now["total_gib"], was["total_gib"])
+    assert now["temp_gib"] == pytest.approx(was["temp_gib"], rel=0.10, abs=0.05)
+    for term in ("compute", "HBM", "collectives"):
+        assert term in out.stdout

@@ -4,14 +4,16 @@ Per GPU: the mesh uses exactly the GPUs the preset names, the global batch split
 memory fits in 80 GB with a tenth to spare by this model of a step:
   state        parameters x 16 bytes (float32 latent weights, AdamW's two moments, float32 gradients) / fsdp
   activations  rows per GPU x the temporaries per row the TPU compiler reports for the same recipe's TPU
-               preset (fit-check, table in docs/sharding.md), which include that preset's gradient shards,
-               so the figure is an overestimate
+               preset: read from fit-check's recorded output (benchmarks/results/fit_check.jsonl, written by
+               `bitjax fit-check --json`; the slow lane checks it against a fresh compile). They include that
+               preset's gradient shards, so the figure is an overestimate
 """
 
 import math
 
 import pytest
 
+from benchmarks import fit_check_table
 from bitjax.config import load_recipe, recipe_presets
 from bitjax.nn.transformer import count_params
 from tests.support import ROOT
@@ -19,20 +21,15 @@ from tests.support import ROOT
 H100_BYTES = 80e9
 GIB = 2**30
 
-# fit-check of the TPU preset: (preset, per-chip temporaries in GiB, rows per chip). Command:
-# JAX_PLATFORMS=cpu bitjax fit-check recipes/NAME.py --topology PRESET
-TPU_FIT = {
-    "bitnet_125m": ("v5e-16", 0.85, 4),
-    "bitnet_700m": ("v5p-64", 4.00, 8),
-    "bitnet_2b4t": ("v5p-64", 4.18, 2),
-}
+# the TPU preset whose compiled temporaries size each recipe's GPU presets
+TPU_PRESET = {"bitnet_125m": "v5e-16", "bitnet_700m": "v5p-64", "bitnet_2b4t": "v5p-64"}
 
 
 def _gpus(preset: str) -> int:
     return int(preset.removeprefix("h100x"))
 
 
-@pytest.mark.parametrize("recipe", list(TPU_FIT))
+@pytest.mark.parametrize("recipe", list(TPU_PRESET))
 @pytest.mark.parametrize("preset", ["h100x1", "h100x8"])
 def test_h100_preset_fits_by_arithmetic(recipe, preset):
     path = ROOT / "recipes" / f"{recipe}.py"
@@ -48,9 +45,8 @@ def test_h100_preset_fits_by_arithmetic(recipe, preset):
     rows_per_gpu = cfg.data.batch_size // batch_split
     fsdp = mesh.fsdp if mesh.fsdp != -1 else gpus // (mesh.data * mesh.tensor)
 
-    tpu_preset, temps_gib, tpu_rows = TPU_FIT[recipe]
-    if temps_gib is None:
-        pytest.skip(f"no fit-check figure of {recipe} on {tpu_preset} recorded")
+    fit = fit_check_table.recorded(recipe, TPU_PRESET[recipe])
+    temps_gib, tpu_rows = fit["temp_gib"], fit["rows_per_chip"]
     state = count_params(cfg.model)["total"] * 16 / fsdp
     activations = rows_per_gpu * temps_gib * GIB / tpu_rows
     assert state + activations < 0.9 * H100_BYTES, (state / 1e9, activations / 1e9)

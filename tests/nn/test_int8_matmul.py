@@ -107,7 +107,8 @@ def test_bfloat16_against_float64_reference_and_the_fake_quantized_path():
 
     Against the float64 value of the same codes and scales ("terms" = the sum of |products| of an output):
     the int8 forward sums exactly, rescales in float32 and rounds once to bf16 (<= u |y|); dX accumulates
-    in float32 and rounds once (<= u |dX|); dW also rounds dY * scale_x to bf16 first (<= 2u terms).
+    in float32 and rounds once (<= u |dX|); dW also rounds dY * scale_x to bf16 first and its sum once more, to
+    the compute dtype its reduce-scatter moves (<= 2u terms).
     The fake-quantized path rounds x_q and W_q to bf16 (u each) and its output (u), so the paths differ by
     at most 4u terms (forward, dW) and 3u terms (dX, where only W_q and the output are rounded).
     """
@@ -276,7 +277,7 @@ def test_trainer_ternarizes_each_kernel_once_per_step_even_under_remat(once, mon
     """With remat, per-call ternarization runs twice per kernel (forward and the backward's recompute);
     the Trainer's `ternarize_once` makes it once, outside the rematerialised blocks."""
     if not once:
-        monkeypatch.setattr(train_lib, "ternarize_once", lambda model: None)
+        monkeypatch.setattr(train_lib, "ternarize_once", lambda model, plan=None: None)
     cfg = TrainConfig(model=ModelConfig.tiny(vocab_size=64, n_layers=2, int8_matmul=True, remat=True))
     trainer = Trainer.create(cfg)
     params = jax.eval_shape(trainer._init).params
