@@ -145,8 +145,23 @@ class DistillConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LogConfig:
+    """Where the scalars go besides TensorBoard and metrics.jsonl (always written): Weights & Biases, optional.
+
+    With `wandb` the scalars TensorBoard gets are logged to a W&B run as well (bitjax.training.wandb_run; the
+    `wandb` extra, and `wandb login` or WANDB_MODE=offline). The W&B run's id is kept in the run directory, so a
+    resumed run goes on logging to the same W&B run.
+    """
+
+    wandb: bool = False
+    project: str = "bitjax"           # the W&B project
+    name: str = ""                    # the W&B run's display name ("": the recipe's name)
+    tags: tuple[str, ...] = ()        # W&B tags; on the command line: --set log.tags=kd,tiny
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """One training run: model, data, optimizer, checkpointing and the loop's own settings."""
+    """One training run: model, data, optimizer, checkpointing, logging and the loop's own settings."""
 
     name: str = "run"
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig.tiny)
@@ -155,6 +170,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
+    log: LogConfig = dataclasses.field(default_factory=LogConfig)
     steps: int = 300
     seed: int = 0
     log_every: int = 10
