@@ -2,6 +2,7 @@
 goes on logging to. Offline (WANDB_MODE=offline): the W&B run stays on disk under RUN_DIR/wandb/."""
 
 import json
+import sys
 
 import pytest
 
@@ -14,6 +15,16 @@ wandb_files = pytest.importorskip("tests.support.wandb_files", reason="the wandb
 FAST = ["model.n_layers=2", "data.seq_len=64", "data.batch_size=8", "log_every=1", "eval_every=1000",
         "eval_batches=1", "optim.warmup_steps=5", "checkpoint.every=2"]
 WANDB = ["log.wandb=true", "log.project=bitjax-tests", "log.name=tiny-wandb", "log.tags=tiny,offline"]
+
+
+def test_without_the_wandb_package_log_wandb_is_one_line(tmp_path, monkeypatch):
+    from bitjax.errors import ConfigError
+    from bitjax.training.wandb_run import WandbRun
+
+    monkeypatch.setitem(sys.modules, "wandb", None)   # as if not installed: `import wandb` raises ImportError
+    with pytest.raises(ConfigError, match=r"^log.wandb=true needs the wandb package: pip install 'bitjax\[wandb\]'"):
+        WandbRun(apply_overrides(load_recipe(TINY), WANDB), tmp_path)
+    assert not (tmp_path / "wandb_run_id").exists()
 
 
 def test_an_offline_wandb_run_holds_loss_and_lr_and_a_resume_logs_to_the_same_run(tmp_path, monkeypatch):
