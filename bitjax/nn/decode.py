@@ -31,13 +31,15 @@ class KVDecoder:
     """B prompts decoded together for up to `max_new_tokens` positions: `prefill()`, then `step(ids_B)`.
 
     build_model(params) -> Transformer builds the model from its parameters (`Run.model_builder()`,
-    `Trainer.model`); `select(logits_BV)` is what each call returns, computed on the device.
+    `Trainer.model`); `select(logits_BV)` is what each call returns, computed on the device. `prompt_length`
+    pads the prompts to at least that many positions, so that callers decoding many batches of different
+    prompt lengths reuse a few compiled shapes.
     """
 
     def __init__(self, build_model: Callable[[object], Transformer], params, prompts: list[np.ndarray], *,
-                 max_new_tokens: int, select: Callable[[jax.Array], jax.Array] = argmax_ids):
+                 max_new_tokens: int, select: Callable[[jax.Array], jax.Array] = argmax_ids, prompt_length: int = 0):
         self.params = params
-        self.B, self.P = len(prompts), max(len(p) for p in prompts)
+        self.B, self.P = len(prompts), max(prompt_length, *(len(p) for p in prompts))
         T = self.P + max_new_tokens
         self.pad_B = np.asarray([self.P - len(p) for p in prompts], np.int32)
         self.tokens_BP = np.zeros((self.B, self.P), np.int32)
