@@ -2,11 +2,14 @@
 
   train, cache_teacher, tokenize, traces, rephrase     making a run and its data
   evaluate (`bitjax eval`), generate, export, serve    using a trained run
+  lm_eval_harness (`bitjax lm-eval`)                   lm-evaluation-harness with the `bitjax` model
   fit_check, plan                                      checking a recipe before it runs
   bench                                                timing its step on the devices present
 
 Each command module defines NAME, `add_parser(subparsers)` and `run(args) -> exit code`; its library imports
-sit inside `run`, so `bitjax --help` does not load JAX. Errors a user can act on (bitjax.errors.BitjaxError)
+sit inside `run`, so `bitjax --help` does not load JAX. A command whose parser sets `passes_on_arguments`
+gets the arguments it does not parse itself as `args.unparsed` (another program's command line). Errors a
+user can act on (bitjax.errors.BitjaxError)
 print one line and exit 2; anything else is a bug and keeps its traceback.
 """
 
@@ -22,6 +25,7 @@ from bitjax.cli import (
     export,
     fit_check,
     generate,
+    lm_eval_harness,
     plan,
     rephrase,
     serve,
@@ -30,7 +34,8 @@ from bitjax.cli import (
     train,
 )
 
-COMMANDS = (train, cache_teacher, tokenize, evaluate, fit_check, plan, bench, export, generate, serve, rephrase,
+COMMANDS = (train, cache_teacher, tokenize, evaluate, lm_eval_harness, fit_check, plan, bench, export, generate,
+            serve, rephrase,
             traces)
 
 
@@ -39,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
-    args = parser.parse_args(argv)
+    args, unparsed = parser.parse_known_args(argv)
+    if unparsed and not getattr(args, "passes_on_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
+    args.unparsed = unparsed
     _quiet_libraries()
     from bitjax.errors import BitjaxError
 

@@ -12,7 +12,8 @@ def add_parser(sub) -> None:
                        "of a recipe's distillation ('kd') sources")
     p.add_argument("recipe", help="the recipe whose data (and tokenizer) the cache is for")
     p.add_argument("--teacher", default=None,
-                   help="gguf:PATH, gguf:smollm2, hf:DIR or bitjax:RUN_DIR (default: the recipe's distill.teacher)")
+                   help="gguf:PATH, gguf:ORG/NAME/FILE.gguf, gguf:smollm2, hf:DIR, hf:ORG/NAME[@REVISION] or "
+                   "bitjax:RUN_DIR (default: the recipe's distill.teacher)")
     p.add_argument("--out", default=None, help="cache directory, one sub-cache per source (default: the "
                    "recipe's distill.cache; resumable: finished shards are kept)")
     p.add_argument("--k", type=int, default=None, help="top-k entries per position (default: distill.k)")

@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("--formats", default="qa,textbook,summary",
                    help="comma-separated prompt names from --prompts (default: qa,textbook,summary)")
     p.add_argument("--generator", default="smollm2",
-                   help="'smollm2' (the embedded GGUF), a .gguf file (llama.cpp) or a transformers model dir")
+                   help="'smollm2' (the embedded GGUF), a .gguf file (llama.cpp) or a transformers model dir, or "
+                   "from the Hugging Face Hub hf:ORG/NAME[@REVISION] / gguf:ORG/NAME/FILE.gguf")
     p.add_argument("--limit", type=int, default=None, help="rephrase only the first N documents")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.7)

@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
                        "their verified final answer (positive / negative)")
     p.add_argument("--out", required=True, help="JSONL output; rerunning appends what is missing")
     p.add_argument("--teacher", default="smollm2",
-                   help="'smollm2' (the embedded GGUF), a .gguf chat model or a transformers model dir")
+                   help="'smollm2' (the embedded GGUF), a .gguf chat model or a transformers model dir, or from "
+                   "the Hugging Face Hub hf:ORG/NAME[@REVISION] / gguf:ORG/NAME/FILE.gguf")
     p.add_argument("--task", default="gsm_symbolic", choices=["gsm_symbolic", "chain_sum"],
                    help="reasoning-gym task (default gsm_symbolic)")
     p.add_argument("--split", default="train", choices=["train", "heldout"],

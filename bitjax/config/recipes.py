@@ -122,6 +122,8 @@ def _convert(raw: str, hint, key: str):
             return tuple(int(x) for x in raw.split(",") if x.strip())
         except ValueError:
             raise ConfigError(f"--set {key}={raw}: expected integers separated by commas, e.g. 0,29") from None
+    if origin is tuple and typing.get_args(hint)[0] is str:   # tuple[str, ...]: "kd,tiny", or "" for none
+        return tuple(x.strip() for x in raw.split(",") if x.strip())
     try:
         if hint is bool:
             if raw.lower() in ("1", "true", "yes", "on"):

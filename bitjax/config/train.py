@@ -101,7 +101,7 @@ class DistillConfig:
     """
 
     cache: str = ""                   # directory of per-source teacher top-k caches
-    teacher: str = ""                 # gguf:PATH | gguf:smollm2 | hf:DIR | bitjax:RUN_DIR, for cache-teacher
+    teacher: str = ""                 # gguf:PATH | gguf:smollm2 | hf:DIR | hf:ORG/NAME | bitjax:RUN_DIR (...spec)
     k: int = 32                       # top-k entries per position in the cache
     cache_examples: int = 256         # sequences cached, split over the "kd" sources by their weights
     cache_backend: Literal["native", "jax"] = "native"   # how cache-teacher runs `teacher` (its --backend)
@@ -145,8 +145,23 @@ class DistillConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LogConfig:
+    """Where the scalars go besides TensorBoard and metrics.jsonl (always written): Weights & Biases, optional.
+
+    With `wandb` the scalars TensorBoard gets are logged to a W&B run as well (bitjax.training.wandb_run; the
+    `wandb` extra, and `wandb login` or WANDB_MODE=offline). The W&B run's id is kept in the run directory, so a
+    resumed run goes on logging to the same W&B run.
+    """
+
+    wandb: bool = False
+    project: str = "bitjax"           # the W&B project
+    name: str = ""                    # the W&B run's display name ("": the recipe's name)
+    tags: tuple[str, ...] = ()        # W&B tags; on the command line: --set log.tags=kd,tiny
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """One training run: model, data, optimizer, checkpointing and the loop's own settings."""
+    """One training run: model, data, optimizer, checkpointing, logging and the loop's own settings."""
 
     name: str = "run"
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig.tiny)
@@ -155,6 +170,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
+    log: LogConfig = dataclasses.field(default_factory=LogConfig)
     steps: int = 300
     seed: int = 0
     log_every: int = 10
@@ -163,7 +179,7 @@ class TrainConfig:
     eval_prompts: str = ""            # held-out problems with gold answers (a `bitjax traces` file) for `bitjax eval`
     eval_max_new_tokens: int = 192    # greedy tokens generated per problem by `bitjax eval`
     quant_warmup_steps: int = 0       # gradual quantization ramp; 0 = fully ternary from step 0
-    init_from: str = ""               # first parameters from a pretrained model: gguf:PATH | gguf:smollm2 | hf:DIR
+    init_from: str = ""               # first parameters from a pretrained model: gguf:PATH | hf:DIR | hf:ORG/NAME ...
     # Sequence positions per block of the chunked LM head and loss (bitjax.losses.chunked_head): one (B, chunk, V)
     # float32 block is live at a time (about 250 MiB for 2 local rows at V=128256); the block is the largest divisor of
     # data.seq_len that is at most this.

@@ -1,6 +1,6 @@
 """A student's first parameters from a pretrained model (`init_from` in a recipe): BitDistill's conversion.
 
-    init_from = "gguf:smollm2" | "gguf:PATH" | "hf:DIR"
+    init_from = "gguf:smollm2" | "gguf:PATH" | "hf:DIR" | "hf:ORG/NAME[@REVISION]" (bitjax.pretrained.spec)
 
 The source is imported in full precision (bitjax.pretrained, bitjax.pretrained.gguf) and copied tensor by
 tensor into the student. The student keeps its own architecture: where it has SubLN norms the source lacks

@@ -5,6 +5,8 @@ Layout of a run directory (written by `bitjax train`, process 0):
   tokenizer.json         the tokenizer the run trains with, so the directory is self-contained
   checkpoints/<step>/    Orbax checkpoints: state, data position, metadata (bitjax.training.checkpointer)
   metrics.jsonl, tb/     scalars (bitjax.training.outputs), with loss_curve.png and summary.json at the end
+  wandb_run_id, wandb/   with log.wandb: the W&B run's id (a resume logs to it) and W&B's own files
+                         (bitjax.training.wandb_run)
   answers.jsonl          greedy answers written by `bitjax eval`
   train.lock             held by the one trainer writing the directory (bitjax.training.lock)
   process_logs/<i>/      the logs of process i > 0 of a multi-host run
@@ -48,6 +50,10 @@ class RunPaths:
     @property
     def lock(self) -> epath.Path:
         return self.root / "train.lock"
+
+    @property
+    def wandb_run_id(self) -> epath.Path:
+        return self.root / "wandb_run_id"
 
     def log_dir(self, process_index: int) -> epath.Path:
         """Where a process writes metrics and TensorBoard files: the root for process 0."""

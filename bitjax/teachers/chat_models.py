@@ -3,6 +3,7 @@
     model = open_chat_model("smollm2")            # the embedded SmolLM2-135M-Instruct GGUF (llama.cpp)
     model = open_chat_model("path/model.gguf")    # any GGUF chat model (llama-cpp-python)
     model = open_chat_model("path/hf_model_dir")  # a transformers causal LM from a local directory
+    model = open_chat_model("hf:ORG/NAME")        # ... or from the Hugging Face Hub (gguf:ORG/NAME/FILE.gguf too)
     prompt = model.render([{"role": "user", "content": "2 + 3 = ?"}])   # the model's own chat template
     out = model.complete(prompt, max_new_tokens=128, temperature=0.7, top_p=0.9, seed=0)
 
@@ -108,8 +109,12 @@ class TransformersChatModel:
 
 def open_chat_model(spec: str, *, n_ctx: int = 2048, n_threads: int = 1, seed: int = 0):
     """`smollm2` (the embedded GGUF), a `.gguf` file (llama.cpp) or a model directory (transformers), with or
-    without their `gguf:` / `hf:` scheme (bitjax.pretrained.spec)."""
+    without their `gguf:` / `hf:` scheme, or a Hub id with it (bitjax.pretrained.spec)."""
     parsed = model_spec.parse(spec, "chat model", schemes=("gguf", "hf"), bare=True)
     if parsed.scheme == "gguf":
-        return LlamaCppChatModel(parsed.path, n_ctx=n_ctx, n_threads=n_threads, seed=seed)
-    return TransformersChatModel(parsed.path, n_threads=n_threads)
+        model = LlamaCppChatModel(parsed.path, n_ctx=n_ctx, n_threads=n_threads, seed=seed)
+    else:
+        model = TransformersChatModel(parsed.path, n_threads=n_threads)
+    if parsed.hub_id is not None:   # named by its id, not by the cache's snapshot directory
+        model.name = f"{model.name.partition(':')[0]}:{parsed.location}"
+    return model

@@ -1,6 +1,6 @@
 """A frozen full-precision teacher run inside the jitted train step: its top-k, computed on the devices.
 
-    distill.teacher = "hf:DIR" | "gguf:PATH" | "gguf:smollm2" | "bitjax:RUN_DIR";  distill.online = True
+    distill.teacher = "hf:DIR" | "hf:ORG/NAME" | "gguf:PATH" | "gguf:smollm2" | "bitjax:RUN_DIR";  distill.online = True
 
 With `distill.online` the "kd" sources read plain packed text (no cache) and every batch gets the teacher
 fields a cache would hold (bitjax.data.schema: top-k ids, their log-probabilities, the tail's log-mass),

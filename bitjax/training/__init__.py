@@ -5,6 +5,7 @@
   optim           AdamW with BitNet b1.58 2B4T's two-stage learning-rate and weight-decay schedules
   checkpointer    Orbax checkpoints of the whole state (parameters, optimizer, step, data position), resume
   outputs         TensorBoard, metrics.jsonl, the loss curve and the summary
+  wandb_run       Weights & Biases beside TensorBoard (log.wandb), one W&B run per run directory
   lock            one trainer per run directory
 """
 

@@ -36,6 +36,7 @@ from bitjax.training import lock, stop_signals
 from bitjax.training.nonfinite import NonfiniteGuard
 from bitjax.training.outputs import RunLogger, first_value, plot_loss_curve, print_summary
 from bitjax.training.trainer import Trainer, zero_fractions
+from bitjax.training.wandb_run import WandbRun
 
 
 def enable_compilation_cache() -> None:
@@ -192,9 +193,11 @@ class TrainLoop:
         self.eval_fn = jax.jit(self.trainer.eval_loss, out_shardings=sharding_lib.replicated(self.trainer.mesh))
         self.zeros_fn = jax.jit(zero_fractions, out_shardings=sharding_lib.replicated(self.trainer.mesh))
         log_dir.mkdir(parents=True, exist_ok=True)
+        # one W&B run per run directory, written by process 0 (the others log their own TensorBoard files)
+        wandb_run = WandbRun(cfg, workdir) if cfg.log.wandb and jax.process_index() == 0 else None
         # before metrics.jsonl exists: see the stop-signal tests
         stop_requested, restore_signals = stop_signals.install(self.checkpointer)
-        self.logger = RunLogger(log_dir)
+        self.logger = RunLogger(log_dir, wandb_run)
         tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
         t_start = time.perf_counter()
         self.bar = tqdm(total=cfg.steps, initial=start_step, disable=not self.progress, desc=cfg.name,

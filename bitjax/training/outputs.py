@@ -1,4 +1,5 @@
-"""What a run writes besides checkpoints: TensorBoard scalars, a metrics log, a loss-curve PNG, a summary.
+"""What a run writes besides checkpoints: TensorBoard scalars, a metrics log, a loss-curve PNG, a summary; with
+`log.wandb` the same scalars go to Weights & Biases too (bitjax.training.wandb_run).
 
 On a bucket (a `gs://` workdir) nothing can be appended to: metrics.jsonl is rewritten whole (one object
 upload, atomic there) and TensorBoard's event files, which tensorboardX writes with local file operations,
@@ -23,9 +24,10 @@ UPLOAD_SECONDS = 60.0   # how stale a bucket's metrics.jsonl and tb/ may be whil
 
 
 class RunLogger:
-    """Scalars to TensorBoard (`WORKDIR/tb`) and to `WORKDIR/metrics.jsonl` (kept across resumes)."""
+    """Scalars to TensorBoard (`WORKDIR/tb`) and to `WORKDIR/metrics.jsonl` (kept across resumes), and to a W&B
+    run when one is given (anything with `log(step, scalars_by_tag)` and `close()`: a WandbRun)."""
 
-    def __init__(self, workdir: epath.Path | str):
+    def __init__(self, workdir: epath.Path | str, wandb_run=None):
         self.workdir = user_path(workdir, "workdir")
         self.tb_dir = self.workdir / "tb"
         self.path = self.workdir / "metrics.jsonl"
@@ -35,11 +37,14 @@ class RunLogger:
         self._writer = SummaryWriter(str(self._tb_local))
         self._file = None if self._remote else self.path.open("a")
         self._uploaded = time.monotonic()
+        self.wandb_run = wandb_run
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
-        for name, value in scalars.items():
-            tag = name if "/" in name else f"train/{name}"
+        tagged = {name if "/" in name else f"train/{name}": value for name, value in scalars.items()}
+        for tag, value in tagged.items():
             self._writer.add_scalar(tag, value, step)
+        if self.wandb_run is not None:
+            self.wandb_run.log(step, tagged)
         record = {"step": step, **scalars}
         self.history.append(record)
         if self._file is None:
@@ -62,6 +67,8 @@ class RunLogger:
 
     def close(self) -> None:
         self._writer.close()
+        if self.wandb_run is not None:
+            self.wandb_run.close()
         if self._file is None:
             self._upload()
             shutil.rmtree(self._tb_local, ignore_errors=True)

@@ -88,7 +88,8 @@ class Trainer:
     def init_state(self, init_from: str = "") -> TrainState:
         """eval_shape -> shardings -> jit(init, out_shardings): each device builds only its own shards.
 
-        `init_from` (gguf:PATH, hf:DIR): the parameters come from that pretrained model (bitjax.pretrained.init_from).
+        `init_from` (a model spec, bitjax.pretrained.spec: gguf:PATH, hf:DIR, hf:ORG/NAME, ...): the parameters
+        come from that pretrained model (bitjax.pretrained.init_from).
         """
         if not init_from:
             return jax.jit(self._init, out_shardings=self.state_shardings())()

@@ -11,6 +11,9 @@ def test_overrides_convert_types():
                                           "checkpoint.async_save=false", "name=abc"])
     assert cfg.optim.peak_lr == 3e-4 and cfg.steps == 12 and cfg.model.quant == "none"
     assert cfg.checkpoint.async_save is False and cfg.name == "abc"
+    cfg = apply_overrides(cfg, ["log.wandb=true", "log.tags=kd, tiny", "log.project=p"])
+    assert cfg.log.wandb is True and cfg.log.tags == ("kd", "tiny") and cfg.log.project == "p"
+    assert apply_overrides(cfg, ["log.tags="]).log.tags == ()
 
 
 @pytest.mark.parametrize("override,message", [
@@ -49,6 +52,8 @@ def test_configs_are_frozen():
 
 
 def test_config_round_trips_through_dict():
-    cfg = apply_overrides(TrainConfig(), ["model.n_layers=3", "optim.peak_lr=1e-4"])
+    cfg = apply_overrides(TrainConfig(), ["model.n_layers=3", "optim.peak_lr=1e-4", "log.tags=a,b"])
     from bitjax.config import from_dict
     assert from_dict(TrainConfig, dataclasses.asdict(cfg)) == cfg
+    older = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "log"}   # a run from before `log`
+    assert from_dict(TrainConfig, older).log == TrainConfig().log
