@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     except BitjaxError as e:   # anything else is a bug in bitjax and keeps its traceback
         print(f"bitjax: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:   # a second Ctrl-C during training, or one during any other command
+        print("bitjax: interrupted; what was written before stays (a rerun of train resumes from its newest "
+              "complete checkpoint)", file=sys.stderr)
+        return 130
 
 
 def _quiet_libraries() -> None:

@@ -65,7 +65,8 @@ class ModelConfig:
 
     def __post_init__(self):
         if isinstance(self.rope_scaling, dict):   # a run's config.json read back as keyword arguments
-            object.__setattr__(self, "rope_scaling", RopeScaling(**self.rope_scaling))
+            fields = {k: tuple(v) if isinstance(v, list) else v for k, v in self.rope_scaling.items()}   # JSON arrays
+            object.__setattr__(self, "rope_scaling", RopeScaling(**fields))
         if isinstance(self.remat, bool):
             object.__setattr__(self, "remat", "full" if self.remat else "none")
         if self.remat not in REMAT_POLICIES:
