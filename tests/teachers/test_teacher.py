@@ -64,7 +64,7 @@ def test_hf_backend_matches_direct_forward(tmp_path):
 
 def test_unknown_teacher_spec():
     with pytest.raises(ConfigError, match="write gguf:PATH, gguf:ORG/NAME/FILE.gguf, gguf:smollm2, hf:DIR, "
-                                          "hf:ORG/NAME, bitjax:RUN_DIR$"):
+                                          "hf:ORG/NAME or bitjax:RUN_DIR$"):
         open_teacher("onnx:model")
     with pytest.raises(ConfigError, match="/nonexistent.gguf does not exist"):
         open_teacher("gguf:/nonexistent.gguf")
