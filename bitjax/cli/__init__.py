@@ -67,7 +67,7 @@ def _quiet_libraries() -> None:
     """Keep stderr for bitjax's own one-line errors: absl (Orbax), JAX and TensorFlow log warnings there.
 
     Orbax also logs each failure of its background save threads (with tracebacks) before the failure reaches
-    bitjax's own error (a full disk is one line, not pages): absl is kept to CRITICAL.
+    bitjax's own error (a full disk is one line, not pages): absl and asyncio are kept to CRITICAL.
     """
     import logging
     import os
@@ -77,6 +77,9 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     for name in ("absl", "orbax"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    # Orbax writes arrays in asyncio tasks: when one write fails (a full disk) the others' failures are logged by
+    # asyncio as "Task exception was never retrieved"; the first one is bitjax's one-line error already.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -223,11 +224,16 @@ class TrainLoop:
                                    f"{self.checkpointer.directory}. Rerun the same command to resume.")
                     return {"stopped_at": step, "stopped_by": stopped_by}
         finally:
+            failing = sys.exc_info()[1] is not None
             restore_signals()
             self.bar.close()
             self.checkpointer.wait()
             self.checkpointer.close()
-            self.logger.close()
+            try:
+                self.logger.close()
+            except OSError:   # a full disk: the error already on its way (the checkpoint's) is the one to report
+                if not failing:
+                    raise
         return self._summary(start_step, log_dir, time.perf_counter() - t_start, tokens_per_step)
 
     def _summary(self, start_step: int, log_dir: epath.Path, elapsed: float, tokens_per_step: int) -> dict:
