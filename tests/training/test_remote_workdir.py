@@ -127,11 +127,11 @@ def test_a_gs_teacher_cache_is_written_resumed_and_read_through_the_bucket(bucke
     caught by its size without reading the shards back. The fourth stand-in: ArrayRecord opens gs:// objects
     with its own GCS reader (not fsspec), pointed here at the bucket directory."""
     from array_record.python.array_record_module import ArrayRecordReader
-    from tests.data.test_topk_cache import SPEC, examples, fake_topk
 
     from bitjax.data.teacher_files import topk_cache
     from bitjax.data.teacher_files.topk_cache import CacheError, TopKCache, shard_name
     from bitjax.data.teacher_files.topk_cache_writer import write_cache
+    from tests.data.test_topk_cache import SPEC, examples, fake_topk
 
     monkeypatch.setattr(topk_cache, "open_shard",
                         lambda path: ArrayRecordReader(str(bucket.parent / str(path).removeprefix("gs://"))))
