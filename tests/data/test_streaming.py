@@ -116,21 +116,28 @@ def test_restoring_from_every_one_of_the_first_20_batches_is_exact_mid_file(smal
     srcs = (SourceConfig("web", f"parquet:{small}/*.parquet", 0.7), SourceConfig("lines", f"jsonl:{lines}", 0.3))
     # a window of 16 documents: its start, which the position records, moves past whole chunks within 20 batches
     pipeline = build_pipeline(config(small, tokenizer, sources=srcs, shuffle_window=16))
-    it = pipeline.train_iterator()
-    states, batches = [], []
-    for _ in range(25):
-        states.append(json.loads(json.dumps(it.get_state())))   # as Grain's CheckpointSave writes it
-        batches.append(next(it))
-    for point in range(20):
-        restored = pipeline.train_iterator()
-        restored.set_state(states[point])
-        for k in range(5):
-            got, want = next(restored), batches[point + k]
-            for key in want:
-                np.testing.assert_array_equal(got[key], want[key], err_msg=f"restored at {point}, +{k}, {key}")
+    states = _restores_exactly(pipeline, points=range(20), ahead=5)
     # the positions restored from lie inside files: chunks already read, documents of a chunk already taken
     files = [s for s in _file_states(states[19]) if s]
     assert any(s["parent"]["next_index"] > 0 for s in files) and any(s["next_index_in_buffer"] > 0 for s in files)
+
+
+def _restores_exactly(pipeline, points, ahead: int) -> list:
+    """The train iterator's saved position before each batch, as Grain's CheckpointSave writes it (JSON); the
+    iterator restored at each of `points` yields the next `ahead` batches exactly. Returns the positions."""
+    it = pipeline.train_iterator()
+    states, batches = [], []
+    for _ in range(max(points) + ahead):
+        states.append(json.loads(json.dumps(it.get_state())))
+        batches.append(next(it))
+    for point in points:
+        restored = pipeline.train_iterator()
+        restored.set_state(states[point])
+        for k in range(ahead):
+            got, want = next(restored), batches[point + k]
+            for key in want:
+                np.testing.assert_array_equal(got[key], want[key], err_msg=f"restored at {point}, +{k}, {key}")
+    return states
 
 
 def _file_states(state):
@@ -233,18 +240,7 @@ def test_restoring_inside_one_large_row_group_is_exact(tmp_path, tokenizer, monk
     monkeypatch.setattr(text_files, "PARQUET_CHUNK_BYTES", 256)   # a few documents a chunk
     corpus = write_parquet_corpus(tmp_path / "one_group", 1200, n_files=2, rows_per_group=None, words=(5, 30))
     pipeline = build_pipeline(config(corpus, tokenizer, shuffle_window=16))
-    it = pipeline.train_iterator()
-    states, batches = [], []
-    for _ in range(16):
-        states.append(json.loads(json.dumps(it.get_state())))
-        batches.append(next(it))
-    for point in (3, 9, 12):
-        restored = pipeline.train_iterator()
-        restored.set_state(states[point])
-        for k in range(4):
-            got, want = next(restored), batches[point + k]
-            for key in want:
-                np.testing.assert_array_equal(got[key], want[key], err_msg=f"restored at {point}, +{k}, {key}")
+    states = _restores_exactly(pipeline, points=(3, 9, 12), ahead=4)
     files = [s for s in _file_states(states[12]) if s]
     assert any(s["parent"]["next_index"] > 1 for s in files)   # past several chunks of the one row group
 

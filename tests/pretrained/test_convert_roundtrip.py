@@ -16,6 +16,7 @@ from bitjax.export.model_source import TernaryModel, flatten_params
 from bitjax.export.runtime_report import format_agreement
 from bitjax.training.trainer import Trainer
 from tests.support import TINY
+from tests.support.hf_models import shakespeare_ids
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -25,16 +26,6 @@ SHAPES = {   # (hidden, intermediate, heads, kv heads): TQ-ready widths, and Smo
     "multiples_of_256": (256, 512, 4, 2),
     "smollm2_widths": (576, 1536, 9, 3),
 }
-
-
-def _shakespeare_ids(tokenizer_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Training ids (the first plays) and 256 held-out ids (the last one), in the export tests' tokenizer."""
-    from bitjax import tokenizer as tokenizer_lib
-    from bitjax.data.sources import corpora
-    tok = tokenizer_lib.load(tokenizer_path)
-    docs = list(corpora.shakespeare_documents())
-    train = np.asarray(tok.encode("\n\n".join(d["text"] for d in docs[:20])).ids, np.int64)
-    return train, np.asarray(tok.encode(docs[-1]["text"]).ids[:256], np.int32)
 
 
 def _hf_llama(directory: Path, train_ids: np.ndarray, hidden: int, ffn: int, heads: int, kv_heads: int) -> None:
@@ -78,7 +69,7 @@ def _llama_cpp_logits(path, tokens):
 @pytest.mark.parametrize("shape", ["multiples_of_256", pytest.param("smollm2_widths", marks=pytest.mark.slow)])
 def test_import_convert_export_at_step_0_runs_alike_in_every_runtime(trained_run, tmp_path, shape):
     hidden, ffn, heads, kv_heads = SHAPES[shape]
-    train_ids, tokens = _shakespeare_ids(trained_run / "tokenizer.json")
+    train_ids, tokens = shakespeare_ids(trained_run / "tokenizer.json")
     _hf_llama(tmp_path / "hf", train_ids, hidden, ffn, heads, kv_heads)
     cfg = _student(hidden, ffn, heads, kv_heads)
     trainer = Trainer.create(cfg)

@@ -21,7 +21,7 @@ from bitjax.run import Run
 from bitjax.run.restore_faults import CheckpointReadError, classify
 from bitjax.training import Trainer, train
 from bitjax.training.checkpointer import Checkpointer
-from tests.support import TINY
+from tests.support import SAVE_EVERY_STEP_OVERRIDES, TINY
 
 FAULTS = {
     "out of memory": lambda: jax.errors.JaxRuntimeError(
@@ -32,9 +32,9 @@ FAULTS = {
 
 
 def _config(steps):
-    return apply_overrides(load_recipe(TINY), [
-        "model.n_layers=1", "data.seq_len=32", "data.batch_size=2", f"steps={steps}", "checkpoint.every=1",
-        "checkpoint.async_save=false", "log_every=100", "eval_batches=1", "eval_every=1000"])
+    return apply_overrides(load_recipe(TINY), [*SAVE_EVERY_STEP_OVERRIDES, f"steps={steps}"])
+
+
 
 
 @pytest.fixture(scope="module")
