@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 
+from bitjax.errors import ConfigError
 from bitjax.tasks.problems import Problem
 from bitjax.tasks.spec import TaskSpec, dataset
 
@@ -32,8 +33,11 @@ def is_correct(task: TaskSpec, problem: Problem, completion: str) -> bool:
     if answer is None:
         return False
     if task.is_file:
-        from math_verify import parse, verify
-
+        try:
+            from math_verify import parse, verify
+        except ImportError:
+            raise ConfigError("math-verify is missing (it checks a problems file's answers); install it with "
+                              "`pip install -e '.[traces]'`") from None
         return bool(verify(parse(problem.gold), parse(answer)))
     return _scorer(task)(answer, problem.entry) >= 1.0
 
