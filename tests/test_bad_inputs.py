@@ -330,6 +330,10 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str, list[Path]]]
         add(f"eval{flag}={value}", ["eval", run, flag, value, *extra], flag, [run])
     add("eval-prompts-missing", ["eval", run, "--prompts", tmp / "no_prompts.jsonl"], "no_prompts.jsonl", [run])
     add("eval-run-is-a-file", ["eval", afile], "a_file", [afile])
+    add("eval-task-unknown", ["eval", run, "--task", "chain_summ"], "chain_summ", [run])
+    add("eval-task-bad-setting", ["eval", run, "--task", "chain_sum:min_terms=zero"], "min_terms", [run])
+    add("eval-problems-0", ["eval", run, "--task", "chain_sum", "--problems", "0"], "--problems", [run])
+    add("eval-samples-0", ["eval", run, "--task", "chain_sum", "--samples", "0"], "--samples", [run])
 
     # ----- export
     outside = tmp / "exported"
@@ -386,6 +390,13 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str, list[Path]]]
                                  "--generator", tmp / "no.gguf"], "notes.txt", [foreign])
     add("traces-prompts-0", ["traces", "--out", tmp / "t.jsonl", "--prompts", "0"], "--prompts")
     add("traces-samples-0", ["traces", "--out", tmp / "t.jsonl", "--samples", "0"], "--samples")
+    add("traces-batch-0", ["traces", "--out", tmp / "t.jsonl", "--batch", "0"], "--batch")
+    add("traces-task-unknown", ["traces", "--out", tmp / "t.jsonl", "--task", "chain_summ"], "chain_summ")
+    add("traces-task-bad-keyword", ["traces", "--out", tmp / "t.jsonl", "--task", "chain_sum:terms=4"], "terms")
+    add("traces-task-file-missing", ["traces", "--out", tmp / "t.jsonl", "--task", f"jsonl:{tmp / 'no.jsonl'}"],
+        "no.jsonl")
+    add("traces-teacher-no-run", ["traces", "--out", tmp / "t.jsonl", "--teacher", f"bitjax:{tmp / 'no-run'}"],
+        "no-run")
     add("rephrase-limit-0", ["rephrase", "--out", tmp / "r.jsonl", "--limit", "0"], "--limit")
     add("generate-missing-model", ["generate", tmp / "no.gguf", "--prompt", "hi"], "no.gguf")
     return rows

@@ -177,6 +177,8 @@ class TrainConfig:
     eval_every: int = 100
     eval_batches: int = 4
     eval_prompts: str = ""            # held-out problems with gold answers (a `bitjax traces` file) for `bitjax eval`
+    eval_task: str = ""               # a task whose held-out problems `bitjax eval` (and training's eval) answers
+    eval_problems: int = 100          # ... how many of them
     eval_max_new_tokens: int = 192    # greedy tokens generated per problem by `bitjax eval`
     quant_warmup_steps: int = 0       # gradual quantization ramp; 0 = fully ternary from step 0
     init_from: str = ""               # first parameters from a pretrained model: gguf:PATH | hf:DIR | hf:ORG/NAME ...
@@ -190,8 +192,8 @@ class TrainConfig:
     max_skips_in_a_row: int = 10
 
     def __post_init__(self):
-        positive(self, "steps", "log_every", "eval_every", "eval_batches", "eval_max_new_tokens", "loss_chunk",
-                 "max_skips_in_a_row")
+        positive(self, "steps", "log_every", "eval_every", "eval_batches", "eval_max_new_tokens", "eval_problems",
+                 "loss_chunk", "max_skips_in_a_row")
         if self.on_nonfinite not in ("stop", "skip"):
             raise ConfigError(f"on_nonfinite={self.on_nonfinite!r}; use 'stop' (end the run at the first non-finite "
                               "step) or 'skip' (drop such updates)")

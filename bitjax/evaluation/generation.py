@@ -28,6 +28,7 @@ from bitjax.export.common import ExportError
 from bitjax.nn.decode import KVDecoder, float32_logits
 from bitjax.paths import local_copy, user_path
 from bitjax.run import Run
+from bitjax.run.chat import render_chat
 from bitjax.tokenizer import CHAT_TEMPLATE
 
 GGUF_MAGIC = b"GGUF"
@@ -77,17 +78,8 @@ def generate(path: str | Path, prompt: str, sampling: Sampling = Sampling(), *, 
     # llama.cpp and transformers open local files: a GGUF or packed directory on a bucket is copied down first
     local = user_path(path, "MODEL") if kind == "run" else local_copy(user_path(path, "MODEL"))
     model = opener(local, n_threads)
-    text = render_chat(model.chat_template, prompt) if chat else prompt
+    text = render_chat(model.chat_template, [{"role": "user", "content": prompt}]) if chat else prompt
     return model.stream(text, sampling)
-
-
-def render_chat(template: str, user_text: str) -> str:
-    """A one-turn conversation in `template` (Jinja, as in GGUF and tokenizer_config.json), ready to continue."""
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(template).render(messages=[{"role": "user", "content": user_text}],
-                                            add_generation_prompt=True, bos_token="", eos_token="")
 
 
 def sample(logits_V: np.ndarray, temperature: float, rng: np.random.Generator) -> int:

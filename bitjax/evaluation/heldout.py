@@ -1,23 +1,26 @@
 """Evaluation of a trained run: held-out perplexity on text it never trained on, and answer accuracy on
-held-out math problems (greedy decoding, final answer checked against the gold one)."""
+held-out problems (a task's, bitjax.evaluation.task_accuracy, or a traces file's), each final answer judged
+by its task's verifier."""
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from bitjax import data as data_lib
 from bitjax.data.teacher_files import traces as traces_lib
 from bitjax.errors import ConfigError
+from bitjax.evaluation.task_accuracy import problems_accuracy, task_accuracy
 from bitjax.losses import chunked_head, terms
-from bitjax.nn.decode import greedy_generate
 from bitjax.run import Run
-from bitjax.tokenizer import eos_id, fingerprint, load
+from bitjax.tasks import spec as task_spec
+from bitjax.tasks.problems import Problem
+from bitjax.tasks.spec import TaskSpec
+from bitjax.tokenizer import fingerprint, load
 
 
 def _pipeline(run: Run):
@@ -61,37 +64,38 @@ def heldout_perplexity(run: Run | str | Path, n_batches: int = 16) -> dict:
 
 def answer_accuracy(run: Run | str | Path, prompts_file: str | Path, *, limit: int | None = None,
                     max_new_tokens: int = 192, batch_size: int = 16) -> dict:
-    """Greedy answers of the run's model to held-out problems (the prompts of a `bitjax traces` file, one per
-    problem), scored against the gold answers. Every completion is written to RUN_DIR/answers.jsonl."""
+    """Greedy answers of the run's model to held-out problems (one per problem of a `bitjax traces` file,
+    prompted exactly as the teacher was), each judged by the verifier of the task its record names. Every
+    completion is written to RUN_DIR/answers.jsonl."""
     run = run if isinstance(run, Run) else Run(run)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit {limit}: answer at least one problem (or leave --limit out for all)")
-    room = _generation_room(run, max_new_tokens)
-    tok = load(run.tokenizer_path)
-    problems = {}
+    _generation_room(run, max_new_tokens)
+    records = {}
     for record in traces_lib.read_traces(prompts_file):
-        problems.setdefault(record["prompt_id"], record)
-    problems = list(problems.values())[:limit]
-    eos = eos_id(tok)
-    stop_ids = {i for i in (eos, tok.token_to_id("<|im_end|>")) if i is not None}
-    prompts = [np.asarray([eos] + tok.encode(p["prompt"], add_special_tokens=False).ids, np.int32)[-room:]
-               for p in problems]
-    build = run.model_builder()
-    completions = []
-    for start in range(0, len(prompts), batch_size):
-        completions += greedy_generate(build, run.params, prompts[start:start + batch_size],
-                                       max_new_tokens=max_new_tokens, stop_ids=stop_ids)
-    correct = 0
-    with run.paths.answers.open("w", encoding="utf-8") as f:
-        for problem, ids in zip(problems, completions):
-            text = tok.decode([int(i) for i in ids if int(i) not in stop_ids])
-            answer = traces_lib.extract_answer(text)
-            ok = traces_lib.is_correct(answer, problem["gold"])
-            correct += ok
-            f.write(json.dumps({"prompt_id": problem["prompt_id"], "gold": problem["gold"], "answer": answer,
-                                "correct": ok, "completion": text}, ensure_ascii=False) + "\n")
-    return {"answer_file": str(prompts_file), "problems": len(problems), "correct": correct,
-            "answer_accuracy": correct / max(len(problems), 1), "answers": str(run.paths.answers)}
+        records.setdefault(record["prompt_id"], record)
+    records = list(records.values())[:limit]
+    items = [_task_problem(r, prompts_file) for r in records]
+    report = problems_accuracy(run, items, prompts=[r["prompt"] for r in records], max_new_tokens=max_new_tokens,
+                               batch_size=batch_size, name=str(prompts_file))
+    return {"answer_file": str(prompts_file), "problems": report["problems"], "correct": report["correct"],
+            "answer_accuracy": report["pass@1"], "answers": report["answers"]}
+
+
+def _task_problem(record: dict, where) -> tuple[TaskSpec, Problem]:
+    if "task" not in record or "entry" not in record:
+        raise ConfigError(f"{where}: record {record['prompt_id']} names no task to verify its answer with; sample "
+                          "the held-out problems again with `bitjax traces --split heldout --task ...`")
+    task = _parsed_task(record["task"])
+    return task, Problem(record["prompt_id"], record["question"], str(record["gold"]), record["entry"])
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed_task(text: str) -> TaskSpec:
+    name = text.partition(":")[0]
+    if name == "jsonl":   # verified by math-verify against the record's gold answer: the file is not read
+        return TaskSpec("jsonl", (), text.partition(":")[2], text)
+    return task_spec.parse(text)
 
 
 def _generation_room(run: Run, max_new_tokens: int) -> int:
@@ -104,16 +108,25 @@ def _generation_room(run: Run, max_new_tokens: int) -> int:
 
 
 def evaluate(run_dir: str | Path, *, n_batches: int = 16, prompts_file: str | None = None,
-             limit: int | None = None, max_new_tokens: int | None = None) -> dict:
-    """`bitjax eval`: perplexity, plus answer accuracy when the run (or the caller) names held-out problems."""
-    run = Run(run_dir)   # parameters restored once for both measurements
+             limit: int | None = None, max_new_tokens: int | None = None, task: str | None = None,
+             n_problems: int | None = None, samples: int = 1, temperature: float = 0.7, top_p: float = 0.95,
+             seed: int = 0) -> dict:
+    """`bitjax eval`: perplexity, plus accuracy on the held-out problems of a task and of a traces file, when
+    the run (or the caller) names them."""
+    run = Run(run_dir)   # parameters restored once for every measurement
     prompts_file = prompts_file or run.config.eval_prompts
-    if prompts_file:   # a generation length beyond the context fails now, not after the perplexity pass
-        _generation_room(run, max_new_tokens or run.config.eval_max_new_tokens)
+    task = task or run.config.eval_task
+    max_new_tokens = max_new_tokens or run.config.eval_max_new_tokens
+    if prompts_file or task:   # a generation length beyond the context fails now, not after the perplexity pass
+        _generation_room(run, max_new_tokens)
     report = heldout_perplexity(run, n_batches)
     if prompts_file:
-        report.update(answer_accuracy(run, prompts_file, limit=limit,
-                                      max_new_tokens=max_new_tokens or run.config.eval_max_new_tokens))
+        report.update(answer_accuracy(run, prompts_file, limit=limit, max_new_tokens=max_new_tokens))
+    if task:
+        solved = task_accuracy(run, task, n_problems=n_problems or run.config.eval_problems,
+                               max_new_tokens=max_new_tokens, samples=samples, temperature=temperature,
+                               top_p=top_p, seed=seed)
+        report.update(solved)
     return report
 
 

@@ -3,9 +3,10 @@
 Prompts of different lengths are left-padded to a common length P, so every row's next token goes to the
 same cache slot P + t at step t; padding slots are masked out and RoPE positions count from each row's
 first real token. One jitted step runs the prompt (compiled for L = P) and then each new token (L = 1).
-What the step returns for the next position is chosen on the device by `select(logits_BV, seeds_B, slot)`:
+What the step returns for the next position is chosen on the device by `select(logits_BV, seeds_B, draw)`:
 greedy ids (only B integers leave the device per step), ids sampled at a temperature with top-p, each row
-from its own seed (so a row's tokens do not depend on the rows decoded beside it), or the float32 logits
+from its own seed and the number of the token drawn (so a row's tokens depend neither on the rows decoded beside it
+nor on how far its prompt was padded), or the float32 logits
 (`bitjax generate` samples on the host, as its other runtimes do).
 
 `generate` decodes any number of prompts in batches of one shape (rows and prompt length padded), so the step
@@ -29,11 +30,11 @@ from bitjax.nn.attention import BATCH_AXES
 from bitjax.nn.transformer import Transformer
 
 
-def argmax_ids(logits_BV: jax.Array, seeds_B: jax.Array, slot) -> jax.Array:
+def argmax_ids(logits_BV: jax.Array, seeds_B: jax.Array, draw) -> jax.Array:
     return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
 
 
-def float32_logits(logits_BV: jax.Array, seeds_B: jax.Array, slot) -> jax.Array:
+def float32_logits(logits_BV: jax.Array, seeds_B: jax.Array, draw) -> jax.Array:
     return logits_BV.astype(jnp.float32)
 
 
@@ -53,14 +54,14 @@ class Sampling:
             return argmax_ids
         temperature, top_p = self.temperature, self.top_p
 
-        def sample(logits_BV, seeds_B, slot):
+        def sample(logits_BV, seeds_B, draw):
             z_BV = logits_BV.astype(jnp.float32) / temperature
             if top_p < 1:   # keep the most likely tokens whose mass before them is under top_p (at least one)
                 sorted_BV = jnp.sort(z_BV, axis=-1)[:, ::-1]
                 before_BV = jnp.cumsum(jax.nn.softmax(sorted_BV, axis=-1), axis=-1) - jax.nn.softmax(sorted_BV, -1)
                 cutoff_B1 = jnp.min(jnp.where(before_BV < top_p, sorted_BV, jnp.inf), axis=-1, keepdims=True)
                 z_BV = jnp.where(z_BV >= cutoff_B1, z_BV, -jnp.inf)
-            keys_B = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), slot))(seeds_B)
+            keys_B = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), draw))(seeds_B)
             return jax.vmap(jax.random.categorical)(keys_B, z_BV).astype(jnp.int32)
 
         return sample
@@ -70,7 +71,7 @@ class KVDecoder:
     """B prompts decoded together for up to `max_new_tokens` positions: `prefill()`, then `step(ids_B)`.
 
     build_model(params) -> Transformer builds the model from its parameters (`Run.model_builder()`,
-    `Trainer.model`); `select(logits_BV, seeds_B, slot)` is what each call returns, computed on the device.
+    `Trainer.model`); `select(logits_BV, seeds_B, draw)` is what each call returns, computed on the device.
     `prompt_len` pads every prompt to that length (default: the longest), `seeds_B` seed each row's sampling,
     `mesh` splits the rows over its batch axes (B must be a multiple of their size).
     """
@@ -109,13 +110,16 @@ class KVDecoder:
         return put
 
     def _call(self, tokens_BL, positions_BL, mask_B11LT, index):
+        # `draw` numbers the token being chosen (0 after the prompt): a sampled row's key depends on it, not on
+        # the cache slot, so padding a prompt to its batch's length does not change what the row samples
         args = (tokens_BL, positions_BL, mask_B11LT, self.seeds_B)
+        draw = np.int32(self.t)
         if self.mesh is not None:
             args = tuple(self._rows_on_axis(0)(np.asarray(a)) for a in args)
             with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
-                out, self.caches = self._run(self.params, *args[:3], self.caches, index, args[3])
+                out, self.caches = self._run(self.params, *args[:3], self.caches, index, args[3], draw)
             return out
-        out, self.caches = self._run(self.params, *args[:3], self.caches, index, args[3])
+        out, self.caches = self._run(self.params, *args[:3], self.caches, index, args[3], draw)
         return out
 
     def prefill(self):
@@ -140,9 +144,9 @@ def _jitted_step(build_model, select):
     """One jitted step per (model, selection): decoders of the same shapes share its compilations."""
 
     @jax.jit
-    def run(params, tokens_BL, positions_BL, mask_B11LT, caches, index, seeds_B):
+    def run(params, tokens_BL, positions_BL, mask_B11LT, caches, index, seeds_B, draw):
         logits_BV, caches = build_model(params).decode(tokens_BL, positions_BL, mask_B11LT, caches, index)
-        return select(logits_BV, seeds_B, index), caches
+        return select(logits_BV, seeds_B, draw), caches
 
     return run
 

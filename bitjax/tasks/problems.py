@@ -46,6 +46,13 @@ def problems(task: TaskSpec, split: str, n: int) -> list[Problem]:
     return out
 
 
+def sample_seed(seed: int, prompt_id: str, sample: int) -> int:
+    """The seed of one sampled completion: a hash of (seed, problem, sample index), so a completion is the same
+    whichever batch, device or rerun draws it (traces, pass@k)."""
+    digest = hashlib.sha256(f"{seed}|{prompt_id}|{sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
 def is_heldout(question: str, template: int | None) -> bool:
     key = str(template) if template is not None else question
     return int(hashlib.sha256(key.encode("utf-8")).hexdigest(), 16) % HELDOUT_EVERY == 0

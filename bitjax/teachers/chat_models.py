@@ -4,8 +4,12 @@
     model = open_chat_model("path/model.gguf")    # any GGUF chat model (llama-cpp-python)
     model = open_chat_model("path/hf_model_dir")  # a transformers causal LM from a local directory
     model = open_chat_model("hf:ORG/NAME")        # ... or from the Hugging Face Hub (gguf:ORG/NAME/FILE.gguf too)
+    model = open_chat_model("bitjax:RUN_DIR")     # a model bitjax trained, decoded in batches in JAX
     prompt = model.render([{"role": "user", "content": "2 + 3 = ?"}])   # the model's own chat template
-    out = model.complete(prompt, max_new_tokens=128, temperature=0.7, top_p=0.9, seed=0)
+    done = model.complete_many([prompt] * 4, max_new_tokens=128, temperature=0.7, top_p=0.9, seeds=[0, 1, 2, 3])
+
+llama.cpp and transformers answer one prompt per call (`batch_size` 1); a bitjax run answers `batch_size`
+prompts per call with a key/value cache (bitjax.run.chat), each row from its own seed either way.
 
 `render` returns the exact text the model is prompted with (its chat template, generation prompt
 included), so a trace can record it and a student can be trained on the same prompt.
@@ -13,22 +17,31 @@ included), so a trace can record it and a student can be trained on the same pro
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from bitjax.errors import ConfigError
 from bitjax.pretrained import spec as model_spec
+from bitjax.run.chat import Completion, RunChatModel
 from bitjax.teachers.llama_cpp import plain_cpu_buffers
 
 
-@dataclasses.dataclass(frozen=True)
-class Completion:
-    text: str
-    finish_reason: str          # "stop" (the model ended its turn) or "length" (max_new_tokens reached)
-    tokens: int                 # completion tokens generated
+class _OneAtATime:
+    """`complete_many` for models that answer one prompt per call (llama.cpp, transformers on CPU)."""
+
+    batch_size = 1
+
+    def complete_many(self, prompts: list[str], *, max_new_tokens: int, temperature: float, top_p: float,
+                      seeds: list[int], on_batch=None) -> list[Completion]:
+        out = []
+        for prompt, seed in zip(prompts, seeds):
+            out.append(self.complete(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                     seed=seed))
+            if on_batch is not None:
+                on_batch(1, out[-1].tokens)
+        return out
 
 
-class LlamaCppChatModel:
+class LlamaCppChatModel(_OneAtATime):
     """A GGUF chat model through llama-cpp-python, prompted with the chat template stored in the GGUF."""
 
     def __init__(self, path: Path, *, n_ctx: int = 2048, n_threads: int = 1, seed: int = 0):
@@ -69,7 +82,7 @@ class LlamaCppChatModel:
                              top_p=settings.top_p, seed=seed).text
 
 
-class TransformersChatModel:
+class TransformersChatModel(_OneAtATime):
     """A Hugging Face causal LM from a local directory, prompted with its tokenizer's chat template."""
 
     def __init__(self, directory: Path, *, n_threads: int = 1, **_):
@@ -107,10 +120,12 @@ class TransformersChatModel:
                              top_p=settings.top_p, seed=seed).text
 
 
-def open_chat_model(spec: str, *, n_ctx: int = 2048, n_threads: int = 1, seed: int = 0):
+def open_chat_model(spec: str, *, n_ctx: int = 2048, n_threads: int = 1, seed: int = 0, batch_size: int = 64):
     """`smollm2` (the embedded GGUF), a `.gguf` file (llama.cpp) or a model directory (transformers), with or
-    without their `gguf:` / `hf:` scheme, or a Hub id with it (bitjax.pretrained.spec)."""
-    parsed = model_spec.parse(spec, "chat model", schemes=("gguf", "hf"), bare=True)
+    without their `gguf:` / `hf:` scheme, a Hub id with it (bitjax.pretrained.spec), or `bitjax:RUN_DIR`."""
+    parsed = model_spec.parse(spec, "chat model", schemes=("gguf", "hf", "bitjax"), bare=True)
+    if parsed.scheme == "bitjax":
+        return RunChatModel(parsed.path, batch_size=batch_size)
     if parsed.scheme == "gguf":
         model = LlamaCppChatModel(parsed.path, n_ctx=n_ctx, n_threads=n_threads, seed=seed)
     else:

@@ -1,36 +1,39 @@
-"""Teacher reasoning traces: sample completions of math word problems, verify each final answer, label it.
+"""Teacher reasoning traces: sample completions of a task's problems, verify each final answer, label it.
 
     bitjax traces --out data/traces/train.jsonl --task gsm_symbolic --prompts 160 --samples 6
+    bitjax traces --out traces.jsonl --task chain_sum:min_terms=4,max_terms=5 --teacher bitjax:runs/teacher
 
-Prompts come from reasoning-gym's `gsm_symbolic` (procedurally generated GSM8K-style problems with exact
-answers), split by problem template so held-out prompts never share a template with training prompts,
-or from `chain_sum` (short sums; see TASKS).
-Each sampled completion is one JSONL record:
-  id, prompt_id, split, question, gold         the problem and its exact answer
+Problems come from any reasoning-gym task or a user's JSONL file (bitjax.tasks: split into training and
+held-out problems that never share an item or a template); each is put to the teacher as one user message in
+its own chat template (bitjax.tasks.prompts), and each completion is verified by the task's own `score_answer`,
+or by math-verify for a problems file (bitjax.tasks.answers). Each sampled completion is one JSONL record:
+  id, prompt_id, split, question, gold         the problem and its reference answer
+  task, entry                                  the task spec and what its verifier reads
   prompt                                       the text the teacher was given: its own chat template
-  completion, finish_reason, answer, label     the teacher's reply, the final answer parsed from it, and
-                                               "positive" if that answer equals the gold one, else "negative"
-  teacher, settings, sample                    provenance (the sample index seeds the sampler)
-The output is appended one flushed line at a time; rerunning the command resumes. Reading and checking a
-trace file, and turning it into training examples, is bitjax.data.teacher_files.traces.
+  completion, finish_reason, answer, label     the teacher's reply, the final answer stated in it, and
+                                               "positive" if the task's verifier accepts it, else "negative"
+  teacher, settings, sample                    provenance (the seed is a hash of (seed, prompt_id, sample))
+A llama.cpp or transformers teacher answers one prompt per call; a bitjax run (`bitjax:RUN_DIR`) answers a
+batch of prompts x samples per call with a key/value cache in JAX (bitjax.run.chat), sharded over the devices.
+The output is appended one flushed line at a time, a batch at a time; rerunning the command resumes. Reading
+a trace file, and turning it into training examples, is bitjax.data.teacher_files.traces.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-from bitjax.data.teacher_files.traces import check_record, extract_answer, is_correct
+from bitjax.data.teacher_files.traces import check_record
 from bitjax.errors import ConfigError
+from bitjax.tasks import prompts as task_prompts
+from bitjax.tasks.answers import final_answer, is_correct
+from bitjax.tasks.problems import Problem, sample_seed
+from bitjax.tasks.spec import TaskSpec
 from bitjax.teachers import jsonl_output
-
-HELDOUT_TEMPLATE_EVERY = 5      # gsm_symbolic templates with index % 5 == 0 are held out (20%)
-SPLIT_SEED = {"train": 0, "heldout": 1_000_000}   # disjoint item seeds: reasoning-gym seeds item i with seed + i
-# reasoning-gym tasks with numeric answers. gsm_symbolic: GSM8K-style word problems (split by template);
-# chain_sum: short sums of 2-3 one- or two-digit numbers, easy enough for a small teacher to get some right.
-TASKS = {"gsm_symbolic": {}, "chain_sum": dict(min_terms=2, max_terms=3, min_digits=1, max_digits=2)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,75 +44,54 @@ class SamplingSettings:
     seed: int = 0
 
 
-# --------------------------------------------------------------------------- prompts and answers
-
-def task_prompts(task: str, split: str, n: int) -> list[dict]:
-    """The first `n` problems of a task's split: {"prompt_id", "question", "gold", "template"}.
-
-    Splits draw disjoint item seeds; gsm_symbolic's held-out split also uses only its own templates, so a
-    held-out problem never shares its wording with a training one.
-    """
-    if split not in SPLIT_SEED:
-        raise ConfigError(f"split {split!r}: use 'train' or 'heldout'")
-    if task not in TASKS:
-        raise ConfigError(f"task {task!r}: known tasks are {', '.join(TASKS)}")
-    try:
-        import reasoning_gym
-    except ImportError:
-        raise ConfigError("reasoning-gym is missing; install it with `pip install -e '.[traces]'`") from None
-    size = max(64, 8 * n)   # enough items that n of them fall in the split's templates
-    dataset = reasoning_gym.create_dataset(task, size=size, seed=SPLIT_SEED[split], **TASKS[task])
-    templates = getattr(dataset, "task_indices", None)
-    out = []
-    for idx in range(size):
-        template = int(templates[idx]) if templates is not None else -1
-        if templates is not None and (template % HELDOUT_TEMPLATE_EVERY == 0) != (split == "heldout"):
-            continue
-        item = dataset[idx]
-        out.append({"prompt_id": f"{task}/{split}/{idx}", "question": item["question"],
-                    "gold": str(item["answer"]), "template": template})
-        if len(out) == n:
-            break
-    return out
-
-
 # --------------------------------------------------------------------------- sampling
 
-def sample_seed(seed: int, prompt_id: str, sample: int) -> int:
-    return jsonl_output.stable_seed(seed, prompt_id, sample)
-
-
-def sample_traces(model, prompts: list[dict], out: str | Path, *, split: str, samples: int,
+def sample_traces(model, task: TaskSpec, problems: list[Problem], out: str | Path, *, split: str, samples: int,
                   settings: SamplingSettings = SamplingSettings(), progress: bool = True) -> dict:
-    """Sample `samples` completions per prompt from a chat model, verify and append them to `out`."""
+    """Sample `samples` completions per problem from a chat model, verify and append them to `out`."""
     out = Path(out)
     done, first = _read_done(out)
     settings_dict = dataclasses.asdict(settings)
     jsonl_output.check_settings(out, first, settings_dict)
-    todo = [(p, s) for p in prompts for s in range(samples) if (p["prompt_id"], s) not in done]
-    summary = {"output": str(out), "already_done": len(done), "written": 0, "positive": 0}
+    if first is not None and first.get("task", str(task)) != str(task):
+        raise ConfigError(f"{out} holds traces of --task {first['task']}, not {task}; pass that task to resume it, "
+                          "or a new --out for this one")
+    todo = [(p, s) for p in problems for s in range(samples) if (p.prompt_id, s) not in done]
+    summary = {"output": str(out), "already_done": len(done), "written": 0, "positive": 0, "tokens": 0,
+               "seconds": 0.0}
     if not todo:
         return summary
     out.parent.mkdir(parents=True, exist_ok=True)
+    batch = max(1, getattr(model, "batch_size", 1))
+    rendered = {p.prompt_id: model.render([{"role": "user", "content": task_prompts.user_message(p)}])
+                for p in problems}
+    start = time.perf_counter()
     with out.open("a", encoding="utf-8") as f, tqdm(total=len(todo), disable=not progress, desc="traces",
                                                      dynamic_ncols=True) as bar:
-        for prompt, sample in todo:
-            text = model.render([{"role": "user", "content": prompt["question"]}])
-            completion = model.complete(text, max_new_tokens=settings.max_new_tokens,
-                                        temperature=settings.temperature, top_p=settings.top_p,
-                                        seed=sample_seed(settings.seed, prompt["prompt_id"], sample))
-            answer = extract_answer(completion.text)
-            label = "positive" if is_correct(answer, prompt["gold"]) else "negative"
-            record = {"id": f"{prompt['prompt_id']}#{sample}", "prompt_id": prompt["prompt_id"], "split": split,
-                      "question": prompt["question"], "gold": prompt["gold"], "prompt": text,
-                      "completion": completion.text, "finish_reason": completion.finish_reason,
-                      "answer": answer, "label": label, "teacher": model.name, "settings": settings_dict,
-                      "sample": sample}
-            jsonl_output.append(f, record)
-            summary["written"] += 1
-            summary["positive"] += label == "positive"
-            bar.update(1)
-            bar.set_postfix(positive=summary["positive"])
+        def on_batch(rows: int, tokens: int) -> None:
+            summary["tokens"] += tokens
+            bar.update(rows)
+            bar.set_postfix(positive=summary["positive"],
+                            tok_per_s=f"{summary['tokens'] / max(time.perf_counter() - start, 1e-9):.0f}")
+
+        for lo in range(0, len(todo), batch):   # a batch is written before the next one is sampled
+            chunk = todo[lo:lo + batch]
+            completions = model.complete_many(
+                [rendered[p.prompt_id] for p, _ in chunk], max_new_tokens=settings.max_new_tokens,
+                temperature=settings.temperature, top_p=settings.top_p,
+                seeds=[sample_seed(settings.seed, p.prompt_id, s) for p, s in chunk], on_batch=on_batch)
+            for (problem, sample), completion in zip(chunk, completions):
+                label = "positive" if is_correct(task, problem, completion.text) else "negative"
+                jsonl_output.append(f, {
+                    "id": f"{problem.prompt_id}#{sample}", "prompt_id": problem.prompt_id, "split": split,
+                    "question": problem.question, "gold": problem.gold, "task": str(task), "entry": problem.entry,
+                    "prompt": rendered[problem.prompt_id], "completion": completion.text,
+                    "finish_reason": completion.finish_reason, "answer": final_answer(completion.text),
+                    "label": label, "teacher": model.name, "settings": settings_dict, "sample": sample})
+                summary["written"] += 1
+                summary["positive"] += label == "positive"
+    summary["seconds"] = round(time.perf_counter() - start, 2)
+    summary["tokens_per_second"] = round(summary["tokens"] / max(summary["seconds"], 1e-9), 1)
     return summary
 
 

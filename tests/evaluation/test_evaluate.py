@@ -5,8 +5,15 @@ import pytest
 
 from bitjax.cli import main
 from bitjax.config import apply_overrides, load_recipe
+from bitjax.errors import ConfigError
 from bitjax.evaluation import heldout as evaluate_lib
+from bitjax.evaluation import task_accuracy as task_accuracy_lib
 from bitjax.evaluation.heldout import heldout_perplexity
+from bitjax.run import Run
+from bitjax.run.chat import Completion
+from bitjax.tasks import problems, spec
+from bitjax.tasks import prompts as task_prompts
+from bitjax.tasks.answers import is_correct
 from bitjax.training import train
 from tests.support import TINY
 
@@ -49,46 +56,79 @@ def test_heldout_loss_equals_a_numpy_cross_entropy_of_the_models_logits(run):
     np.testing.assert_allclose(report["heldout_loss"], total / count, rtol=1e-5)
 
 
-def test_answer_accuracy_scores_final_answers_against_gold(run, tmp_path, monkeypatch):
+CHAIN = "chain_sum:min_terms=2,max_terms=3"
+
+
+class ScriptedModel:
+    """Stands in for RunChatModel: greedy answers right on even problems; sampled answers from a script."""
+
+    def __init__(self, run, batch_size=64):
+        self.prompts = []
+
+    def render(self, messages):
+        return messages[0]["content"]
+
+    def complete_many(self, prompts, *, max_new_tokens, temperature, top_p, seeds, on_batch=None):
+        self.prompts += prompts
+        golds = [int(_sum_of(p)) for p in prompts]
+        if temperature == 0:
+            return [Completion(f"steps. Answer: {g if i % 2 == 0 else g + 1}", "stop", 5)
+                    for i, g in enumerate(golds)]
+        # 3 samples per problem: problem 0 right twice, 1 right once (a wrong majority), 2 never, 3 no answer
+        plan = {0: [0, 0, 1], 1: [0, 5, 5], 2: [1, 2, 3], 3: [None] * 3}
+        return [Completion("no idea" if (d := plan[i // 3][i % 3]) is None else f"Answer: {g + d}", "stop", 3)
+                for i, g in enumerate(golds)]
+
+
+def _sum_of(prompt: str) -> int:
+    expression = prompt.split("\n")[0].rpartition(":")[2].strip().rstrip("=").strip()
+    tokens = expression.split()
+    total = int(tokens[0])
+    for op, x in zip(tokens[1::2], tokens[2::2]):
+        total += int(x) if op == "+" else -int(x)
+    return total
+
+
+def test_task_accuracy_reports_pass_at_1_pass_at_k_and_majority(run, monkeypatch):
     workdir, _ = run
-    problems = tmp_path / "heldout.jsonl"
-    rows = [{"prompt_id": f"p{i}", "prompt": f"What is {i} + {i}? ", "completion": "#### 0", "gold": str(2 * i),
-             "label": "positive" if i == 0 else "negative"} for i in range(4)]
-    problems.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    from bitjax.tokenizer import load
-    tok = load(workdir / "tokenizer.json")
-
-    def fake_generate(build_model, params, prompts, *, max_new_tokens, stop_ids):
-        # "answers" 2i for the first two problems and 7 for the others
-        texts = [f" so #### {2 * i}" if i < 2 else " #### 7" for i in range(len(prompts))]
-        return [np.asarray(tok.encode(t).ids, np.int32) for t in texts]
-
-    monkeypatch.setattr(evaluate_lib, "greedy_generate", fake_generate)
-    report = evaluate_lib.answer_accuracy(workdir, problems)
-    assert report["problems"] == 4 and report["correct"] == 2 and report["answer_accuracy"] == 0.5
+    monkeypatch.setattr(task_accuracy_lib, "RunChatModel", ScriptedModel)
+    report = task_accuracy_lib.task_accuracy(Run(workdir), CHAIN, n_problems=4, max_new_tokens=8, samples=3)
+    assert report["problems"] == 4 and report["correct"] == 2 and report["pass@1"] == 0.5
+    assert report["pass@3"] == 0.5 and report["maj@3"] == 0.25
     answers = [json.loads(line) for line in (workdir / "answers.jsonl").read_text().splitlines()]
-    assert [a["correct"] for a in answers] == [True, True, False, False]
+    assert [a["correct"] for a in answers] == [True, False, True, False] and len(answers[0]["samples"]) == 3
 
 
-def test_answer_accuracy_of_the_real_model_runs_end_to_end(run, tmp_path):
+def test_answer_accuracy_of_a_traces_file_uses_each_records_task_and_prompt(run, tmp_path, monkeypatch):
     workdir, _ = run
-    problems = tmp_path / "heldout.jsonl"
-    problems.write_text(json.dumps({"prompt_id": "p", "prompt": "1 + 1 = ", "completion": "#### 2", "gold": "2",
-                                    "label": "positive"}) + "\n")
-    report = evaluate_lib.answer_accuracy(workdir, problems, max_new_tokens=4)
-    assert report["problems"] == 1
-    completion = json.loads((workdir / "answers.jsonl").read_text())["completion"]
-    assert len(completion) > 0
-    # the exact score of that completion: an untrained model writes no "#### 2" (1 if it did, by the rule)
-    from bitjax.data.teacher_files import traces as traces_file
-    expected = traces_file.is_correct(traces_file.extract_answer(completion), "2")
-    assert report["answer_accuracy"] == float(expected) and report["correct"] == int(expected)
-    # a gold answer equal to what the model wrote scores 1: the scoring reads the real completion
-    answer = traces_file.extract_answer(completion)
-    if answer is not None:
-        problems.write_text(json.dumps({"prompt_id": "p", "prompt": "1 + 1 = ", "completion": "#### 2",
-                                        "gold": answer, "label": "positive"}) + "\n")
-        assert evaluate_lib.answer_accuracy(workdir, problems, max_new_tokens=4)["answer_accuracy"] == 1.0
+    heldout = problems.problems(spec.parse(CHAIN), "heldout", 4)
+    rows = [{"prompt_id": p.prompt_id, "question": p.question, "prompt": task_prompts.user_message(p),
+             "completion": "x", "gold": p.gold, "task": CHAIN, "entry": p.entry, "label": "negative"}
+            for p in heldout]
+    path = tmp_path / "heldout.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(task_accuracy_lib, "RunChatModel", ScriptedModel)
+    report = evaluate_lib.answer_accuracy(workdir, path)
+    assert report["problems"] == 4 and report["correct"] == 2 and report["answer_accuracy"] == 0.5
+    rows[0].pop("task")
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ConfigError, match="names no task to verify its answer with"):
+        evaluate_lib.answer_accuracy(workdir, path)
+
+
+def test_task_accuracy_of_the_real_model_scores_what_it_wrote(run, capsys):
+    workdir, _ = run
+    assert main(["eval", str(workdir), "--batches", "1", "--task", CHAIN, "--problems", "3", "--samples", "2",
+                 "--max-new-tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "pass@1" in out and "pass@2" in out and "maj@2" in out
+    answers = [json.loads(line) for line in (workdir / "answers.jsonl").read_text().splitlines()]
+    task = spec.parse(CHAIN)
+    heldout = problems.problems(task, "heldout", 3)
+    assert [a["prompt_id"] for a in answers] == [p.prompt_id for p in heldout]
+    assert all(len(a["samples"]) == 2 for a in answers)
+    # the verdict recorded is the task's verifier on the very completion the model wrote
+    assert [a["correct"] for a in answers] == [is_correct(task, p, a["completion"]) for p, a in zip(heldout, answers)]
 
 
 def test_eval_of_a_directory_without_a_run(tmp_path, capsys):

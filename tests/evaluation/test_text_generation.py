@@ -6,12 +6,13 @@ import pytest
 
 from bitjax import tokenizer as tokenizer_lib
 from bitjax.cli import main
-from bitjax.evaluation.generation import GenerationError, Sampling, TextStream, model_kind, render_chat, sample
+from bitjax.evaluation.generation import GenerationError, Sampling, TextStream, model_kind, sample
 from bitjax.export import export_run
 from bitjax.export import reference as ref
 from bitjax.export.gguf_tokenizer import CHAT_TEMPLATE
 from bitjax.export.gguf_writer import write_gguf
 from bitjax.export.model_source import load_run
+from bitjax.run.chat import render_chat
 from tests.support.random_models import random_model
 
 PROMPT = "ROMEO: What light"
@@ -115,7 +116,7 @@ def test_packed_and_run_directory_decode_the_same_text(trained_run, exports, cap
 def test_gguf_tq2_0_streams_and_chat_wraps_the_prompt(exports, capsys):
     assert _generate(capsys, exports / "m-tq2_0.gguf", "--temperature", "0.8")
     assert main(["generate", str(exports / "m-tq2_0.gguf"), "--prompt", "hi", "--chat", "--max-new-tokens", "4"]) == 0
-    assert render_chat(CHAT_TEMPLATE, "hi") == "user: hi\nassistant: "
+    assert render_chat(CHAT_TEMPLATE, [{"role": "user", "content": "hi"}]) == "user: hi\nassistant: "
 
 
 def test_text_stream_holds_back_partial_characters():

@@ -1,5 +1,5 @@
-"""Teacher traces: answer extraction, the held-out split, sampling and labelling, checked reading, pairing,
-and the trace sources of the data pipeline (SFT rows and REDI pair rows)."""
+"""Teacher traces: sampling a task's problems in batches and labelling them by the task's verifier, resuming,
+checked reading, pairing, and the trace sources of the data pipeline (SFT rows and REDI pair rows)."""
 
 import json
 
@@ -12,89 +12,83 @@ from bitjax.data import build_pipeline
 from bitjax.data.teacher_files import traces as traces_file
 from bitjax.errors import ConfigError
 from bitjax.losses.objectives import OBJECTIVES
+from bitjax.run.chat import Completion
+from bitjax.tasks import problems, spec
+from bitjax.tasks import prompts as task_prompts
 from bitjax.teachers import trace_sampler
-from bitjax.teachers.chat_models import Completion
 
-
-@pytest.mark.parametrize("text, want", [
-    ("3 + 4 = 7 apples.\n#### 7", "7"),
-    ("The answer is 1,250 apples, not 12.", "1250"),
-    ("so \\boxed{42} and then 13", "42"),
-    ("He pays $12.50 in total.", "12.5"),
-    ("She is left with -3", "-3"),
-    ("first 12, then 15.", "15"),
-    ("no number at all", None),
-])
-def test_final_answer_extraction(text, want):
-    assert traces_file.extract_answer(text) == want
-
-
-def test_answers_compare_as_numbers():
-    assert traces_file.is_correct("28080", "28080") and traces_file.is_correct("28080.0", "28080")
-    assert not traces_file.is_correct("2808", "28080") and not traces_file.is_correct(None, "3")
-
-
-def test_heldout_prompts_share_no_template_with_training_prompts():
-    train = trace_sampler.task_prompts("gsm_symbolic", "train", 40)
-    heldout = trace_sampler.task_prompts("gsm_symbolic", "heldout", 20)
-    assert len(train) == 40 and len(heldout) == 20
-    assert all(p["template"] % trace_sampler.HELDOUT_TEMPLATE_EVERY == 0 for p in heldout)
-    assert not {p["template"] for p in train} & {p["template"] for p in heldout}
-    assert not {p["question"] for p in train} & {p["question"] for p in heldout}
-    assert trace_sampler.task_prompts("gsm_symbolic", "train", 40) == train     # deterministic
-    assert all(traces_file.parse_number(p["gold"]) is not None for p in train + heldout)
+TASK = spec.parse("chain_sum:min_terms=2,max_terms=3")
 
 
 class ScriptedTeacher:
-    """Answers correctly on even sample seeds' parity, otherwise off by one; counts its calls."""
+    """Answers correctly on even sample seeds, otherwise off by one; counts its calls and its batches."""
 
     name = "scripted"
 
-    def __init__(self, prompts):
-        self.gold = {p["question"]: p["gold"] for p in prompts}
-        self.calls = 0
+    def __init__(self, problems, batch_size=1):
+        self.gold = {task_prompts.user_message(p): p.gold for p in problems}
+        self.calls, self.batches, self.batch_size = 0, [], batch_size
 
     def render(self, messages):
         return f"<user>{messages[0]['content']}</user><assistant>"
 
-    def complete(self, prompt, *, max_new_tokens, temperature, top_p, seed):
-        self.calls += 1
-        gold = int(self.gold[prompt[len("<user>"):-len("</user><assistant>")]])
-        answer = gold if seed % 2 == 0 else gold + 1
-        return Completion(f"Let me think. 2 + 2 = 4.\n#### {answer}", "stop", 12)
+    def complete_many(self, prompts, *, max_new_tokens, temperature, top_p, seeds, on_batch=None):
+        self.batches.append(len(prompts))
+        out = []
+        for prompt, seed in zip(prompts, seeds):
+            self.calls += 1
+            gold = int(self.gold[prompt[len("<user>"):-len("</user><assistant>")]])
+            answer = gold if seed % 2 == 0 else gold + 1
+            out.append(Completion(f"Let me think. 2 + 2 = 4.\nAnswer: {answer}", "stop", 12))
+        if on_batch is not None:
+            on_batch(len(prompts), 12 * len(prompts))
+        return out
 
 
 @pytest.fixture
-def prompts():
-    return trace_sampler.task_prompts("gsm_symbolic", "train", 6)
+def train_problems():
+    return problems.problems(TASK, "train", 6)
 
 
-def test_sampling_labels_by_the_verified_answer_and_resumes(tmp_path, prompts):
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_sampling_labels_by_the_tasks_verifier_and_resumes(tmp_path, train_problems, batch_size):
     out = tmp_path / "trace_sampler.jsonl"
-    teacher = ScriptedTeacher(prompts)
-    summary = trace_sampler.sample_traces(teacher, prompts[:3], out, split="train", samples=4, progress=False)
-    assert summary["written"] == 12
+    teacher = ScriptedTeacher(train_problems, batch_size)
+    summary = trace_sampler.sample_traces(teacher, TASK, train_problems[:3], out, split="train", samples=4,
+                                          progress=False)
+    assert summary["written"] == 12 and summary["tokens"] == 144
+    assert max(teacher.batches) == batch_size   # a bitjax teacher decodes `batch_size` rows per call
     records = traces_file.read_traces(out)
     for r in records:
-        seed = trace_sampler.sample_seed(0, r["prompt_id"], r["sample"])
+        seed = problems.sample_seed(0, r["prompt_id"], r["sample"])
         assert r["label"] == ("positive" if seed % 2 == 0 else "negative")
-        assert r["prompt"] == teacher.render([{"role": "user", "content": r["question"]}])
+        assert r["answer"] == r["completion"].rpartition("Answer: ")[2]
+        assert r["task"] == str(TASK) and r["entry"]["answer"] == r["gold"]
+        assert r["prompt"] == teacher.render([{"role": "user", "content": r["question"] + "\n" +
+                                               task_prompts.INSTRUCTION}])
         assert r["teacher"] == "scripted" and r["settings"]["max_new_tokens"] == 192
     # a run killed mid-line: the torn line goes, complete ones stay, only the missing samples are drawn
     with out.open("a") as f:
         f.write('{"id": "torn')
-    again = ScriptedTeacher(prompts)
-    summary = trace_sampler.sample_traces(again, prompts, out, split="train", samples=4, progress=False)
+    again = ScriptedTeacher(train_problems, batch_size)
+    summary = trace_sampler.sample_traces(again, TASK, train_problems, out, split="train", samples=4,
+                                          progress=False)
     assert summary["already_done"] == 12 and summary["written"] == 12 and again.calls == 12
     assert len(traces_file.read_traces(out)) == 24
 
 
-def test_resume_with_other_settings_is_refused(tmp_path, prompts):
+def test_resume_with_other_settings_or_another_task_is_refused(tmp_path, train_problems):
     out = tmp_path / "trace_sampler.jsonl"
-    trace_sampler.sample_traces(ScriptedTeacher(prompts), prompts[:1], out, split="train", samples=1, progress=False)
-    with pytest.raises(trace_sampler.ConfigError, match="written with settings"):
-        trace_sampler.sample_traces(ScriptedTeacher(prompts), prompts[:1], out, split="train", samples=2,
-                                    progress=False, settings=trace_sampler.SamplingSettings(temperature=1.0))
+    trace_sampler.sample_traces(ScriptedTeacher(train_problems), TASK, train_problems[:1], out, split="train",
+                                samples=1, progress=False)
+    with pytest.raises(ConfigError, match="written with settings"):
+        trace_sampler.sample_traces(ScriptedTeacher(train_problems), TASK, train_problems[:1], out, split="train",
+                                    samples=2, progress=False,
+                                    settings=trace_sampler.SamplingSettings(temperature=1.0))
+    other = spec.parse("chain_sum:min_terms=2,max_terms=4")
+    with pytest.raises(ConfigError, match="holds traces of --task chain_sum:min_terms=2,max_terms=3"):
+        trace_sampler.sample_traces(ScriptedTeacher(train_problems), other, train_problems[:1], out,
+                                    split="train", samples=2, progress=False)
 
 
 def record(prompt_id, completion, gold, label, **kw):
@@ -108,8 +102,6 @@ def write_jsonl(path, records):
 
 
 @pytest.mark.parametrize("bad, match", [
-    (record("p", "#### 4", "four", "negative"), r"trace_sampler.jsonl:2: the gold answer 'four' is not a number"),
-    (record("p", "#### 5", "4", "positive"), r"trace_sampler.jsonl:2: labelled positive but .* '5' against gold '4'"),
     (record("p", "#### 4", "4", "maybe"), r"trace_sampler.jsonl:2: label 'maybe'"),
     ({"prompt_id": "p"}, r"trace_sampler.jsonl:2: missing field\(s\) prompt, completion, gold, label"),
 ])
@@ -180,8 +172,7 @@ def test_sft_rows_train_on_positive_completions_only(trace_file):
             prompt = tok.decode(row["targets"][where & (row["loss_mask"] == 0)].tolist())
             assert "####" in trained and "?" not in trained     # the completion, not the prompt
             assert prompt.startswith("Q") or prompt == ""        # prompt tokens are input only
-            answer = traces_file.extract_answer(trained.replace(tokenizer_lib.EOS, ""))
-            assert answer is not None and int(answer) < 20       # positives only
+            assert _stated(trained) < 20                         # positives only
 
 
 def test_redi_rows_hold_a_positive_and_a_negative_of_one_prompt(trace_file):
@@ -195,12 +186,11 @@ def test_redi_rows_hold_a_positive_and_a_negative_of_one_prompt(trace_file):
             texts[seg] = (tok.decode(row["inputs"][where & (row["loss_mask"] == 0)].tolist()),
                           tok.decode(row["targets"][where & (row["loss_mask"] == 1)].tolist()))
         assert texts[1][0] == texts[2][0]                                   # the same prompt
-        pos, neg = (traces_file.extract_answer(texts[s][1].replace(tokenizer_lib.EOS, "")) for s in (1, 2))
-        assert int(pos) < 20 <= int(neg)
+        assert _stated(texts[1][1]) < 20 <= _stated(texts[2][1])
 
 
 def test_redi_pairs_longer_than_a_row_are_refused_with_the_fix(trace_file):
-    with pytest.raises(trace_sampler.ConfigError, match="none of its .* REDI pairs fits in data.seq_len=8"):
+    with pytest.raises(ConfigError, match="none of its .* REDI pairs fits in data.seq_len=8"):
         build_pipeline(trace_config(trace_file, "redi", seq_len=8))
 
 
@@ -212,13 +202,18 @@ def test_a_text_objective_on_traces_is_a_config_error(trace_file):
         SourceConfig("t", "tfds:shakespeare", objective="redi")
 
 
+def _stated(completion: str) -> int:
+    """The number after the fixture's `####`."""
+    return int(completion.replace(tokenizer_lib.EOS, "").rpartition("####")[2])
+
+
 def _rows(batch):
     return [{k: v[i] for k, v in batch.items()} for i in range(len(batch["inputs"]))]
 
 
 def test_training_on_a_bad_trace_file_is_a_one_line_error(tmp_path, capsys):
     from bitjax.cli import main
-    bad = write_jsonl(tmp_path / "bad.jsonl", [record("a", "so #### 3", "three", "negative")])
+    bad = write_jsonl(tmp_path / "bad.jsonl", [record("a", "so #### 3", "3", "maybe")])
     recipe = tmp_path / "recipe.py"
     recipe.write_text(
         "from bitjax.config import DataConfig, SourceConfig, TrainConfig\n"
@@ -227,5 +222,5 @@ def test_training_on_a_bad_trace_file_is_a_one_line_error(tmp_path, capsys):
         f"        SourceConfig('t', 'traces:{bad}', objective='sft')), vocab_size=512, seq_len=32, batch_size=4))\n")
     assert main(["train", str(recipe), "--workdir", str(tmp_path / "run"), "--no-progress"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("bitjax: error")]
-    assert len(err) == 1 and "bad.jsonl:1: the gold answer 'three' is not a number" in err[0]
+    assert len(err) == 1 and "bad.jsonl:1: label 'maybe' must be 'positive' or 'negative'" in err[0]
     assert not (tmp_path / "run" / "checkpoints").exists()
