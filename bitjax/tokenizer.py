@@ -29,19 +29,57 @@ CHAT_TEMPLATE = (
 )
 
 
+def render_chat(template: str, messages: list[dict]) -> str:
+    """A conversation in `template` (Jinja, as in GGUF and tokenizer_config.json), ready for the reply.
+
+    A sandboxed environment: a template is data and runs no code of its own."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(template).render(messages=messages, add_generation_prompt=True, bos_token="",
+                                            eos_token="")
+
+
 class TokenizerMismatch(ConfigError):
     """An artifact was made with another tokenizer than the one in use."""
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
-    """A GPT-2-style byte-level BPE trained on `texts`; id 0 is the end-of-text token."""
+def train_bpe(texts: Iterable[str], vocab_size: int, *, split_digits: bool = False) -> Tokenizer:
+    """A GPT-2-style byte-level BPE trained on `texts`; id 0 is the end-of-text token.
+
+    `split_digits`: no merge joins two digits, so every number is spelt one digit per token (" 7" may be one
+    token, "12" never is): arithmetic a small model can learn digit by digit. The pre-tokenizer and the merge
+    ranks stay GPT-2's, so llama.cpp's "gpt2" tokenizer gives an exported GGUF the same ids."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
+        vocab_size=4 * vocab_size if split_digits else vocab_size, special_tokens=[EOS], show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer=trainer)
+    return _without_digit_merges(tok, vocab_size) if split_digits else tok
+
+
+def _without_digit_merges(trained: Tokenizer, vocab_size: int) -> Tokenizer:
+    """`trained`'s merges in rank order, dropping those whose token holds two digits (and those built on them),
+    up to `vocab_size` tokens: EOS, the 256 byte symbols, then the merges kept."""
+    import json
+
+    vocab = [EOS] + sorted(pre_tokenizers.ByteLevel.alphabet())
+    known, merges = set(vocab), []
+    for merge in json.loads(trained.to_str())["model"]["merges"]:
+        a, b = merge.split(" ") if isinstance(merge, str) else merge
+        token = a + b
+        if len(vocab) >= vocab_size:
+            break
+        if a in known and b in known and token not in known and sum(c.isdigit() for c in token) <= 1:
+            merges.append((a, b))
+            known.add(token)
+            vocab.append(token)
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(vocab)}, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([EOS])
     return tok
 
 
@@ -122,13 +160,14 @@ def resolve(spec: str, vocab_size: int, texts: Callable[[], Iterable[str]], cach
             corpus_key: str) -> Path:
     """The tokenizer.json for a data config's `tokenizer` spec, built and cached once.
 
-    spec: "bpe" (train `vocab_size` on `texts()`), a tokenizer.json path, a .gguf path, or "smollm2".
+    spec: "bpe" (train `vocab_size` on `texts()`), "bpe-digits" (the same, numbers spelt one digit per token),
+    a tokenizer.json path, a .gguf path, or "smollm2".
     """
-    if spec == "bpe":
+    if spec in ("bpe", "bpe-digits"):
         key = hashlib.sha256(f"{corpus_key}|{vocab_size}".encode()).hexdigest()[:16]
-        path = cache / "tokenizers" / f"bpe{vocab_size}-{key}" / "tokenizer.json"
+        path = cache / "tokenizers" / f"{spec}{vocab_size}-{key}" / "tokenizer.json"
         if not path.exists():
-            save_atomic(train_bpe(texts(), vocab_size), path)
+            save_atomic(train_bpe(texts(), vocab_size, split_digits=spec == "bpe-digits"), path)
         return path
     if spec == "smollm2":
         spec = str(embedded_gguf())

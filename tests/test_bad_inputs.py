@@ -334,6 +334,8 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str, list[Path]]]
     add("eval-task-bad-setting", ["eval", run, "--task", "chain_sum:min_terms=zero"], "min_terms", [run])
     add("eval-problems-0", ["eval", run, "--task", "chain_sum", "--problems", "0"], "--problems", [run])
     add("eval-samples-0", ["eval", run, "--task", "chain_sum", "--samples", "0"], "--samples", [run])
+    add("eval-gguf-no-task", ["eval", tmp / "student.gguf"], "--task")
+    add("eval-gguf-missing", ["eval", tmp / "student.gguf", "--task", "chain_sum"], "student.gguf")
 
     # ----- export
     outside = tmp / "exported"

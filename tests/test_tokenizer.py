@@ -55,3 +55,16 @@ def test_gguf_tokenizer_encodes_like_llama_cpp(tmp_path):
     chat = "<|im_start|>user\nHi<|im_end|>"
     assert tok.encode(chat, add_special_tokens=False).ids == llm.tokenize(chat.encode(), add_bos=False, special=True)
     assert tokenizer_lib.eos_id(tok) == 0  # <|endoftext|> marks document boundaries
+
+
+def test_a_digit_bpe_spells_every_number_one_digit_per_token():
+    texts = [f"{a} + {b} = {a + b}. Answer: {a + b}" for a in range(0, 300, 7) for b in range(0, 90, 11)] * 3
+    tok = tokenizer_lib.train_bpe(texts, 320, split_digits=True)
+    plain = tokenizer_lib.train_bpe(texts, 320)
+    assert any(sum(c.isdigit() for c in t) > 1 for t in plain.get_vocab())    # a plain BPE merges digits
+    assert not [t for t in tok.get_vocab() if sum(c.isdigit() for c in t) > 1]
+    assert tok.get_vocab_size() <= 320 and tokenizer_lib.eos_id(tok) == 0   # fewer when merges run out
+    text = "-123 + 45 = -78. Answer: -78"
+    ids = tok.encode(text, add_special_tokens=False).ids
+    assert tok.decode(ids) == text
+    assert sum(any(c.isdigit() for c in tok.id_to_token(i)) for i in ids) == 9    # one token per digit

@@ -1,6 +1,7 @@
 """The `bitjax` command: one module per command (its arguments and a thin `run`), assembled here.
 
   train, cache_teacher, tokenize, traces, rephrase     making a run and its data
+  problems                                             a task's problems with worked solutions, to train on
   evaluate (`bitjax eval`), generate, export, serve    using a trained run
   lm_eval_harness (`bitjax lm-eval`)                   lm-evaluation-harness with the `bitjax` model
   fit_check, plan                                      checking a recipe before it runs
@@ -27,6 +28,7 @@ from bitjax.cli import (
     generate,
     lm_eval_harness,
     plan,
+    problems,
     rephrase,
     serve,
     tokenize,
@@ -35,8 +37,7 @@ from bitjax.cli import (
 )
 
 COMMANDS = (train, cache_teacher, tokenize, evaluate, lm_eval_harness, fit_check, plan, bench, export, generate,
-            serve, rephrase,
-            traces)
+            serve, rephrase, problems, traces)
 
 
 def main(argv: list[str] | None = None) -> int:

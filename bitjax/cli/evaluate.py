@@ -11,7 +11,8 @@ NAME = "eval"
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="held-out perplexity of a trained run, and its accuracy on held-out problems")
-    p.add_argument("run_dir", help="a run directory written by `bitjax train`")
+    p.add_argument("run_dir", help="a run directory written by `bitjax train`, or a GGUF it was exported to (with "
+                   "--task: its greedy accuracy in llama.cpp)")
     p.add_argument("--batches", type=int, default=16, help="held-out batches to score (default 16)")
     p.add_argument("--task", default=None, help="a task whose held-out problems the run answers: a reasoning-gym "
                    "task with its settings (chain_sum:min_terms=4,max_terms=5) or jsonl:PATH (default: the run's "
@@ -48,7 +49,25 @@ def run(args) -> int:
 
         spec.parse(args.task)   # a bad task name or setting fails before the run is restored
 
+    if str(args.run_dir).endswith(".gguf"):
+        print_report(_gguf_accuracy(args))
+        return 0
     print_report(evaluate(args.run_dir, n_batches=args.batches, prompts_file=args.prompts, limit=args.limit,
                           max_new_tokens=args.max_new_tokens, task=args.task, n_problems=args.problems,
                           samples=args.samples, temperature=args.temperature, top_p=args.top_p, seed=args.seed))
     return 0
+
+
+def _gguf_accuracy(args) -> dict:
+    """An export's greedy accuracy on a task's held-out problems, in llama.cpp (no perplexity: no data config)."""
+    from bitjax.errors import ConfigError
+    from bitjax.evaluation.gguf_chat import GGUFChatModel
+    from bitjax.evaluation.task_accuracy import task_accuracy
+
+    if not args.task:
+        raise ConfigError(f"{args.run_dir}: a GGUF is evaluated on a task's held-out problems; pass --task")
+    if args.samples != 1:
+        raise ConfigError(f"--samples {args.samples}: a GGUF is evaluated greedily; sample with the run directory")
+    path = Path(args.run_dir)
+    return task_accuracy(GGUFChatModel(path), args.task, n_problems=args.problems or 100,
+                         max_new_tokens=args.max_new_tokens or 192, answers=path.with_suffix(".answers.jsonl"))

@@ -114,7 +114,8 @@ class DataConfig:
 
     sources: tuple[SourceConfig, ...] = dataclasses.field(default_factory=_default_sources)
     weights: str = ""                 # "name=w,name=w": overrides the sources' weights
-    tokenizer: str = "bpe"            # "bpe" (trained on the sources), a tokenizer.json, a .gguf, or "smollm2"
+    tokenizer: str = "bpe"            # "bpe" (trained on the sources), "bpe-digits" (no merge joins two digits),
+                                      # a tokenizer.json, a .gguf, or "smollm2"
     vocab_size: int = 4096            # size of the trained BPE (ignored for a loaded tokenizer)
     seq_len: int = 128
     batch_size: int = 16              # global batch, in sequences

@@ -87,11 +87,12 @@ BPE_SAMPLE_DOCUMENTS = 20_000
 def resolve_tokenizer(cfg: DataConfig) -> Path:
     """The tokenizer.json of a data config: named, converted from a GGUF, or a BPE trained on its text."""
     text_sources = [s for s in cfg.sources if uris.parse_uri(s.uri)[0] in uris.TEXT_KINDS]
-    if cfg.tokenizer == "bpe" and not text_sources:
-        raise ConfigError("data.tokenizer=bpe needs at least one text source to train on; "
+    trained = cfg.tokenizer in ("bpe", "bpe-digits")
+    if trained and not text_sources:
+        raise ConfigError(f"data.tokenizer={cfg.tokenizer} needs at least one text source to train on; "
                           "name the tokenizer.json the token shards were made with")
     corpus_key = ("|".join(uris.content_key(s.uri, _fields(s), s.data_dir) for s in text_sources)
-                  if cfg.tokenizer == "bpe" else "")
+                  if trained else "")
 
     def texts():
         for s in text_sources:

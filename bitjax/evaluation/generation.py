@@ -28,8 +28,7 @@ from bitjax.export.common import ExportError
 from bitjax.nn.decode import KVDecoder, float32_logits
 from bitjax.paths import local_copy, user_path
 from bitjax.run import Run
-from bitjax.run.chat import render_chat
-from bitjax.tokenizer import CHAT_TEMPLATE
+from bitjax.tokenizer import CHAT_TEMPLATE, render_chat
 
 GGUF_MAGIC = b"GGUF"
 

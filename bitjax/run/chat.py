@@ -23,6 +23,7 @@ from bitjax import tokenizer as tokenizer_lib
 from bitjax.errors import ConfigError
 from bitjax.nn.decode import Sampling, generate
 from bitjax.run.trained_run import Run
+from bitjax.tokenizer import render_chat
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,17 +31,6 @@ class Completion:
     text: str
     finish_reason: str          # "stop" (the model ended its turn) or "length" (max_new_tokens reached)
     tokens: int                 # completion tokens generated
-
-
-def render_chat(template: str, messages: list[dict]) -> str:
-    """A conversation in `template` (Jinja, as in GGUF and tokenizer_config.json), ready for the reply.
-
-    A sandboxed environment: a template is data and runs no code of its own."""
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(template).render(messages=messages, add_generation_prompt=True, bos_token="",
-                                            eos_token="")
 
 
 class RunChatModel:

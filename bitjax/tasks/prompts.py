@@ -9,9 +9,15 @@ for models bitjax trains. Traces record the exact rendered prompt, so a student 
 from __future__ import annotations
 
 from bitjax.tasks.problems import Problem
+from bitjax.tokenizer import CHAT_TEMPLATE, render_chat
 
 INSTRUCTION = "Think step by step, then end with 'Answer: <answer>'."
 
 
 def user_message(problem: Problem) -> str:
     return f"{problem.question}\n{INSTRUCTION}"
+
+
+def chat_prompt(problem: Problem) -> str:
+    """The user message in bitjax's chat template, as a model bitjax trains is asked (bitjax.run.chat)."""
+    return render_chat(CHAT_TEMPLATE, [{"role": "user", "content": user_message(problem)}])

@@ -39,7 +39,6 @@ def test_eval_reports_the_trainers_heldout_loss(run, capsys):
 def test_heldout_loss_equals_a_numpy_cross_entropy_of_the_models_logits(run):
     """An independent reference: log-softmax and the token-weighted mean written in numpy (float64) over the
     same held-out batches and the model's logits; the trainer's and eval's loss functions are not used."""
-    from bitjax.run import Run
     workdir, _ = run
     r = Run(workdir)
     model = r.model_builder()(r.params)
@@ -62,7 +61,7 @@ CHAIN = "chain_sum:min_terms=2,max_terms=3"
 class ScriptedModel:
     """Stands in for RunChatModel: greedy answers right on even problems; sampled answers from a script."""
 
-    def __init__(self, run, batch_size=64):
+    def __init__(self, *args, **kwargs):
         self.prompts = []
 
     def render(self, messages):
@@ -89,10 +88,10 @@ def _sum_of(prompt: str) -> int:
     return total
 
 
-def test_task_accuracy_reports_pass_at_1_pass_at_k_and_majority(run, monkeypatch):
+def test_task_accuracy_reports_pass_at_1_pass_at_k_and_majority(run):
     workdir, _ = run
-    monkeypatch.setattr(task_accuracy_lib, "RunChatModel", ScriptedModel)
-    report = task_accuracy_lib.task_accuracy(Run(workdir), CHAIN, n_problems=4, max_new_tokens=8, samples=3)
+    report = task_accuracy_lib.task_accuracy(ScriptedModel(), CHAIN, n_problems=4, max_new_tokens=8, samples=3,
+                                             answers=workdir / "answers.jsonl")
     assert report["problems"] == 4 and report["correct"] == 2 and report["pass@1"] == 0.5
     assert report["pass@3"] == 0.5 and report["maj@3"] == 0.25
     answers = [json.loads(line) for line in (workdir / "answers.jsonl").read_text().splitlines()]
@@ -107,7 +106,7 @@ def test_answer_accuracy_of_a_traces_file_uses_each_records_task_and_prompt(run,
             for p in heldout]
     path = tmp_path / "heldout.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    monkeypatch.setattr(task_accuracy_lib, "RunChatModel", ScriptedModel)
+    monkeypatch.setattr(evaluate_lib, "RunChatModel", ScriptedModel)
     report = evaluate_lib.answer_accuracy(workdir, path)
     assert report["problems"] == 4 and report["correct"] == 2 and report["answer_accuracy"] == 0.5
     rows[0].pop("task")

@@ -12,7 +12,7 @@ from bitjax.export import reference as ref
 from bitjax.export.gguf_tokenizer import CHAT_TEMPLATE
 from bitjax.export.gguf_writer import write_gguf
 from bitjax.export.model_source import load_run
-from bitjax.run.chat import render_chat
+from bitjax.tokenizer import render_chat
 from tests.support.random_models import random_model
 
 PROMPT = "ROMEO: What light"

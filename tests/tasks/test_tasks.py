@@ -6,7 +6,7 @@ import json
 import pytest
 
 from bitjax.errors import ConfigError
-from bitjax.tasks import answers, problems, spec, worked
+from bitjax.tasks import answers, problems, prompts, spec, worked
 
 
 def _one_line(excinfo) -> str:
@@ -99,3 +99,38 @@ def test_worked_solutions_verify_and_an_answer_alone_is_the_direct_target():
     with pytest.raises(ConfigError) as excinfo:
         worked.solution(spec.parse("leg_counting"), problems.problems(spec.parse("leg_counting"), "train", 1)[0])
     assert "bitjax traces" in _one_line(excinfo)
+
+
+@pytest.mark.parametrize("text, stated", [
+    ("0 - 4 = -4. Answer: -4", "-4"),
+    ("Answer: 3\nno wait.\nAnswer: 4.", "4"),                        # the last one stated
+    ("so $\\boxed{42}$ and then 13", "42"),                           # failing `Answer:`, a box
+    ("The answer is 963.\n\nSo the answer is **964**.", "964"),       # then "the answer is"
+    ("first 12, then 15.", None),                                     # never a bare last number
+    ("Answer:   ", None),
+])
+def test_the_stated_answer_is_read_as_flexible_extractors_do(text, stated):
+    assert answers.final_answer(text) == stated
+
+
+def test_problems_command_writes_verified_solutions_in_bitjaxs_chat_template(tmp_path, capsys):
+    from bitjax.cli import main
+
+    spec_text = "chain_sum:min_terms=4,max_terms=5,min_digits=1,max_digits=1"
+    worked_file, direct_file = tmp_path / "worked.jsonl", tmp_path / "direct.jsonl"
+    assert main(["problems", "--task", spec_text, "--count", "5", "--out", str(worked_file)]) == 0
+    assert main(["problems", "--task", spec_text, "--count", "5", "--solutions", "direct", "--out",
+                 str(direct_file)]) == 0
+    task = spec.parse(spec_text)
+    heldout = {p.question for p in problems.problems(task, "heldout", 50)}
+    rows = [json.loads(line) for line in worked_file.read_text().splitlines()]
+    direct = [json.loads(line) for line in direct_file.read_text().splitlines()]
+    assert len(rows) == 5 and [r["prompt_id"] for r in rows] == [r["prompt_id"] for r in direct]
+    for r, d in zip(rows, direct):
+        assert r["prompt"] == f"user: {r['question']}\n{prompts.INSTRUCTION}\nassistant: "
+        assert r["question"] not in heldout
+        assert r["completion"].count("=") >= 3 and r["completion"].endswith(f"Answer: {r['gold']}")
+        assert d["completion"] == f"Answer: {r['gold']}"
+    # an existing file is never overwritten
+    assert main(["problems", "--task", spec_text, "--count", "5", "--out", str(worked_file)]) == 2
+    assert "exists" in capsys.readouterr().err
