@@ -17,7 +17,7 @@ from bitjax.errors import ConfigError
 from bitjax.evaluation.task_accuracy import problems_accuracy, task_accuracy
 from bitjax.losses import chunked_head, terms
 from bitjax.run import Run
-from bitjax.run.chat import RunChatModel
+from bitjax.run.chat import run_chat_model
 from bitjax.tasks import spec as task_spec
 from bitjax.tasks.problems import Problem
 from bitjax.tasks.spec import TaskSpec
@@ -77,8 +77,9 @@ def answer_accuracy(run: Run | str | Path, prompts_file: str | Path, *, limit: i
         records.setdefault(record["prompt_id"], record)
     records = list(records.values())[:limit]
     items = [_task_problem(r, prompts_file) for r in records]
-    report = problems_accuracy(RunChatModel(run, batch_size=batch_size), items, prompts=[r["prompt"] for r in records],
-                               max_new_tokens=max_new_tokens, answers=Path(run.paths.answers), name=str(prompts_file))
+    report = problems_accuracy(run_chat_model(run, batch_size=batch_size), items,
+                               prompts=[r["prompt"] for r in records], max_new_tokens=max_new_tokens,
+                               answers=Path(run.paths.answers), name=str(prompts_file))
     return {"answer_file": str(prompts_file), "problems": report["problems"], "correct": report["correct"],
             "answer_accuracy": report["pass@1"], "answers": report["answers"]}
 
@@ -124,7 +125,7 @@ def evaluate(run_dir: str | Path, *, n_batches: int = 16, prompts_file: str | No
     if prompts_file:
         report.update(answer_accuracy(run, prompts_file, limit=limit, max_new_tokens=max_new_tokens))
     if task:
-        solved = task_accuracy(RunChatModel(run), task, n_problems=n_problems or run.config.eval_problems,
+        solved = task_accuracy(run_chat_model(run), task, n_problems=n_problems or run.config.eval_problems,
                                max_new_tokens=max_new_tokens, answers=Path(run.paths.answers), samples=samples,
                                temperature=temperature, top_p=top_p, seed=seed)
         report.update(solved)

@@ -1,6 +1,6 @@
 """How many held-out problems a trained run solves: greedy pass@1, and with sampling pass@k and maj@k.
 
-    model = RunChatModel(Run("runs/student"))        # or GGUFChatModel("student.gguf"): the export in llama.cpp
+    model = run_chat_model(Run("runs/student"))        # or GGUFChatModel("student.gguf"): the export in llama.cpp
     report = task_accuracy(model, "chain_sum:min_terms=4,max_terms=5", n_problems=100, samples=8,
                            max_new_tokens=64, answers=Path("answers.jsonl"))
     # {"task": ..., "problems": 100, "correct": 61, "pass@1": 0.61, "pass@8": 0.83, "maj@8": 0.66, ...}
@@ -27,7 +27,7 @@ from bitjax.tasks.problems import Problem, problems, sample_seed
 from bitjax.tasks.spec import TaskSpec
 
 
-def task_accuracy(model, task: TaskSpec | str, *, n_problems: int, max_new_tokens: int, answers: Path,
+def task_accuracy(model, task: TaskSpec | str, *, n_problems: int, max_new_tokens: int, answers: Path | None,
                   samples: int = 1, temperature: float = 0.7, top_p: float = 0.95, seed: int = 0) -> dict:
     """Accuracy on the first `n_problems` held-out problems of `task`."""
     task = task_spec.parse(task) if isinstance(task, str) else task
@@ -36,7 +36,7 @@ def task_accuracy(model, task: TaskSpec | str, *, n_problems: int, max_new_token
                              temperature=temperature, top_p=top_p, seed=seed, name=str(task))
 
 
-def problems_accuracy(model, items: list[tuple[TaskSpec, Problem]], *, max_new_tokens: int, answers: Path,
+def problems_accuracy(model, items: list[tuple[TaskSpec, Problem]], *, max_new_tokens: int, answers: Path | None,
                       samples: int = 1, temperature: float = 0.7, top_p: float = 0.95, seed: int = 0,
                       name: str = "", prompts: list[str] | None = None) -> dict:
     """Accuracy on (task, problem) pairs, each judged by its own task's verifier; `prompts` (default: each
@@ -60,6 +60,8 @@ def problems_accuracy(model, items: list[tuple[TaskSpec, Problem]], *, max_new_t
         majority = [_majority_right(t, p, texts) for (t, p), texts in zip(items, sampled)]
         report.update({f"pass@{samples}": sum(passed) / n, f"maj@{samples}": sum(majority) / n,
                        "temperature": temperature, "top_p": top_p})
+    if answers is None:   # not this process's to write (training's eval on every host)
+        return report
     with Path(answers).open("w", encoding="utf-8") as f:
         for (task, p), c, ok, texts in zip(items, greedy, right, sampled):
             f.write(json.dumps({"prompt_id": p.prompt_id, "task": str(task), "gold": p.gold,

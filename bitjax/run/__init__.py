@@ -3,8 +3,9 @@
   RunPaths, load_run_config, checkpoint_steps   every file a run directory holds, by name (layout.py)
   Run, restore_params, inference_mesh           a run's config, tokenizer and parameters, restored onto the
                                                 devices present (trained_run.py)
-  RunChatModel                                  a run answering chat prompts in batches with a key/value
-                                                cache: traces from a bitjax teacher, eval's answers (chat.py)
+  ChatModel, run_chat_model                     a model (a run's checkpoint) answering chat prompts in
+                                                batches with a key/value cache: traces from a bitjax
+                                                teacher, eval's answers, training's eval (chat.py)
   checksums, legacy_layers                      what a checkpoint's metadata checks its arrays against, and
                                                 checkpoints written before the blocks were stacked
 

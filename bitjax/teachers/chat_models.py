@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bitjax.errors import ConfigError
 from bitjax.pretrained import spec as model_spec
-from bitjax.run.chat import Completion, RunChatModel
+from bitjax.run.chat import Completion, run_chat_model
 from bitjax.teachers.llama_cpp import plain_cpu_buffers
 
 
@@ -125,7 +125,7 @@ def open_chat_model(spec: str, *, n_ctx: int = 2048, n_threads: int = 1, seed: i
     without their `gguf:` / `hf:` scheme, a Hub id with it (bitjax.pretrained.spec), or `bitjax:RUN_DIR`."""
     parsed = model_spec.parse(spec, "chat model", schemes=("gguf", "hf", "bitjax"), bare=True)
     if parsed.scheme == "bitjax":
-        return RunChatModel(parsed.path, batch_size=batch_size)
+        return run_chat_model(parsed.path, batch_size=batch_size)
     if parsed.scheme == "gguf":
         model = LlamaCppChatModel(parsed.path, n_ctx=n_ctx, n_threads=n_threads, seed=seed)
     else:

@@ -3,11 +3,12 @@
 `train(cfg, workdir)` builds the Trainer (bitjax.training.trainer) and the data pipeline, restores the latest
 checkpoint in `workdir` if one exists (model, optimizer, step and the Grain iterator position), then runs to
 `cfg.steps`. Everything done every N steps is a `Hook` (levanter's `add_hook(every=N)`): metrics every
-`log_every`, held-out loss every `eval_every`, a checkpoint every `checkpoint.every`, each also at the last
-step. SIGTERM (a preempted TPU VM) or Ctrl-C (SIGINT) stops after the current step with one checkpoint of it;
-rerunning the same command resumes and produces bitwise the same parameters as an uninterrupted run on the
-same hardware. The returned summary says which signal stopped it; the command line exits 0 after SIGTERM
-and 130 (the shell's code for an interrupt) after Ctrl-C, so `bitjax train ... && next-step` does not go on.
+`log_every`, held-out loss (and accuracy on `eval_task`'s held-out problems) every `eval_every`, a checkpoint
+every `checkpoint.every`, each also at the last step. SIGTERM (a preempted TPU VM) or Ctrl-C (SIGINT) stops
+after the current step with one checkpoint of it; rerunning the same command resumes and produces bitwise the
+same parameters as an uninterrupted run on the same hardware. The returned summary says which signal stopped
+it; the command line exits 0 after SIGTERM and 130 (the shell's code for an interrupt) after Ctrl-C, so
+`bitjax train ... && next-step` does not go on.
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ from tqdm import tqdm
 
 from bitjax import data as data_lib
 from bitjax import sharding as sharding_lib
+from bitjax import tokenizer as tokenizer_lib
 from bitjax.config import TrainConfig
 from bitjax.data import coverage
 from bitjax.errors import ConfigError
+from bitjax.evaluation.task_accuracy import task_accuracy
 from bitjax.nn.transformer import count_params
 from bitjax.paths import cache_dir, check_checkpoint_store, make_directory, user_path, write_atomic
 from bitjax.run import RunPaths
+from bitjax.run.chat import ChatModel
 from bitjax.training import checkpointer as checkpointer_lib
 from bitjax.training import lock, stop_signals
 from bitjax.training.nonfinite import NonfiniteGuard
@@ -98,6 +102,8 @@ class TrainLoop:
         self.add_hook(cfg.log_every, self.log_metrics, first=True)
         if self.eval_batches:
             self.add_hook(cfg.eval_every, self.evaluate)
+        if cfg.eval_task:
+            self.add_hook(cfg.eval_every, self.evaluate_task)
         self.add_hook(cfg.checkpoint.every, self.checkpoint)
         self.pending: list[tuple[int, dict]] = []   # device metrics not yet checked or logged
         self.source_tokens: dict[str, int] = {}     # tokens per data source since the last log line
@@ -169,6 +175,17 @@ class TrainLoop:
         total, count = sum(float(s) for s, _ in sums), sum(float(n) for _, n in sums)
         eval_loss = total / max(count, 1.0)
         self.logger.log(step, {"eval/loss": eval_loss, "eval/perplexity": float(np.exp(eval_loss))})
+
+    def evaluate_task(self, step: int) -> None:
+        """Greedy accuracy on the run's eval_task (`eval_problems` held-out problems), fully quantized."""
+        model = ChatModel(self.trainer.model, self.state.params, tokenizer_lib.load(self.pipeline.tokenizer_path),
+                          context=self.cfg.model.max_seq_len, name=self.cfg.name,
+                          mesh=self.trainer.mesh if jax.device_count() > 1 else None)
+        with self.trainer.mesh_context():
+            report = task_accuracy(model, self.cfg.eval_task, n_problems=self.cfg.eval_problems,
+                                   max_new_tokens=self.cfg.eval_max_new_tokens,
+                                   answers=RunPaths(self.workdir).answers if jax.process_index() == 0 else None)
+        self.logger.log(step, {"eval/accuracy": report["pass@1"]})
 
     def save(self, step: int) -> None:
         self.flush_metrics()
@@ -248,11 +265,13 @@ class TrainLoop:
             "final_loss": self.logger.last("loss"),
             "heldout_loss": self.logger.last("eval/loss"),
             "heldout_perplexity": self.logger.last("eval/perplexity"),
+            **({"heldout_accuracy": self.logger.last("eval/accuracy")} if cfg.eval_task else {}),
             "tokens_seen": final_step * tokens_per_step,
             "wall_seconds": round(elapsed, 1),
             "checkpoint": str(self.checkpointer.directory / str(final_step)),
             "tensorboard": str(self.logger.tb_dir),
-            "loss_curve": str(plot_loss_curve(log_dir)),
+            "loss_curve": str(plot_loss_curve(log_dir, objectives=sorted({s.objective for s in cfg.data.sources}),
+                                              task=cfg.eval_task)),
             "config": str(self.workdir / "config.json"),
         }
         write_atomic(log_dir / "summary.json", json.dumps(summary, indent=2).encode())

@@ -76,21 +76,33 @@ class RunLogger:
             self._file.close()
 
 
-def plot_loss_curve(workdir: epath.Path) -> epath.Path:
+def plot_loss_curve(workdir: epath.Path, *, objectives: list[str] = (), task: str = "") -> epath.Path:
+    """loss_curve.png: the training loss (named for the objectives it mixes), the held-out loss (next-token
+    cross-entropy on held-out text) and, on a second axis, held-out accuracy on `task` when the run measures it."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     records = read_history(user_path(workdir, "workdir") / "metrics.jsonl")
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in (("loss", "train loss"), ("eval/loss", "held-out loss")):
+    mix = " + ".join(objectives) or "loss"
+    train_label = f"training loss ({mix}, weighted by source)" if len(objectives) > 1 else f"training loss ({mix})"
+    lines = []
+    for key, label in (("loss", train_label), ("eval/loss", "held-out cross-entropy")):
         steps, values = loss_series(records, key)
         if steps:
-            ax.plot(steps, values, label=label, marker="o" if key != "loss" else None)
+            lines += ax.plot(steps, values, label=label, marker="o" if key != "loss" else None)
     ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_ylabel("nats/token")
     ax.grid(alpha=0.3)
-    ax.legend()
+    steps, values = loss_series(records, "eval/accuracy")
+    if steps:
+        acc = ax.twinx()
+        lines += acc.plot(steps, [100 * v for v in values], color="tab:green", marker="s",
+                          label=f"held-out accuracy, greedy ({task})")
+        acc.set_ylabel("held-out accuracy (%)")
+        acc.set_ylim(0, 100)
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=8)
     out = user_path(workdir, "workdir") / "loss_curve.png"
     fig.tight_layout()
     with out.open("wb") as f:   # a file object: matplotlib opens paths with local file operations only

@@ -59,7 +59,7 @@ CHAIN = "chain_sum:min_terms=2,max_terms=3"
 
 
 class ScriptedModel:
-    """Stands in for RunChatModel: greedy answers right on even problems; sampled answers from a script."""
+    """Stands in for run_chat_model: greedy answers right on even problems; sampled answers from a script."""
 
     def __init__(self, *args, **kwargs):
         self.prompts = []
@@ -106,7 +106,7 @@ def test_answer_accuracy_of_a_traces_file_uses_each_records_task_and_prompt(run,
             for p in heldout]
     path = tmp_path / "heldout.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    monkeypatch.setattr(evaluate_lib, "RunChatModel", ScriptedModel)
+    monkeypatch.setattr(evaluate_lib, "run_chat_model", ScriptedModel)
     report = evaluate_lib.answer_accuracy(workdir, path)
     assert report["problems"] == 4 and report["correct"] == 2 and report["answer_accuracy"] == 0.5
     rows[0].pop("task")
@@ -134,3 +134,17 @@ def test_eval_of_a_directory_without_a_run(tmp_path, capsys):
     assert main(["eval", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "not a bitjax run directory" in err and len(err.splitlines()) == 1
+
+
+def test_training_measures_heldout_accuracy_and_plots_it_beside_labelled_losses(tmp_path):
+    cfg = apply_overrides(load_recipe(TINY), ["model.n_layers=1", "data.seq_len=32", "data.batch_size=4", "steps=2",
+                                              "eval_every=1", "eval_batches=1", f"eval_task={CHAIN}",
+                                              "eval_problems=3", "eval_max_new_tokens=4"])
+    summary = train(cfg, tmp_path, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    accuracies = [(r["step"], r["eval/accuracy"]) for r in records if "eval/accuracy" in r]
+    assert [s for s, _ in accuracies] == [1, 2] and all(0 <= a <= 1 for _, a in accuracies)
+    assert summary["heldout_accuracy"] == accuracies[-1][1]
+    answers = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 3 and sum(a["correct"] for a in answers) / 3 == accuracies[-1][1]
+    assert (tmp_path / "loss_curve.png").stat().st_size > 0

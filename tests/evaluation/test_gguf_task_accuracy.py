@@ -8,7 +8,7 @@ from bitjax.evaluation.gguf_chat import GGUFChatModel
 from bitjax.evaluation.task_accuracy import task_accuracy
 from bitjax.export import export_run
 from bitjax.run import Run
-from bitjax.run.chat import RunChatModel
+from bitjax.run.chat import run_chat_model
 
 TASK = "chain_sum:min_terms=2,max_terms=3"
 
@@ -19,7 +19,7 @@ def _answers(path):
 
 def test_an_export_answers_held_out_problems_in_llama_cpp_as_the_run_does(trained_run, tmp_path, capsys):
     gguf = export_run(trained_run, tmp_path / "student.gguf", format="gguf", gguf_type="tq2_0")["path"]
-    ours = task_accuracy(RunChatModel(Run(trained_run)), TASK, n_problems=10, max_new_tokens=8,
+    ours = task_accuracy(run_chat_model(Run(trained_run)), TASK, n_problems=10, max_new_tokens=8,
                          answers=tmp_path / "run_answers.jsonl")
     theirs = task_accuracy(GGUFChatModel(gguf), TASK, n_problems=10, max_new_tokens=8,
                            answers=tmp_path / "gguf_answers.jsonl")
