@@ -52,4 +52,5 @@ def get_config() -> TrainConfig:
         optim=OptimConfig(peak_lr=3e-3, stage2_peak_lr=1.5e-3, warmup_steps=50),
         checkpoint=CheckpointConfig(every=steps),
         steps=steps,
+        eval_every=200,
     )

@@ -42,7 +42,7 @@ def get_config() -> TrainConfig:
         checkpoint=CheckpointConfig(every=steps),
         steps=steps,
         log_every=50,
-        eval_every=steps,
+        eval_every=250,      # held-out loss and greedy accuracy on eval_task, plotted in loss_curve.png
         eval_batches=2,
         eval_task=TASK,
         eval_problems=200,
