@@ -48,13 +48,16 @@ def summed_loss(run: Run, batches) -> tuple[float, float]:
     return total, count
 
 
-def heldout_perplexity(run: Run | str | Path, n_batches: int = 16) -> dict:
-    """Token-weighted cross-entropy and perplexity of the run's model on its text sources' held-out tail."""
+def heldout_perplexity(run: Run | str | Path, n_batches: int = 16, *, required: bool = True) -> dict:
+    """Token-weighted cross-entropy and perplexity of the run's model on its text sources' held-out tail
+    (`required=False`: a run whose sources hold no held-out text, e.g. traces alone, reports 0 tokens)."""
     run = run if isinstance(run, Run) else Run(run)
     if n_batches < 1:
         raise ConfigError(f"--batches {n_batches}: score at least one held-out batch")
     batches = _pipeline(run).heldout_batches(n_batches)
     total, count = summed_loss(run, batches)
+    if count == 0 and not required:
+        return {"run": str(run.dir), "step": run.step, "heldout_tokens": 0}
     if count == 0:
         raise ConfigError(f"{run.dir}: the held-out batches hold no scored token; the run's text sources "
                           "have no held-out text")
@@ -121,7 +124,7 @@ def evaluate(run_dir: str | Path, *, n_batches: int = 16, prompts_file: str | No
     max_new_tokens = max_new_tokens or run.config.eval_max_new_tokens
     if prompts_file or task:   # a generation length beyond the context fails now, not after the perplexity pass
         _generation_room(run, max_new_tokens)
-    report = heldout_perplexity(run, n_batches)
+    report = heldout_perplexity(run, n_batches, required=not (prompts_file or task))
     if prompts_file:
         report.update(answer_accuracy(run, prompts_file, limit=limit, max_new_tokens=max_new_tokens))
     if task:
