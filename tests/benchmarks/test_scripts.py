@@ -70,3 +70,24 @@ def test_export_scripts_run(trained_run, tmp_path):
     assert "argmax agreement" in _run("export/check_llama_cpp.py", str(trained_run), str(gguf), "--tokens", "32",
                                       "--greedy", "4")
     assert "argmax agreement" in _run("export/check_transformers.py", str(trained_run), str(packed), "--tokens", "32")
+
+
+def test_teacher_tasks_benchmark_runs(tmp_path):
+    pytest.importorskip("llama_cpp")
+    out = _run("-m", "benchmarks.teacher_tasks", "--tasks", "chain_sum,gcd", "--problems", "1", "--max-new-tokens",
+               "8", "--out-dir", str(tmp_path / "traces"), "--results", str(tmp_path / "results.jsonl"))
+    assert "| chain_sum | " in out and "| gcd | " in out
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2
+
+
+def test_trace_sampling_benchmark_runs(trained_run, tmp_path):
+    pytest.importorskip("llama_cpp")
+    from bitjax.cli import main
+
+    gguf = tmp_path / "m.gguf"
+    assert main(["export", str(trained_run), str(gguf), "--format", "gguf"]) == 0
+    out = _run("-m", "benchmarks.trace_sampling", "--run", str(trained_run), "--gguf", str(gguf), "--task",
+               "chain_sum:min_terms=2,max_terms=3", "--prompts", "2", "--samples", "2", "--batch", "4",
+               "--max-new-tokens", "4", "--threads", "1")
+    assert "| jax, batch 4 | 1.0 |" in out and "| llama.cpp, 1 threads | 0.0 |" in out
+    assert "equal to the sequential path's: 4/4" in out
