@@ -50,21 +50,25 @@ class Sampling:
             raise ValueError(f"temperature {self.temperature} must be >= 0 and top_p {self.top_p} in (0, 1]")
 
     def select(self) -> Callable[[jax.Array, jax.Array, object], jax.Array]:
-        if self.temperature == 0:
-            return argmax_ids
-        temperature, top_p = self.temperature, self.top_p
+        return argmax_ids if self.temperature == 0 else _sampler(self.temperature, self.top_p)
 
-        def sample(logits_BV, seeds_B, draw):
-            z_BV = logits_BV.astype(jnp.float32) / temperature
-            if top_p < 1:   # keep the most likely tokens whose mass before them is under top_p (at least one)
-                sorted_BV = jnp.sort(z_BV, axis=-1)[:, ::-1]
-                before_BV = jnp.cumsum(jax.nn.softmax(sorted_BV, axis=-1), axis=-1) - jax.nn.softmax(sorted_BV, -1)
-                cutoff_B1 = jnp.min(jnp.where(before_BV < top_p, sorted_BV, jnp.inf), axis=-1, keepdims=True)
-                z_BV = jnp.where(z_BV >= cutoff_B1, z_BV, -jnp.inf)
-            keys_B = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), draw))(seeds_B)
-            return jax.vmap(jax.random.categorical)(keys_B, z_BV).astype(jnp.int32)
 
-        return sample
+@functools.lru_cache(maxsize=16)
+def _sampler(temperature: float, top_p: float):
+    """One function per setting: the jitted step is cached by its `select`, so a new closure per call would
+    compile the step again for every batch."""
+
+    def sample(logits_BV, seeds_B, draw):
+        z_BV = logits_BV.astype(jnp.float32) / temperature
+        if top_p < 1:   # keep the most likely tokens whose mass before them is under top_p (at least one)
+            sorted_BV = jnp.sort(z_BV, axis=-1)[:, ::-1]
+            before_BV = jnp.cumsum(jax.nn.softmax(sorted_BV, axis=-1), axis=-1) - jax.nn.softmax(sorted_BV, -1)
+            cutoff_B1 = jnp.min(jnp.where(before_BV < top_p, sorted_BV, jnp.inf), axis=-1, keepdims=True)
+            z_BV = jnp.where(z_BV >= cutoff_B1, z_BV, -jnp.inf)
+        keys_B = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), draw))(seeds_B)
+        return jax.vmap(jax.random.categorical)(keys_B, z_BV).astype(jnp.int32)
+
+    return sample
 
 
 class KVDecoder:

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from bitjax.config import apply_overrides, load_recipe
-from bitjax.nn.decode import Sampling, generate, greedy_generate
+from bitjax.nn.decode import Sampling, argmax_ids, generate, greedy_generate
 from bitjax.training.trainer import Trainer
 from tests.support import ROOT, TINY
 
@@ -106,3 +106,10 @@ def test_rows_split_over_eight_devices_decode_as_on_one():
     result = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("{")))
     assert result["devices"] == 8
     assert result["sharded"] == result["single"]
+
+
+def test_one_sampling_setting_is_one_select_function_so_the_step_compiles_once():
+    """The jitted step is cached by its `select`: a fresh closure per call would recompile it for every batch."""
+    assert Sampling(1.0, 0.9).select() is Sampling(1.0, 0.9).select()
+    assert Sampling(1.0, 0.9).select() is not Sampling(0.7, 0.9).select()
+    assert Sampling(0.0).select() is argmax_ids
