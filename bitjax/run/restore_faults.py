@@ -10,8 +10,8 @@ a package that is missing. Nothing is moved for it: the error names the cause in
 is fixed finds every checkpoint where it was. An exception that is neither keeps its traceback (a bug).
 
 Damage is recognised by what the readers raise for it: TensorStore's status codes for bytes that are missing,
-short or undecodable (NOT_FOUND, OUT_OF_RANGE, DATA_LOSS, FAILED_PRECONDITION), FileNotFoundError and JSON
-decoding errors, and Orbax's tree-structure mismatch.
+short or undecodable (NOT_FOUND, OUT_OF_RANGE, DATA_LOSS, FAILED_PRECONDITION, or an OCDBT b-tree node that
+does not decode), FileNotFoundError and JSON decoding errors, and Orbax's tree-structure mismatch.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ DAMAGE_STATUSES = ("NOT_FOUND", "OUT_OF_RANGE", "DATA_LOSS", "FAILED_PRECONDITIO
 MEMORY_STATUSES = ("RESOURCE_EXHAUSTED",)
 IO_STATUSES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "CANCELLED", "PERMISSION_DENIED", "UNAUTHENTICATED",
                "INTERNAL", "UNKNOWN")
-# Orbax's words for a checkpoint whose items or tree do not match its own metadata
-DAMAGE_PHRASES = ("tree structures do not match", "was not found in the checkpoint")
+# Orbax's words for a checkpoint whose items or tree do not match its own metadata, and TensorStore's for bytes
+# that do not decode when it reports no status code (a flipped bit in an OCDBT b-tree node)
+DAMAGE_PHRASES = ("tree structures do not match", "was not found in the checkpoint", "Error decoding b-tree node")
 
 
 class CheckpointDamagedError(ConfigError):

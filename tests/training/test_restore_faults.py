@@ -110,6 +110,10 @@ def test_only_damage_is_damage():
               ValueError("DATA_LOSS: Error reading ... checksum mismatch"),
               ValueError('FAILED_PRECONDITION: Error reading local file "_sharding": Invalid JSON'),
               FileNotFoundError("Metadata file (named _METADATA) does not exist"),
+              ValueError('Error opening "zarr" driver: Error reading "opt_state.1.hyperparams.b1/.zarray" in OCDBT '
+                         'database at local file "run/checkpoints/2/state/": Error reading Byte range [0, 12529) of '
+                         'local file "d/4c54": Error decoding b-tree node: End of data expected; remaining length: '
+                         '16; at byte 12525'),   # a bit flipped in a b-tree node: no status code
               ValueError("User-provided restore item and on-disk value metadata tree structures do not match")]
     for error in damage:
         assert classify(error)[0] == "damage", error
